@@ -1,0 +1,261 @@
+//! L1: the in-process tier, one store per managed function.
+//!
+//! The store keeps each value with its own deadline instead of relying on the engine's TTL,
+//! so every engine expires entries the same way, per entry, on an injectable [`Clock`].
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+use crate::key::ArgsKey;
+use crate::time::Clock;
+
+/// A value stored in L1 together with its deadline (see [`Clock::deadline`]).
+#[derive(Clone, Debug)]
+pub struct Entry<V> {
+    /// The cached value.
+    pub value: V,
+    /// Deadline in [`Clock`] nanoseconds; 0 means it never expires.
+    pub expires_at: u64,
+}
+
+/// What an L1 engine must do. Values are handed out as clones, so a caller can never mutate a
+/// shared entry; return an `Arc<T>` from the function to make clones cheap.
+pub trait L1Engine<V>: Send + Sync {
+    /// The entry for `key`, if present (expired or not).
+    fn get(&self, key: ArgsKey) -> Option<Entry<V>>;
+    /// Inserts or replaces the entry for `key`.
+    fn insert(&self, key: ArgsKey, entry: Entry<V>);
+    /// Removes the entry for `key`; whether one was present.
+    fn remove(&self, key: ArgsKey) -> bool;
+    /// Removes every entry.
+    fn clear(&self);
+    /// Number of entries (may lag behind concurrent writes).
+    fn len(&self) -> u64;
+    /// Whether the store holds no entries.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Options of one function's L1 store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct L1Options {
+    /// Maximum number of entries; the engine evicts beyond it.
+    pub capacity: u64,
+    /// How long an entry stays valid; `None` keeps it until evicted or invalidated.
+    pub ttl: Option<Duration>,
+}
+
+impl L1Options {
+    /// Capacity used when a function does not set one.
+    pub const DEFAULT_CAPACITY: u64 = 10_000;
+}
+
+impl Default for L1Options {
+    fn default() -> Self {
+        Self {
+            capacity: Self::DEFAULT_CAPACITY,
+            ttl: None,
+        }
+    }
+}
+
+/// One function's L1 store: an engine plus expiry on a clock.
+pub struct L1Store<V> {
+    engine: Box<dyn L1Engine<V>>,
+    ttl: Option<Duration>,
+    clock: Clock,
+}
+
+impl<V: Clone + Send + Sync + 'static> L1Store<V> {
+    /// A store on the default engine (moka).
+    pub fn new(options: L1Options, clock: Clock) -> Self {
+        Self::with_engine(Box::new(MokaEngine::new(options.capacity)), options.ttl, clock)
+    }
+}
+
+impl<V> L1Store<V> {
+    /// A store on the given engine.
+    pub fn with_engine(engine: Box<dyn L1Engine<V>>, ttl: Option<Duration>, clock: Clock) -> Self {
+        Self { engine, ttl, clock }
+    }
+
+    /// The clock deadlines are measured on.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The live value for `key`. An expired entry is removed and reported as absent.
+    #[inline]
+    pub fn get(&self, key: ArgsKey, now: u64) -> Option<V> {
+        let entry = self.engine.get(key)?;
+        if Clock::is_expired(entry.expires_at, now) {
+            // A fresher value inserted between the get and this remove would be lost; that is
+            // only an extra miss, never a stale read.
+            self.engine.remove(key);
+            return None;
+        }
+        Some(entry.value)
+    }
+
+    /// Stores `value` for `key` with the store's TTL counted from `now`.
+    pub fn insert(&self, key: ArgsKey, value: V, now: u64) {
+        let expires_at = Clock::deadline(now, self.ttl);
+        self.engine.insert(key, Entry { value, expires_at });
+    }
+
+    /// Removes the entry for `key`; whether one was present.
+    pub fn remove(&self, key: ArgsKey) -> bool {
+        self.engine.remove(key)
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) {
+        self.engine.clear();
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.engine.len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.engine.is_empty()
+    }
+}
+
+/// Hasher for keys that are already uniform 128-bit hashes: folds them instead of hashing again.
+#[derive(Default)]
+pub struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if a key type hashes itself as bytes; mix them in rather than lose them.
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(buf)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        self.0 = (i as u64) ^ ((i >> 64) as u64);
+    }
+}
+
+type PrehashedBuild = BuildHasherDefault<PrehashedKey>;
+
+/// The moka engine (TinyLFU admission, LRU eviction).
+pub struct MokaEngine<V> {
+    cache: moka::sync::Cache<ArgsKey, Entry<V>, PrehashedBuild>,
+}
+
+impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
+    /// An engine holding at most `capacity` entries.
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .build_with_hasher(PrehashedBuild::default()),
+        }
+    }
+
+    /// Applies pending evictions now (moka does it lazily); used by tests and `len`.
+    pub fn sync(&self) {
+        self.cache.run_pending_tasks();
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
+    #[inline]
+    fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
+        self.cache.get(&key)
+    }
+
+    fn insert(&self, key: ArgsKey, entry: Entry<V>) {
+        self.cache.insert(key, entry);
+    }
+
+    fn remove(&self, key: ArgsKey) -> bool {
+        self.cache.remove(&key).is_some()
+    }
+
+    fn clear(&self) {
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks();
+    }
+
+    fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(capacity: u64, ttl: Option<Duration>) -> (L1Store<String>, crate::time::MockClock) {
+        let (clock, mock) = Clock::mock();
+        (L1Store::new(L1Options { capacity, ttl }, clock), mock)
+    }
+
+    #[test]
+    fn get_returns_what_was_inserted() {
+        let (s, _) = store(10, None);
+        s.insert(ArgsKey(1), "one".into(), 0);
+        assert_eq!(s.get(ArgsKey(1), 0).as_deref(), Some("one"));
+        assert_eq!(s.get(ArgsKey(2), 0), None);
+    }
+
+    #[test]
+    fn entries_expire_on_the_mock_clock() {
+        let (s, mock) = store(10, Some(Duration::from_secs(30)));
+        let now = s.clock().now_nanos();
+        s.insert(ArgsKey(1), "one".into(), now);
+        mock.increment(Duration::from_secs(29));
+        assert!(s.get(ArgsKey(1), s.clock().now_nanos()).is_some());
+        mock.increment(Duration::from_secs(1));
+        assert!(s.get(ArgsKey(1), s.clock().now_nanos()).is_none());
+        // The expired entry was removed, not just hidden.
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn without_ttl_entries_never_expire() {
+        let (s, mock) = store(10, None);
+        s.insert(ArgsKey(1), "one".into(), 0);
+        mock.increment(Duration::from_secs(1_000_000));
+        assert!(s.get(ArgsKey(1), s.clock().now_nanos()).is_some());
+    }
+
+    #[test]
+    fn capacity_is_enforced() {
+        let engine = MokaEngine::<u64>::new(100);
+        for i in 0..1_000u64 {
+            engine.insert(ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15), Entry { value: i, expires_at: 0 });
+        }
+        engine.sync();
+        assert!(engine.len() <= 100, "len {}", engine.len());
+    }
+
+    #[test]
+    fn remove_and_clear() {
+        let (s, _) = store(10, None);
+        s.insert(ArgsKey(1), "a".into(), 0);
+        s.insert(ArgsKey(2), "b".into(), 0);
+        assert!(s.remove(ArgsKey(1)));
+        assert!(!s.remove(ArgsKey(1)));
+        assert_eq!(s.get(ArgsKey(2), 0).as_deref(), Some("b"));
+        s.clear();
+        assert!(s.is_empty());
+    }
+}

@@ -1,0 +1,382 @@
+//! Single-flight: concurrent misses on one key share one execution (design §7).
+//!
+//! The first caller of a cold key becomes the *leader* and runs the body; later callers become
+//! *waiters* and receive the leader's value. The leader holds a [`Lead`] guard:
+//!
+//! - completed with a value: every waiter gets a clone;
+//! - completed as "not cacheable" (`Err`, `None`): each waiter runs its own body, since an
+//!   error value cannot be cloned to share;
+//! - dropped while unwinding from a panic: every waiter panics too, so nobody hangs;
+//! - dropped otherwise (the leading future was cancelled): one waiter takes over as leader.
+//!
+//! A caller that would wait on a flight its own thread is leading (a function calling itself
+//! with the same key) gets a clear panic instead of a deadlock.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::pin::pin;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use crate::key::ArgsKey;
+
+const SHARDS: usize = 16;
+
+/// The state a flight ends in, as seen by its waiters.
+#[derive(Debug)]
+pub enum Settled<V> {
+    /// The leader produced a cacheable value; waiters share it.
+    Value(V),
+    /// The leader's result is not shared (an `Err` or `None`); each waiter runs its own body.
+    NotShared,
+    /// The leader panicked.
+    Panicked,
+}
+
+enum State<V> {
+    Running,
+    Done(Settled<V>),
+    /// The leader went away without a result (cancelled); a waiter should lead instead.
+    Abandoned,
+}
+
+struct Flight<V> {
+    state: Mutex<State<V>>,
+    /// Wakes blocked sync waiters.
+    condvar: Condvar,
+    /// Wakes async waiters; works on any executor.
+    notify: tokio::sync::Notify,
+}
+
+impl<V> Flight<V> {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(State::Running),
+            condvar: Condvar::new(),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<V>> {
+        // The state is only ever replaced whole, so a poisoned lock still holds a valid state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn id(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as *const () as usize
+    }
+}
+
+/// The in-progress computations of one function, sharded by key.
+pub struct Flights<V> {
+    shards: Box<[Mutex<HashMap<ArgsKey, Arc<Flight<V>>>>]>,
+}
+
+/// What a caller becomes when it joins the flight for a key.
+pub enum Role<'a, V: Clone> {
+    /// Run the body, then complete the guard.
+    Leader(Lead<'a, V>),
+    /// Wait with [`Wait::wait_blocking`] or [`Wait::wait`].
+    Waiter(Wait<V>),
+}
+
+impl<V: Clone> Flights<V> {
+    /// An empty set of flights.
+    pub fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
+    fn shard(&self, key: ArgsKey) -> MutexGuard<'_, HashMap<ArgsKey, Arc<Flight<V>>>> {
+        self.shards[(key.0 as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins the flight for `key`, starting one if none is running.
+    pub fn join(&self, key: ArgsKey) -> Role<'_, V> {
+        let mut shard = self.shard(key);
+        if let Some(flight) = shard.get(&key) {
+            return Role::Waiter(Wait {
+                flight: flight.clone(),
+            });
+        }
+        let flight = Arc::new(Flight::new());
+        shard.insert(key, flight.clone());
+        Role::Leader(Lead {
+            flights: self,
+            key,
+            flight,
+            done: false,
+        })
+    }
+
+    /// Number of flights in progress.
+    pub fn in_progress(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+impl<V: Clone> Default for Flights<V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    /// Flights whose leader is running on this thread right now (nested when a body calls
+    /// other managed functions). Identity only; never dereferenced.
+    static LEADING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a flight as led by the current thread while alive.
+struct LeadingMark(usize);
+
+impl LeadingMark {
+    fn enter(id: usize) -> Self {
+        LEADING.with(|l| l.borrow_mut().push(id));
+        Self(id)
+    }
+}
+
+impl Drop for LeadingMark {
+    fn drop(&mut self) {
+        LEADING.with(|l| {
+            let mut l = l.borrow_mut();
+            if let Some(pos) = l.iter().rposition(|&id| id == self.0) {
+                l.remove(pos);
+            }
+        });
+    }
+}
+
+fn led_by_this_thread(id: usize) -> bool {
+    LEADING.with(|l| l.borrow().contains(&id))
+}
+
+/// The leader's obligation: complete the flight, or let the guard's drop release the waiters.
+pub struct Lead<'a, V: Clone> {
+    flights: &'a Flights<V>,
+    key: ArgsKey,
+    flight: Arc<Flight<V>>,
+    done: bool,
+}
+
+impl<V: Clone> Lead<'_, V> {
+    /// Runs `body` as this flight's leader (so a same-key call inside it is detected).
+    pub fn run<R>(&self, body: impl FnOnce() -> R) -> R {
+        let _mark = LeadingMark::enter(self.flight.id());
+        body()
+    }
+
+    /// Awaits `body` as this flight's leader; the mark is held only while it is being polled,
+    /// which is exactly when a nested same-key call could start waiting.
+    pub async fn run_async<F: std::future::Future>(&self, body: F) -> F::Output {
+        let id = self.flight.id();
+        let mut body = pin!(body);
+        std::future::poll_fn(|cx| {
+            let _mark = LeadingMark::enter(id);
+            body.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Ends the flight and wakes every waiter.
+    pub fn complete(mut self, settled: Settled<V>) {
+        self.finish(State::Done(settled));
+    }
+
+    fn finish(&mut self, state: State<V>) {
+        self.done = true;
+        // Remove first: a caller arriving after this point starts afresh (and, for a value,
+        // finds it in L1, which the leader filled before completing).
+        {
+            let mut shard = self.flights.shard(self.key);
+            if shard
+                .get(&self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+            {
+                shard.remove(&self.key);
+            }
+        }
+        *self.flight.lock() = state;
+        self.flight.condvar.notify_all();
+        self.flight.notify.notify_waiters();
+    }
+}
+
+impl<V: Clone> Drop for Lead<'_, V> {
+    fn drop(&mut self) {
+        if !self.done {
+            let state = if std::thread::panicking() {
+                State::Done(Settled::Panicked)
+            } else {
+                State::Abandoned
+            };
+            self.finish(state);
+        }
+    }
+}
+
+/// What a waiter learns when the flight it waited on ends.
+#[derive(Debug)]
+pub enum Waited<V> {
+    /// The flight ended; see [`Settled`].
+    Settled(Settled<V>),
+    /// The leader was cancelled; join again (one waiter will lead).
+    Retry,
+}
+
+/// A waiter's handle on a flight.
+pub struct Wait<V> {
+    flight: Arc<Flight<V>>,
+}
+
+impl<V: Clone> Wait<V> {
+    fn read(state: &State<V>) -> Option<Waited<V>> {
+        match state {
+            State::Running => None,
+            State::Abandoned => Some(Waited::Retry),
+            State::Done(Settled::Value(v)) => Some(Waited::Settled(Settled::Value(v.clone()))),
+            State::Done(Settled::NotShared) => Some(Waited::Settled(Settled::NotShared)),
+            State::Done(Settled::Panicked) => Some(Waited::Settled(Settled::Panicked)),
+        }
+    }
+
+    /// Panics if this thread leads the flight: waiting would never end.
+    fn check_self_wait(&self, fn_name: &str) {
+        if led_by_this_thread(self.flight.id()) {
+            panic!(
+                "optimize: `{fn_name}` called itself with the same cache key while computing it, \
+                 so it would wait for itself forever; give the inner call different arguments \
+                 or a different `key = ...`"
+            );
+        }
+    }
+
+    /// Blocks the thread until the flight ends.
+    pub fn wait_blocking(self, fn_name: &str) -> Waited<V> {
+        self.check_self_wait(fn_name);
+        let mut state = self.flight.lock();
+        loop {
+            if let Some(w) = Self::read(&state) {
+                return w;
+            }
+            state = self
+                .flight
+                .condvar
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Waits without blocking the thread until the flight ends.
+    pub async fn wait(self, fn_name: &str) -> Waited<V> {
+        self.check_self_wait(fn_name);
+        loop {
+            // Register before reading the state, so a completion in between is not missed.
+            let notified = self.flight.notify.notified();
+            if let Some(w) = Self::read(&self.flight.lock()) {
+                return w;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Barrier;
+
+    #[test]
+    fn second_caller_waits_and_shares_the_value() {
+        let flights = Flights::<u32>::new();
+        let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!("first caller must lead") };
+        let Role::Waiter(wait) = flights.join(ArgsKey(1)) else { panic!("second caller must wait") };
+        // Another key is independent.
+        assert!(matches!(flights.join(ArgsKey(2)), Role::Leader(_)));
+        lead.complete(Settled::Value(7));
+        assert!(matches!(wait.wait_blocking("f"), Waited::Settled(Settled::Value(7))));
+        assert_eq!(flights.in_progress(), 0);
+    }
+
+    #[test]
+    fn dropped_leader_lets_a_waiter_retry() {
+        let flights = Flights::<u32>::new();
+        let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!() };
+        let Role::Waiter(wait) = flights.join(ArgsKey(1)) else { panic!() };
+        drop(lead);
+        assert!(matches!(wait.wait_blocking("f"), Waited::Retry));
+        assert!(matches!(flights.join(ArgsKey(1)), Role::Leader(_)));
+    }
+
+    #[test]
+    fn leader_panic_reaches_blocked_waiters() {
+        let flights = Arc::new(Flights::<u32>::new());
+        let barrier = Arc::new(Barrier::new(2));
+        let leader = {
+            let (flights, barrier) = (flights.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!() };
+                barrier.wait();
+                lead.run(|| -> u32 { panic!("boom") })
+            })
+        };
+        barrier.wait();
+        let waited = match flights.join(ArgsKey(1)) {
+            Role::Waiter(w) => w.wait_blocking("f"),
+            // The leader may already have finished; then there is nothing to wait for.
+            Role::Leader(_) => Waited::Settled(Settled::Panicked),
+        };
+        assert!(leader.join().is_err());
+        assert!(matches!(waited, Waited::Settled(Settled::Panicked)));
+    }
+
+    #[test]
+    fn waiting_on_own_flight_panics_with_a_clear_message() {
+        let flights = Flights::<u32>::new();
+        let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!() };
+        let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lead.run(|| match flights.join(ArgsKey(1)) {
+                Role::Waiter(w) => {
+                    w.wait_blocking("fib");
+                }
+                Role::Leader(_) => unreachable!(),
+            })
+        }))
+        .unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(msg.contains("`fib` called itself with the same cache key"), "{msg}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_waiters_all_wake() {
+        let flights = Arc::new(Flights::<u32>::new());
+        let Role::Leader(lead) = flights.join(ArgsKey(9)) else { panic!() };
+        let (joined, woke) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut tasks = Vec::new();
+        for _ in 0..100 {
+            let (flights, joined, woke) = (flights.clone(), joined.clone(), woke.clone());
+            tasks.push(tokio::spawn(async move {
+                let Role::Waiter(w) = flights.join(ArgsKey(9)) else { panic!("must wait") };
+                joined.fetch_add(1, Ordering::SeqCst);
+                if let Waited::Settled(Settled::Value(5)) = w.wait("f").await {
+                    woke.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        while joined.load(Ordering::SeqCst) < 100 {
+            tokio::task::yield_now().await;
+        }
+        lead.complete(Settled::Value(5));
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(woke.load(Ordering::SeqCst), 100);
+    }
+}

@@ -1,0 +1,258 @@
+//! Cache keys (design §4).
+//!
+//! A call's key is the xxh3-128 hash of the bincode encoding of its key arguments. Both are
+//! fixed algorithms with fixed options, so a key is the same in every process and every build;
+//! `std::hash` is never used because its output may change between Rust releases.
+//!
+//! The full key written to shared tiers is
+//! `{namespace}:{fn_path}:v{version}:{schema:016x}:{args:032x}` (see [`FullKey`]).
+
+use std::fmt;
+use std::io;
+
+use bincode::Options;
+use serde::Serialize;
+
+/// Hash of a call's key arguments: identifies one entry within one function's cache.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArgsKey(pub u128);
+
+impl fmt::Debug for ArgsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ArgsKey({:032x})", self.0)
+    }
+}
+
+impl fmt::Display for ArgsKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A value that can be part of a cache key: anything `serde::Serialize`.
+///
+/// This trait exists only to give a readable error when an argument cannot be hashed.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be part of a cache key: it does not implement `serde::Serialize`",
+    label = "this argument is hashed into the cache key",
+    note = "derive `serde::Serialize` for it, leave it out with `skip(arg)`, or choose the key yourself with `key = <expr>`"
+)]
+pub trait KeyPart {
+    /// Writes the value's canonical encoding into `hasher`.
+    fn write_key(&self, hasher: &mut KeyHasher);
+}
+
+impl<T: Serialize + ?Sized> KeyPart for T {
+    #[inline]
+    fn write_key(&self, hasher: &mut KeyHasher) {
+        hasher.push(self);
+    }
+}
+
+/// The bincode options used for keys: fixed-width little-endian integers, so encodings never
+/// depend on the machine or on varint heuristics.
+fn key_codec() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+}
+
+const INLINE: usize = 128;
+
+/// Builds an [`ArgsKey`] from the encodings of several values, without allocating for keys
+/// up to 128 bytes.
+///
+/// ```
+/// use optimize_runtime::key::KeyHasher;
+///
+/// let mut a = KeyHasher::new();
+/// a.push(&42u64);
+/// a.push("alice");
+/// let mut b = KeyHasher::new();
+/// b.push(&42u64);
+/// b.push(&String::from("alice"));
+/// assert_eq!(a.finish(), b.finish());
+/// ```
+pub struct KeyHasher {
+    inline: [u8; INLINE],
+    len: usize,
+    spill: Vec<u8>,
+    failed: bool,
+}
+
+impl KeyHasher {
+    /// An empty hasher.
+    #[inline]
+    pub fn new() -> Self {
+        Self {
+            inline: [0; INLINE],
+            len: 0,
+            spill: Vec::new(),
+            failed: false,
+        }
+    }
+
+    /// Appends the encoding of `value`.
+    #[inline]
+    pub fn push<T: Serialize + ?Sized>(&mut self, value: &T) {
+        if key_codec().serialize_into(&mut *self, value).is_err() {
+            // Only types whose Serialize impl fails (e.g. sequences of unknown length) end here.
+            self.failed = true;
+        }
+    }
+
+    /// The key, or `None` when a value could not be encoded (the call then runs uncached).
+    #[inline]
+    pub fn finish(&self) -> Option<ArgsKey> {
+        if self.failed {
+            return None;
+        }
+        let bytes = if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill[..]
+        };
+        Some(ArgsKey(xxhash_rust::xxh3::xxh3_128(bytes)))
+    }
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl io::Write for KeyHasher {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.spill.is_empty() && self.len + buf.len() <= INLINE {
+            self.inline[self.len..self.len + buf.len()].copy_from_slice(buf);
+            self.len += buf.len();
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.spill.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The key of an entry in a shared tier (L2, L3):
+/// `{namespace}:{fn_path}:v{version}:{schema:016x}:{args:032x}`.
+///
+/// ```
+/// use optimize_runtime::key::{ArgsKey, FullKey};
+///
+/// let key = FullKey { namespace: "optimize", fn_path: "app::users::fetch", version: 1, schema: 0xab, args: ArgsKey(7) };
+/// assert_eq!(
+///     key.to_string(),
+///     "optimize:app::users::fetch:v1:00000000000000ab:00000000000000000000000000000007"
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FullKey<'a> {
+    /// Prefix shared by every key of one application (or one deployment).
+    pub namespace: &'a str,
+    /// `module_path!()` plus the function name (plus the self type for methods), or `name = ...`.
+    pub fn_path: &'a str,
+    /// The user's `version = N`, bumped by hand to retire old entries.
+    pub version: u32,
+    /// Hash of the function's argument and return types, computed at compile time.
+    pub schema: u64,
+    /// Hash of the call's key arguments.
+    pub args: ArgsKey,
+}
+
+impl fmt::Display for FullKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:v{}:{:016x}:{:032x}",
+            self.namespace, self.fn_path, self.version, self.schema, self.args.0
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    fn key_of<T: Serialize + ?Sized>(v: &T) -> ArgsKey {
+        let mut h = KeyHasher::new();
+        h.push(v);
+        h.finish().unwrap()
+    }
+
+    /// Pinned values: if the encoding or hash ever changes, every persisted entry would
+    /// silently become unreachable, so this must be a deliberate, versioned change.
+    #[test]
+    fn keys_are_stable_across_builds() {
+        assert_eq!(
+            key_of(&42u64).to_string(),
+            format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&42u64.to_le_bytes()))
+        );
+        let mut expected = 5u64.to_le_bytes().to_vec();
+        expected.extend_from_slice(b"alice");
+        assert_eq!(
+            key_of("alice"),
+            ArgsKey(xxhash_rust::xxh3::xxh3_128(&expected))
+        );
+    }
+
+    #[test]
+    fn borrowed_and_owned_forms_agree() {
+        assert_eq!(key_of("x"), key_of(&String::from("x")));
+        assert_eq!(key_of(&[1u32, 2][..]), key_of(&vec![1u32, 2]));
+    }
+
+    #[test]
+    fn argument_boundaries_matter() {
+        let mut a = KeyHasher::new();
+        a.push("ab");
+        a.push("c");
+        let mut b = KeyHasher::new();
+        b.push("a");
+        b.push("bc");
+        assert_ne!(a.finish(), b.finish());
+    }
+
+    #[test]
+    fn long_keys_spill_and_still_hash_everything() {
+        let long = "y".repeat(1000);
+        let mut other = long.clone();
+        other.replace_range(999..1000, "z");
+        assert_ne!(key_of(long.as_str()), key_of(other.as_str()));
+        let mut h = KeyHasher::new();
+        h.push(&1u8);
+        h.push(long.as_str());
+        let mut expected = vec![1u8];
+        expected.extend_from_slice(&1000u64.to_le_bytes());
+        expected.extend_from_slice(long.as_bytes());
+        assert_eq!(
+            h.finish(),
+            Some(ArgsKey(xxhash_rust::xxh3::xxh3_128(&expected)))
+        );
+    }
+
+    #[test]
+    fn unencodable_values_yield_no_key() {
+        struct UnknownLen;
+        impl Serialize for UnknownLen {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeSeq;
+                let seq = s.serialize_seq(None)?;
+                seq.end()
+            }
+        }
+        let mut h = KeyHasher::new();
+        h.push(&UnknownLen);
+        assert_eq!(h.finish(), None);
+    }
+}

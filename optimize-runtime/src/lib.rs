@@ -1,0 +1,34 @@
+//! Runtime of the `optimize` attribute: keys, cache tiers, single-flight and statistics.
+//!
+//! Applications depend on the `optimize` crate, which re-exports this one together with the
+//! attribute macros. Everything here is usable and testable without the macros.
+//!
+//! ```
+//! use optimize_runtime::key::KeyHasher;
+//!
+//! let mut h = KeyHasher::new();
+//! h.push(&7u64);
+//! assert!(h.finish().is_some());
+//! ```
+
+pub mod cache;
+pub mod flight;
+pub mod key;
+pub mod policy;
+mod registry;
+pub mod site;
+pub mod stats;
+pub mod time;
+
+pub use registry::{namespace, site, sites};
+pub use site::{Kind, Site};
+pub use stats::{FnStats, Histogram, Outcome};
+
+/// What generated code calls. Not part of the public API: no semver promise.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::key::{ArgsKey, KeyHasher, KeyPart};
+    pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
+    pub use crate::site::{Kind, Site, SiteMeta, SiteSlot};
+    pub use core::time::Duration;
+}

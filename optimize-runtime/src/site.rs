@@ -1,0 +1,517 @@
+//! One managed function: its options, statistics, L1 store and in-progress computations,
+//! and the call path that ties them together (design §2).
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::cache::l1::{L1Options, L1Store};
+use crate::flight::{Flights, Role, Settled, Waited};
+use crate::key::{ArgsKey, FullKey};
+use crate::policy::ReturnPolicy;
+use crate::stats::{FnRecorder, FnStats, Outcome};
+use crate::time::{self, Clock};
+
+/// Where a managed function's body runs (design §8).
+///
+/// Routing to dedicated pools is not implemented yet: every kind currently runs its body in
+/// place, in the caller's thread or task. The kind is recorded in statistics already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// I/O-bound work.
+    Io,
+    /// CPU-bound work.
+    Cpu,
+    /// Memory-heavy work.
+    Memory,
+}
+
+impl Kind {
+    /// The kind's name as written in the attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Io => "io",
+            Kind::Cpu => "cpu",
+            Kind::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the attribute decided about a function, fixed at compile time.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct SiteMeta {
+    /// Unique per annotated function: module path, name and the attribute's source position.
+    pub id: &'static str,
+    /// `module_path!()` where the function is defined.
+    pub module_path: &'static str,
+    /// The function's identifier.
+    pub fn_name: &'static str,
+    /// `name = "..."`, replacing the derived path.
+    pub name: Option<&'static str>,
+    /// The kind from the attribute.
+    pub kind: Kind,
+    /// Whether the function is `async`.
+    pub is_async: bool,
+    /// `ttl = "..."`.
+    pub ttl: Option<Duration>,
+    /// `capacity = N`.
+    pub capacity: Option<u64>,
+    /// `version = N`.
+    pub version: u32,
+    /// Hash of the signature's types.
+    pub schema: u64,
+}
+
+/// A static slot the generated code holds; resolves to the function's one [`Site`].
+///
+/// A function and its generated companions (`name_cache()`, `name_invalidate(..)`) each hold
+/// a slot with the same [`SiteMeta::id`]; the registry hands all of them the same `Site`.
+#[doc(hidden)]
+pub struct SiteSlot {
+    meta: &'static SiteMeta,
+    site: OnceLock<&'static Site>,
+}
+
+impl SiteSlot {
+    /// A slot for the function described by `meta`.
+    pub const fn new(meta: &'static SiteMeta) -> Self {
+        Self {
+            meta,
+            site: OnceLock::new(),
+        }
+    }
+
+    /// The function's site. `owner` is `type_name::<Self>` for methods, so their path names
+    /// the type they belong to.
+    #[inline]
+    pub fn get(&'static self, owner: Option<fn() -> &'static str>) -> &'static Site {
+        self.site
+            .get_or_init(|| crate::registry::site_for(self.meta, owner))
+    }
+}
+
+/// One managed function at run time: its name, options, statistics and cache.
+///
+/// Every annotated function `f` gets a companion `f_cache()` returning its `Site`:
+///
+/// ```
+/// #[optimize::io(ttl = "5m")]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// assert_eq!(square(3), 9);
+/// assert_eq!(square(3), 9);
+/// let stats = square_cache().stats();
+/// assert_eq!((stats.calls(), stats.hits()), (2, 1));
+/// square_cache().invalidate_all();
+/// assert_eq!(square_cache().len(), 0);
+/// ```
+pub struct Site {
+    meta: &'static SiteMeta,
+    path: String,
+    recorder: FnRecorder,
+    store: OnceLock<Box<dyn AnyStore>>,
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Site")
+            .field("path", &self.path)
+            .field("kind", &self.meta.kind)
+            .field("ttl", &self.meta.ttl)
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The typed part of a site, created on first call when the value type is known.
+struct Store<V> {
+    l1: L1Store<V>,
+    flights: Flights<V>,
+}
+
+/// What the site needs from its store without knowing the value type.
+trait AnyStore: Send + Sync {
+    fn as_any(&self) -> &dyn Any;
+    fn remove(&self, key: ArgsKey) -> bool;
+    fn clear(&self);
+    fn len(&self) -> u64;
+}
+
+impl<V: Clone + Send + Sync + 'static> AnyStore for Store<V> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn remove(&self, key: ArgsKey) -> bool {
+        self.l1.remove(key)
+    }
+    fn clear(&self) {
+        self.l1.clear();
+    }
+    fn len(&self) -> u64 {
+        self.l1.len()
+    }
+}
+
+impl Site {
+    pub(crate) fn new(meta: &'static SiteMeta, path: String) -> Self {
+        Self {
+            meta,
+            path,
+            recorder: FnRecorder::new(),
+            store: OnceLock::new(),
+        }
+    }
+
+    /// The function's path in keys and statistics: `name = "..."` if given, else
+    /// `module::path::fn` (with the self type for methods).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The function's kind.
+    pub fn kind(&self) -> Kind {
+        self.meta.kind
+    }
+
+    /// Whether the function is `async`.
+    pub fn is_async(&self) -> bool {
+        self.meta.is_async
+    }
+
+    /// How long a cached value stays valid (`None`: until evicted or invalidated).
+    pub fn ttl(&self) -> Option<Duration> {
+        self.meta.ttl
+    }
+
+    /// The L1 capacity in entries.
+    pub fn capacity(&self) -> u64 {
+        self.meta.capacity.unwrap_or(L1Options::DEFAULT_CAPACITY)
+    }
+
+    /// The user's `version = N` (0 when not given).
+    pub fn version(&self) -> u32 {
+        self.meta.version
+    }
+
+    /// Hash of the function's argument and return types.
+    pub fn schema(&self) -> u64 {
+        self.meta.schema
+    }
+
+    /// The key an entry for `args` has in shared tiers.
+    pub fn full_key(&self, args: ArgsKey) -> String {
+        FullKey {
+            namespace: crate::registry::namespace(),
+            fn_path: &self.path,
+            version: self.meta.version,
+            schema: self.meta.schema,
+            args,
+        }
+        .to_string()
+    }
+
+    /// A snapshot of the function's statistics.
+    pub fn stats(&self) -> FnStats {
+        self.recorder.snapshot()
+    }
+
+    /// Forgets the statistics recorded so far (the cache is untouched).
+    pub fn reset_stats(&self) {
+        self.recorder.reset();
+    }
+
+    /// Number of entries in the function's L1 store.
+    pub fn len(&self) -> u64 {
+        self.store.get().map_or(0, |s| s.len())
+    }
+
+    /// Whether the function's L1 store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes the entry for one call's key; whether one was present. Generated
+    /// `name_invalidate(args..)` companions call this with the key of their arguments.
+    pub fn invalidate(&self, key: ArgsKey) -> bool {
+        self.store.get().is_some_and(|s| s.remove(key))
+    }
+
+    /// Removes every cached entry of this function.
+    pub fn invalidate_all(&self) {
+        if let Some(s) = self.store.get() {
+            s.clear();
+        }
+    }
+
+    #[inline]
+    fn store<V: Clone + Send + Sync + 'static>(&self) -> &Store<V> {
+        self.store
+            .get_or_init(|| {
+                let options = L1Options {
+                    capacity: self.capacity(),
+                    ttl: self.meta.ttl,
+                };
+                Box::new(Store::<V> {
+                    l1: L1Store::new(options, time::global().clone()),
+                    flights: Flights::new(),
+                })
+            })
+            .as_any()
+            .downcast_ref::<Store<V>>()
+            .unwrap_or_else(|| {
+                panic!(
+                    "optimize: `{}` was called with two different return types; this happens \
+                     when the attribute is used in a generic impl, which is not supported",
+                    self.path
+                )
+            })
+    }
+
+    /// Runs a sync call through the cache.
+    #[doc(hidden)]
+    #[inline]
+    pub fn call_sync<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        key: Option<ArgsKey>,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output {
+        let clock = time::global();
+        let start = clock.now_nanos();
+        let Some(key) = key else {
+            return self.run_uncoalesced(policy, start, body);
+        };
+        let store = self.store::<P::Cached>();
+        if let Some(v) = store.l1.get(key, start) {
+            self.recorder
+                .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
+            return policy.from_cache(v);
+        }
+        loop {
+            match store.flights.join(key) {
+                Role::Leader(lead) => {
+                    // A leader that finished just before we joined has filled L1.
+                    if let Some(v) = store.l1.get(key, clock.now_nanos()) {
+                        lead.complete(Settled::Value(v.clone()));
+                        self.recorder
+                            .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
+                        return policy.from_cache(v);
+                    }
+                    let compute_start = clock.now_nanos();
+                    let panic = PanicRecorder::new(self, start, compute_start);
+                    let out = lead.run(body);
+                    panic.disarm();
+                    return self.settle(policy, store, key, lead, out, start, compute_start);
+                }
+                Role::Waiter(wait) => match wait.wait_blocking(&self.path) {
+                    Waited::Retry => continue,
+                    Waited::Settled(settled) => {
+                        return self.waited(policy, settled, start, body);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Runs an async call through the cache.
+    #[doc(hidden)]
+    pub async fn call_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &self,
+        policy: P,
+        key: Option<ArgsKey>,
+        body: F,
+    ) -> P::Output {
+        let clock = time::global();
+        let start = clock.now_nanos();
+        let Some(key) = key else {
+            let out = body.await;
+            return self.finish_uncoalesced(policy, out, start, start);
+        };
+        let store = self.store::<P::Cached>();
+        if let Some(v) = store.l1.get(key, start) {
+            self.recorder
+                .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
+            return policy.from_cache(v);
+        }
+        loop {
+            match store.flights.join(key) {
+                Role::Leader(lead) => {
+                    if let Some(v) = store.l1.get(key, clock.now_nanos()) {
+                        lead.complete(Settled::Value(v.clone()));
+                        self.recorder
+                            .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
+                        return policy.from_cache(v);
+                    }
+                    let compute_start = clock.now_nanos();
+                    let out = {
+                        let panic = PanicRecorder::new(self, start, compute_start);
+                        let out = lead.run_async(body).await;
+                        panic.disarm();
+                        out
+                    };
+                    return self.settle(policy, store, key, lead, out, start, compute_start);
+                }
+                Role::Waiter(wait) => match wait.wait(&self.path).await {
+                    Waited::Retry => continue,
+                    Waited::Settled(Settled::Value(v)) => {
+                        self.recorder
+                            .record(Outcome::Coalesced, clock.now_nanos().saturating_sub(start), 0);
+                        return policy.from_cache(v);
+                    }
+                    Waited::Settled(Settled::NotShared) => {
+                        let compute_start = clock.now_nanos();
+                        let out = body.await;
+                        return self.finish_uncoalesced(policy, out, start, compute_start);
+                    }
+                    Waited::Settled(Settled::Panicked) => self.leader_panicked(start),
+                },
+            }
+        }
+    }
+
+    /// Stores the leader's result, releases the waiters and records the call.
+    #[allow(clippy::too_many_arguments)]
+    fn settle<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        store: &Store<P::Cached>,
+        key: ArgsKey,
+        lead: crate::flight::Lead<'_, P::Cached>,
+        out: P::Output,
+        start: u64,
+        compute_start: u64,
+    ) -> P::Output {
+        let now = time::global().now_nanos();
+        let outcome = match policy.to_cache(&out) {
+            Some(cached) => {
+                // Fill L1 before completing, so callers arriving after the flight ends hit it.
+                store.l1.insert(key, cached.clone(), now);
+                lead.complete(Settled::Value(cached));
+                Outcome::Computed
+            }
+            None => {
+                lead.complete(Settled::NotShared);
+                Outcome::Uncached
+            }
+        };
+        self.recorder
+            .record(outcome, now.saturating_sub(start), now.saturating_sub(compute_start));
+        out
+    }
+
+    /// A sync waiter's end: share the value, run its own body, or re-raise the panic.
+    fn waited<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        settled: Settled<P::Cached>,
+        start: u64,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output {
+        match settled {
+            Settled::Value(v) => {
+                let now = time::global().now_nanos();
+                self.recorder
+                    .record(Outcome::Coalesced, now.saturating_sub(start), 0);
+                policy.from_cache(v)
+            }
+            Settled::NotShared => self.run_uncoalesced(policy, start, body),
+            Settled::Panicked => self.leader_panicked(start),
+        }
+    }
+
+    fn run_uncoalesced<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        start: u64,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output {
+        let compute_start = time::global().now_nanos();
+        let guard = PanicRecorder::new(self, start, compute_start);
+        let out = body();
+        guard.disarm();
+        self.finish_uncoalesced(policy, out, start, compute_start)
+    }
+
+    fn finish_uncoalesced<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        out: P::Output,
+        start: u64,
+        compute_start: u64,
+    ) -> P::Output {
+        let now = time::global().now_nanos();
+        let outcome = if policy.to_cache(&out).is_some() {
+            Outcome::Computed
+        } else {
+            Outcome::Uncached
+        };
+        self.recorder
+            .record(outcome, now.saturating_sub(start), now.saturating_sub(compute_start));
+        out
+    }
+
+    fn leader_panicked(&self, start: u64) -> ! {
+        self.recorder.record(
+            Outcome::Panicked,
+            time::global().now_nanos().saturating_sub(start),
+            0,
+        );
+        panic!(
+            "optimize: the call of `{}` this caller was waiting for panicked; see that panic \
+             for the cause",
+            self.path
+        );
+    }
+}
+
+/// Records a `panic` outcome if the body unwinds before [`PanicRecorder::disarm`].
+struct PanicRecorder<'a> {
+    site: &'a Site,
+    start: u64,
+    compute_start: u64,
+    armed: bool,
+}
+
+impl<'a> PanicRecorder<'a> {
+    fn new(site: &'a Site, start: u64, compute_start: u64) -> Self {
+        Self {
+            site,
+            start,
+            compute_start,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PanicRecorder<'_> {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            let now = time::global().now_nanos();
+            self.site.recorder.record(
+                Outcome::Panicked,
+                now.saturating_sub(self.start),
+                now.saturating_sub(self.compute_start),
+            );
+        }
+    }
+}
+
+/// The clock used by managed functions (re-exported for tests and tools).
+pub fn clock() -> &'static Clock {
+    time::global()
+}
