@@ -1,1 +1,58 @@
+//! # optimize
+//!
+//! One attribute turns an ordinary function into a managed one: its results are cached, its
+//! calls are measured, and (as the project grows) its body runs on the pool that fits its kind.
+//!
+//! ```
+//! #[optimize::io(ttl = "5m", capacity = 10_000)]
+//! fn fetch_user(id: u64) -> Result<String, std::io::Error> {
+//!     Ok(format!("user-{id}")) // imagine a remote call here
+//! }
+//!
+//! assert_eq!(fetch_user(7).unwrap(), "user-7"); // runs the body
+//! assert_eq!(fetch_user(7).unwrap(), "user-7"); // served from the cache
+//! assert_eq!(fetch_user_cache().stats().hits(), 1);
+//! fetch_user_invalidate(7); // the next call runs the body again
+//! ```
+//!
+//! ## Spelling
+//!
+//! The attribute is always written with its crate as the path: `#[optimize::io(...)]`,
+//! `#[optimize::cpu(...)]`, `#[optimize::memory(...)]`, or the general
+//! `#[optimize::optimize(io, ...)]`. A bare `#[optimize]` cannot work: rustc reserves
+//! `optimize` as a built-in attribute (the unstable `#[optimize(size|speed)]`), and a macro
+//! imported under that name is rejected as ambiguous (E0659).
+//!
+//! ## Options
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `ttl = "30s"` | how long a result stays valid (humantime syntax); default: until evicted |
+//! | `capacity = N` | maximum entries in the in-process cache; default 10 000 |
+//! | `key = <expr>` | hash this expression instead of the arguments |
+//! | `skip(arg, ...)` | leave these arguments (or `self`) out of the key |
+//! | `name = "..."` | the function's name in statistics and keys; default `module::path::fn` |
+//! | `version = N` | part of every key: bump it to retire old entries |
+//! | `crate = "path"` | where the `optimize` crate is, if renamed |
+//!
+//! Every kind currently runs its body in place, in the caller's thread or task; routing to
+//! dedicated pools arrives with the pools work. See `docs/macro.md` for the full reference.
+//!
+//! ## Generated companions
+//!
+//! For a function `f`, the attribute also generates, with `f`'s visibility:
+//! `f_cache() -> &'static optimize::Site` (statistics, size, `invalidate_all()`) and
+//! `f_invalidate(<f's arguments>) -> bool` (removes one entry).
 
+// Lets generated code say `::optimize::...` even inside this crate.
+extern crate self as optimize;
+
+pub use optimize_macros::{cpu, io, memory, optimize};
+pub use optimize_runtime::{namespace, site, sites, Histogram, Kind, Outcome, Site};
+pub use optimize_runtime::{cache, flight, key, policy, stats, time};
+
+/// Statistics of one managed function; see [`Site::stats`].
+pub use optimize_runtime::FnStats;
+
+#[doc(hidden)]
+pub use optimize_runtime::__private;

@@ -1,0 +1,344 @@
+//! Parsing of the attribute's options. Every value keeps its span so errors land on the
+//! user's own tokens.
+
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{Expr, Ident, LitInt, LitStr, Token};
+
+use crate::errors::Errors;
+
+/// Which attribute was written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Entry {
+    Io,
+    Cpu,
+    Memory,
+    /// `#[optimize::optimize(kind, ...)]`
+    General,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Io,
+    Cpu,
+    Memory,
+}
+
+impl Kind {
+    fn from_ident(ident: &Ident) -> Option<Self> {
+        match ident.to_string().as_str() {
+            "io" => Some(Kind::Io),
+            "cpu" => Some(Kind::Cpu),
+            "memory" => Some(Kind::Memory),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Io => "io",
+            Kind::Cpu => "cpu",
+            Kind::Memory => "memory",
+        }
+    }
+}
+
+impl Entry {
+    fn kind(self) -> Option<Kind> {
+        match self {
+            Entry::Io => Some(Kind::Io),
+            Entry::Cpu => Some(Kind::Cpu),
+            Entry::Memory => Some(Kind::Memory),
+            Entry::General => None,
+        }
+    }
+
+    fn attribute(self) -> &'static str {
+        match self {
+            Entry::Io => "#[optimize::io]",
+            Entry::Cpu => "#[optimize::cpu]",
+            Entry::Memory => "#[optimize::memory]",
+            Entry::General => "#[optimize::optimize]",
+        }
+    }
+}
+
+/// The options, as written. Checked against the function in `model`.
+pub(crate) struct Args {
+    pub(crate) kind: Option<Kind>,
+    pub(crate) ttl: Option<(Duration, LitStr)>,
+    pub(crate) capacity: Option<u64>,
+    pub(crate) key: Option<Expr>,
+    pub(crate) skip: Option<(Ident, Vec<Ident>)>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) version: Option<u32>,
+    pub(crate) krate: Option<syn::Path>,
+}
+
+/// Every option this version honours, for "unknown option" messages.
+const OPTIONS: &[&str] = &["ttl", "capacity", "key", "skip", "name", "version", "crate"];
+const KINDS: &[&str] = &["io", "cpu", "memory"];
+
+/// One option as written: `flag`, `name = value` or `name(a, b)`.
+enum Raw {
+    Flag(Ident),
+    Assign(Ident, Expr),
+    List(Ident, Punctuated<Ident, Token![,]>),
+}
+
+impl Parse for Raw {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let name = Ident::parse_any(input)?;
+        if input.peek(Token![=]) {
+            input.parse::<Token![=]>()?;
+            Ok(Raw::Assign(name, input.parse()?))
+        } else if input.peek(syn::token::Paren) {
+            let content;
+            syn::parenthesized!(content in input);
+            Ok(Raw::List(
+                name,
+                Punctuated::parse_terminated_with(&content, Ident::parse_any)?,
+            ))
+        } else {
+            Ok(Raw::Flag(name))
+        }
+    }
+}
+
+impl Raw {
+    fn name(&self) -> &Ident {
+        match self {
+            Raw::Flag(n) | Raw::Assign(n, _) | Raw::List(n, _) => n,
+        }
+    }
+}
+
+pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> Option<Args> {
+    let raws = match Punctuated::<Raw, Token![,]>::parse_terminated.parse2(tokens) {
+        Ok(raws) => raws,
+        Err(e) => {
+            errors.push(e);
+            return None;
+        }
+    };
+    let mut args = Args {
+        kind: entry.kind(),
+        ttl: None,
+        capacity: None,
+        key: None,
+        skip: None,
+        name: None,
+        version: None,
+        krate: None,
+    };
+    let mut kind_token: Option<Ident> = None;
+    let mut seen: Vec<Ident> = Vec::new();
+
+    for raw in raws {
+        let name = raw.name().clone();
+        let name_str = name.to_string();
+
+        if let Some(kind) = Kind::from_ident(&name) {
+            if !matches!(raw, Raw::Flag(_)) {
+                errors.at(&name, format!("the kind is written alone: `{name_str}`"));
+            } else if entry != Entry::General {
+                errors.at(
+                    &name,
+                    format!(
+                        "`{}` already sets the kind; remove `{name_str}` here, or write \
+                         `#[optimize::{name_str}(...)]` instead",
+                        entry.attribute()
+                    ),
+                );
+            } else if let Some(first) = &kind_token {
+                errors.at(
+                    &name,
+                    format!(
+                        "a function has one kind, and `{first}` is already given; keep either \
+                         `{first}` or `{name_str}`"
+                    ),
+                );
+            } else {
+                args.kind = Some(kind);
+                kind_token = Some(name);
+            }
+            continue;
+        }
+
+        if !OPTIONS.contains(&name_str.as_str()) {
+            errors.at(&name, unknown_option(&name_str, entry));
+            continue;
+        }
+        if let Some(first) = seen.iter().find(|s| **s == name) {
+            let mut e = syn::Error::new_spanned(
+                &name,
+                format!("duplicate option `{name_str}`; keep one"),
+            );
+            e.combine(syn::Error::new_spanned(first, format!("`{name_str}` first given here")));
+            errors.push(e);
+            continue;
+        }
+        seen.push(name.clone());
+
+        match (name_str.as_str(), raw) {
+            ("skip", Raw::List(kw, list)) => args.skip = Some((kw, list.into_iter().collect())),
+            ("skip", _) => errors.at(&name, "write `skip(arg, ...)` with the arguments to leave out of the key"),
+            ("key", Raw::Assign(_, expr)) => args.key = Some(expr),
+            (_, Raw::Assign(_, value)) => assign(&mut args, &name_str, value, errors),
+            (_, _) => errors.at(&name, format!("`{name_str}` needs a value: {}", example(&name_str))),
+        }
+    }
+
+    if args.kind.is_none() && entry == Entry::General {
+        errors.at_span(
+            Span::call_site(),
+            "missing kind: write `#[optimize::optimize(io, ...)]` with one of `io`, `cpu`, \
+             `memory` first, or use `#[optimize::io(...)]`, `#[optimize::cpu(...)]`, \
+             `#[optimize::memory(...)]`",
+        );
+    }
+    Some(args)
+}
+
+fn example(option: &str) -> &'static str {
+    match option {
+        "ttl" => "`ttl = \"30s\"`",
+        "capacity" => "`capacity = 10000`",
+        "key" => "`key = (user.id, region)`",
+        "name" => "`name = \"users::fetch\"`",
+        "version" => "`version = 2`",
+        "crate" => "`crate = \"my_optimize\"`",
+        _ => "see the docs",
+    }
+}
+
+fn unknown_option(name: &str, entry: Entry) -> String {
+    let mut valid: Vec<&str> = OPTIONS.to_vec();
+    if entry == Entry::General {
+        valid.extend(KINDS);
+    }
+    let mut msg = format!("unknown option `{name}`");
+    if let Some(close) = valid.iter().find(|v| edit_distance(name, v) <= 2) {
+        msg.push_str(&format!("; did you mean `{close}`?"));
+    }
+    msg.push_str(&format!("\nvalid options: {}", valid.join(", ")));
+    msg
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn lit_str(value: &Expr, option: &str, errors: &mut Errors) -> Option<LitStr> {
+    match value {
+        Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.clone()),
+        other => {
+            errors.at(other, format!("`{option}` takes a string literal: {}", example(option)));
+            None
+        }
+    }
+}
+
+fn lit_int<N>(value: &Expr, option: &str, errors: &mut Errors) -> Option<(N, LitInt)>
+where
+    N: std::str::FromStr,
+    N::Err: std::fmt::Display,
+{
+    match value {
+        Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(i), .. }) => match i.base10_parse::<N>() {
+            Ok(n) => Some((n, i.clone())),
+            Err(e) => {
+                errors.at(i, format!("`{option}`: {e}"));
+                None
+            }
+        },
+        other => {
+            errors.at(other, format!("`{option}` takes an integer literal: {}", example(option)));
+            None
+        }
+    }
+}
+
+fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
+    match option {
+        "ttl" => {
+            let Some(lit) = lit_str(&value, option, errors) else { return };
+            match humantime::parse_duration(&lit.value()) {
+                Ok(d) if d.is_zero() => errors.at(
+                    &lit,
+                    "`ttl` must be greater than zero; remove `ttl` to keep entries until they \
+                     are evicted or invalidated",
+                ),
+                Ok(d) => args.ttl = Some((d, lit)),
+                Err(e) => errors.at(
+                    &lit,
+                    format!(
+                        "invalid duration {:?}: {e}; write a duration such as \"30s\", \"5m\", \
+                         \"1h 30m\" or \"250ms\"",
+                        lit.value()
+                    ),
+                ),
+            }
+        }
+        "capacity" => match lit_int::<u64>(&value, option, errors) {
+            Some((0, lit)) => errors.at(&lit, "`capacity` must be at least 1"),
+            Some((n, _)) => args.capacity = Some(n),
+            None => {}
+        },
+        "version" => {
+            if let Some((n, _)) = lit_int::<u32>(&value, option, errors) {
+                args.version = Some(n);
+            }
+        }
+        "name" => {
+            let Some(lit) = lit_str(&value, option, errors) else { return };
+            let v = lit.value();
+            if v.is_empty() || v.chars().any(char::is_whitespace) {
+                errors.at(
+                    &lit,
+                    "`name` must be non-empty and without spaces, e.g. `name = \"users::fetch\"`",
+                );
+            } else {
+                args.name = Some(lit);
+            }
+        }
+        "crate" => {
+            let Some(lit) = lit_str(&value, option, errors) else { return };
+            match lit.parse::<syn::Path>() {
+                Ok(path) => args.krate = Some(path),
+                Err(_) => errors.at(
+                    &lit,
+                    "`crate` takes a path to the optimize crate, e.g. `crate = \"my_optimize\"`",
+                ),
+            }
+        }
+        _ => unreachable!("checked against OPTIONS"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("ttl", "ttl"), 0);
+        assert_eq!(edit_distance("tll", "ttl"), 1);
+        assert_eq!(edit_distance("capacty", "capacity"), 1);
+        assert_eq!(edit_distance("xyz", "capacity"), 8);
+    }
+}

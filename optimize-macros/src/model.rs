@@ -1,0 +1,290 @@
+//! From options and function to a validated plan. Every rule that can be checked at compile
+//! time is checked here, and each failure becomes an error on the offending token.
+
+use std::time::Duration;
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, ToTokens};
+use syn::visit::Visit;
+use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
+
+use crate::args::{Args, Kind};
+use crate::errors::Errors;
+
+/// A validated plan for one annotated function.
+pub(crate) struct Plan {
+    pub(crate) kind: Kind,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) capacity: Option<u64>,
+    pub(crate) version: u32,
+    pub(crate) name: Option<String>,
+    pub(crate) krate: TokenStream,
+    pub(crate) key: KeySource,
+    pub(crate) params: Vec<Param>,
+    pub(crate) has_receiver: bool,
+    pub(crate) is_async: bool,
+    pub(crate) schema: u64,
+    pub(crate) ret: TokenStream,
+}
+
+pub(crate) enum KeySource {
+    /// Hash these parameters (by their binding in the rewritten signature).
+    Args(Vec<Ident>),
+    /// Hash the user's `key = ...` expression.
+    Expr(Expr),
+}
+
+/// A typed parameter of the function, as the rewritten signature binds it.
+pub(crate) struct Param {
+    /// The name bound in the signature: the user's identifier, or `__optimize_argN` for a
+    /// destructuring pattern.
+    pub(crate) binding: Ident,
+    /// The user's pattern when it is not a plain identifier; destructured inside the body.
+    pub(crate) destructure: Option<Box<Pat>>,
+}
+
+pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Plan> {
+    let sig = &func.sig;
+
+    if let Some(c) = &sig.constness {
+        errors.at(
+            c,
+            "a `const fn` cannot be managed: it may run at compile time, where there is no \
+             cache; remove `const`",
+        );
+    }
+    if let Some(v) = &sig.variadic {
+        errors.at(v, "variadic functions cannot be managed");
+    }
+    for param in &sig.generics.params {
+        match param {
+            GenericParam::Lifetime(_) => {}
+            GenericParam::Type(_) | GenericParam::Const(_) => errors.at(
+                param,
+                "generic functions are not supported: one function has one cache, which \
+                 cannot hold a value for every type; write a non-generic function per type \
+                 (it may call this one)",
+            ),
+        }
+    }
+
+    let mut params = Vec::new();
+    let mut named: Vec<Ident> = Vec::new();
+    let mut receiver = None;
+    let mut arg_types = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        match input {
+            FnArg::Receiver(r) => receiver = Some(r),
+            FnArg::Typed(pt) => {
+                ImplTraitFinder::report(
+                    &pt.ty,
+                    errors,
+                    "`impl Trait` arguments make the function generic, which is not supported; \
+                     name a concrete type (e.g. `&str` instead of `impl AsRef<str>`)",
+                );
+                arg_types.push(pt.ty.to_token_stream().to_string());
+                match &*pt.pat {
+                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
+                        named.push(pi.ident.clone());
+                        params.push(Param {
+                            binding: pi.ident.clone(),
+                            destructure: None,
+                        });
+                    }
+                    pat => params.push(Param {
+                        binding: format_ident!("__optimize_arg{}", i),
+                        destructure: Some(Box::new(pat.clone())),
+                    }),
+                }
+            }
+        }
+    }
+
+    let ret = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => {
+            check_owned_return(ty, errors);
+            ty.to_token_stream()
+        }
+    };
+
+    // Which arguments form the key.
+    let skip: Vec<Ident> = match &args.skip {
+        Some((kw, list)) => {
+            if args.key.is_some() {
+                errors.at(
+                    kw,
+                    "`skip` has no effect together with `key = ...`: the key expression alone \
+                     decides the key; remove `skip(...)`",
+                );
+            }
+            let mut seen: Vec<&Ident> = Vec::new();
+            for ident in list {
+                if seen.contains(&ident) {
+                    errors.at(ident, format!("`{ident}` is skipped twice"));
+                }
+                seen.push(ident);
+                if ident == "self" {
+                    if receiver.is_none() {
+                        errors.at(ident, "`skip(self)`: this function has no `self` argument");
+                    }
+                } else if !named.contains(ident) {
+                    let list = std::iter::once("self")
+                        .filter(|_| receiver.is_some())
+                        .map(str::to_owned)
+                        .chain(named.iter().map(Ident::to_string))
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>();
+                    errors.at(
+                        ident,
+                        format!(
+                            "`{ident}` is not an argument of `{}`; arguments that can be \
+                             skipped: {}",
+                            sig.ident,
+                            if list.is_empty() { "none".to_owned() } else { list.join(", ") }
+                        ),
+                    );
+                }
+            }
+            list.clone()
+        }
+        None => Vec::new(),
+    };
+
+    if let Some(r) = receiver {
+        let self_skipped = skip.iter().any(|s| s == "self");
+        if args.key.is_none() && !self_skipped {
+            errors.at(
+                r,
+                "a method's cache key must say which instance it belongs to: `self` is not \
+                 hashed, so every instance would share one cache; add `key = ...` naming what \
+                 identifies the call (e.g. `key = (self.id, arg)`), or `skip(self)` to share one \
+                 cache across instances on purpose",
+            );
+        }
+    }
+
+    let key = match args.key {
+        Some(expr) => KeySource::Expr(expr),
+        None => KeySource::Args(
+            params
+                .iter()
+                .filter(|p| !skip.contains(&p.binding))
+                .map(|p| p.binding.clone())
+                .collect(),
+        ),
+    };
+
+    let krate = match args.krate {
+        Some(path) => path.to_token_stream(),
+        None => default_crate_path(),
+    };
+
+    let schema = schema_hash(&arg_types, &ret.to_string());
+    Some(Plan {
+        kind: args.kind?,
+        ttl: args.ttl.map(|(d, _)| d),
+        capacity: args.capacity,
+        version: args.version.unwrap_or(0),
+        name: args.name.map(|n| n.value()),
+        krate,
+        key,
+        params,
+        has_receiver: receiver.is_some(),
+        is_async: sig.asyncness.is_some(),
+        schema,
+        ret,
+    })
+}
+
+/// Hash of the signature's types: changing an argument or return type changes every key, so
+/// bytes written for the old types are never decoded as the new ones.
+pub(crate) fn schema_hash(arg_types: &[String], ret: &str) -> u64 {
+    let text = format!("({})->{}", arg_types.join(","), ret);
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
+fn default_crate_path() -> TokenStream {
+    use proc_macro_crate::{crate_name, FoundCrate};
+    match crate_name("optimize") {
+        Ok(FoundCrate::Name(name)) => {
+            let ident = Ident::new(&name, proc_macro2::Span::call_site());
+            quote!(::#ident)
+        }
+        // `Itself` also covers the facade's own examples, tests and doctests, which reach it
+        // as `::optimize`; the library itself declares `extern crate self as optimize`.
+        Ok(FoundCrate::Itself) | Err(_) => quote!(::optimize),
+    }
+}
+
+/// Cached values outlive the call, so the return type must own its data.
+fn check_owned_return(ty: &Type, errors: &mut Errors) {
+    struct Borrowed<'e> {
+        errors: &'e mut Errors,
+    }
+    impl<'ast> Visit<'ast> for Borrowed<'_> {
+        fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
+            self.errors.at(
+                t,
+                "an `impl Trait` return value cannot be cached: the cache stores one concrete \
+                 type; return a named type (e.g. `Vec<T>` instead of `impl Iterator`)",
+            );
+        }
+        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
+            if r.lifetime.as_ref().is_some_and(|l| l.ident == "static") {
+                return syn::visit::visit_type_reference(self, r);
+            }
+            self.errors.at(
+                r,
+                "a cached value must own its data, because it outlives this call; return an \
+                 owned type (e.g. `String` instead of `&str`, `Vec<T>` instead of `&[T]`)",
+            );
+        }
+        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
+            if l.ident != "static" {
+                self.errors.at(
+                    l,
+                    "a cached value must own its data, because it outlives this call; return a \
+                     type without borrowed lifetimes",
+                );
+            }
+        }
+    }
+    Borrowed { errors }.visit_type(ty);
+}
+
+struct ImplTraitFinder<'e> {
+    errors: &'e mut Errors,
+    message: &'static str,
+}
+
+impl ImplTraitFinder<'_> {
+    fn report(ty: &Type, errors: &mut Errors, message: &'static str) {
+        ImplTraitFinder { errors, message }.visit_type(ty);
+    }
+}
+
+impl<'ast> Visit<'ast> for ImplTraitFinder<'_> {
+    fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
+        self.errors.at(t, self.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema_hash;
+
+    #[test]
+    fn schema_changes_with_any_type() {
+        let base = schema_hash(&["u64".into()], "String");
+        assert_eq!(base, schema_hash(&["u64".into()], "String"));
+        assert_ne!(base, schema_hash(&["u32".into()], "String"));
+        assert_ne!(base, schema_hash(&["u64".into()], "Vec < u8 >"));
+        assert_ne!(base, schema_hash(&["u64".into(), "u64".into()], "String"));
+        // Argument boundaries are part of the text.
+        assert_ne!(
+            schema_hash(&["A".into(), "B".into()], "()"),
+            schema_hash(&["A , B".into()], "()")
+        );
+    }
+}

@@ -1,0 +1,194 @@
+//! Options, invalidation, statistics and keys, through the attribute.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::time::Duration;
+
+static TTL: AtomicUsize = AtomicUsize::new(0);
+
+#[optimize::io(ttl = "150ms")]
+fn short_lived(x: u32) -> u32 {
+    TTL.fetch_add(1, SeqCst);
+    x
+}
+
+#[test]
+fn entries_expire_after_ttl() {
+    assert_eq!(short_lived_cache().ttl(), Some(Duration::from_millis(150)));
+    short_lived(1);
+    short_lived(1);
+    assert_eq!(TTL.load(SeqCst), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    short_lived(1);
+    assert_eq!(TTL.load(SeqCst), 2);
+}
+
+static CAP: AtomicUsize = AtomicUsize::new(0);
+
+#[optimize::cpu(capacity = 50)]
+fn bounded(x: u32) -> u32 {
+    CAP.fetch_add(1, SeqCst);
+    x
+}
+
+#[test]
+fn capacity_bounds_the_store() {
+    for i in 0..1000 {
+        bounded(i);
+    }
+    assert_eq!(bounded_cache().capacity(), 50);
+    assert!(bounded_cache().len() <= 50, "len {}", bounded_cache().len());
+}
+
+static INV: AtomicUsize = AtomicUsize::new(0);
+
+#[optimize::io]
+fn invalidated(x: u32) -> u32 {
+    INV.fetch_add(1, SeqCst);
+    x
+}
+
+#[test]
+fn invalidate_one_key_or_all() {
+    invalidated(1);
+    invalidated(2);
+    assert_eq!(INV.load(SeqCst), 2);
+    assert!(invalidated_invalidate(1));
+    assert!(!invalidated_invalidate(1), "already gone");
+    invalidated(1);
+    invalidated(2);
+    assert_eq!(INV.load(SeqCst), 3, "only key 1 was recomputed");
+    invalidated_cache().invalidate_all();
+    assert_eq!(invalidated_cache().len(), 0);
+    invalidated(1);
+    invalidated(2);
+    assert_eq!(INV.load(SeqCst), 5);
+}
+
+struct Account {
+    id: u64,
+    reads: AtomicUsize,
+}
+
+impl Account {
+    #[optimize::io(key = self.id)]
+    fn balance(&self) -> u64 {
+        self.reads.fetch_add(1, SeqCst);
+        self.id * 100
+    }
+}
+
+#[test]
+fn invalidate_a_method_entry() {
+    let a = Account { id: 4, reads: AtomicUsize::new(0) };
+    a.balance();
+    a.balance();
+    assert!(a.balance_invalidate());
+    a.balance();
+    assert_eq!(a.reads.load(SeqCst), 2);
+    Account::balance_cache().invalidate_all();
+    a.balance();
+    assert_eq!(a.reads.load(SeqCst), 3);
+}
+
+#[optimize::optimize(io, name = "billing::quote", version = 3)]
+fn named(x: u64) -> u64 {
+    x
+}
+
+#[test]
+fn name_and_version_shape_the_full_key() {
+    named(1);
+    let site = named_cache();
+    assert_eq!(site.path(), "billing::quote");
+    assert_eq!(site.version(), 3);
+    assert_eq!(site.kind(), optimize::Kind::Io);
+    let mut h = optimize::key::KeyHasher::new();
+    h.push(&7u64);
+    let key = site.full_key(h.finish().unwrap());
+    // Pinned independently of the crate: xxh3-128 of the argument's 8 little-endian bytes.
+    // A change here would orphan every persisted entry, so it must be deliberate.
+    let args = xxhash_rust::xxh3::xxh3_128(&7u64.to_le_bytes());
+    assert_eq!(
+        key,
+        format!("optimize:billing::quote:v3:{:016x}:{args:032x}", site.schema())
+    );
+    assert!(optimize::site("billing::quote").is_some());
+}
+
+mod schema_a {
+    #[optimize::io]
+    pub fn lookup(x: u64) -> u64 {
+        x
+    }
+}
+mod schema_b {
+    #[optimize::io]
+    pub fn lookup(x: u32) -> u64 {
+        u64::from(x)
+    }
+}
+mod schema_c {
+    #[optimize::io]
+    pub fn lookup(x: u64) -> u64 {
+        x + 1
+    }
+}
+
+#[test]
+fn schema_hash_follows_the_types() {
+    assert_ne!(schema_a::lookup_cache().schema(), schema_b::lookup_cache().schema());
+    assert_eq!(schema_a::lookup_cache().schema(), schema_c::lookup_cache().schema());
+    assert_ne!(schema_a::lookup_cache().path(), schema_c::lookup_cache().path());
+}
+
+#[optimize::memory]
+fn timed(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn stats_record_calls_hits_and_times() {
+    timed(20);
+    timed(20);
+    timed(20);
+    let s = timed_cache().stats();
+    assert_eq!((s.calls(), s.hits(), s.misses(), s.errors()), (3, 2, 1, 0));
+    assert!(s.compute_time >= Duration::from_millis(20), "{:?}", s.compute_time);
+    assert!(s.total_time >= s.compute_time);
+    assert!(s.latency.quantile(1.0) >= Duration::from_millis(17), "p100 {:?}", s.latency.quantile(1.0));
+    assert!((s.hit_ratio() - 2.0 / 3.0).abs() < 1e-9);
+    timed_cache().reset_stats();
+    assert_eq!(timed_cache().stats().calls(), 0);
+}
+
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+#[optimize::io(skip(trace_id))]
+fn with_skip(user: u64, trace_id: u64) -> u64 {
+    SKIPPED.fetch_add(1, SeqCst);
+    user + trace_id
+}
+
+#[test]
+fn skipped_arguments_do_not_change_the_key() {
+    assert_eq!(with_skip(1, 100), 101);
+    assert_eq!(with_skip(1, 200), 101, "served from the entry keyed by user only");
+    assert_eq!(SKIPPED.load(SeqCst), 1);
+}
+
+mod renamed {
+    // `crate = "..."` points the generated code at the facade under another path.
+    pub(crate) use optimize as opt;
+
+    #[optimize::cpu(crate = "crate::renamed::opt")]
+    pub fn through_renamed(x: u8) -> u8 {
+        x
+    }
+}
+
+#[test]
+fn crate_option_is_honoured() {
+    assert_eq!(renamed::through_renamed(3), 3);
+    assert_eq!(renamed::through_renamed_cache().stats().calls(), 1);
+}
