@@ -48,8 +48,8 @@
 extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, memory, optimize};
-pub use optimize_runtime::{namespace, site, sites, Histogram, Kind, Outcome, Site};
 pub use optimize_runtime::{cache, flight, key, policy, stats, time};
+pub use optimize_runtime::{namespace, site, sites, Histogram, Kind, Outcome, Site};
 
 /// Statistics of one managed function; see [`Site::stats`].
 pub use optimize_runtime::FnStats;

@@ -79,7 +79,10 @@ impl Account {
 
 #[test]
 fn invalidate_a_method_entry() {
-    let a = Account { id: 4, reads: AtomicUsize::new(0) };
+    let a = Account {
+        id: 4,
+        reads: AtomicUsize::new(0),
+    };
     a.balance();
     a.balance();
     assert!(a.balance_invalidate());
@@ -110,7 +113,10 @@ fn name_and_version_shape_the_full_key() {
     let args = xxhash_rust::xxh3::xxh3_128(&7u64.to_le_bytes());
     assert_eq!(
         key,
-        format!("optimize:billing::quote:v3:{:016x}:{args:032x}", site.schema())
+        format!(
+            "optimize:billing::quote:v3:{:016x}:{args:032x}",
+            site.schema()
+        )
     );
     assert!(optimize::site("billing::quote").is_some());
 }
@@ -136,9 +142,18 @@ mod schema_c {
 
 #[test]
 fn schema_hash_follows_the_types() {
-    assert_ne!(schema_a::lookup_cache().schema(), schema_b::lookup_cache().schema());
-    assert_eq!(schema_a::lookup_cache().schema(), schema_c::lookup_cache().schema());
-    assert_ne!(schema_a::lookup_cache().path(), schema_c::lookup_cache().path());
+    assert_ne!(
+        schema_a::lookup_cache().schema(),
+        schema_b::lookup_cache().schema()
+    );
+    assert_eq!(
+        schema_a::lookup_cache().schema(),
+        schema_c::lookup_cache().schema()
+    );
+    assert_ne!(
+        schema_a::lookup_cache().path(),
+        schema_c::lookup_cache().path()
+    );
 }
 
 #[optimize::memory]
@@ -154,9 +169,17 @@ fn stats_record_calls_hits_and_times() {
     timed(20);
     let s = timed_cache().stats();
     assert_eq!((s.calls(), s.hits(), s.misses(), s.errors()), (3, 2, 1, 0));
-    assert!(s.compute_time >= Duration::from_millis(20), "{:?}", s.compute_time);
+    assert!(
+        s.compute_time >= Duration::from_millis(20),
+        "{:?}",
+        s.compute_time
+    );
     assert!(s.total_time >= s.compute_time);
-    assert!(s.latency.quantile(1.0) >= Duration::from_millis(17), "p100 {:?}", s.latency.quantile(1.0));
+    assert!(
+        s.latency.quantile(1.0) >= Duration::from_millis(17),
+        "p100 {:?}",
+        s.latency.quantile(1.0)
+    );
     assert!((s.hit_ratio() - 2.0 / 3.0).abs() < 1e-9);
     timed_cache().reset_stats();
     assert_eq!(timed_cache().stats().calls(), 0);
@@ -173,7 +196,11 @@ fn with_skip(user: u64, trace_id: u64) -> u64 {
 #[test]
 fn skipped_arguments_do_not_change_the_key() {
     assert_eq!(with_skip(1, 100), 101);
-    assert_eq!(with_skip(1, 200), 101, "served from the entry keyed by user only");
+    assert_eq!(
+        with_skip(1, 200),
+        101,
+        "served from the entry keyed by user only"
+    );
     assert_eq!(SKIPPED.load(SeqCst), 1);
 }
 

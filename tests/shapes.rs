@@ -70,20 +70,36 @@ impl Repo {
 
 #[test]
 fn methods_keyed_by_instance() {
-    let a = Repo { id: 1, calls: AtomicUsize::new(0) };
-    let b = Repo { id: 2, calls: AtomicUsize::new(0) };
+    let a = Repo {
+        id: 1,
+        calls: AtomicUsize::new(0),
+    };
+    let b = Repo {
+        id: 2,
+        calls: AtomicUsize::new(0),
+    };
     assert_eq!(a.get(5), "1:5");
     assert_eq!(a.get(5), "1:5");
     assert_eq!(b.get(5), "2:5");
     assert_eq!(a.calls.load(SeqCst), 1);
     assert_eq!(b.calls.load(SeqCst), 1);
-    assert!(Repo::get_cache().path().ends_with("shapes::Repo::get"), "{}", Repo::get_cache().path());
+    assert!(
+        Repo::get_cache().path().ends_with("shapes::Repo::get"),
+        "{}",
+        Repo::get_cache().path()
+    );
 }
 
 #[test]
 fn skip_self_shares_one_cache_across_instances() {
-    let a = Repo { id: 1, calls: AtomicUsize::new(0) };
-    let b = Repo { id: 2, calls: AtomicUsize::new(0) };
+    let a = Repo {
+        id: 1,
+        calls: AtomicUsize::new(0),
+    };
+    let b = Repo {
+        id: 2,
+        calls: AtomicUsize::new(0),
+    };
     assert_eq!(a.shared(9), 9);
     assert_eq!(b.shared(9), 9);
     assert_eq!(a.calls.load(SeqCst) + b.calls.load(SeqCst), 1);
@@ -91,7 +107,10 @@ fn skip_self_shares_one_cache_across_instances() {
 
 #[tokio::test]
 async fn async_methods() {
-    let a = Repo { id: 3, calls: AtomicUsize::new(0) };
+    let a = Repo {
+        id: 3,
+        calls: AtomicUsize::new(0),
+    };
     assert_eq!(a.get_async(1).await, "async 3:1");
     assert_eq!(a.get_async(1).await, "async 3:1");
     assert_eq!(a.calls.load(SeqCst), 1);
@@ -113,8 +132,10 @@ struct Config {
 fn borrowed_arguments_are_hashed_by_value() {
     let cfg = Config { scale: 2 };
     let owned = String::from("x");
+    let owned_nums: Vec<u32> = (1..=2).collect();
     assert_eq!(borrowed("x", &[1, 2], &cfg), "x:3:2");
-    assert_eq!(borrowed(&owned, &vec![1, 2], &Config { scale: 2 }), "x:3:2");
+    // Owned and borrowed forms of equal values hash to the same key.
+    assert_eq!(borrowed(&owned, &owned_nums, &Config { scale: 2 }), "x:3:2");
     assert_eq!(BORROWED.load(SeqCst), 1);
     assert_eq!(borrowed("x", &[1, 2], &Config { scale: 3 }), "x:3:3");
     assert_eq!(BORROWED.load(SeqCst), 2);
@@ -133,7 +154,11 @@ fn destructuring_patterns_in_arguments() {
     assert_eq!(patterns((1, 2), Config { scale: 2 }, vec![1]), 8);
     assert_eq!(patterns((1, 2), Config { scale: 2 }, vec![1]), 8);
     assert_eq!(patterns((2, 1), Config { scale: 2 }, vec![1]), 8);
-    assert_eq!(PATTERNS.load(SeqCst), 2, "(1,2) and (2,1) are different keys");
+    assert_eq!(
+        PATTERNS.load(SeqCst),
+        2,
+        "(1,2) and (2,1) are different keys"
+    );
     // The companion takes the same patterns.
     assert!(patterns_invalidate((1, 2), Config { scale: 2 }, vec![1]));
     assert!(!patterns_invalidate((1, 2), Config { scale: 2 }, vec![1]));
@@ -255,7 +280,10 @@ fn self_waiting(n: u32) -> u32 {
 fn a_call_waiting_on_its_own_key_panics_instead_of_hanging() {
     let err = std::panic::catch_unwind(|| self_waiting(1)).unwrap_err();
     let msg = err.downcast_ref::<String>().unwrap();
-    assert!(msg.contains("called itself with the same cache key"), "{msg}");
+    assert!(
+        msg.contains("called itself with the same cache key"),
+        "{msg}"
+    );
 }
 
 counter!(UNIT);

@@ -67,7 +67,9 @@ async fn panics_once_slowly(id: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_reaches_every_waiter_and_is_not_cached() {
-    let calls: Vec<_> = (0..50).map(|_| tokio::spawn(panics_once_slowly(3))).collect();
+    let calls: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(panics_once_slowly(3)))
+        .collect();
     let mut panicked = 0;
     for call in calls {
         // Bounded so that a hang fails the test instead of stalling the suite.
@@ -83,7 +85,12 @@ async fn a_panic_reaches_every_waiter_and_is_not_cached() {
     // Nothing was cached: the next call runs the body, which now succeeds.
     assert_eq!(panics_once_slowly(3).await, 3);
     assert_eq!(PANICS.load(SeqCst), 2);
-    assert_eq!(panics_once_slowly_cache().stats().count(optimize::Outcome::Panicked), 50);
+    assert_eq!(
+        panics_once_slowly_cache()
+            .stats()
+            .count(optimize::Outcome::Panicked),
+        50
+    );
 }
 
 static SYNC_PANICS: AtomicUsize = AtomicUsize::new(0);
@@ -148,6 +155,9 @@ async fn errors_are_not_shared_each_waiter_gets_its_own() {
         assert_eq!(call.await.unwrap(), Err("no 1".to_string()));
     }
     let runs = ERRS.load(SeqCst);
-    assert!(runs >= 2, "waiters run their own call after an Err (ran {runs})");
+    assert!(
+        runs >= 2,
+        "waiters run their own call after an Err (ran {runs})"
+    );
     assert!(runs <= 10);
 }

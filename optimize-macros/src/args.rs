@@ -174,11 +174,12 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
             continue;
         }
         if let Some(first) = seen.iter().find(|s| **s == name) {
-            let mut e = syn::Error::new_spanned(
-                &name,
-                format!("duplicate option `{name_str}`; keep one"),
-            );
-            e.combine(syn::Error::new_spanned(first, format!("`{name_str}` first given here")));
+            let mut e =
+                syn::Error::new_spanned(&name, format!("duplicate option `{name_str}`; keep one"));
+            e.combine(syn::Error::new_spanned(
+                first,
+                format!("`{name_str}` first given here"),
+            ));
             errors.push(e);
             continue;
         }
@@ -186,10 +187,16 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
 
         match (name_str.as_str(), raw) {
             ("skip", Raw::List(kw, list)) => args.skip = Some((kw, list.into_iter().collect())),
-            ("skip", _) => errors.at(&name, "write `skip(arg, ...)` with the arguments to leave out of the key"),
+            ("skip", _) => errors.at(
+                &name,
+                "write `skip(arg, ...)` with the arguments to leave out of the key",
+            ),
             ("key", Raw::Assign(_, expr)) => args.key = Some(expr),
             (_, Raw::Assign(_, value)) => assign(&mut args, &name_str, value, errors),
-            (_, _) => errors.at(&name, format!("`{name_str}` needs a value: {}", example(&name_str))),
+            (_, _) => errors.at(
+                &name,
+                format!("`{name_str}` needs a value: {}", example(&name_str)),
+            ),
         }
     }
 
@@ -245,9 +252,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 fn lit_str(value: &Expr, option: &str, errors: &mut Errors) -> Option<LitStr> {
     match value {
-        Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => Some(s.clone()),
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => Some(s.clone()),
         other => {
-            errors.at(other, format!("`{option}` takes a string literal: {}", example(option)));
+            errors.at(
+                other,
+                format!("`{option}` takes a string literal: {}", example(option)),
+            );
             None
         }
     }
@@ -259,7 +272,10 @@ where
     N::Err: std::fmt::Display,
 {
     match value {
-        Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(i), .. }) => match i.base10_parse::<N>() {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(i),
+            ..
+        }) => match i.base10_parse::<N>() {
             Ok(n) => Some((n, i.clone())),
             Err(e) => {
                 errors.at(i, format!("`{option}`: {e}"));
@@ -267,7 +283,10 @@ where
             }
         },
         other => {
-            errors.at(other, format!("`{option}` takes an integer literal: {}", example(option)));
+            errors.at(
+                other,
+                format!("`{option}` takes an integer literal: {}", example(option)),
+            );
             None
         }
     }
@@ -276,7 +295,9 @@ where
 fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
     match option {
         "ttl" => {
-            let Some(lit) = lit_str(&value, option, errors) else { return };
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
             match humantime::parse_duration(&lit.value()) {
                 Ok(d) if d.is_zero() => errors.at(
                     &lit,
@@ -305,7 +326,9 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
             }
         }
         "name" => {
-            let Some(lit) = lit_str(&value, option, errors) else { return };
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
             let v = lit.value();
             if v.is_empty() || v.chars().any(char::is_whitespace) {
                 errors.at(
@@ -317,7 +340,9 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
             }
         }
         "crate" => {
-            let Some(lit) = lit_str(&value, option, errors) else { return };
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
             match lit.parse::<syn::Path>() {
                 Ok(path) => args.krate = Some(path),
                 Err(_) => errors.at(

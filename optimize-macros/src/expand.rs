@@ -11,7 +11,12 @@ use crate::model::{KeySource, Plan};
 
 pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
     let krate = &plan.krate;
-    let ItemFn { attrs, vis, sig, block } = func;
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
     let fn_name = &sig.ident;
     let ret = &plan.ret;
 
@@ -25,13 +30,13 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
     {
         if let FnArg::Typed(pt) = input {
             if param.destructure.is_some() {
-                pt.pat = Box::new(Pat::Ident(PatIdent {
+                *pt.pat = Pat::Ident(PatIdent {
                     attrs: Vec::new(),
                     by_ref: None,
                     mutability: None,
                     ident: param.binding.clone(),
                     subpat: None,
-                }));
+                });
             }
         }
     }
@@ -53,34 +58,46 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         KeySource::Expr(_) => (quote!(), quote!(let __optimize_key = #key;)),
     };
 
-    let site = site_tokens(plan, fn_name);
+    let site_statics = site_tokens(plan, fn_name);
+    // Spanned on the return type: "cannot be cached" errors point there.
+    let ret_span = match &sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => sig.ident.span(),
+    };
     let policy = quote! {
-        {
+        let __optimize_policy = {
             #[allow(unused_imports)]
             use #krate::__private::{OptionProbe as _, ResultProbe as _, ValueProbe as _};
             (&#krate::__private::Probe::<#ret>::NEW).policy()
-        }
+        };
     };
+    // The receiver and method carry the return type's span: a return type that cannot be
+    // cached fails the call's `CacheValue` bound, and that error then points at the type.
+    let site = quote_spanned!(ret_span=> __optimize_site);
+    let call_async = quote_spanned!(ret_span=> call_async);
+    let call_sync = quote_spanned!(ret_span=> call_sync);
+    let policy_arg = quote_spanned!(ret_span=> __optimize_policy);
     let call = if sig.asyncness.is_some() {
+        let await_ = quote_spanned!(ret_span=> await);
         quote! {
-            __optimize_site
-                .call_async(__optimize_policy, __optimize_key, async move { #block })
-                .await
+            #site
+                .#call_async(#policy_arg, __optimize_key, async move { #block })
+                .#await_
         }
     } else {
         quote! {
-            __optimize_site.call_sync(__optimize_policy, __optimize_key, move || -> #ret #block)
+            #site.#call_sync(#policy_arg, __optimize_key, move || -> #ret #block)
         }
     };
 
     let main = quote! {
         #(#attrs)*
         #vis #outer_sig {
-            #site
+            #site_statics
             #key_before
             #(#destructure)*
             #key_after
-            let __optimize_policy = #policy;
+            #policy
             #call
         }
     };
@@ -119,14 +136,14 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         #[doc = #cache_doc]
         #[allow(dead_code)]
         #vis fn #cache_fn() -> &'static #krate::Site {
-            #site
+            #site_statics
             __optimize_site
         }
 
         #[doc = #invalidate_doc]
         #[allow(dead_code, unused_variables, clippy::needless_pass_by_value)]
         #vis #invalidate_sig {
-            #site
+            #site_statics
             #key_before
             #(#destructure)*
             #key_after

@@ -141,7 +141,11 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
                             "`{ident}` is not an argument of `{}`; arguments that can be \
                              skipped: {}",
                             sig.ident,
-                            if list.is_empty() { "none".to_owned() } else { list.join(", ") }
+                            if list.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                list.join(", ")
+                            }
                         ),
                     );
                 }

@@ -66,9 +66,11 @@ impl<V> Flight<V> {
     }
 }
 
+type Shard<V> = Mutex<HashMap<ArgsKey, Arc<Flight<V>>>>;
+
 /// The in-progress computations of one function, sharded by key.
 pub struct Flights<V> {
-    shards: Box<[Mutex<HashMap<ArgsKey, Arc<Flight<V>>>>]>,
+    shards: Box<[Shard<V>]>,
 }
 
 /// What a caller becomes when it joins the flight for a key.
@@ -296,20 +298,31 @@ mod tests {
     #[test]
     fn second_caller_waits_and_shares_the_value() {
         let flights = Flights::<u32>::new();
-        let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!("first caller must lead") };
-        let Role::Waiter(wait) = flights.join(ArgsKey(1)) else { panic!("second caller must wait") };
+        let Role::Leader(lead) = flights.join(ArgsKey(1)) else {
+            panic!("first caller must lead")
+        };
+        let Role::Waiter(wait) = flights.join(ArgsKey(1)) else {
+            panic!("second caller must wait")
+        };
         // Another key is independent.
         assert!(matches!(flights.join(ArgsKey(2)), Role::Leader(_)));
         lead.complete(Settled::Value(7));
-        assert!(matches!(wait.wait_blocking("f"), Waited::Settled(Settled::Value(7))));
+        assert!(matches!(
+            wait.wait_blocking("f"),
+            Waited::Settled(Settled::Value(7))
+        ));
         assert_eq!(flights.in_progress(), 0);
     }
 
     #[test]
     fn dropped_leader_lets_a_waiter_retry() {
         let flights = Flights::<u32>::new();
-        let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!() };
-        let Role::Waiter(wait) = flights.join(ArgsKey(1)) else { panic!() };
+        let Role::Leader(lead) = flights.join(ArgsKey(1)) else {
+            panic!()
+        };
+        let Role::Waiter(wait) = flights.join(ArgsKey(1)) else {
+            panic!()
+        };
         drop(lead);
         assert!(matches!(wait.wait_blocking("f"), Waited::Retry));
         assert!(matches!(flights.join(ArgsKey(1)), Role::Leader(_)));
@@ -322,7 +335,9 @@ mod tests {
         let leader = {
             let (flights, barrier) = (flights.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!() };
+                let Role::Leader(lead) = flights.join(ArgsKey(1)) else {
+                    panic!()
+                };
                 barrier.wait();
                 lead.run(|| -> u32 { panic!("boom") })
             })
@@ -340,7 +355,9 @@ mod tests {
     #[test]
     fn waiting_on_own_flight_panics_with_a_clear_message() {
         let flights = Flights::<u32>::new();
-        let Role::Leader(lead) = flights.join(ArgsKey(1)) else { panic!() };
+        let Role::Leader(lead) = flights.join(ArgsKey(1)) else {
+            panic!()
+        };
         let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             lead.run(|| match flights.join(ArgsKey(1)) {
                 Role::Waiter(w) => {
@@ -351,19 +368,26 @@ mod tests {
         }))
         .unwrap_err();
         let msg = err.downcast_ref::<String>().unwrap();
-        assert!(msg.contains("`fib` called itself with the same cache key"), "{msg}");
+        assert!(
+            msg.contains("`fib` called itself with the same cache key"),
+            "{msg}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn async_waiters_all_wake() {
         let flights = Arc::new(Flights::<u32>::new());
-        let Role::Leader(lead) = flights.join(ArgsKey(9)) else { panic!() };
+        let Role::Leader(lead) = flights.join(ArgsKey(9)) else {
+            panic!()
+        };
         let (joined, woke) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let mut tasks = Vec::new();
         for _ in 0..100 {
             let (flights, joined, woke) = (flights.clone(), joined.clone(), woke.clone());
             tasks.push(tokio::spawn(async move {
-                let Role::Waiter(w) = flights.join(ArgsKey(9)) else { panic!("must wait") };
+                let Role::Waiter(w) = flights.join(ArgsKey(9)) else {
+                    panic!("must wait")
+                };
                 joined.fetch_add(1, Ordering::SeqCst);
                 if let Waited::Settled(Settled::Value(5)) = w.wait("f").await {
                     woke.fetch_add(1, Ordering::SeqCst);

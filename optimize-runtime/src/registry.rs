@@ -42,7 +42,10 @@ fn strip_generics(type_name: &str) -> &str {
     type_name.split('<').next().unwrap_or(type_name)
 }
 
-pub(crate) fn site_for(meta: &'static SiteMeta, owner: Option<fn() -> &'static str>) -> &'static Site {
+pub(crate) fn site_for(
+    meta: &'static SiteMeta,
+    owner: Option<fn() -> &'static str>,
+) -> &'static Site {
     let mut reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(site) = reg.by_id.get(meta.id) {
         return site;
@@ -104,7 +107,10 @@ mod tests {
 
     #[test]
     fn generics_are_stripped_from_owner_paths() {
-        assert_eq!(strip_generics("app::Repo<alloc::string::String>"), "app::Repo");
+        assert_eq!(
+            strip_generics("app::Repo<alloc::string::String>"),
+            "app::Repo"
+        );
         assert_eq!(strip_generics("app::Repo"), "app::Repo");
     }
 }

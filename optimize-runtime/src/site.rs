@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::cache::l1::{L1Options, L1Store};
 use crate::flight::{Flights, Role, Settled, Waited};
 use crate::key::{ArgsKey, FullKey};
-use crate::policy::ReturnPolicy;
+use crate::policy::{CacheValue, ReturnPolicy};
 use crate::stats::{FnRecorder, FnStats, Outcome};
 use crate::time::{self, Clock};
 
@@ -286,7 +286,10 @@ impl Site {
         policy: P,
         key: Option<ArgsKey>,
         body: impl FnOnce() -> P::Output,
-    ) -> P::Output {
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         let clock = time::global();
         let start = clock.now_nanos();
         let Some(key) = key else {
@@ -296,7 +299,7 @@ impl Site {
         if let Some(v) = store.l1.get(key, start) {
             self.recorder
                 .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
-            return policy.from_cache(v);
+            return policy.rebuild(v);
         }
         loop {
             match store.flights.join(key) {
@@ -304,9 +307,12 @@ impl Site {
                     // A leader that finished just before we joined has filled L1.
                     if let Some(v) = store.l1.get(key, clock.now_nanos()) {
                         lead.complete(Settled::Value(v.clone()));
-                        self.recorder
-                            .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
-                        return policy.from_cache(v);
+                        self.recorder.record(
+                            Outcome::HitL1,
+                            clock.now_nanos().saturating_sub(start),
+                            0,
+                        );
+                        return policy.rebuild(v);
                     }
                     let compute_start = clock.now_nanos();
                     let panic = PanicRecorder::new(self, start, compute_start);
@@ -331,7 +337,10 @@ impl Site {
         policy: P,
         key: Option<ArgsKey>,
         body: F,
-    ) -> P::Output {
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         let clock = time::global();
         let start = clock.now_nanos();
         let Some(key) = key else {
@@ -342,16 +351,19 @@ impl Site {
         if let Some(v) = store.l1.get(key, start) {
             self.recorder
                 .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
-            return policy.from_cache(v);
+            return policy.rebuild(v);
         }
         loop {
             match store.flights.join(key) {
                 Role::Leader(lead) => {
                     if let Some(v) = store.l1.get(key, clock.now_nanos()) {
                         lead.complete(Settled::Value(v.clone()));
-                        self.recorder
-                            .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
-                        return policy.from_cache(v);
+                        self.recorder.record(
+                            Outcome::HitL1,
+                            clock.now_nanos().saturating_sub(start),
+                            0,
+                        );
+                        return policy.rebuild(v);
                     }
                     let compute_start = clock.now_nanos();
                     let out = {
@@ -365,9 +377,12 @@ impl Site {
                 Role::Waiter(wait) => match wait.wait(&self.path).await {
                     Waited::Retry => continue,
                     Waited::Settled(Settled::Value(v)) => {
-                        self.recorder
-                            .record(Outcome::Coalesced, clock.now_nanos().saturating_sub(start), 0);
-                        return policy.from_cache(v);
+                        self.recorder.record(
+                            Outcome::Coalesced,
+                            clock.now_nanos().saturating_sub(start),
+                            0,
+                        );
+                        return policy.rebuild(v);
                     }
                     Waited::Settled(Settled::NotShared) => {
                         let compute_start = clock.now_nanos();
@@ -391,7 +406,10 @@ impl Site {
         out: P::Output,
         start: u64,
         compute_start: u64,
-    ) -> P::Output {
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         let now = time::global().now_nanos();
         let outcome = match policy.to_cache(&out) {
             Some(cached) => {
@@ -405,8 +423,11 @@ impl Site {
                 Outcome::Uncached
             }
         };
-        self.recorder
-            .record(outcome, now.saturating_sub(start), now.saturating_sub(compute_start));
+        self.recorder.record(
+            outcome,
+            now.saturating_sub(start),
+            now.saturating_sub(compute_start),
+        );
         out
     }
 
@@ -417,13 +438,16 @@ impl Site {
         settled: Settled<P::Cached>,
         start: u64,
         body: impl FnOnce() -> P::Output,
-    ) -> P::Output {
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         match settled {
             Settled::Value(v) => {
                 let now = time::global().now_nanos();
                 self.recorder
                     .record(Outcome::Coalesced, now.saturating_sub(start), 0);
-                policy.from_cache(v)
+                policy.rebuild(v)
             }
             Settled::NotShared => self.run_uncoalesced(policy, start, body),
             Settled::Panicked => self.leader_panicked(start),
@@ -435,7 +459,10 @@ impl Site {
         policy: P,
         start: u64,
         body: impl FnOnce() -> P::Output,
-    ) -> P::Output {
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         let compute_start = time::global().now_nanos();
         let guard = PanicRecorder::new(self, start, compute_start);
         let out = body();
@@ -449,15 +476,21 @@ impl Site {
         out: P::Output,
         start: u64,
         compute_start: u64,
-    ) -> P::Output {
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         let now = time::global().now_nanos();
         let outcome = if policy.to_cache(&out).is_some() {
             Outcome::Computed
         } else {
             Outcome::Uncached
         };
-        self.recorder
-            .record(outcome, now.saturating_sub(start), now.saturating_sub(compute_start));
+        self.recorder.record(
+            outcome,
+            now.saturating_sub(start),
+            now.saturating_sub(compute_start),
+        );
         out
     }
 

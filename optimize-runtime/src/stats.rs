@@ -270,7 +270,9 @@ impl FnStats {
 
     /// Calls that ran the body.
     pub fn executions(&self) -> u64 {
-        self.count(Outcome::Computed) + self.count(Outcome::Uncached) + self.count(Outcome::Panicked)
+        self.count(Outcome::Computed)
+            + self.count(Outcome::Uncached)
+            + self.count(Outcome::Panicked)
     }
 
     /// Calls whose body returned `Err`/`None` or panicked.

@@ -70,7 +70,11 @@ pub struct L1Store<V> {
 impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     /// A store on the default engine (moka).
     pub fn new(options: L1Options, clock: Clock) -> Self {
-        Self::with_engine(Box::new(MokaEngine::new(options.capacity)), options.ttl, clock)
+        Self::with_engine(
+            Box::new(MokaEngine::new(options.capacity)),
+            options.ttl,
+            clock,
+        )
     }
 }
 
@@ -241,7 +245,13 @@ mod tests {
     fn capacity_is_enforced() {
         let engine = MokaEngine::<u64>::new(100);
         for i in 0..1_000u64 {
-            engine.insert(ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15), Entry { value: i, expires_at: 0 });
+            engine.insert(
+                ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15),
+                Entry {
+                    value: i,
+                    expires_at: 0,
+                },
+            );
         }
         engine.sync();
         assert!(engine.len() <= 100, "len {}", engine.len());

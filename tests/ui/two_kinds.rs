@@ -1,0 +1,8 @@
+#[optimize::optimize(io, cpu)]
+fn lookup(id: u64) -> u64 {
+    id
+}
+
+fn main() {
+    lookup(1);
+}
