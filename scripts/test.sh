@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need when it is missing, then runs every check
+# and every test (unit, integration, trybuild UI, doctests) and the demo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (-D warnings)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (unit, integration, UI, doctests)"
+cargo test --workspace
+
+step "demo (cargo run --release --example demo)"
+cargo run --release --example demo
