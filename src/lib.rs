@@ -56,3 +56,13 @@ pub use optimize_runtime::FnStats;
 
 #[doc(hidden)]
 pub use optimize_runtime::__private;
+
+// The examples in docs/ are compiled and run as doctests, so the documentation cannot drift
+// from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/macro.md")]
+struct MacroDocs;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/getting-started.md")]
+struct GettingStartedDocs;
