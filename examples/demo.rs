@@ -98,7 +98,9 @@ async fn run(ids: &[u64], use_optimized: bool) -> (Duration, Timings) {
             let (queue, timings) = (queue.clone(), timings.clone());
             tokio::spawn(async move {
                 loop {
-                    let Some(id) = queue.lock().unwrap().pop() else { break };
+                    let Some(id) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
                     let t = Instant::now();
                     let profile = if use_optimized {
                         optimized::fetch_profile(id).await
@@ -180,7 +182,10 @@ async fn main() {
         ms(s_mean),
         ms(s_p99)
     );
-    for site in [optimized::fetch_profile_cache(), optimized::risk_score_cache()] {
+    for site in [
+        optimized::fetch_profile_cache(),
+        optimized::risk_score_cache(),
+    ] {
         let s = site.stats();
         println!(
             "{:<34} {:>6} {:>8.1}% {:>11} {:>11}",
