@@ -12,6 +12,7 @@
 //! ```
 
 pub mod cache;
+pub mod codec;
 pub mod flight;
 pub mod key;
 pub mod policy;

@@ -1,0 +1,457 @@
+//! The entry envelope: how a value is stored in the shared tiers (L2, L3). Design §6.
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic            b"OPTZ"
+//!      4    1 format version   1
+//!      5    1 codec id         1 = bincode 1.3 (fixint, little-endian)
+//!      6    1 flags            bit 0: payload is zstd-compressed
+//!      7    1 reserved         0
+//!      8    8 schema hash      of the function's signature types
+//!     16    8 created at       unix milliseconds
+//!     24    8 expires at       unix milliseconds, 0 = never
+//!     32    4 payload length   bytes stored after the header
+//!     36    4 raw length       bytes of the encoded value before compression
+//!     40    8 checksum         xxh3-64 of the payload, seeded with xxh3-64 of bytes 0..40
+//!     48      payload
+//! ```
+//!
+//! All integers are little-endian. The checksum covers the header as well as the payload, so
+//! a flipped expiry or schema is caught, not only a flipped value. Every check that fails makes
+//! the entry a miss with a [`Reject`] reason; decoding never panics, whatever the bytes.
+
+use std::fmt;
+
+use bincode::Options;
+use serde::{de::DeserializeOwned, Serialize};
+
+const MAGIC: [u8; 4] = *b"OPTZ";
+const FORMAT_VERSION: u8 = 1;
+/// bincode 1.3.3 with fixed-width little-endian integers.
+pub const CODEC_BINCODE1: u8 = 1;
+const FLAG_ZSTD: u8 = 0b0000_0001;
+const KNOWN_FLAGS: u8 = FLAG_ZSTD;
+/// Size of the fixed header.
+pub const HEADER_LEN: usize = 48;
+
+/// Limits and thresholds of the envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnvelopeOptions {
+    /// Payloads at least this large are zstd-compressed when that saves space.
+    pub compress_threshold: usize,
+    /// zstd level.
+    pub zstd_level: i32,
+    /// Largest encoded value accepted, before and after decompression.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for EnvelopeOptions {
+    fn default() -> Self {
+        Self {
+            compress_threshold: 1024,
+            zstd_level: 3,
+            max_entry_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why stored bytes were not accepted as a value. Each becomes a miss, a deletion and a count
+/// in `optimize_cache_rejected_total{tier, reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Shorter than the header, or than the header says.
+    Truncated,
+    /// Not written by this library.
+    Magic,
+    /// Written by an unknown format version.
+    Version,
+    /// Encoded with an unknown codec, or unknown flags.
+    Codec,
+    /// Written for another signature of the function.
+    Schema,
+    /// The payload does not match its checksum.
+    Checksum,
+    /// Past its expiry time.
+    Expired,
+    /// Larger than the maximum entry size.
+    Oversized,
+    /// zstd failed, or produced more or fewer bytes than the header says.
+    Decompress,
+    /// The payload does not decode as the expected type.
+    Decode,
+}
+
+impl Reject {
+    /// The label used in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Truncated => "truncated",
+            Reject::Magic => "magic",
+            Reject::Version => "version",
+            Reject::Codec => "codec",
+            Reject::Schema => "schema",
+            Reject::Checksum => "checksum",
+            Reject::Expired => "expired",
+            Reject::Oversized => "oversized",
+            Reject::Decompress => "decompress",
+            Reject::Decode => "decode",
+        }
+    }
+
+    /// Every reason, in a fixed order.
+    pub const ALL: [Reject; 10] = [
+        Reject::Truncated,
+        Reject::Magic,
+        Reject::Version,
+        Reject::Codec,
+        Reject::Schema,
+        Reject::Checksum,
+        Reject::Expired,
+        Reject::Oversized,
+        Reject::Decompress,
+        Reject::Decode,
+    ];
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value could not be encoded (its `Serialize` failed, or it exceeds the maximum size).
+#[derive(Debug, thiserror::Error)]
+#[error("value cannot be stored in a shared tier: {0}")]
+pub struct EncodeError(String);
+
+/// The fields of a header, as read from stored bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Hash of the writer's signature types.
+    pub schema: u64,
+    /// Unix milliseconds when written.
+    pub created_at_ms: u64,
+    /// Unix milliseconds after which the entry is dead; 0 = never.
+    pub expires_at_ms: u64,
+    /// Whether the payload is zstd-compressed.
+    pub compressed: bool,
+    /// Stored payload length.
+    pub payload_len: u32,
+    /// Encoded length before compression.
+    pub raw_len: u32,
+}
+
+fn value_codec(limit: usize) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .with_limit(limit as u64)
+}
+
+/// Encodes `value` into an envelope.
+///
+/// ```
+/// use optimize_runtime::codec::{decode, encode, EnvelopeOptions};
+///
+/// let opts = EnvelopeOptions::default();
+/// let bytes = encode(&vec![1u32, 2, 3], 0xabc, 1_000, 0, &opts).unwrap();
+/// let back: Vec<u32> = decode(&bytes, 0xabc, 2_000, &opts).unwrap();
+/// assert_eq!(back, vec![1, 2, 3]);
+/// ```
+pub fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    schema: u64,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    opts: &EnvelopeOptions,
+) -> Result<Vec<u8>, EncodeError> {
+    let raw = value_codec(opts.max_entry_bytes)
+        .serialize(value)
+        .map_err(|e| EncodeError(e.to_string()))?;
+    let mut flags = 0;
+    let mut payload = raw.as_slice();
+    let compressed;
+    if raw.len() >= opts.compress_threshold {
+        compressed = zstd::bulk::compress(&raw, opts.zstd_level)
+            .map_err(|e| EncodeError(format!("zstd: {e}")))?;
+        if compressed.len() < raw.len() {
+            flags |= FLAG_ZSTD;
+            payload = &compressed;
+        }
+    }
+    let raw_len = u32::try_from(raw.len()).map_err(|_| EncodeError("value over 4 GiB".into()))?;
+    let payload_len = payload.len() as u32;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT_VERSION);
+    out.push(CODEC_BINCODE1);
+    out.push(flags);
+    out.push(0);
+    out.extend_from_slice(&schema.to_le_bytes());
+    out.extend_from_slice(&created_at_ms.to_le_bytes());
+    out.extend_from_slice(&expires_at_ms.to_le_bytes());
+    out.extend_from_slice(&payload_len.to_le_bytes());
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    let sum = checksum(&out, payload);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+/// Checksum of an envelope: the payload's hash seeded with the hash of the header fields.
+fn checksum(header: &[u8], payload: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(payload, xxhash_rust::xxh3::xxh3_64(&header[..40]))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(buf)
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut buf = [0u8; 4];
+    buf.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(buf)
+}
+
+/// Reads and checks the header alone (magic, version, codec, flags, lengths). Used by the L3
+/// sweeper, which needs expiry and age without decoding values.
+pub fn read_header(bytes: &[u8]) -> Result<Header, Reject> {
+    if bytes.len() < HEADER_LEN {
+        return Err(if bytes.len() >= 4 && bytes[..4] != MAGIC {
+            Reject::Magic
+        } else {
+            Reject::Truncated
+        });
+    }
+    if bytes[..4] != MAGIC {
+        return Err(Reject::Magic);
+    }
+    if bytes[4] != FORMAT_VERSION {
+        return Err(Reject::Version);
+    }
+    if bytes[5] != CODEC_BINCODE1 || bytes[6] & !KNOWN_FLAGS != 0 || bytes[7] != 0 {
+        return Err(Reject::Codec);
+    }
+    let header = Header {
+        schema: u64_at(bytes, 8),
+        created_at_ms: u64_at(bytes, 16),
+        expires_at_ms: u64_at(bytes, 24),
+        compressed: bytes[6] & FLAG_ZSTD != 0,
+        payload_len: u32_at(bytes, 32),
+        raw_len: u32_at(bytes, 36),
+    };
+    if bytes.len() - HEADER_LEN != header.payload_len as usize {
+        return Err(Reject::Truncated);
+    }
+    Ok(header)
+}
+
+/// Checks an envelope and decodes its value. `now_ms` is unix milliseconds.
+pub fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    schema: u64,
+    now_ms: u64,
+    opts: &EnvelopeOptions,
+) -> Result<T, Reject> {
+    let header = read_header(bytes)?;
+    if header.schema != schema {
+        return Err(Reject::Schema);
+    }
+    if header.expires_at_ms != 0 && now_ms >= header.expires_at_ms {
+        return Err(Reject::Expired);
+    }
+    let raw_len = header.raw_len as usize;
+    if raw_len > opts.max_entry_bytes || header.payload_len as usize > opts.max_entry_bytes {
+        return Err(Reject::Oversized);
+    }
+    let payload = &bytes[HEADER_LEN..];
+    if checksum(bytes, payload) != u64_at(bytes, 40) {
+        return Err(Reject::Checksum);
+    }
+    let decompressed;
+    let raw = if header.compressed {
+        // Bounded by the declared size, itself bounded by the maximum entry size: a payload
+        // that inflates beyond it fails instead of allocating without limit.
+        decompressed =
+            zstd::bulk::decompress(payload, raw_len).map_err(|_| Reject::Decompress)?;
+        if decompressed.len() != raw_len {
+            return Err(Reject::Decompress);
+        }
+        &decompressed[..]
+    } else {
+        if payload.len() != raw_len {
+            return Err(Reject::Truncated);
+        }
+        payload
+    };
+    value_codec(raw_len.max(1))
+        .deserialize(raw)
+        .map_err(|_| Reject::Decode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    const SCHEMA: u64 = 0x5eed;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct User {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+    }
+
+    fn user() -> User {
+        User {
+            id: 7,
+            name: "ada".into(),
+            tags: vec!["x".repeat(3000)],
+        }
+    }
+
+    fn opts() -> EnvelopeOptions {
+        EnvelopeOptions::default()
+    }
+
+    fn check(bytes: &[u8]) -> Result<User, Reject> {
+        decode::<User>(bytes, SCHEMA, 10, &opts())
+    }
+
+    #[test]
+    fn round_trip_small_uncompressed() {
+        let v = User { id: 1, name: "a".into(), tags: vec![] };
+        let bytes = encode(&v, SCHEMA, 1, 0, &opts()).unwrap();
+        assert!(!read_header(&bytes).unwrap().compressed);
+        assert_eq!(check(&bytes), Ok(v));
+    }
+
+    #[test]
+    fn round_trip_large_compressed() {
+        let bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        let h = read_header(&bytes).unwrap();
+        assert!(h.compressed);
+        assert!((h.payload_len as usize) < h.raw_len as usize);
+        assert_eq!(check(&bytes), Ok(user()));
+    }
+
+    #[test]
+    fn truncated() {
+        let bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        for cut in [0, 3, 10, HEADER_LEN - 1, HEADER_LEN, bytes.len() - 1] {
+            assert_eq!(check(&bytes[..cut]), Err(Reject::Truncated), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn bit_flips_anywhere_are_rejected_never_accepted_wrongly() {
+        let bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        for i in 0..bytes.len() {
+            for bit in [0, 3, 7] {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(check(&b).is_err(), "flip of bit {bit} in byte {i} was accepted");
+            }
+        }
+        let mut b = bytes.clone();
+        let last = b.len() - 1;
+        b[last] ^= 0x40;
+        assert_eq!(check(&b), Err(Reject::Checksum));
+    }
+
+    #[test]
+    fn foreign_bytes() {
+        assert_eq!(check(b"{\"id\":7,\"name\":\"ada\"} and more text to pass the header length"), Err(Reject::Magic));
+        let mut bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        bytes[7] = 1;
+        assert_eq!(check(&bytes), Err(Reject::Codec));
+        bytes[7] = 0;
+        bytes[4] = 9;
+        assert_eq!(check(&bytes), Err(Reject::Version));
+        bytes[4] = FORMAT_VERSION;
+        bytes[5] = 2;
+        assert_eq!(check(&bytes), Err(Reject::Codec));
+        bytes[5] = CODEC_BINCODE1;
+        bytes[6] |= 0b1000_0000;
+        assert_eq!(check(&bytes), Err(Reject::Codec));
+    }
+
+    #[test]
+    fn wrong_schema() {
+        let bytes = encode(&user(), SCHEMA + 1, 1, 0, &opts()).unwrap();
+        assert_eq!(check(&bytes), Err(Reject::Schema));
+    }
+
+    #[test]
+    fn wrong_type_with_right_schema_is_a_decode_error() {
+        let bytes = encode(&(1u8, 2u8), SCHEMA, 1, 0, &opts()).unwrap();
+        assert_eq!(check(&bytes), Err(Reject::Decode));
+    }
+
+    #[test]
+    fn expired() {
+        let bytes = encode(&user(), SCHEMA, 1, 10, &opts()).unwrap();
+        assert_eq!(decode::<User>(&bytes, SCHEMA, 9, &opts()), Ok(user()));
+        assert_eq!(decode::<User>(&bytes, SCHEMA, 10, &opts()), Err(Reject::Expired));
+    }
+
+    #[test]
+    fn oversized() {
+        let big = EnvelopeOptions { max_entry_bytes: 1 << 20, ..opts() };
+        let bytes = encode(&vec![7u8; 100_000], SCHEMA, 1, 0, &big).unwrap();
+        let small = EnvelopeOptions { max_entry_bytes: 50_000, ..opts() };
+        assert_eq!(decode::<Vec<u8>>(&bytes, SCHEMA, 2, &small), Err(Reject::Oversized));
+        // Encoding refuses values over the limit too.
+        assert!(encode(&vec![7u8; 100_000], SCHEMA, 1, 0, &small).is_err());
+    }
+
+    #[test]
+    fn decompression_bomb_is_bounded() {
+        // A tiny zstd frame that inflates to 64 MiB, in an envelope that declares 100 bytes
+        // with a correct checksum: decompression must stop at the declared size.
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+        assert!(bomb.len() < 10_000);
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&[FORMAT_VERSION, CODEC_BINCODE1, FLAG_ZSTD, 0]);
+        bytes.extend_from_slice(&SCHEMA.to_le_bytes());
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&(bomb.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&100u32.to_le_bytes());
+        let sum = checksum(&bytes, &bomb);
+        bytes.extend_from_slice(&sum.to_le_bytes());
+        bytes.extend_from_slice(&bomb);
+        assert_eq!(decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()), Err(Reject::Decompress));
+        // Declaring the true size is caught by the entry size limit instead.
+        bytes[36..40].copy_from_slice(&((64u32) << 20).to_le_bytes());
+        assert_eq!(decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()), Err(Reject::Oversized));
+    }
+
+    #[test]
+    fn length_field_lies_are_caught() {
+        let mut bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        let declared = u32_at(&bytes, 32);
+        bytes[32..36].copy_from_slice(&(declared + 1).to_le_bytes());
+        assert_eq!(check(&bytes), Err(Reject::Truncated));
+    }
+
+    #[test]
+    fn random_garbage_never_panics() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for len in 0..600 {
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = check(&bytes);
+        }
+    }
+}
