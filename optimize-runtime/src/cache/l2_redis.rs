@@ -1,0 +1,317 @@
+//! L2: Redis, shared by every instance of the application.
+//!
+//! The connection is made in the background, so an application starts and serves with Redis
+//! absent; `redis`'s `ConnectionManager` then reconnects by itself. Every operation has a
+//! timeout, and a [`Breaker`] skips the tier entirely while it is failing, so an outage adds no
+//! latency to calls. The password in the URL never appears in `Debug`, logs or errors.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::cache::breaker::Breaker;
+use crate::cache::TierCounters;
+
+/// A Redis URL whose password is never printed. `redis://`, `rediss://` (TLS) and
+/// `redis+unix://` URLs are accepted; AUTH goes in the user-info part.
+///
+/// ```
+/// use optimize_runtime::cache::l2_redis::RedisUrl;
+///
+/// let url = RedisUrl::new("rediss://app:s3cret@cache.internal:6380/2");
+/// assert_eq!(url.to_string(), "rediss://app:***@cache.internal:6380/2");
+/// assert!(!format!("{url:?}").contains("s3cret"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL with its password, for the driver only.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn password(&self) -> Option<&str> {
+        let rest = self.0.split_once("://")?.1;
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let userinfo = authority.rsplit_once('@')?.0;
+        userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
+    }
+
+    /// Replaces the password wherever it appears in `text` (driver errors may quote the URL).
+    pub fn redact(&self, text: &str) -> String {
+        match self.password() {
+            Some(p) => text.replace(p, "***"),
+            None => text.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redact(&self.0))
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// How an L2 operation went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum L2Result<T> {
+    /// The operation completed.
+    Done(T),
+    /// The breaker is open (or the connection is not made yet): the tier was not used.
+    Skipped,
+    /// The operation failed or timed out; the breaker was told.
+    Failed,
+}
+
+/// Settings of the L2 tier.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// Where Redis is.
+    pub url: RedisUrl,
+    /// Timeout of every operation.
+    pub op_timeout: Duration,
+    /// Consecutive failures that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before a probe.
+    pub breaker_cooldown: Duration,
+}
+
+/// The L2 tier.
+pub struct RedisTier {
+    url: RedisUrl,
+    conn: Arc<OnceLock<ConnectionManager>>,
+    op_timeout: Duration,
+    breaker: Breaker,
+    counters: TierCounters,
+}
+
+impl fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("url", &self.url)
+            .field("connected", &self.is_connected())
+            .field("breaker", &self.breaker.state())
+            .finish()
+    }
+}
+
+impl RedisTier {
+    /// Creates the tier and starts connecting on `runtime`; returns at once.
+    pub fn start(options: RedisOptions, counters: TierCounters, runtime: &tokio::runtime::Handle) -> Self {
+        let conn = Arc::new(OnceLock::new());
+        let tier = Self {
+            url: options.url.clone(),
+            conn: conn.clone(),
+            op_timeout: options.op_timeout,
+            breaker: Breaker::new(
+                options.breaker_threshold,
+                options.breaker_cooldown,
+                crate::time::global().clone(),
+            ),
+            counters: counters.clone(),
+        };
+        runtime.spawn(connect_until_connected(options, conn, counters));
+        tier
+    }
+
+    /// Whether the first connection has been made.
+    pub fn is_connected(&self) -> bool {
+        self.conn.get().is_some()
+    }
+
+    /// Whether the breaker currently keeps calls away from Redis.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.state() != crate::cache::breaker::BreakerState::Closed
+    }
+
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        f: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+    ) -> L2Result<T> {
+        if !self.breaker.allow() {
+            return L2Result::Skipped;
+        }
+        let Some(conn) = self.conn.get() else {
+            // Not connected yet: counts against the breaker so a down Redis is skipped fast.
+            self.breaker.on_failure();
+            return L2Result::Skipped;
+        };
+        let mut conn = conn.clone();
+        let started = crate::time::global().now_nanos();
+        let result = tokio::time::timeout(self.op_timeout, f(&mut conn)).await;
+        self.counters
+            .time(op, crate::time::global().now_nanos().saturating_sub(started));
+        match result {
+            Ok(Ok(v)) => {
+                self.breaker.on_success();
+                L2Result::Done(v)
+            }
+            Ok(Err(e)) => {
+                self.failed(op, &e.to_string());
+                L2Result::Failed
+            }
+            Err(_) => {
+                self.failed(op, "timed out");
+                L2Result::Failed
+            }
+        }
+    }
+
+    fn failed(&self, op: &'static str, error: &str) {
+        self.breaker.on_failure();
+        self.counters.error(op);
+        tracing::debug!(op, error = %self.url.redact(error), "L2 (redis) operation failed");
+    }
+
+    /// `GET key`.
+    pub async fn get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
+        self.run("get", async |c| redis::cmd("GET").arg(key).query_async(c).await)
+            .await
+    }
+
+    /// `SET key value PX ttl` for every entry, in one pipeline.
+    pub async fn set_many(&self, entries: &[(String, Arc<[u8]>, Option<Duration>)]) -> L2Result<()> {
+        if entries.is_empty() {
+            return L2Result::Done(());
+        }
+        self.run("put", async |c| {
+            let mut pipe = redis::pipe();
+            for (key, value, ttl) in entries {
+                let cmd = pipe.cmd("SET").arg(key).arg(&value[..]);
+                if let Some(ttl) = ttl {
+                    cmd.arg("PX").arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+                }
+                cmd.ignore();
+            }
+            pipe.query_async::<()>(c).await
+        })
+        .await
+    }
+
+    /// `DEL key...`.
+    pub async fn delete(&self, keys: &[String]) -> L2Result<()> {
+        if keys.is_empty() {
+            return L2Result::Done(());
+        }
+        self.run("delete", async |c| {
+            redis::cmd("DEL").arg(keys).query_async::<()>(c).await
+        })
+        .await
+    }
+
+    /// Deletes every key starting with `prefix` (SCAN + UNLINK; never KEYS).
+    pub async fn delete_prefix(&self, prefix: &str) -> L2Result<()> {
+        let pattern = format!("{}*", escape_glob(prefix));
+        self.run("delete", async |c| {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(c)
+                    .await?;
+                if !keys.is_empty() {
+                    redis::cmd("UNLINK").arg(keys).query_async::<()>(c).await?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        })
+        .await
+    }
+}
+
+/// Escapes Redis glob metacharacters so a prefix matches literally.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+async fn connect_until_connected(
+    options: RedisOptions,
+    slot: Arc<OnceLock<ConnectionManager>>,
+    counters: TierCounters,
+) {
+    let client = match redis::Client::open(options.url.expose()) {
+        Ok(c) => c,
+        Err(e) => {
+            counters.error("connect");
+            tracing::error!(url = %options.url, error = %options.url.redact(&e.to_string()), "invalid Redis URL; L2 stays off");
+            return;
+        }
+    };
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(options.op_timeout.max(Duration::from_millis(250))))
+        .set_response_timeout(Some(options.op_timeout))
+        .set_number_of_retries(2);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+            Ok(conn) => {
+                let _ = slot.set(conn);
+                tracing::info!(url = %options.url, "L2 (redis) connected");
+                return;
+            }
+            Err(e) => {
+                counters.error("connect");
+                tracing::warn!(url = %options.url, error = %options.url.redact(&e.to_string()), retry_in = ?delay, "L2 (redis) not reachable; serving without it");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_redacted_everywhere() {
+        let url = RedisUrl::new("redis://user:hunter2@localhost:6379/0");
+        assert_eq!(url.to_string(), "redis://user:***@localhost:6379/0");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert_eq!(
+            url.redact("failed to connect to redis://user:hunter2@localhost"),
+            "failed to connect to redis://user:***@localhost"
+        );
+    }
+
+    #[test]
+    fn urls_without_password_are_unchanged() {
+        for u in ["redis://localhost:6379", "redis://user@host/1", "redis+unix:///tmp/r.sock"] {
+            assert_eq!(RedisUrl::new(u).to_string(), u);
+        }
+    }
+
+    #[test]
+    fn glob_metacharacters_are_escaped() {
+        assert_eq!(escape_glob("ns:a*b?[c]"), "ns:a\\*b\\?\\[c\\]");
+    }
+}

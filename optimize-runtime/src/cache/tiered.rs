@@ -1,0 +1,419 @@
+//! [`Tiers`]: the shared tiers (L2, L3) and the write-behind queue, on a small background
+//! runtime of their own so that sync functions on plain threads can use Redis too.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cache::l2_redis::{L2Result, RedisOptions, RedisTier, RedisUrl};
+use crate::cache::l3_sled::SledTier;
+use crate::cache::writeback::{WriteBack, WriteOp};
+use crate::cache::{Tier, TierCounters};
+use crate::codec::EnvelopeOptions;
+
+/// Settings of the L3 tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct L3Options {
+    /// Directory of the sled database.
+    pub dir: PathBuf,
+    /// Size cap enforced by the sweeper (keys + values).
+    pub max_bytes: u64,
+    /// How often the sweeper runs.
+    pub sweep_interval: Duration,
+}
+
+/// Settings of the shared tiers.
+#[derive(Clone, Debug)]
+pub struct TierConfig {
+    /// Prefix of every shared-tier key.
+    pub namespace: String,
+    /// L2; `None` leaves it off.
+    pub redis: Option<RedisOptions>,
+    /// L3; `None` leaves it off.
+    pub l3: Option<L3Options>,
+    /// Which shared tier a miss in L1 asks first.
+    pub order: [Tier; 2],
+    /// Puts the write-behind queue holds before it drops new ones.
+    pub writeback_capacity: usize,
+    /// Envelope limits and compression.
+    pub envelope: EnvelopeOptions,
+}
+
+/// A configuration value from the environment that does not parse.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("environment variable {var}={value:?}: expected {expected}")]
+pub struct EnvError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should look like.
+    pub expected: &'static str,
+}
+
+impl TierConfig {
+    /// Default L2 operation timeout.
+    pub const DEFAULT_L2_TIMEOUT: Duration = Duration::from_millis(100);
+    /// Default L3 size cap: 1 GiB.
+    pub const DEFAULT_L3_MAX_BYTES: u64 = 1 << 30;
+
+    /// Only L1: no shared tiers.
+    pub fn l1_only() -> Self {
+        Self {
+            namespace: "optimize".into(),
+            redis: None,
+            l3: None,
+            order: [Tier::L2, Tier::L3],
+            writeback_capacity: 10_000,
+            envelope: EnvelopeOptions::default(),
+        }
+    }
+
+    /// Adds L2 at `url` with default timeouts.
+    pub fn with_redis(mut self, url: impl Into<String>) -> Self {
+        self.redis = Some(RedisOptions {
+            url: RedisUrl::new(url),
+            op_timeout: Self::DEFAULT_L2_TIMEOUT,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(5),
+        });
+        self
+    }
+
+    /// Adds L3 in `dir` with the default size cap.
+    pub fn with_l3(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.l3 = Some(L3Options {
+            dir: dir.into(),
+            max_bytes: Self::DEFAULT_L3_MAX_BYTES,
+            sweep_interval: Duration::from_secs(60),
+        });
+        self
+    }
+
+    /// The default L3 directory: `$XDG_CACHE_HOME/optimize/<program>`, else
+    /// `$HOME/.cache/optimize/<program>`, else `./.optimize-cache/<program>`, where `<program>`
+    /// is the executable's file stem.
+    pub fn default_l3_dir() -> PathBuf {
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "app".into());
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("optimize"))
+            .unwrap_or_else(|| PathBuf::from(".optimize-cache"));
+        base.join(program)
+    }
+
+    /// The configuration from the environment, on top of the defaults (L1 + L3 in the default
+    /// directory; L2 when a URL is given):
+    ///
+    /// | variable | meaning |
+    /// |---|---|
+    /// | `OPTIMIZE_NAMESPACE` | key prefix (default `optimize`) |
+    /// | `OPTIMIZE_REDIS_URL` | enables L2 (`redis://`, `rediss://` for TLS, password in the URL) |
+    /// | `OPTIMIZE_L3` | `on` (default) or `off` |
+    /// | `OPTIMIZE_L3_DIR` | L3 directory (default: [`TierConfig::default_l3_dir`]) |
+    /// | `OPTIMIZE_LOOKUP_ORDER` | `l2,l3` (default) or `l3,l2` |
+    pub fn from_env() -> Result<Self, EnvError> {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        let mut config = Self::l1_only();
+        if let Some(ns) = var("OPTIMIZE_NAMESPACE") {
+            if ns.contains(char::is_whitespace) {
+                return Err(EnvError { var: "OPTIMIZE_NAMESPACE", value: ns, expected: "a prefix without spaces, e.g. `myapp`" });
+            }
+            config.namespace = ns;
+        }
+        if let Some(url) = var("OPTIMIZE_REDIS_URL") {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+                let value = RedisUrl::new(url).to_string();
+                return Err(EnvError { var: "OPTIMIZE_REDIS_URL", value, expected: "a URL starting with redis://, rediss:// or redis+unix://" });
+            }
+            config = config.with_redis(url);
+        }
+        let l3_on = match var("OPTIMIZE_L3").as_deref() {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(EnvError { var: "OPTIMIZE_L3", value: other.into(), expected: "`on` or `off`" })
+            }
+        };
+        if l3_on {
+            config = config.with_l3(var("OPTIMIZE_L3_DIR").map_or_else(Self::default_l3_dir, PathBuf::from));
+        }
+        if let Some(order) = var("OPTIMIZE_LOOKUP_ORDER") {
+            config.order = match order.replace(' ', "").as_str() {
+                "l2,l3" => [Tier::L2, Tier::L3],
+                "l3,l2" => [Tier::L3, Tier::L2],
+                _ => return Err(EnvError { var: "OPTIMIZE_LOOKUP_ORDER", value: order, expected: "`l2,l3` or `l3,l2`" }),
+            };
+        }
+        Ok(config)
+    }
+}
+
+/// Point-in-time state of the shared tiers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TiersStatus {
+    /// L2 configured.
+    pub l2_enabled: bool,
+    /// L2 connected at least once.
+    pub l2_connected: bool,
+    /// L2 breaker not closed.
+    pub l2_circuit_open: bool,
+    /// L3 configured and not disabled by an error.
+    pub l3_enabled: bool,
+    /// Puts waiting in the write-behind queue.
+    pub writeback_depth: usize,
+    /// Puts dropped because the queue was full.
+    pub writeback_dropped: u64,
+}
+
+/// The shared tiers and their write-behind queue.
+pub struct Tiers {
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    l2: Option<Arc<RedisTier>>,
+    l3: Option<Arc<SledTier>>,
+    writeback: WriteBack,
+    config: TierConfig,
+    l2_counters: TierCounters,
+    l3_counters: TierCounters,
+}
+
+impl std::fmt::Debug for Tiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tiers")
+            .field("namespace", &self.config.namespace)
+            .field("l2", &self.l2)
+            .field("l3", &self.l3)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Unix time in milliseconds: the clock of shared-tier expiry, which other processes read.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Tiers {
+    /// Starts the tiers: opens L3, starts connecting to L2 in the background, starts the
+    /// write-behind drainer and the L3 sweeper. Never fails: a tier that cannot start is off.
+    pub fn start(config: TierConfig) -> Arc<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("optimize-tiers")
+            .enable_all()
+            .build()
+            .expect("the optimize-tiers runtime could not start (threads exhausted?)");
+        let handle = runtime.handle().clone();
+        let l2_counters = TierCounters::new(Tier::L2);
+        let l3_counters = TierCounters::new(Tier::L3);
+        let l2 = config
+            .redis
+            .clone()
+            .map(|o| Arc::new(RedisTier::start(o, l2_counters.clone(), &handle)));
+        let l3 = config
+            .l3
+            .as_ref()
+            .map(|o| Arc::new(SledTier::open(&o.dir, o.max_bytes, l3_counters.clone())));
+        if let (Some(l3), Some(o)) = (&l3, &config.l3) {
+            handle.spawn(sweep_periodically(l3.clone(), o.sweep_interval));
+        }
+        let writeback = WriteBack::start(config.writeback_capacity, l2.clone(), l3.clone(), &handle);
+        Arc::new(Self {
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+            l2,
+            l3,
+            writeback,
+            config,
+            l2_counters,
+            l3_counters,
+        })
+    }
+
+    /// The configuration the tiers were started with.
+    pub fn config(&self) -> &TierConfig {
+        &self.config
+    }
+
+    /// Whether L2 is configured.
+    pub fn has_l2(&self) -> bool {
+        self.l2.is_some()
+    }
+
+    /// Whether L3 is configured and working.
+    pub fn has_l3(&self) -> bool {
+        self.l3.as_ref().is_some_and(|l3| !l3.is_disabled())
+    }
+
+    /// Counters of a shared tier.
+    pub fn counters(&self, tier: Tier) -> &TierCounters {
+        match tier {
+            Tier::L3 => &self.l3_counters,
+            _ => &self.l2_counters,
+        }
+    }
+
+    /// The L2 tier, if configured.
+    pub fn l2(&self) -> Option<&Arc<RedisTier>> {
+        self.l2.as_ref()
+    }
+
+    /// The L3 tier, if configured.
+    pub fn l3(&self) -> Option<&Arc<SledTier>> {
+        self.l3.as_ref()
+    }
+
+    /// Current state, for health checks and metrics.
+    pub fn status(&self) -> TiersStatus {
+        let wb = self.writeback.stats();
+        TiersStatus {
+            l2_enabled: self.l2.is_some(),
+            l2_connected: self.l2.as_ref().is_some_and(|l2| l2.is_connected()),
+            l2_circuit_open: self.l2.as_ref().is_some_and(|l2| l2.circuit_open()),
+            l3_enabled: self.has_l3(),
+            writeback_depth: wb.depth.load(std::sync::atomic::Ordering::Relaxed),
+            writeback_dropped: wb.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// `GET` from L2 on the tiers' runtime, awaited from any executor.
+    pub async fn l2_get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
+        let Some(l2) = self.l2.clone() else { return L2Result::Skipped };
+        let key = key.to_owned();
+        match self.handle.spawn(async move { l2.get(&key).await }).await {
+            Ok(r) => r,
+            Err(_) => L2Result::Failed,
+        }
+    }
+
+    /// `GET` from L2, blocking this thread (for sync callers; never inside the tiers' runtime).
+    pub fn l2_get_blocking(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
+        block_on(self.l2_get(key))
+    }
+
+    /// Reads L3.
+    pub fn l3_get(&self, key: &str) -> Option<sled::IVec> {
+        self.l3.as_ref()?.get(key)
+    }
+
+    /// Queues a write; `false` if it was dropped (queue full).
+    pub fn enqueue(&self, op: WriteOp) -> bool {
+        self.writeback.push(op)
+    }
+
+    /// Waits until every queued write has been applied and L3 is on disk.
+    pub async fn flush(&self) {
+        let _ = self.writeback.flush_marker().await;
+    }
+
+    /// [`Tiers::flush`], blocking this thread.
+    pub fn flush_blocking(&self) {
+        block_on(self.flush());
+    }
+
+    /// Flushes, then stops the background runtime. Later writes are dropped and counted.
+    pub fn shutdown(&self) {
+        self.flush_blocking();
+        let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(rt) = runtime {
+            rt.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// Runs the L3 sweeper once now.
+    pub fn sweep_now(&self) -> Option<crate::cache::l3_sled::SweepReport> {
+        Some(self.l3.as_ref()?.sweep(unix_ms()))
+    }
+}
+
+impl Drop for Tiers {
+    fn drop(&mut self) {
+        let runtime = self.runtime.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(rt) = runtime {
+            // Never blocks, so dropping from inside an async context is safe.
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn sweep_periodically(l3: Arc<SledTier>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let l3 = l3.clone();
+        let report = tokio::task::spawn_blocking(move || l3.sweep(unix_ms())).await;
+        if let Ok(r) = report {
+            tracing::debug!(expired = r.expired, invalid = r.invalid, evicted = r.evicted, bytes = r.bytes, "L3 sweep");
+        }
+    }
+}
+
+/// Runs a future to completion on this thread, on any executor or none: parks the thread
+/// between wake-ups. Used by sync callers to wait for work on the tiers' runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+static GLOBAL: OnceLock<Arc<Tiers>> = OnceLock::new();
+
+/// `init` was called after the tiers had started.
+#[derive(Debug, thiserror::Error)]
+#[error("optimize was already initialised (explicitly, or lazily by the first call of a managed function); call init before any managed function runs")]
+pub struct AlreadyInitialized;
+
+/// Starts the process-wide tiers with `config`. Must come before the first managed call.
+pub fn init(config: TierConfig) -> Result<&'static Arc<Tiers>, AlreadyInitialized> {
+    let mut fresh = false;
+    let tiers = GLOBAL.get_or_init(|| {
+        fresh = true;
+        Tiers::start(config)
+    });
+    if fresh {
+        Ok(tiers)
+    } else {
+        Err(AlreadyInitialized)
+    }
+}
+
+/// The process-wide tiers, started from the environment ([`TierConfig::from_env`]) on first
+/// use if [`init`] was not called. A bad environment value is logged and the tiers start with
+/// L1 only.
+pub fn global() -> &'static Arc<Tiers> {
+    GLOBAL.get_or_init(|| {
+        let config = TierConfig::from_env().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "optimize: ignoring the shared tiers");
+            TierConfig::l1_only()
+        });
+        Tiers::start(config)
+    })
+}
+
+/// The process-wide tiers if they have started.
+pub fn global_if_started() -> Option<&'static Arc<Tiers>> {
+    GLOBAL.get()
+}

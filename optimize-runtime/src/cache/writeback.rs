@@ -1,0 +1,195 @@
+//! Write-behind: the one queue through which L2 and L3 writes happen (design §2).
+//!
+//! Calls never wait for a shared-tier write. Writes go into one queue, drained by a background
+//! task that pipelines L2 writes and batches L3 writes. Puts are bounded: when the queue holds
+//! `capacity` puts, a new put is dropped and counted. Deletions and flushes are never dropped,
+//! and the queue keeps order, so an invalidation cannot be overtaken by an older write.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cache::l2_redis::RedisTier;
+use crate::cache::l3_sled::SledTier;
+
+/// Bytes of one encoded entry, shared between the tiers it is written to.
+pub type Bytes = Arc<[u8]>;
+
+/// Produces a demoted entry's key and bytes; run by the drainer, never by the L1 engine.
+pub type Demotion = Box<dyn FnOnce() -> Option<(String, Bytes)> + Send>;
+
+/// One queued operation.
+pub enum WriteOp {
+    /// Store an entry.
+    Put {
+        /// Full shared-tier key.
+        key: String,
+        /// The envelope.
+        bytes: Bytes,
+        /// Expiry to set in Redis.
+        l2_ttl: Option<Duration>,
+        /// Write to L2.
+        l2: bool,
+        /// Write to L3.
+        l3: bool,
+    },
+    /// An entry evicted from L1 by capacity: written to L3 if absent there.
+    Demote(Demotion),
+    /// Remove a key from both tiers.
+    Delete(String),
+    /// Remove every key with this prefix from both tiers.
+    DeletePrefix(String),
+    /// Answer once every earlier operation has been applied.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Counters of the queue.
+#[derive(Debug, Default)]
+pub struct WriteBackStats {
+    /// Puts waiting in the queue.
+    pub depth: AtomicUsize,
+    /// Puts dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Puts applied.
+    pub written: AtomicU64,
+}
+
+/// Sending side of the queue.
+pub struct WriteBack {
+    tx: mpsc::UnboundedSender<WriteOp>,
+    capacity: usize,
+    stats: Arc<WriteBackStats>,
+}
+
+impl WriteBack {
+    /// Starts the drainer on `runtime`.
+    pub fn start(
+        capacity: usize,
+        l2: Option<Arc<RedisTier>>,
+        l3: Option<Arc<SledTier>>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(WriteBackStats::default());
+        runtime.spawn(drain(rx, stats.clone(), l2, l3));
+        Self { tx, capacity, stats }
+    }
+
+    /// The queue's counters.
+    pub fn stats(&self) -> &WriteBackStats {
+        &self.stats
+    }
+
+    /// Queues `op`. A put or demotion over capacity is dropped and counted (`false`).
+    pub fn push(&self, op: WriteOp) -> bool {
+        let bounded = matches!(op, WriteOp::Put { .. } | WriteOp::Demote(_));
+        if bounded && self.stats.depth.fetch_add(1, AcqRel) >= self.capacity {
+            self.stats.depth.fetch_sub(1, AcqRel);
+            self.stats.dropped.fetch_add(1, Relaxed);
+            return false;
+        }
+        if self.tx.send(op).is_err() {
+            // The drainer is gone (shutdown): nothing will apply this write.
+            if bounded {
+                self.stats.depth.fetch_sub(1, AcqRel);
+                self.stats.dropped.fetch_add(1, Relaxed);
+            }
+            return false;
+        }
+        true
+    }
+
+    /// A receiver that resolves once everything queued before it has been applied.
+    pub fn flush_marker(&self) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        // If the drainer is gone, the receiver resolves (with an error) at once.
+        let _ = self.tx.send(WriteOp::Flush(tx));
+        rx
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    l2: Vec<(String, Bytes, Option<Duration>)>,
+    l3: Vec<(String, Bytes)>,
+}
+
+impl Pending {
+    async fn apply(&mut self, l2: Option<&RedisTier>, l3: Option<&SledTier>, stats: &WriteBackStats) {
+        let n = self.l2.len().max(self.l3.len()) as u64;
+        if let Some(l2) = l2 {
+            // A failed or skipped L2 write is counted by the tier; the value stays in L1/L3.
+            let _ = l2.set_many(&self.l2).await;
+        }
+        if let Some(l3) = l3 {
+            l3.apply(&self.l3, &[]);
+        }
+        self.l2.clear();
+        self.l3.clear();
+        stats.written.fetch_add(n, Relaxed);
+    }
+}
+
+async fn drain(
+    mut rx: mpsc::UnboundedReceiver<WriteOp>,
+    stats: Arc<WriteBackStats>,
+    l2: Option<Arc<RedisTier>>,
+    l3: Option<Arc<SledTier>>,
+) {
+    let (l2, l3) = (l2.as_deref(), l3.as_deref());
+    let mut batch = Vec::with_capacity(512);
+    let mut pending = Pending::default();
+    while rx.recv_many(&mut batch, 512).await > 0 {
+        for op in batch.drain(..) {
+            match op {
+                WriteOp::Put { key, bytes, l2_ttl, l2: to_l2, l3: to_l3 } => {
+                    stats.depth.fetch_sub(1, AcqRel);
+                    if to_l2 && l2.is_some() {
+                        pending.l2.push((key.clone(), bytes.clone(), l2_ttl));
+                    }
+                    if to_l3 && l3.is_some() {
+                        pending.l3.push((key, bytes));
+                    }
+                }
+                WriteOp::Demote(produce) => {
+                    stats.depth.fetch_sub(1, AcqRel);
+                    if let Some(l3) = l3 {
+                        if let Some((key, bytes)) = produce() {
+                            if !l3.contains(&key) && !pending.l3.iter().any(|(k, _)| *k == key) {
+                                pending.l3.push((key, bytes));
+                            }
+                        }
+                    }
+                }
+                WriteOp::Delete(key) => {
+                    pending.apply(l2, l3, &stats).await;
+                    if let Some(l2) = l2 {
+                        let _ = l2.delete(std::slice::from_ref(&key)).await;
+                    }
+                    if let Some(l3) = l3 {
+                        l3.remove(&key);
+                    }
+                }
+                WriteOp::DeletePrefix(prefix) => {
+                    pending.apply(l2, l3, &stats).await;
+                    if let Some(l2) = l2 {
+                        let _ = l2.delete_prefix(&prefix).await;
+                    }
+                    if let Some(l3) = l3 {
+                        l3.remove_prefix(&prefix);
+                    }
+                }
+                WriteOp::Flush(done) => {
+                    pending.apply(l2, l3, &stats).await;
+                    if let Some(l3) = l3 {
+                        l3.flush();
+                    }
+                    let _ = done.send(());
+                }
+            }
+        }
+        pending.apply(l2, l3, &stats).await;
+    }
+}
