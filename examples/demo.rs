@@ -41,7 +41,7 @@ mod plain {
 
     pub(crate) async fn fetch_profile(id: u64) -> Result<Profile, FetchError> {
         tokio::time::sleep(NETWORK_DELAY).await;
-        if id % 101 == 0 {
+        if id.is_multiple_of(101) {
             return Err(FetchError); // some users do not exist
         }
         Ok(Profile {
@@ -215,8 +215,8 @@ async fn main() {
 
     // Behaviour, not timing: each id that exists is fetched exactly once; ids that fail are
     // fetched once per request (errors are never cached).
-    let failing_requests = ids.iter().filter(|id| *id % 101 == 0).count() as u64;
-    let failing_distinct = distinct.iter().filter(|id| *id % 101 == 0).count() as u64;
+    let failing_requests = ids.iter().filter(|id| id.is_multiple_of(101)).count() as u64;
+    let failing_distinct = distinct.iter().filter(|id| id.is_multiple_of(101)).count() as u64;
     let expected = distinct.len() as u64 - failing_distinct + failing_requests;
     if fetch.executions() > expected {
         eprintln!(

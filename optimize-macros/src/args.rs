@@ -77,10 +77,35 @@ pub(crate) struct Args {
     pub(crate) name: Option<LitStr>,
     pub(crate) version: Option<u32>,
     pub(crate) krate: Option<syn::Path>,
+    /// `tiers = "l1,l2"`: which tiers, and the literal for error spans.
+    pub(crate) tiers: Option<(Tiers, LitStr)>,
+    pub(crate) l2_ttl: Option<(Duration, LitStr)>,
+    pub(crate) l3_ttl: Option<(Duration, LitStr)>,
+    pub(crate) compress_above: Option<(u32, LitStr)>,
+}
+
+/// The tiers named in `tiers = "..."`.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tiers {
+    pub(crate) l1: bool,
+    pub(crate) l2: bool,
+    pub(crate) l3: bool,
 }
 
 /// Every option this version honours, for "unknown option" messages.
-const OPTIONS: &[&str] = &["ttl", "capacity", "key", "skip", "name", "version", "crate"];
+const OPTIONS: &[&str] = &[
+    "ttl",
+    "capacity",
+    "key",
+    "skip",
+    "name",
+    "version",
+    "tiers",
+    "l2_ttl",
+    "l3_ttl",
+    "compress_above",
+    "crate",
+];
 const KINDS: &[&str] = &["io", "cpu", "memory"];
 
 /// One option as written: `flag`, `name = value` or `name(a, b)`.
@@ -134,6 +159,10 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
         name: None,
         version: None,
         krate: None,
+        tiers: None,
+        l2_ttl: None,
+        l3_ttl: None,
+        compress_above: None,
     };
     let mut kind_token: Option<Ident> = None;
     let mut seen: Vec<Ident> = Vec::new();
@@ -219,6 +248,10 @@ fn example(option: &str) -> &'static str {
         "name" => "`name = \"users::fetch\"`",
         "version" => "`version = 2`",
         "crate" => "`crate = \"my_optimize\"`",
+        "tiers" => "`tiers = \"l1,l3\"`",
+        "l2_ttl" => "`l2_ttl = \"1h\"`",
+        "l3_ttl" => "`l3_ttl = \"7days\"`",
+        "compress_above" => "`compress_above = \"4KiB\"`",
         _ => "see the docs",
     }
 }
@@ -292,24 +325,105 @@ where
     }
 }
 
+fn duration(value: &Expr, option: &str, errors: &mut Errors) -> Option<(Duration, LitStr)> {
+    let lit = lit_str(value, option, errors)?;
+    match humantime::parse_duration(&lit.value()) {
+        Ok(d) if d.is_zero() => {
+            errors.at(
+                &lit,
+                format!(
+                    "`{option}` must be greater than zero; remove `{option}` to keep entries until \
+                     they are evicted or invalidated"
+                ),
+            );
+            None
+        }
+        Ok(d) => Some((d, lit)),
+        Err(e) => {
+            errors.at(
+                &lit,
+                format!(
+                    "invalid duration {:?}: {e}; write a duration such as \"30s\", \"5m\", \
+                     \"1h 30m\" or \"250ms\"",
+                    lit.value()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn tiers(lit: &LitStr, errors: &mut Errors) -> Option<Tiers> {
+    let mut tiers = Tiers::default();
+    let text = lit.value();
+    for part in text.split(',').map(str::trim) {
+        let slot = match part {
+            "l1" => &mut tiers.l1,
+            "l2" => &mut tiers.l2,
+            "l3" => &mut tiers.l3,
+            _ => {
+                errors.at(
+                    lit,
+                    format!(
+                        "unknown tier {part:?} in `tiers`; write a comma-separated subset of \
+                         l1, l2, l3, e.g. `tiers = \"l1,l3\"`"
+                    ),
+                );
+                return None;
+            }
+        };
+        if *slot {
+            errors.at(lit, format!("tier `{part}` is listed twice in `tiers`"));
+            return None;
+        }
+        *slot = true;
+    }
+    Some(tiers)
+}
+
+/// `512`, `512B`, `4KiB`, `4KB`, `1MiB`, `1MB`, `1GiB`, `1GB` (KB/MB/GB are decimal).
+pub(crate) fn parse_size(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    u32::try_from(n.checked_mul(mult)?).ok()
+}
+
 fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
     match option {
-        "ttl" => {
+        "ttl" => args.ttl = duration(&value, option, errors),
+        "l2_ttl" => args.l2_ttl = duration(&value, option, errors),
+        "l3_ttl" => args.l3_ttl = duration(&value, option, errors),
+        "tiers" => {
             let Some(lit) = lit_str(&value, option, errors) else {
                 return;
             };
-            match humantime::parse_duration(&lit.value()) {
-                Ok(d) if d.is_zero() => errors.at(
-                    &lit,
-                    "`ttl` must be greater than zero; remove `ttl` to keep entries until they \
-                     are evicted or invalidated",
-                ),
-                Ok(d) => args.ttl = Some((d, lit)),
-                Err(e) => errors.at(
+            args.tiers = tiers(&lit, errors).map(|t| (t, lit));
+        }
+        "compress_above" => {
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
+            match parse_size(&lit.value()) {
+                Some(n) => args.compress_above = Some((n, lit)),
+                None => errors.at(
                     &lit,
                     format!(
-                        "invalid duration {:?}: {e}; write a duration such as \"30s\", \"5m\", \
-                         \"1h 30m\" or \"250ms\"",
+                        "invalid size {:?}; write a size such as \"512B\", \"4KiB\" or \"1MiB\" \
+                         (at most 4GiB)",
                         lit.value()
                     ),
                 ),
@@ -358,6 +472,18 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
 #[cfg(test)]
 mod tests {
     use super::edit_distance;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        use super::parse_size;
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("4KiB"), Some(4096));
+        assert_eq!(parse_size("1MB"), Some(1_000_000));
+        assert_eq!(parse_size("2 MiB"), Some(2 << 20));
+        assert_eq!(parse_size("5GiB"), None, "over u32");
+        assert_eq!(parse_size("4 parsecs"), None);
+        assert_eq!(parse_size("KiB"), None);
+    }
 
     #[test]
     fn edit_distance_counts_single_edits() {

@@ -64,12 +64,34 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         syn::ReturnType::Type(_, ty) => ty.span(),
         syn::ReturnType::Default => sig.ident.span(),
     };
+    // Explicit L2/L3 need a serializable value: checked here, reported on the return type.
+    let require_shared = match plan.tiers {
+        Some(t) if t.l2 || t.l3 => {
+            let arg = quote_spanned!(ret_span=> __optimize_policy);
+            quote! { let __optimize_policy = #krate::__private::require_shared(#arg); }
+        }
+        _ => quote!(),
+    };
+    // Serializable values may use L2/L3; others stay in L1.
+    let codec = if plan.ret_borrows {
+        quote!(let __optimize_codec = ::core::option::Option::None;)
+    } else {
+        quote! {
+            let __optimize_codec = {
+                #[allow(unused_imports)]
+                use #krate::__private::{NoCodecProbe as _, SerdeCodecProbe as _};
+                (&#krate::__private::codec_probe(&__optimize_policy)).codec()
+            };
+        }
+    };
     let policy = quote! {
         let __optimize_policy = {
             #[allow(unused_imports)]
             use #krate::__private::{OptionProbe as _, ResultProbe as _, ValueProbe as _};
             (&#krate::__private::Probe::<#ret>::NEW).policy()
         };
+        #require_shared
+        #codec
     };
     // The receiver and method carry the return type's span: a return type that cannot be
     // cached fails the call's `CacheValue` bound, and that error then points at the type.
@@ -81,12 +103,12 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         let await_ = quote_spanned!(ret_span=> await);
         quote! {
             #site
-                .#call_async(#policy_arg, __optimize_key, async move { #block })
+                .#call_async(#policy_arg, __optimize_codec, __optimize_key, async move { #block })
                 .#await_
         }
     } else {
         quote! {
-            #site.#call_sync(#policy_arg, __optimize_key, move || -> #ret #block)
+            #site.#call_sync(#policy_arg, __optimize_codec, __optimize_key, move || -> #ret #block)
         }
     };
 
@@ -194,11 +216,21 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
         Some(v) => quote!(::core::option::Option::Some(#v)),
         None => quote!(::core::option::Option::None),
     };
-    let ttl = opt(plan.ttl.map(|d| {
-        let nanos = d.as_nanos().min(u128::from(u64::MAX)) as u64;
-        quote!(#krate::__private::Duration::from_nanos(#nanos))
-    }));
+    let duration = |d: Option<std::time::Duration>| {
+        opt(d.map(|d| {
+            let nanos = d.as_nanos().min(u128::from(u64::MAX)) as u64;
+            quote!(#krate::__private::Duration::from_nanos(#nanos))
+        }))
+    };
+    let ttl = duration(plan.ttl);
     let capacity = opt(plan.capacity.map(|c| c.into_token_stream()));
+    let l2_ttl = duration(plan.l2_ttl);
+    let l3_ttl = duration(plan.l3_ttl);
+    let compress_above = opt(plan.compress_above.map(|n| n.into_token_stream()));
+    let tiers = opt(plan.tiers.map(|t| {
+        let (l1, l2, l3) = (t.l1, t.l2, t.l3);
+        quote!(#krate::__private::TierSet { l1: #l1, l2: #l2, l3: #l3 })
+    }));
     let name = opt(plan.name.as_ref().map(|n| n.into_token_stream()));
     let version = plan.version;
     let schema = plan.schema;
@@ -223,6 +255,10 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
             is_async: #is_async,
             ttl: #ttl,
             capacity: #capacity,
+            tiers: #tiers,
+            l2_ttl: #l2_ttl,
+            l3_ttl: #l3_ttl,
+            compress_above: #compress_above,
             version: #version,
             schema: #schema,
         };

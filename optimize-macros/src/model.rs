@@ -8,7 +8,7 @@ use quote::{format_ident, quote, ToTokens};
 use syn::visit::Visit;
 use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
 
-use crate::args::{Args, Kind};
+use crate::args::{Args, Kind, Tiers};
 use crate::errors::Errors;
 
 /// A validated plan for one annotated function.
@@ -16,6 +16,11 @@ pub(crate) struct Plan {
     pub(crate) kind: Kind,
     pub(crate) ttl: Option<Duration>,
     pub(crate) capacity: Option<u64>,
+    /// Explicit `tiers`; `None`: every tier the process has, for serializable values.
+    pub(crate) tiers: Option<Tiers>,
+    pub(crate) l2_ttl: Option<Duration>,
+    pub(crate) l3_ttl: Option<Duration>,
+    pub(crate) compress_above: Option<u32>,
     pub(crate) version: u32,
     pub(crate) name: Option<String>,
     pub(crate) krate: TokenStream,
@@ -25,6 +30,9 @@ pub(crate) struct Plan {
     pub(crate) is_async: bool,
     pub(crate) schema: u64,
     pub(crate) ret: TokenStream,
+    /// The return type mentions a reference or lifetime (only `'static` passes the checks):
+    /// it cannot be deserialized into, so it stays in L1.
+    pub(crate) ret_borrows: bool,
 }
 
 pub(crate) enum KeySource {
@@ -100,11 +108,24 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         }
     }
 
-    let ret = match &sig.output {
-        ReturnType::Default => quote!(()),
+    let (ret, ret_borrows) = match &sig.output {
+        ReturnType::Default => (quote!(()), false),
         ReturnType::Type(_, ty) => {
             check_owned_return(ty, errors);
-            ty.to_token_stream()
+            let borrows = mentions_lifetime(ty);
+            if borrows {
+                if let Some((t, _)) = &args.tiers {
+                    if t.l2 || t.l3 {
+                        errors.at(
+                            ty,
+                            "a value with references or lifetimes cannot be stored in L2/L3, which \
+                             deserialize into owned data; return an owned type (e.g. `String`) or \
+                             use `tiers = \"l1\"`",
+                        );
+                    }
+                }
+            }
+            (ty.to_token_stream(), borrows)
         }
     };
 
@@ -184,11 +205,47 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         None => default_crate_path(),
     };
 
+    // Options that only matter for tiers the function does not use.
+    if let Some((tiers, _)) = &args.tiers {
+        let unused = [
+            (
+                "l2_ttl",
+                args.l2_ttl.as_ref().map(|(_, l)| l),
+                tiers.l2,
+                "l2",
+            ),
+            (
+                "l3_ttl",
+                args.l3_ttl.as_ref().map(|(_, l)| l),
+                tiers.l3,
+                "l3",
+            ),
+            (
+                "compress_above",
+                args.compress_above.as_ref().map(|(_, l)| l),
+                tiers.l2 || tiers.l3,
+                "l2 or l3",
+            ),
+        ];
+        for (option, lit, used, needs) in unused {
+            if let (Some(lit), false) = (lit, used) {
+                errors.at(
+                    lit,
+                    format!("`{option}` has no effect: `tiers` does not include {needs}; add it to `tiers` or remove `{option}`"),
+                );
+            }
+        }
+    }
+
     let schema = schema_hash(&arg_types, &ret.to_string());
     Some(Plan {
         kind: args.kind?,
         ttl: args.ttl.map(|(d, _)| d),
         capacity: args.capacity,
+        tiers: args.tiers.map(|(t, _)| t),
+        l2_ttl: args.l2_ttl.map(|(d, _)| d),
+        l3_ttl: args.l3_ttl.map(|(d, _)| d),
+        compress_above: args.compress_above.map(|(n, _)| n),
         version: args.version.unwrap_or(0),
         name: args.name.map(|n| n.value()),
         krate,
@@ -198,6 +255,7 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         is_async: sig.asyncness.is_some(),
         schema,
         ret,
+        ret_borrows,
     })
 }
 
@@ -255,6 +313,21 @@ fn check_owned_return(ty: &Type, errors: &mut Errors) {
         }
     }
     Borrowed { errors }.visit_type(ty);
+}
+
+fn mentions_lifetime(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_reference(&mut self, _: &'ast syn::TypeReference) {
+            self.0 = true;
+        }
+        fn visit_lifetime(&mut self, _: &'ast syn::Lifetime) {
+            self.0 = true;
+        }
+    }
+    let mut finder = Finder(false);
+    finder.visit_type(ty);
+    finder.0
 }
 
 struct ImplTraitFinder<'e> {

@@ -255,6 +255,16 @@ pub fn decode<T: DeserializeOwned>(
     now_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<T, Reject> {
+    decode_with_header(bytes, schema, now_ms, opts).map(|(v, _)| v)
+}
+
+/// [`decode`], also returning the header (for the entry's expiry).
+pub fn decode_with_header<T: DeserializeOwned>(
+    bytes: &[u8],
+    schema: u64,
+    now_ms: u64,
+    opts: &EnvelopeOptions,
+) -> Result<(T, Header), Reject> {
     let header = read_header(bytes)?;
     if header.schema != schema {
         return Err(Reject::Schema);
@@ -274,8 +284,7 @@ pub fn decode<T: DeserializeOwned>(
     let raw = if header.compressed {
         // Bounded by the declared size, itself bounded by the maximum entry size: a payload
         // that inflates beyond it fails instead of allocating without limit.
-        decompressed =
-            zstd::bulk::decompress(payload, raw_len).map_err(|_| Reject::Decompress)?;
+        decompressed = zstd::bulk::decompress(payload, raw_len).map_err(|_| Reject::Decompress)?;
         if decompressed.len() != raw_len {
             return Err(Reject::Decompress);
         }
@@ -286,9 +295,10 @@ pub fn decode<T: DeserializeOwned>(
         }
         payload
     };
-    value_codec(raw_len.max(1))
+    let value = value_codec(raw_len.max(1))
         .deserialize(raw)
-        .map_err(|_| Reject::Decode)
+        .map_err(|_| Reject::Decode)?;
+    Ok((value, header))
 }
 
 #[cfg(test)]
@@ -323,7 +333,11 @@ mod tests {
 
     #[test]
     fn round_trip_small_uncompressed() {
-        let v = User { id: 1, name: "a".into(), tags: vec![] };
+        let v = User {
+            id: 1,
+            name: "a".into(),
+            tags: vec![],
+        };
         let bytes = encode(&v, SCHEMA, 1, 0, &opts()).unwrap();
         assert!(!read_header(&bytes).unwrap().compressed);
         assert_eq!(check(&bytes), Ok(v));
@@ -353,7 +367,10 @@ mod tests {
             for bit in [0, 3, 7] {
                 let mut b = bytes.clone();
                 b[i] ^= 1 << bit;
-                assert!(check(&b).is_err(), "flip of bit {bit} in byte {i} was accepted");
+                assert!(
+                    check(&b).is_err(),
+                    "flip of bit {bit} in byte {i} was accepted"
+                );
             }
         }
         let mut b = bytes.clone();
@@ -364,7 +381,10 @@ mod tests {
 
     #[test]
     fn foreign_bytes() {
-        assert_eq!(check(b"{\"id\":7,\"name\":\"ada\"} and more text to pass the header length"), Err(Reject::Magic));
+        assert_eq!(
+            check(b"{\"id\":7,\"name\":\"ada\"} and more text to pass the header length"),
+            Err(Reject::Magic)
+        );
         let mut bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
         bytes[7] = 1;
         assert_eq!(check(&bytes), Err(Reject::Codec));
@@ -395,15 +415,27 @@ mod tests {
     fn expired() {
         let bytes = encode(&user(), SCHEMA, 1, 10, &opts()).unwrap();
         assert_eq!(decode::<User>(&bytes, SCHEMA, 9, &opts()), Ok(user()));
-        assert_eq!(decode::<User>(&bytes, SCHEMA, 10, &opts()), Err(Reject::Expired));
+        assert_eq!(
+            decode::<User>(&bytes, SCHEMA, 10, &opts()),
+            Err(Reject::Expired)
+        );
     }
 
     #[test]
     fn oversized() {
-        let big = EnvelopeOptions { max_entry_bytes: 1 << 20, ..opts() };
+        let big = EnvelopeOptions {
+            max_entry_bytes: 1 << 20,
+            ..opts()
+        };
         let bytes = encode(&vec![7u8; 100_000], SCHEMA, 1, 0, &big).unwrap();
-        let small = EnvelopeOptions { max_entry_bytes: 50_000, ..opts() };
-        assert_eq!(decode::<Vec<u8>>(&bytes, SCHEMA, 2, &small), Err(Reject::Oversized));
+        let small = EnvelopeOptions {
+            max_entry_bytes: 50_000,
+            ..opts()
+        };
+        assert_eq!(
+            decode::<Vec<u8>>(&bytes, SCHEMA, 2, &small),
+            Err(Reject::Oversized)
+        );
         // Encoding refuses values over the limit too.
         assert!(encode(&vec![7u8; 100_000], SCHEMA, 1, 0, &small).is_err());
     }
@@ -425,10 +457,16 @@ mod tests {
         let sum = checksum(&bytes, &bomb);
         bytes.extend_from_slice(&sum.to_le_bytes());
         bytes.extend_from_slice(&bomb);
-        assert_eq!(decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()), Err(Reject::Decompress));
+        assert_eq!(
+            decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()),
+            Err(Reject::Decompress)
+        );
         // Declaring the true size is caught by the entry size limit instead.
         bytes[36..40].copy_from_slice(&((64u32) << 20).to_le_bytes());
-        assert_eq!(decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()), Err(Reject::Oversized));
+        assert_eq!(
+            decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()),
+            Err(Reject::Oversized)
+        );
     }
 
     #[test]

@@ -28,8 +28,9 @@ pub use stats::{FnStats, Histogram, Outcome};
 /// What generated code calls. Not part of the public API: no semver promise.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
     pub use crate::key::{ArgsKey, KeyHasher, KeyPart};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
-    pub use crate::site::{Kind, Site, SiteMeta, SiteSlot};
+    pub use crate::site::{Kind, Site, SiteMeta, SiteSlot, TierSet};
     pub use core::time::Duration;
 }

@@ -95,10 +95,11 @@ pub fn site(path: &str) -> Option<&'static Site> {
         .find(|s| s.path() == path)
 }
 
-/// The prefix of every shared-tier key. Configuration arrives with a later issue; until then
-/// it is fixed.
+/// The prefix of every shared-tier key: the tiers' configured namespace once they have
+/// started, else the default, `optimize`.
 pub fn namespace() -> &'static str {
-    DEFAULT_NAMESPACE
+    crate::cache::tiered::global_if_started()
+        .map_or(DEFAULT_NAMESPACE, |t| t.config().namespace.as_str())
 }
 
 #[cfg(test)]

@@ -4,10 +4,14 @@
 use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::cache::l1::{L1Options, L1Store};
+use crate::cache::l1::{EvictionHandler, L1Options, L1Store};
+use crate::cache::shared::{SharedOptions, SharedStore, ValueCodec};
+use crate::cache::tiered::{self, unix_ms};
+use crate::cache::writeback::WriteOp;
+use crate::cache::Tier;
 use crate::flight::{Flights, Role, Settled, Waited};
 use crate::key::{ArgsKey, FullKey};
 use crate::policy::{CacheValue, ReturnPolicy};
@@ -65,10 +69,38 @@ pub struct SiteMeta {
     pub ttl: Option<Duration>,
     /// `capacity = N`.
     pub capacity: Option<u64>,
+    /// `tiers = "..."`; `None` means every tier the process has configured.
+    pub tiers: Option<TierSet>,
+    /// `l2_ttl = "..."` (defaults to `ttl`).
+    pub l2_ttl: Option<Duration>,
+    /// `l3_ttl = "..."` (defaults to `ttl`).
+    pub l3_ttl: Option<Duration>,
+    /// `compress_above = "..."`: zstd threshold in bytes for shared-tier entries.
+    pub compress_above: Option<u32>,
     /// `version = N`.
     pub version: u32,
     /// Hash of the signature's types.
     pub schema: u64,
+}
+
+/// Which tiers a function uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TierSet {
+    /// In-process.
+    pub l1: bool,
+    /// Redis.
+    pub l2: bool,
+    /// Local disk.
+    pub l3: bool,
+}
+
+impl TierSet {
+    /// Every tier.
+    pub const ALL: TierSet = TierSet {
+        l1: true,
+        l2: true,
+        l3: true,
+    };
 }
 
 /// A static slot the generated code holds; resolves to the function's one [`Site`].
@@ -136,8 +168,9 @@ impl fmt::Debug for Site {
 
 /// The typed part of a site, created on first call when the value type is known.
 struct Store<V> {
-    l1: L1Store<V>,
+    l1: Option<L1Store<V>>,
     flights: Flights<V>,
+    shared: Option<Arc<SharedStore<V>>>,
 }
 
 /// What the site needs from its store without knowing the value type.
@@ -153,13 +186,15 @@ impl<V: Clone + Send + Sync + 'static> AnyStore for Store<V> {
         self
     }
     fn remove(&self, key: ArgsKey) -> bool {
-        self.l1.remove(key)
+        self.l1.as_ref().is_some_and(|l1| l1.remove(key))
     }
     fn clear(&self) {
-        self.l1.clear();
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
     }
     fn len(&self) -> u64 {
-        self.l1.len()
+        self.l1.as_ref().map_or(0, L1Store::len)
     }
 }
 
@@ -241,32 +276,58 @@ impl Site {
         self.len() == 0
     }
 
-    /// Removes the entry for one call's key; whether one was present. Generated
-    /// `name_invalidate(args..)` companions call this with the key of their arguments.
-    pub fn invalidate(&self, key: ArgsKey) -> bool {
-        self.store.get().is_some_and(|s| s.remove(key))
+    /// Removes the entry for one call's key from every tier; whether this process had it in
+    /// L1. Shared-tier deletions are applied before this returns, so a following call cannot
+    /// read the old value back. Generated `name_invalidate(args..)` companions call this.
+    pub fn invalidate(&'static self, key: ArgsKey) -> bool {
+        let removed = self.store.get().is_some_and(|s| s.remove(key));
+        if let Some(tiers) = self.shared_tiers() {
+            tiers.enqueue(WriteOp::Delete {
+                key: self.full_key(key),
+                l2: true,
+                l3: true,
+            });
+            tiered::block_on(tiers.barrier());
+        }
+        removed
     }
 
-    /// Removes every cached entry of this function.
-    pub fn invalidate_all(&self) {
+    /// Removes every cached entry of this function, from every tier.
+    pub fn invalidate_all(&'static self) {
+        self.clear_l1();
+        if let Some(tiers) = self.shared_tiers() {
+            let prefix = format!("{}:{}:", crate::registry::namespace(), self.path);
+            tiers.enqueue(WriteOp::DeletePrefix(prefix));
+            tiered::block_on(tiers.barrier());
+        }
+    }
+
+    /// Empties this process's L1 for the function; shared tiers keep their entries (what a
+    /// restart looks like to them).
+    pub fn clear_l1(&self) {
         if let Some(s) = self.store.get() {
             s.clear();
         }
     }
 
+    fn wanted_tiers(&self) -> TierSet {
+        self.meta.tiers.unwrap_or(TierSet::ALL)
+    }
+
+    /// The process's shared tiers, if this function may use any of them.
+    fn shared_tiers(&self) -> Option<&'static Arc<tiered::Tiers>> {
+        let wanted = self.wanted_tiers();
+        let tiers = tiered::global();
+        ((wanted.l2 && tiers.has_l2()) || (wanted.l3 && tiers.l3().is_some())).then_some(tiers)
+    }
+
     #[inline]
-    fn store<V: Clone + Send + Sync + 'static>(&self) -> &Store<V> {
+    fn store<V: Clone + Send + Sync + 'static>(
+        &'static self,
+        codec: Option<ValueCodec<V>>,
+    ) -> &'static Store<V> {
         self.store
-            .get_or_init(|| {
-                let options = L1Options {
-                    capacity: self.capacity(),
-                    ttl: self.meta.ttl,
-                };
-                Box::new(Store::<V> {
-                    l1: L1Store::new(options, time::global().clone()),
-                    flights: Flights::new(),
-                })
-            })
+            .get_or_init(|| Box::new(self.new_store(codec)))
             .as_any()
             .downcast_ref::<Store<V>>()
             .unwrap_or_else(|| {
@@ -278,12 +339,106 @@ impl Site {
             })
     }
 
+    fn new_store<V: Clone + Send + Sync + 'static>(
+        &'static self,
+        codec: Option<ValueCodec<V>>,
+    ) -> Store<V> {
+        let wanted = self.wanted_tiers();
+        let shared = codec
+            .filter(|_| wanted.l2 || wanted.l3)
+            .and_then(|codec| {
+                let tiers = tiered::global().clone();
+                let mut envelope = tiers.config().envelope;
+                if let Some(threshold) = self.meta.compress_above {
+                    envelope.compress_threshold = threshold as usize;
+                }
+                let options = SharedOptions {
+                    l2: wanted.l2,
+                    l3: wanted.l3,
+                    l2_ttl: self.meta.l2_ttl.or(self.meta.ttl),
+                    l3_ttl: self.meta.l3_ttl.or(self.meta.ttl),
+                    envelope,
+                };
+                SharedStore::new(tiers, codec, options, self.meta.schema)
+            })
+            .map(Arc::new);
+        let l1 = wanted.l1.then(|| {
+            let options = L1Options {
+                capacity: self.capacity(),
+                ttl: self.meta.ttl,
+            };
+            let clock = time::global().clone();
+            match &shared {
+                Some(shared) => {
+                    L1Store::with_eviction(options, clock, self.demotion(shared.clone()))
+                }
+                None => L1Store::new(options, clock),
+            }
+        });
+        Store {
+            l1,
+            flights: Flights::new(),
+            shared,
+        }
+    }
+
+    /// Forwards L1 capacity evictions to L3 (through the write-behind queue).
+    fn demotion<V: Send + 'static>(
+        &'static self,
+        shared: Arc<SharedStore<V>>,
+    ) -> EvictionHandler<V> {
+        Arc::new(move |key, entry| {
+            let expires_at_ms = match entry.expires_at {
+                0 => 0,
+                deadline => {
+                    let left = deadline.saturating_sub(time::global().now_nanos()) / 1_000_000;
+                    unix_ms().saturating_add(left)
+                }
+            };
+            shared.demote(self.full_key(key), entry.value, expires_at_ms);
+        })
+    }
+
+    #[inline]
+    fn l1_hit<V: Clone>(&self, store: &Store<V>, key: ArgsKey, now: u64) -> Option<V> {
+        store.l1.as_ref()?.get(key, now)
+    }
+
+    /// Fills L1 and the flight from a shared-tier hit.
+    fn accept_shared<V: Clone + Send + 'static>(
+        &self,
+        store: &Store<V>,
+        key: ArgsKey,
+        full_key: &str,
+        found: crate::cache::shared::Found<V>,
+    ) -> (V, Outcome) {
+        if let Some(shared) = &store.shared {
+            shared.promote(full_key, &found);
+        }
+        if let Some(l1) = &store.l1 {
+            let remaining = (found.expires_at_ms != 0)
+                .then(|| Duration::from_millis(found.expires_at_ms.saturating_sub(unix_ms())));
+            l1.insert_within(
+                key,
+                found.value.clone(),
+                time::global().now_nanos(),
+                remaining,
+            );
+        }
+        let outcome = match found.tier {
+            Tier::L3 => Outcome::HitL3,
+            _ => Outcome::HitL2,
+        };
+        (found.value, outcome)
+    }
+
     /// Runs a sync call through the cache.
     #[doc(hidden)]
     #[inline]
     pub fn call_sync<P: ReturnPolicy>(
-        &self,
+        &'static self,
         policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
         key: Option<ArgsKey>,
         body: impl FnOnce() -> P::Output,
     ) -> P::Output
@@ -295,8 +450,8 @@ impl Site {
         let Some(key) = key else {
             return self.run_uncoalesced(policy, start, body);
         };
-        let store = self.store::<P::Cached>();
-        if let Some(v) = store.l1.get(key, start) {
+        let store = self.store::<P::Cached>(codec);
+        if let Some(v) = self.l1_hit(store, key, start) {
             self.recorder
                 .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
             return policy.rebuild(v);
@@ -305,7 +460,7 @@ impl Site {
             match store.flights.join(key) {
                 Role::Leader(lead) => {
                     // A leader that finished just before we joined has filled L1.
-                    if let Some(v) = store.l1.get(key, clock.now_nanos()) {
+                    if let Some(v) = self.l1_hit(store, key, clock.now_nanos()) {
                         lead.complete(Settled::Value(v.clone()));
                         self.recorder.record(
                             Outcome::HitL1,
@@ -314,11 +469,33 @@ impl Site {
                         );
                         return policy.rebuild(v);
                     }
+                    let full_key = store.shared.as_ref().map(|_| self.full_key(key));
+                    if let (Some(shared), Some(full)) = (&store.shared, &full_key) {
+                        if let Some(found) = shared.lookup_blocking(full) {
+                            let (v, outcome) = self.accept_shared(store, key, full, found);
+                            lead.complete(Settled::Value(v.clone()));
+                            self.recorder.record(
+                                outcome,
+                                clock.now_nanos().saturating_sub(start),
+                                0,
+                            );
+                            return policy.rebuild(v);
+                        }
+                    }
                     let compute_start = clock.now_nanos();
                     let panic = PanicRecorder::new(self, start, compute_start);
                     let out = lead.run(body);
                     panic.disarm();
-                    return self.settle(policy, store, key, lead, out, start, compute_start);
+                    return self.settle(
+                        policy,
+                        store,
+                        key,
+                        full_key,
+                        lead,
+                        out,
+                        start,
+                        compute_start,
+                    );
                 }
                 Role::Waiter(wait) => match wait.wait_blocking(&self.path) {
                     Waited::Retry => continue,
@@ -333,8 +510,9 @@ impl Site {
     /// Runs an async call through the cache.
     #[doc(hidden)]
     pub async fn call_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
-        &self,
+        &'static self,
         policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
         key: Option<ArgsKey>,
         body: F,
     ) -> P::Output
@@ -347,8 +525,8 @@ impl Site {
             let out = body.await;
             return self.finish_uncoalesced(policy, out, start, start);
         };
-        let store = self.store::<P::Cached>();
-        if let Some(v) = store.l1.get(key, start) {
+        let store = self.store::<P::Cached>(codec);
+        if let Some(v) = self.l1_hit(store, key, start) {
             self.recorder
                 .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
             return policy.rebuild(v);
@@ -356,7 +534,7 @@ impl Site {
         loop {
             match store.flights.join(key) {
                 Role::Leader(lead) => {
-                    if let Some(v) = store.l1.get(key, clock.now_nanos()) {
+                    if let Some(v) = self.l1_hit(store, key, clock.now_nanos()) {
                         lead.complete(Settled::Value(v.clone()));
                         self.recorder.record(
                             Outcome::HitL1,
@@ -365,6 +543,19 @@ impl Site {
                         );
                         return policy.rebuild(v);
                     }
+                    let full_key = store.shared.as_ref().map(|_| self.full_key(key));
+                    if let (Some(shared), Some(full)) = (&store.shared, &full_key) {
+                        if let Some(found) = shared.lookup(full).await {
+                            let (v, outcome) = self.accept_shared(store, key, full, found);
+                            lead.complete(Settled::Value(v.clone()));
+                            self.recorder.record(
+                                outcome,
+                                clock.now_nanos().saturating_sub(start),
+                                0,
+                            );
+                            return policy.rebuild(v);
+                        }
+                    }
                     let compute_start = clock.now_nanos();
                     let out = {
                         let panic = PanicRecorder::new(self, start, compute_start);
@@ -372,7 +563,16 @@ impl Site {
                         panic.disarm();
                         out
                     };
-                    return self.settle(policy, store, key, lead, out, start, compute_start);
+                    return self.settle(
+                        policy,
+                        store,
+                        key,
+                        full_key,
+                        lead,
+                        out,
+                        start,
+                        compute_start,
+                    );
                 }
                 Role::Waiter(wait) => match wait.wait(&self.path).await {
                     Waited::Retry => continue,
@@ -402,6 +602,7 @@ impl Site {
         policy: P,
         store: &Store<P::Cached>,
         key: ArgsKey,
+        full_key: Option<String>,
         lead: crate::flight::Lead<'_, P::Cached>,
         out: P::Output,
         start: u64,
@@ -413,8 +614,13 @@ impl Site {
         let now = time::global().now_nanos();
         let outcome = match policy.to_cache(&out) {
             Some(cached) => {
+                if let (Some(shared), Some(full)) = (&store.shared, full_key) {
+                    shared.store(full, &cached);
+                }
                 // Fill L1 before completing, so callers arriving after the flight ends hit it.
-                store.l1.insert(key, cached.clone(), now);
+                if let Some(l1) = &store.l1 {
+                    l1.insert(key, cached.clone(), now);
+                }
                 lead.complete(Settled::Value(cached));
                 Outcome::Computed
             }

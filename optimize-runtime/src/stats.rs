@@ -24,6 +24,10 @@ const BUCKETS: usize = ROWS * SUBS;
 pub enum Outcome {
     /// Served from the in-process tier.
     HitL1,
+    /// Served from Redis (L2).
+    HitL2,
+    /// Served from local disk (L3).
+    HitL3,
     /// Waited for another caller's computation of the same key and shared its value.
     Coalesced,
     /// Ran the body; the result was cached.
@@ -36,8 +40,10 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 5] = [
+    pub const ALL: [Outcome; 7] = [
         Outcome::HitL1,
+        Outcome::HitL2,
+        Outcome::HitL3,
         Outcome::Coalesced,
         Outcome::Computed,
         Outcome::Uncached,
@@ -48,6 +54,8 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::HitL1 => "hit_l1",
+            Outcome::HitL2 => "hit_l2",
+            Outcome::HitL3 => "hit_l3",
             Outcome::Coalesced => "coalesced",
             Outcome::Computed => "computed",
             Outcome::Uncached => "uncached",
@@ -258,9 +266,9 @@ impl FnStats {
         self.outcomes.iter().sum()
     }
 
-    /// Calls answered from a cache tier without running the body.
+    /// Calls answered from a cache tier (any tier) without running the body.
     pub fn hits(&self) -> u64 {
-        self.count(Outcome::HitL1)
+        self.count(Outcome::HitL1) + self.count(Outcome::HitL2) + self.count(Outcome::HitL3)
     }
 
     /// Calls not answered from a cache tier (they ran the body, or shared a concurrent run).

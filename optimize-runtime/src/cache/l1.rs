@@ -76,7 +76,17 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             clock,
         )
     }
+
+    /// A store on the default engine that hands entries evicted by capacity to `on_evict`.
+    pub fn with_eviction(options: L1Options, clock: Clock, on_evict: EvictionHandler<V>) -> Self {
+        let engine = MokaEngine::with_eviction(options.capacity, Some(on_evict));
+        Self::with_engine(Box::new(engine), options.ttl, clock)
+    }
 }
+
+/// Receives entries evicted from L1 because it was full. Must only hand them on (e.g. over a
+/// channel): it may run inside the engine's housekeeping.
+pub type EvictionHandler<V> = std::sync::Arc<dyn Fn(ArgsKey, Entry<V>) + Send + Sync>;
 
 impl<V> L1Store<V> {
     /// A store on the given engine.
@@ -106,6 +116,23 @@ impl<V> L1Store<V> {
     pub fn insert(&self, key: ArgsKey, value: V, now: u64) {
         let expires_at = Clock::deadline(now, self.ttl);
         self.engine.insert(key, Entry { value, expires_at });
+    }
+
+    /// Stores `value` for at most `remaining` (an entry copied from a shared tier keeps that
+    /// tier's expiry if it comes sooner than the store's TTL).
+    pub fn insert_within(&self, key: ArgsKey, value: V, now: u64, remaining: Option<Duration>) {
+        let own = Clock::deadline(now, self.ttl);
+        let theirs = Clock::deadline(now, remaining);
+        let expires_at = match (own, theirs) {
+            (0, t) | (t, 0) => t,
+            (a, b) => a.min(b),
+        };
+        self.engine.insert(key, Entry { value, expires_at });
+    }
+
+    /// The store's TTL.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
     }
 
     /// Removes the entry for `key`; whether one was present.
@@ -165,10 +192,22 @@ pub struct MokaEngine<V> {
 impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
     /// An engine holding at most `capacity` entries.
     pub fn new(capacity: u64) -> Self {
+        Self::with_eviction(capacity, None)
+    }
+
+    /// An engine that reports capacity evictions to `on_evict`.
+    pub fn with_eviction(capacity: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
+        let mut builder = moka::sync::Cache::builder().max_capacity(capacity);
+        if let Some(on_evict) = on_evict {
+            builder =
+                builder.eviction_listener(move |key: std::sync::Arc<ArgsKey>, entry, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        on_evict(*key, entry);
+                    }
+                });
+        }
         Self {
-            cache: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .build_with_hasher(PrehashedBuild::default()),
+            cache: builder.build_with_hasher(PrehashedBuild::default()),
         }
     }
 
@@ -255,6 +294,55 @@ mod tests {
         }
         engine.sync();
         assert!(engine.len() <= 100, "len {}", engine.len());
+    }
+
+    #[test]
+    fn capacity_evictions_reach_the_handler_and_removals_do_not() {
+        let evicted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = evicted.clone();
+        let engine = MokaEngine::<u64>::with_eviction(
+            10,
+            Some(std::sync::Arc::new(move |k: ArgsKey, e: Entry<u64>| {
+                sink.lock().unwrap().push((k, e.value))
+            })),
+        );
+        engine.insert(
+            ArgsKey(u128::MAX),
+            Entry {
+                value: 1,
+                expires_at: 0,
+            },
+        );
+        engine.remove(ArgsKey(u128::MAX));
+        for i in 0..200u64 {
+            engine.insert(
+                ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15),
+                Entry {
+                    value: i,
+                    expires_at: 0,
+                },
+            );
+        }
+        engine.sync();
+        let evicted = evicted.lock().unwrap();
+        assert!(evicted.len() >= 190 - 10, "evicted {}", evicted.len());
+        assert!(
+            evicted.iter().all(|(k, _)| *k != ArgsKey(u128::MAX)),
+            "explicit removal is not an eviction"
+        );
+    }
+
+    #[test]
+    fn insert_within_keeps_the_sooner_deadline() {
+        let (s, mock) = store(10, Some(Duration::from_secs(60)));
+        s.insert_within(ArgsKey(1), "a".into(), 0, Some(Duration::from_secs(5)));
+        s.insert_within(ArgsKey(2), "b".into(), 0, Some(Duration::from_secs(500)));
+        mock.increment(Duration::from_secs(6));
+        let now = s.clock().now_nanos();
+        assert!(s.get(ArgsKey(1), now).is_none());
+        assert!(s.get(ArgsKey(2), now).is_some());
+        mock.increment(Duration::from_secs(60));
+        assert!(s.get(ArgsKey(2), s.clock().now_nanos()).is_none());
     }
 
     #[test]

@@ -42,7 +42,10 @@ impl RedisUrl {
         let rest = self.0.split_once("://")?.1;
         let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
         let userinfo = authority.rsplit_once('@')?.0;
-        userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
+        userinfo
+            .split_once(':')
+            .map(|(_, p)| p)
+            .filter(|p| !p.is_empty())
     }
 
     /// Replaces the password wherever it appears in `text` (driver errors may quote the URL).
@@ -65,6 +68,9 @@ impl fmt::Debug for RedisUrl {
         write!(f, "RedisUrl({self})")
     }
 }
+
+/// One `SET`: key, envelope bytes, expiry.
+pub type L2Write = (String, Arc<[u8]>, Option<Duration>);
 
 /// How an L2 operation went.
 #[derive(Debug, PartialEq, Eq)]
@@ -111,7 +117,11 @@ impl fmt::Debug for RedisTier {
 
 impl RedisTier {
     /// Creates the tier and starts connecting on `runtime`; returns at once.
-    pub fn start(options: RedisOptions, counters: TierCounters, runtime: &tokio::runtime::Handle) -> Self {
+    pub fn start(
+        options: RedisOptions,
+        counters: TierCounters,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
         let conn = Arc::new(OnceLock::new());
         let tier = Self {
             url: options.url.clone(),
@@ -154,8 +164,10 @@ impl RedisTier {
         let mut conn = conn.clone();
         let started = crate::time::global().now_nanos();
         let result = tokio::time::timeout(self.op_timeout, f(&mut conn)).await;
-        self.counters
-            .time(op, crate::time::global().now_nanos().saturating_sub(started));
+        self.counters.time(
+            op,
+            crate::time::global().now_nanos().saturating_sub(started),
+        );
         match result {
             Ok(Ok(v)) => {
                 self.breaker.on_success();
@@ -180,12 +192,14 @@ impl RedisTier {
 
     /// `GET key`.
     pub async fn get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
-        self.run("get", async |c| redis::cmd("GET").arg(key).query_async(c).await)
-            .await
+        self.run("get", async |c| {
+            redis::cmd("GET").arg(key).query_async(c).await
+        })
+        .await
     }
 
     /// `SET key value PX ttl` for every entry, in one pipeline.
-    pub async fn set_many(&self, entries: &[(String, Arc<[u8]>, Option<Duration>)]) -> L2Result<()> {
+    pub async fn set_many(&self, entries: &[L2Write]) -> L2Result<()> {
         if entries.is_empty() {
             return L2Result::Done(());
         }
@@ -194,7 +208,8 @@ impl RedisTier {
             for (key, value, ttl) in entries {
                 let cmd = pipe.cmd("SET").arg(key).arg(&value[..]);
                 if let Some(ttl) = ttl {
-                    cmd.arg("PX").arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+                    cmd.arg("PX")
+                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
                 }
                 cmd.ignore();
             }
@@ -305,7 +320,11 @@ mod tests {
 
     #[test]
     fn urls_without_password_are_unchanged() {
-        for u in ["redis://localhost:6379", "redis://user@host/1", "redis+unix:///tmp/r.sock"] {
+        for u in [
+            "redis://localhost:6379",
+            "redis://user@host/1",
+            "redis+unix:///tmp/r.sock",
+        ] {
             assert_eq!(RedisUrl::new(u).to_string(), u);
         }
     }

@@ -103,7 +103,8 @@ impl SledTier {
 
     /// Whether `key` is present.
     pub fn contains(&self, key: &str) -> bool {
-        self.db().is_some_and(|db| db.contains_key(key).unwrap_or(false))
+        self.db()
+            .is_some_and(|db| db.contains_key(key).unwrap_or(false))
     }
 
     /// Applies puts and removals in one atomic batch.

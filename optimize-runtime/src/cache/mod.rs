@@ -17,6 +17,7 @@ pub mod breaker;
 pub mod l1;
 pub mod l2_redis;
 pub mod l3_sled;
+pub mod shared;
 pub mod tiered;
 pub mod writeback;
 
@@ -49,7 +50,9 @@ impl fmt::Display for Tier {
 }
 
 /// The operations a tier counts errors and time for.
-pub const OPS: [&str; 8] = ["get", "put", "delete", "flush", "open", "connect", "sweep", "decode"];
+pub const OPS: [&str; 8] = [
+    "get", "put", "delete", "flush", "open", "connect", "sweep", "decode",
+];
 
 struct Counters {
     tier: Tier,
@@ -121,7 +124,10 @@ impl TierCounters {
     /// (count, total nanoseconds) of operations of kind `op`.
     pub fn timing(&self, op: &str) -> (u64, u64) {
         let i = op_index(op);
-        (self.0.op_count[i].load(Relaxed), self.0.op_nanos[i].load(Relaxed))
+        (
+            self.0.op_count[i].load(Relaxed),
+            self.0.op_nanos[i].load(Relaxed),
+        )
     }
 }
 

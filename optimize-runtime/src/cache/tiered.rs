@@ -106,47 +106,74 @@ impl TierConfig {
         base.join(program)
     }
 
-    /// The configuration from the environment, on top of the defaults (L1 + L3 in the default
-    /// directory; L2 when a URL is given):
+    /// The configuration from the environment, on top of the defaults (L1 only; shared tiers
+    /// are on when configured, so that nothing persists across runs unless asked for):
     ///
     /// | variable | meaning |
     /// |---|---|
     /// | `OPTIMIZE_NAMESPACE` | key prefix (default `optimize`) |
     /// | `OPTIMIZE_REDIS_URL` | enables L2 (`redis://`, `rediss://` for TLS, password in the URL) |
-    /// | `OPTIMIZE_L3` | `on` (default) or `off` |
-    /// | `OPTIMIZE_L3_DIR` | L3 directory (default: [`TierConfig::default_l3_dir`]) |
+    /// | `OPTIMIZE_L3` | `on` (L3 in the default directory) or `off` (default, unless a directory is set) |
+    /// | `OPTIMIZE_L3_DIR` | enables L3 in this directory |
     /// | `OPTIMIZE_LOOKUP_ORDER` | `l2,l3` (default) or `l3,l2` |
     pub fn from_env() -> Result<Self, EnvError> {
-        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.trim().is_empty());
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
         let mut config = Self::l1_only();
         if let Some(ns) = var("OPTIMIZE_NAMESPACE") {
             if ns.contains(char::is_whitespace) {
-                return Err(EnvError { var: "OPTIMIZE_NAMESPACE", value: ns, expected: "a prefix without spaces, e.g. `myapp`" });
+                return Err(EnvError {
+                    var: "OPTIMIZE_NAMESPACE",
+                    value: ns,
+                    expected: "a prefix without spaces, e.g. `myapp`",
+                });
             }
             config.namespace = ns;
         }
         if let Some(url) = var("OPTIMIZE_REDIS_URL") {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://")) {
+            if !(url.starts_with("redis://")
+                || url.starts_with("rediss://")
+                || url.starts_with("redis+unix://"))
+            {
                 let value = RedisUrl::new(url).to_string();
-                return Err(EnvError { var: "OPTIMIZE_REDIS_URL", value, expected: "a URL starting with redis://, rediss:// or redis+unix://" });
+                return Err(EnvError {
+                    var: "OPTIMIZE_REDIS_URL",
+                    value,
+                    expected: "a URL starting with redis://, rediss:// or redis+unix://",
+                });
             }
             config = config.with_redis(url);
         }
         let l3_on = match var("OPTIMIZE_L3").as_deref() {
-            None | Some("on") => true,
+            None => var("OPTIMIZE_L3_DIR").is_some(),
+            Some("on") => true,
             Some("off") => false,
             Some(other) => {
-                return Err(EnvError { var: "OPTIMIZE_L3", value: other.into(), expected: "`on` or `off`" })
+                return Err(EnvError {
+                    var: "OPTIMIZE_L3",
+                    value: other.into(),
+                    expected: "`on` or `off`",
+                })
             }
         };
         if l3_on {
-            config = config.with_l3(var("OPTIMIZE_L3_DIR").map_or_else(Self::default_l3_dir, PathBuf::from));
+            config = config
+                .with_l3(var("OPTIMIZE_L3_DIR").map_or_else(Self::default_l3_dir, PathBuf::from));
         }
         if let Some(order) = var("OPTIMIZE_LOOKUP_ORDER") {
             config.order = match order.replace(' ', "").as_str() {
                 "l2,l3" => [Tier::L2, Tier::L3],
                 "l3,l2" => [Tier::L3, Tier::L2],
-                _ => return Err(EnvError { var: "OPTIMIZE_LOOKUP_ORDER", value: order, expected: "`l2,l3` or `l3,l2`" }),
+                _ => {
+                    return Err(EnvError {
+                        var: "OPTIMIZE_LOOKUP_ORDER",
+                        value: order,
+                        expected: "`l2,l3` or `l3,l2`",
+                    })
+                }
             };
         }
         Ok(config)
@@ -223,7 +250,8 @@ impl Tiers {
         if let (Some(l3), Some(o)) = (&l3, &config.l3) {
             handle.spawn(sweep_periodically(l3.clone(), o.sweep_interval));
         }
-        let writeback = WriteBack::start(config.writeback_capacity, l2.clone(), l3.clone(), &handle);
+        let writeback =
+            WriteBack::start(config.writeback_capacity, l2.clone(), l3.clone(), &handle);
         Arc::new(Self {
             runtime: Mutex::new(Some(runtime)),
             handle,
@@ -284,7 +312,9 @@ impl Tiers {
 
     /// `GET` from L2 on the tiers' runtime, awaited from any executor.
     pub async fn l2_get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
-        let Some(l2) = self.l2.clone() else { return L2Result::Skipped };
+        let Some(l2) = self.l2.clone() else {
+            return L2Result::Skipped;
+        };
         let key = key.to_owned();
         match self.handle.spawn(async move { l2.get(&key).await }).await {
             Ok(r) => r,
@@ -307,9 +337,17 @@ impl Tiers {
         self.writeback.push(op)
     }
 
+    /// Waits until every write queued so far has been applied (not necessarily on disk).
+    pub async fn barrier(&self) {
+        let _ = self.writeback.flush_marker().await;
+    }
+
     /// Waits until every queued write has been applied and L3 is on disk.
     pub async fn flush(&self) {
-        let _ = self.writeback.flush_marker().await;
+        self.barrier().await;
+        if let Some(l3) = &self.l3 {
+            l3.flush();
+        }
     }
 
     /// [`Tiers::flush`], blocking this thread.
@@ -320,7 +358,11 @@ impl Tiers {
     /// Flushes, then stops the background runtime. Later writes are dropped and counted.
     pub fn shutdown(&self) {
         self.flush_blocking();
-        let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let runtime = self
+            .runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(rt) = runtime {
             rt.shutdown_timeout(Duration::from_secs(5));
         }
@@ -334,7 +376,11 @@ impl Tiers {
 
 impl Drop for Tiers {
     fn drop(&mut self) {
-        let runtime = self.runtime.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+        let runtime = self
+            .runtime
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(rt) = runtime {
             // Never blocks, so dropping from inside an async context is safe.
             rt.shutdown_background();
@@ -348,7 +394,13 @@ async fn sweep_periodically(l3: Arc<SledTier>, every: Duration) {
         let l3 = l3.clone();
         let report = tokio::task::spawn_blocking(move || l3.sweep(unix_ms())).await;
         if let Ok(r) = report {
-            tracing::debug!(expired = r.expired, invalid = r.invalid, evicted = r.evicted, bytes = r.bytes, "L3 sweep");
+            tracing::debug!(
+                expired = r.expired,
+                invalid = r.invalid,
+                evicted = r.evicted,
+                bytes = r.bytes,
+                "L3 sweep"
+            );
         }
     }
 }

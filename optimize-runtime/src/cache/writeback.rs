@@ -37,11 +37,18 @@ pub enum WriteOp {
     },
     /// An entry evicted from L1 by capacity: written to L3 if absent there.
     Demote(Demotion),
-    /// Remove a key from both tiers.
-    Delete(String),
+    /// Remove a key from the tiers named.
+    Delete {
+        /// Full shared-tier key.
+        key: String,
+        /// From L2.
+        l2: bool,
+        /// From L3.
+        l3: bool,
+    },
     /// Remove every key with this prefix from both tiers.
     DeletePrefix(String),
-    /// Answer once every earlier operation has been applied.
+    /// Answer once every earlier operation has been applied (a barrier; no fsync).
     Flush(oneshot::Sender<()>),
 }
 
@@ -74,7 +81,11 @@ impl WriteBack {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriteBackStats::default());
         runtime.spawn(drain(rx, stats.clone(), l2, l3));
-        Self { tx, capacity, stats }
+        Self {
+            tx,
+            capacity,
+            stats,
+        }
     }
 
     /// The queue's counters.
@@ -112,12 +123,17 @@ impl WriteBack {
 
 #[derive(Default)]
 struct Pending {
-    l2: Vec<(String, Bytes, Option<Duration>)>,
+    l2: Vec<crate::cache::l2_redis::L2Write>,
     l3: Vec<(String, Bytes)>,
 }
 
 impl Pending {
-    async fn apply(&mut self, l2: Option<&RedisTier>, l3: Option<&SledTier>, stats: &WriteBackStats) {
+    async fn apply(
+        &mut self,
+        l2: Option<&RedisTier>,
+        l3: Option<&SledTier>,
+        stats: &WriteBackStats,
+    ) {
         let n = self.l2.len().max(self.l3.len()) as u64;
         if let Some(l2) = l2 {
             // A failed or skipped L2 write is counted by the tier; the value stays in L1/L3.
@@ -144,7 +160,13 @@ async fn drain(
     while rx.recv_many(&mut batch, 512).await > 0 {
         for op in batch.drain(..) {
             match op {
-                WriteOp::Put { key, bytes, l2_ttl, l2: to_l2, l3: to_l3 } => {
+                WriteOp::Put {
+                    key,
+                    bytes,
+                    l2_ttl,
+                    l2: to_l2,
+                    l3: to_l3,
+                } => {
                     stats.depth.fetch_sub(1, AcqRel);
                     if to_l2 && l2.is_some() {
                         pending.l2.push((key.clone(), bytes.clone(), l2_ttl));
@@ -163,12 +185,16 @@ async fn drain(
                         }
                     }
                 }
-                WriteOp::Delete(key) => {
+                WriteOp::Delete {
+                    key,
+                    l2: from_l2,
+                    l3: from_l3,
+                } => {
                     pending.apply(l2, l3, &stats).await;
-                    if let Some(l2) = l2 {
+                    if let Some(l2) = l2.filter(|_| from_l2) {
                         let _ = l2.delete(std::slice::from_ref(&key)).await;
                     }
-                    if let Some(l3) = l3 {
+                    if let Some(l3) = l3.filter(|_| from_l3) {
                         l3.remove(&key);
                     }
                 }
@@ -183,9 +209,6 @@ async fn drain(
                 }
                 WriteOp::Flush(done) => {
                     pending.apply(l2, l3, &stats).await;
-                    if let Some(l3) = l3 {
-                        l3.flush();
-                    }
                     let _ = done.send(());
                 }
             }

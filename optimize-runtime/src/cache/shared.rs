@@ -1,0 +1,333 @@
+//! One function's view of the shared tiers: typed lookups with promotion, writes through the
+//! write-behind queue, and demotion of L1 evictions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::cache::l2_redis::L2Result;
+use crate::cache::tiered::{unix_ms, Tiers};
+use crate::cache::writeback::{Bytes, WriteOp};
+use crate::cache::Tier;
+use crate::codec::{self, EncodeError, EnvelopeOptions, Header, Reject};
+
+type Encode<V> = fn(&V, u64, u64, u64, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
+type Decode<V> = fn(&[u8], u64, u64, &EnvelopeOptions) -> Result<(V, Header), Reject>;
+
+/// How values of one type become envelope bytes and back. Exists only for types that are
+/// `Serialize + DeserializeOwned`; other types stay in L1.
+pub struct ValueCodec<V> {
+    encode: Encode<V>,
+    decode: Decode<V>,
+}
+
+impl<V> Clone for ValueCodec<V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<V> Copy for ValueCodec<V> {}
+
+impl<V: Serialize + DeserializeOwned> ValueCodec<V> {
+    /// The serde (bincode) codec.
+    pub fn serde() -> Self {
+        Self {
+            encode: |v, schema, created, expires, opts| {
+                codec::encode(v, schema, created, expires, opts)
+            },
+            decode: codec::decode_with_header,
+        }
+    }
+}
+
+/// Which shared tiers a function uses and with which expiry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedOptions {
+    /// Use L2 (if the tiers have it).
+    pub l2: bool,
+    /// Use L3 (if the tiers have it).
+    pub l3: bool,
+    /// Expiry in L2.
+    pub l2_ttl: Option<Duration>,
+    /// Expiry in L3.
+    pub l3_ttl: Option<Duration>,
+    /// Envelope settings (compression threshold).
+    pub envelope: EnvelopeOptions,
+}
+
+/// A value found in a shared tier.
+pub struct Found<V> {
+    /// The value.
+    pub value: V,
+    /// Where it was found.
+    pub tier: Tier,
+    /// Its expiry in unix milliseconds (0 = none).
+    pub expires_at_ms: u64,
+}
+
+/// One function's shared tiers.
+pub struct SharedStore<V> {
+    tiers: Arc<Tiers>,
+    codec: ValueCodec<V>,
+    options: SharedOptions,
+    schema: u64,
+}
+
+impl<V: Send + 'static> SharedStore<V> {
+    /// A store for one function; `None` when neither tier is both wanted and available.
+    pub fn new(
+        tiers: Arc<Tiers>,
+        codec: ValueCodec<V>,
+        mut options: SharedOptions,
+        schema: u64,
+    ) -> Option<Self> {
+        options.l2 &= tiers.has_l2();
+        options.l3 &= tiers.l3().is_some();
+        (options.l2 || options.l3).then_some(Self {
+            tiers,
+            codec,
+            options,
+            schema,
+        })
+    }
+
+    /// The tiers this store writes to.
+    pub fn tiers(&self) -> &Arc<Tiers> {
+        &self.tiers
+    }
+
+    fn accept(&self, tier: Tier, key: &str, bytes: &[u8]) -> Option<Found<V>> {
+        match (self.codec.decode)(bytes, self.schema, unix_ms(), &self.options.envelope) {
+            Ok((value, header)) => Some(Found {
+                value,
+                tier,
+                expires_at_ms: header.expires_at_ms,
+            }),
+            Err(reason) => {
+                self.tiers.counters(tier).reject(reason);
+                tracing::debug!(%tier, %reason, key, "rejected a stored entry; deleting it");
+                self.tiers.enqueue(WriteOp::Delete {
+                    key: key.to_owned(),
+                    l2: tier == Tier::L2,
+                    l3: tier == Tier::L3,
+                });
+                None
+            }
+        }
+    }
+
+    fn order(&self) -> [Tier; 2] {
+        self.tiers.config().order
+    }
+
+    /// Looks the key up in the shared tiers, in the configured order, blocking for L2.
+    pub fn lookup_blocking(&self, key: &str) -> Option<Found<V>> {
+        for tier in self.order() {
+            let found = match tier {
+                Tier::L2 if self.options.l2 => match self.tiers.l2_get_blocking(key) {
+                    L2Result::Done(Some(bytes)) => self.accept(Tier::L2, key, &bytes),
+                    _ => None,
+                },
+                Tier::L3 if self.options.l3 => self
+                    .tiers
+                    .l3_get(key)
+                    .and_then(|b| self.accept(Tier::L3, key, &b)),
+                _ => None,
+            };
+            if let Some(found) = found {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    /// Looks the key up in the shared tiers, in the configured order.
+    pub async fn lookup(&self, key: &str) -> Option<Found<V>> {
+        for tier in self.order() {
+            let found = match tier {
+                Tier::L2 if self.options.l2 => match self.tiers.l2_get(key).await {
+                    L2Result::Done(Some(bytes)) => self.accept(Tier::L2, key, &bytes),
+                    _ => None,
+                },
+                Tier::L3 if self.options.l3 => self
+                    .tiers
+                    .l3_get(key)
+                    .and_then(|b| self.accept(Tier::L3, key, &b)),
+                _ => None,
+            };
+            if let Some(found) = found {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    /// Copies a value found in one shared tier to the other, keeping its expiry.
+    pub fn promote(&self, key: &str, found: &Found<V>) {
+        let to_l2 = found.tier == Tier::L3 && self.options.l2;
+        let to_l3 = found.tier == Tier::L2 && self.options.l3;
+        if !(to_l2 || to_l3) {
+            return;
+        }
+        let now = unix_ms();
+        if found.expires_at_ms != 0 && found.expires_at_ms <= now {
+            return;
+        }
+        // Re-encoded rather than copied, so a promoted entry gets a fresh checksum for its own
+        // tier; the expiry is the original one.
+        let Ok(bytes) = (self.codec.encode)(
+            &found.value,
+            self.schema,
+            now,
+            found.expires_at_ms,
+            &self.options.envelope,
+        ) else {
+            return;
+        };
+        let remaining =
+            (found.expires_at_ms != 0).then(|| Duration::from_millis(found.expires_at_ms - now));
+        self.tiers.enqueue(WriteOp::Put {
+            key: key.to_owned(),
+            bytes: bytes.into(),
+            l2_ttl: remaining,
+            l2: to_l2,
+            l3: to_l3,
+        });
+    }
+
+    /// Queues the writes of a freshly computed value to every shared tier of the function.
+    pub fn store(&self, key: String, value: &V) {
+        let now = unix_ms();
+        let encode = |ttl: Option<Duration>| -> Option<Bytes> {
+            let expires = ttl.map_or(0, |t| {
+                now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+            });
+            match (self.codec.encode)(value, self.schema, now, expires, &self.options.envelope) {
+                Ok(b) => Some(b.into()),
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "value not written to the shared tiers");
+                    None
+                }
+            }
+        };
+        let SharedOptions {
+            l2,
+            l3,
+            l2_ttl,
+            l3_ttl,
+            ..
+        } = self.options;
+        if l2 && l3 && l2_ttl == l3_ttl {
+            if let Some(bytes) = encode(l2_ttl) {
+                self.tiers.enqueue(WriteOp::Put {
+                    key,
+                    bytes,
+                    l2_ttl,
+                    l2: true,
+                    l3: true,
+                });
+            }
+            return;
+        }
+        if l2 {
+            if let Some(bytes) = encode(l2_ttl) {
+                self.tiers.enqueue(WriteOp::Put {
+                    key: key.clone(),
+                    bytes,
+                    l2_ttl,
+                    l2: true,
+                    l3: false,
+                });
+            }
+        }
+        if l3 {
+            if let Some(bytes) = encode(l3_ttl) {
+                self.tiers.enqueue(WriteOp::Put {
+                    key,
+                    bytes,
+                    l2_ttl: None,
+                    l2: false,
+                    l3: true,
+                });
+            }
+        }
+    }
+
+    /// Queues an L1 eviction for L3 (written only if L3 lacks the key). Encoding happens in the
+    /// drainer, not in the L1 engine's eviction callback.
+    pub fn demote(self: &Arc<Self>, key: String, value: V, expires_at_ms: u64) {
+        if !self.options.l3 {
+            return;
+        }
+        let this = self.clone();
+        self.tiers.enqueue(WriteOp::Demote(Box::new(move || {
+            let now = unix_ms();
+            let expires = if expires_at_ms != 0 {
+                expires_at_ms
+            } else {
+                this.options.l3_ttl.map_or(0, |t| {
+                    now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+                })
+            };
+            let bytes =
+                (this.codec.encode)(&value, this.schema, now, expires, &this.options.envelope)
+                    .ok()?;
+            Some((key, bytes.into()))
+        })));
+    }
+}
+
+/// A type that can be stored in L2 and L3.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be stored in L2/L3: it must implement `serde::Serialize` and `serde::Deserialize`",
+    label = "this type is written to the shared tiers",
+    note = "derive `Serialize` and `Deserialize` for it, or keep the function in memory with `tiers = \"l1\"`"
+)]
+pub trait SharedValue: Serialize + DeserializeOwned {}
+impl<T: Serialize + DeserializeOwned> SharedValue for T {}
+
+/// Type-level carrier of a cached type, for codec selection (see `policy` for the technique).
+pub struct CodecProbe<T>(std::marker::PhantomData<fn() -> T>);
+
+/// The codec probe for a policy's cached type.
+pub fn codec_probe<P: crate::policy::ReturnPolicy>(_: &P) -> CodecProbe<P::Cached> {
+    CodecProbe(std::marker::PhantomData)
+}
+
+/// Selects the serde codec for serializable types.
+pub trait SerdeCodecProbe {
+    /// The cached type.
+    type Value;
+    /// The codec.
+    fn codec(&self) -> Option<ValueCodec<Self::Value>>;
+}
+impl<T: Serialize + DeserializeOwned> SerdeCodecProbe for CodecProbe<T> {
+    type Value = T;
+    fn codec(&self) -> Option<ValueCodec<T>> {
+        Some(ValueCodec::serde())
+    }
+}
+
+/// Selects no codec (L1 only) for every other type.
+pub trait NoCodecProbe {
+    /// The cached type.
+    type Value;
+    /// No codec.
+    fn codec(&self) -> Option<ValueCodec<Self::Value>>;
+}
+impl<T> NoCodecProbe for &CodecProbe<T> {
+    type Value = T;
+    fn codec(&self) -> Option<ValueCodec<T>> {
+        None
+    }
+}
+
+/// Fails to compile, with [`SharedValue`]'s message, when L2/L3 were asked for explicitly and
+/// the cached type is not serializable. Generated code spans it on the return type.
+pub fn require_shared<P: crate::policy::ReturnPolicy>(policy: P) -> P
+where
+    P::Cached: SharedValue,
+{
+    policy
+}
