@@ -1,0 +1,362 @@
+//! The shared tiers against a real redis-server (started per test) and real sled directories.
+
+#[path = "../../tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use optimize_runtime::cache::l2_redis::L2Result;
+use optimize_runtime::cache::shared::{SharedOptions, SharedStore, ValueCodec};
+use optimize_runtime::cache::tiered::{block_on, unix_ms, TierConfig, Tiers};
+use optimize_runtime::cache::writeback::WriteOp;
+use optimize_runtime::cache::Tier;
+use optimize_runtime::codec::{self, EnvelopeOptions, Reject};
+use redis::Commands;
+use redis_server::RedisServer;
+
+const SCHEMA: u64 = 0xfeed;
+
+/// Every log line of this test binary, to check that no secret is ever printed.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        buf
+    })
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn config(redis: Option<&RedisServer>, l3: Option<&std::path::Path>) -> TierConfig {
+    let _ = logs();
+    let mut c = TierConfig::l1_only();
+    c.namespace = "t".into();
+    if let Some(r) = redis {
+        c = c.with_redis(r.url());
+    }
+    if let Some(d) = l3 {
+        c = c.with_l3(d);
+    }
+    c
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn connected(tiers: &Tiers) {
+    wait_until("L2 is connected", || tiers.status().l2_connected);
+}
+
+fn store(tiers: &Arc<Tiers>, l2: bool, l3: bool) -> Arc<SharedStore<String>> {
+    let options = SharedOptions {
+        l2,
+        l3,
+        l2_ttl: Some(Duration::from_secs(60)),
+        l3_ttl: Some(Duration::from_secs(60)),
+        envelope: EnvelopeOptions::default(),
+    };
+    Arc::new(SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA).expect("a tier"))
+}
+
+fn envelope(value: &str, schema: u64, expires_at_ms: u64) -> Vec<u8> {
+    codec::encode(&value.to_string(), schema, unix_ms(), expires_at_ms, &EnvelopeOptions::default()).unwrap()
+}
+
+#[test]
+fn l2_round_trip_and_promotion_to_l3() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
+    connected(&tiers);
+    let s = store(&tiers, true, false);
+    s.store("t:f:1".into(), &"one".to_string());
+    block_on(tiers.barrier());
+    let raw: Vec<u8> = redis.client().get("t:f:1").unwrap();
+    assert_eq!(&raw[..4], b"OPTZ");
+    assert!(tiers.l3_get("t:f:1").is_none(), "an L2-only store writes only L2");
+
+    let both = store(&tiers, true, true);
+    let found = both.lookup_blocking("t:f:1").expect("an L2 hit");
+    assert_eq!((found.value.as_str(), found.tier), ("one", Tier::L2));
+    both.promote("t:f:1", &found);
+    block_on(tiers.barrier());
+    assert!(tiers.l3_get("t:f:1").is_some(), "the L2 hit was promoted to L3");
+    let ttl: i64 = redis.client().pttl("t:f:1").unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "L2 entries carry the TTL: {ttl}");
+}
+
+#[test]
+fn l3_hit_is_promoted_to_l2() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
+    connected(&tiers);
+    let s = store(&tiers, true, true);
+    tiers.enqueue(WriteOp::Put { key: "t:f:2".into(), bytes: envelope("disk", SCHEMA, 0).into(), l2_ttl: None, l2: false, l3: true });
+    block_on(tiers.barrier());
+    let found = s.lookup_blocking("t:f:2").expect("an L3 hit");
+    assert_eq!((found.value.as_str(), found.tier), ("disk", Tier::L3));
+    s.promote("t:f:2", &found);
+    block_on(tiers.barrier());
+    let raw: Option<Vec<u8>> = redis.client().get("t:f:2").unwrap();
+    assert!(raw.is_some(), "the L3 hit was promoted to L2");
+}
+
+#[test]
+fn lookup_order_is_configurable() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(Some(&redis), Some(dir.path()));
+    c.order = [Tier::L3, Tier::L2];
+    let tiers = Tiers::start(c);
+    connected(&tiers);
+    let _: () = redis.client().set("t:f:3", envelope("from-l2", SCHEMA, 0)).unwrap();
+    tiers.enqueue(WriteOp::Put { key: "t:f:3".into(), bytes: envelope("from-l3", SCHEMA, 0).into(), l2_ttl: None, l2: false, l3: true });
+    block_on(tiers.barrier());
+    let found = store(&tiers, true, true).lookup_blocking("t:f:3").unwrap();
+    assert_eq!((found.value.as_str(), found.tier), ("from-l3", Tier::L3));
+}
+
+#[test]
+fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
+    let Some(redis) = RedisServer::start() else { return };
+    let tiers = Tiers::start(config(Some(&redis), None));
+    connected(&tiers);
+    let s = store(&tiers, true, false);
+    let good = envelope("value", SCHEMA, 0);
+    let mut flipped = good.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    let cases: Vec<(&str, Vec<u8>, Reject)> = vec![
+        ("truncated", good[..20].to_vec(), Reject::Truncated),
+        ("flipped", flipped, Reject::Checksum),
+        ("foreign", b"{\"json\": \"from another program, long enough for a header\"}".to_vec(), Reject::Magic),
+        ("schema", envelope("value", SCHEMA + 1, 0), Reject::Schema),
+        ("expired", envelope("value", SCHEMA, unix_ms() - 1), Reject::Expired),
+    ];
+    let mut conn = redis.client();
+    for (name, bytes, reason) in cases {
+        let key = format!("t:bad:{name}");
+        let _: () = conn.set(&key, bytes).unwrap();
+        let before = tiers.counters(Tier::L2).rejected(reason);
+        assert!(s.lookup_blocking(&key).is_none(), "{name} must be a miss");
+        assert_eq!(tiers.counters(Tier::L2).rejected(reason), before + 1, "{name} counted as {reason}");
+        block_on(tiers.barrier());
+        let exists: bool = conn.exists(&key).unwrap();
+        assert!(!exists, "{name} was deleted");
+    }
+}
+
+#[test]
+fn shutdown_loses_no_queued_write() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(Some(&redis), Some(dir.path()));
+    c.writeback_capacity = 100_000;
+    let tiers = Tiers::start(c);
+    connected(&tiers);
+    let s = store(&tiers, true, true);
+    for i in 0..5_000 {
+        s.store(format!("t:w:{i}"), &format!("v{i}"));
+    }
+    tiers.shutdown();
+    let n: u64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
+    assert_eq!(n, 5_000);
+    drop(s);
+    drop(tiers);
+    // A new process (here: new tiers) over the same directory finds every entry.
+    let reopened = Tiers::start(config(None, Some(dir.path())));
+    let s = store(&reopened, false, true);
+    for i in 0..5_000 {
+        let found = s.lookup_blocking(&format!("t:w:{i}")).unwrap_or_else(|| panic!("entry {i} lost"));
+        assert_eq!(found.value, format!("v{i}"));
+    }
+}
+
+#[test]
+fn write_behind_overflow_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(None, Some(dir.path()));
+    c.writeback_capacity = 10;
+    let tiers = Tiers::start(c);
+    let s = store(&tiers, false, true);
+    for i in 0..2_000 {
+        s.store(format!("t:o:{i}"), &"x".repeat(100));
+    }
+    block_on(tiers.barrier());
+    let status = tiers.status();
+    assert!(status.writeback_dropped > 0, "a 10-put queue under 2,000 puts must drop some");
+    assert_eq!(status.writeback_depth, 0);
+    let kept = (0..2_000).filter(|i| tiers.l3_get(&format!("t:o:{i}")).is_some()).count() as u64;
+    assert_eq!(kept + status.writeback_dropped, 2_000, "every put is either written or counted as dropped");
+}
+
+#[test]
+fn unwritable_l3_directory_disables_the_tier_without_failing() {
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let tiers = Tiers::start(config(None, Some(&file.join("l3"))));
+    assert!(!tiers.has_l3());
+    assert_eq!(tiers.counters(Tier::L3).errors("open"), 1);
+    let s = store(&tiers, false, true);
+    s.store("t:f:1".into(), &"v".to_string());
+    block_on(tiers.barrier());
+    assert!(s.lookup_blocking("t:f:1").is_none());
+}
+
+#[test]
+fn corrupt_l3_directory_disables_the_tier_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), vec![0xAB; 64]).unwrap();
+    std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
+    let tiers = Tiers::start(config(None, Some(dir.path())));
+    assert!(!tiers.has_l3());
+    assert!(tiers.counters(Tier::L3).errors("open") >= 1);
+    assert!(store(&tiers, false, true).lookup_blocking("t:any").is_none());
+}
+
+#[test]
+fn redis_absent_at_start_is_used_once_it_appears() {
+    let port = RedisServer::unused_port();
+    if !redis_server::available() {
+        return;
+    }
+    let mut c = config(None, None).with_redis(format!("redis://127.0.0.1:{port}"));
+    if let Some(r) = c.redis.as_mut() {
+        r.breaker_cooldown = Duration::from_millis(100);
+    }
+    let tiers = Tiers::start(c);
+    let s = store(&tiers, true, false);
+    assert!(s.lookup_blocking("t:late").is_none(), "serves (as a miss) with Redis absent");
+    let redis = RedisServer::start_on(port).unwrap();
+    connected(&tiers);
+    let _: () = redis.client().set("t:late", envelope("arrived", SCHEMA, 0)).unwrap();
+    wait_until("L2 serves the entry", || s.lookup_blocking("t:late").is_some());
+}
+
+#[test]
+fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
+    let Some(mut redis) = RedisServer::start() else { return };
+    let mut c = config(Some(&redis), None);
+    if let Some(r) = c.redis.as_mut() {
+        r.breaker_cooldown = Duration::from_millis(200);
+        r.breaker_threshold = 3;
+    }
+    let tiers = Tiers::start(c);
+    connected(&tiers);
+    let _: () = redis.client().set("t:b", envelope("v", SCHEMA, 0)).unwrap();
+    assert!(matches!(tiers.l2_get_blocking("t:b"), L2Result::Done(Some(_))));
+    redis.kill();
+    let mut outcomes = Vec::new();
+    for _ in 0..10 {
+        outcomes.push(tiers.l2_get_blocking("t:b"));
+    }
+    assert!(outcomes.iter().all(|o| !matches!(o, L2Result::Done(_))), "{outcomes:?}");
+    assert!(outcomes.contains(&L2Result::Skipped), "the breaker opened: {outcomes:?}");
+    assert!(tiers.status().l2_circuit_open);
+    redis.restart();
+    let _: () = redis.client().set("t:b", envelope("back", SCHEMA, 0)).unwrap();
+    wait_until("L2 is used again", || matches!(tiers.l2_get_blocking("t:b"), L2Result::Done(Some(_))));
+    assert!(!tiers.status().l2_circuit_open);
+}
+
+#[test]
+fn password_never_appears_in_debug_errors_or_logs() {
+    let secret = "s3cr3t-Pa55word";
+    let Some(redis) = RedisServer::start_with_password(secret) else { return };
+    let _ = logs();
+    // The right password: connects and works.
+    let tiers = Tiers::start(config(Some(&redis), None));
+    connected(&tiers);
+    assert!(redis.url().contains(secret));
+    // A wrong password: fails, retries and logs, without printing either password.
+    let wrong = "wr0ng-Pa55word";
+    let bad_url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port());
+    let bad = Tiers::start(config(None, None).with_redis(bad_url));
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(!bad.status().l2_connected);
+    assert!(bad.counters(Tier::L2).errors("connect") >= 1);
+    let debug = format!("{tiers:?} {bad:?} {:?} {:?}", tiers.config(), bad.config());
+    for pw in [secret, wrong] {
+        assert!(!debug.contains(pw), "Debug leaks the password: {debug}");
+    }
+    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    assert!(logs.contains("not reachable"), "the failure was logged");
+    for pw in [secret, wrong] {
+        assert!(!logs.contains(pw), "logs leak the password");
+    }
+    // A malformed URL in the environment is reported without its password.
+    std::env::set_var("OPTIMIZE_REDIS_URL", format!("http://:{secret}@host"));
+    let err = TierConfig::from_env().unwrap_err();
+    std::env::remove_var("OPTIMIZE_REDIS_URL");
+    assert!(err.to_string().contains("OPTIMIZE_REDIS_URL"));
+    assert!(!err.to_string().contains(secret), "{err}");
+}
+
+#[test]
+fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(None, Some(dir.path()));
+    c.l3.as_mut().unwrap().max_bytes = 20_000;
+    let tiers = Tiers::start(c);
+    for i in 0..10 {
+        let expired = envelope("old", SCHEMA, unix_ms() - 1);
+        tiers.enqueue(WriteOp::Put { key: format!("t:e:{i}"), bytes: expired.into(), l2_ttl: None, l2: false, l3: true });
+    }
+    // 100 live entries of ~500 bytes: 50 KB, over the 20 KB cap; the oldest must go.
+    for i in 0..100 {
+        let bytes = codec::encode(&"y".repeat(400), SCHEMA, 1_000 + i, 0, &EnvelopeOptions { compress_threshold: usize::MAX, ..Default::default() }).unwrap();
+        tiers.enqueue(WriteOp::Put { key: format!("t:l:{i:03}"), bytes: bytes.into(), l2_ttl: None, l2: false, l3: true });
+    }
+    block_on(tiers.barrier());
+    let report = tiers.sweep_now().unwrap();
+    assert_eq!(report.expired, 10);
+    assert!(report.bytes <= 20_000, "{report:?}");
+    assert!(report.evicted > 0);
+    assert!(tiers.l3_get("t:l:000").is_none(), "oldest evicted first");
+    assert!(tiers.l3_get("t:l:099").is_some(), "newest kept");
+    assert!(tiers.l3_get("t:e:0").is_none());
+}
+
+#[test]
+fn prefix_deletion_reaches_both_tiers() {
+    let Some(redis) = RedisServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
+    connected(&tiers);
+    let s = store(&tiers, true, true);
+    for key in ["t:f:1", "t:f:2", "t:g:1", "t:f*x:1"] {
+        s.store(key.into(), &"v".to_string());
+    }
+    tiers.enqueue(WriteOp::DeletePrefix("t:f:".into()));
+    block_on(tiers.barrier());
+    let mut conn = redis.client();
+    for (key, kept) in [("t:f:1", false), ("t:f:2", false), ("t:g:1", true), ("t:f*x:1", true)] {
+        let in_l2: bool = conn.exists(key).unwrap();
+        assert_eq!(in_l2, kept, "L2 {key}");
+        assert_eq!(tiers.l3_get(key).is_some(), kept, "L3 {key}");
+    }
+}

@@ -1,0 +1,162 @@
+//! A real `redis-server` for tests: started on a free loopback port, killed when dropped.
+//!
+//! Without `redis-server` on the PATH, a test that needs it is skipped locally, but fails when
+//! `CI` is set (`scripts/test.sh` installs it).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    password: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+fn binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|p| p.join("redis-server"))
+        .find(|p| p.is_file())
+}
+
+/// Whether tests needing Redis can run; panics under CI when they cannot.
+pub fn available() -> bool {
+    if binary().is_some() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("redis-server is not installed, and CI is set: Redis tests must run (scripts/test.sh installs it)");
+    }
+    eprintln!("skipping: redis-server is not installed (scripts/test.sh installs it)");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl RedisServer {
+    /// Starts a server, or `None` when redis-server is unavailable outside CI.
+    pub fn start() -> Option<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a server on a given port (e.g. one a client was already told about).
+    pub fn start_on(port: u16) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let mut server = Self { child: None, port, password: None, dir: tempfile::tempdir().unwrap() };
+        server.spawn();
+        Some(server)
+    }
+
+    /// A loopback port nothing listens on (yet).
+    pub fn unused_port() -> u16 {
+        free_port()
+    }
+
+    /// Starts a server that requires `password`.
+    pub fn start_with_password(password: &str) -> Option<Self> {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            password,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(binary().expect("redis-server"));
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        self.child = Some(cmd.spawn().expect("start redis-server"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer on port {} within 10 s", self.port);
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let cmd = match &self.password {
+            Some(p) => format!("AUTH {p}\r\nPING\r\n"),
+            None => "PING\r\n".to_owned(),
+        };
+        if s.write_all(cmd.as_bytes()).is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        let mut got = String::new();
+        while !got.contains("PONG") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        true
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://[:password@]127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Kills the server (as a crash would).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: it keeps no data).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// A plain client, for reading and tampering with what the library wrote.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
