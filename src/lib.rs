@@ -49,7 +49,10 @@ extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, memory, optimize};
 pub use optimize_runtime::{cache, flight, key, policy, stats, time};
-pub use optimize_runtime::{namespace, site, sites, Histogram, Kind, Outcome, Site};
+pub use optimize_runtime::{
+    flush, init, namespace, shutdown, site, sites, AlreadyInitialized, Histogram, Kind, Outcome,
+    Site, TierConfig,
+};
 
 /// Statistics of one managed function; see [`Site::stats`].
 pub use optimize_runtime::FnStats;

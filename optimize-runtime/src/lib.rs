@@ -21,7 +21,33 @@ pub mod site;
 pub mod stats;
 pub mod time;
 
+pub use cache::tiered::{init, AlreadyInitialized, TierConfig};
 pub use registry::{namespace, site, sites};
+
+/// Applies every queued shared-tier write and puts L3 on disk. A no-op when no managed
+/// function has used the shared tiers.
+///
+/// ```
+/// optimize::flush();
+/// ```
+pub fn flush() {
+    if let Some(tiers) = cache::tiered::global_if_started() {
+        tiers.flush_blocking();
+    }
+}
+
+/// Flushes the shared tiers and stops their background work; call it before the process
+/// exits so that no queued write is lost. Managed functions keep working afterwards, with
+/// shared-tier writes dropped (and counted).
+///
+/// ```
+/// optimize::shutdown();
+/// ```
+pub fn shutdown() {
+    if let Some(tiers) = cache::tiered::global_if_started() {
+        tiers.shutdown();
+    }
+}
 pub use site::{Kind, Site};
 pub use stats::{FnStats, Histogram, Outcome};
 

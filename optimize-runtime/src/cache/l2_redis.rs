@@ -100,6 +100,9 @@ pub struct RedisOptions {
 pub struct RedisTier {
     url: RedisUrl,
     conn: Arc<OnceLock<ConnectionManager>>,
+    /// Becomes `true` when the first connection attempt has finished, either way.
+    first_attempt: tokio::sync::watch::Receiver<bool>,
+    connect_timeout: Duration,
     op_timeout: Duration,
     breaker: Breaker,
     counters: TierCounters,
@@ -123,9 +126,12 @@ impl RedisTier {
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let conn = Arc::new(OnceLock::new());
+        let (attempted, first_attempt) = tokio::sync::watch::channel(false);
         let tier = Self {
             url: options.url.clone(),
             conn: conn.clone(),
+            first_attempt,
+            connect_timeout: connect_timeout(&options),
             op_timeout: options.op_timeout,
             breaker: Breaker::new(
                 options.breaker_threshold,
@@ -134,7 +140,7 @@ impl RedisTier {
             ),
             counters: counters.clone(),
         };
-        runtime.spawn(connect_until_connected(options, conn, counters));
+        runtime.spawn(connect_until_connected(options, conn, counters, attempted));
         tier
     }
 
@@ -156,8 +162,14 @@ impl RedisTier {
         if !self.breaker.allow() {
             return L2Result::Skipped;
         }
+        if self.conn.get().is_none() && !*self.first_attempt.borrow() {
+            // Starting up: wait (once, bounded) for the first attempt, so a new instance reads
+            // a warm Redis from its first call instead of computing everything again.
+            let mut attempted = self.first_attempt.clone();
+            let _ = tokio::time::timeout(self.connect_timeout, attempted.wait_for(|done| *done)).await;
+        }
         let Some(conn) = self.conn.get() else {
-            // Not connected yet: counts against the breaker so a down Redis is skipped fast.
+            // Not connected: counts against the breaker so a down Redis is skipped fast.
             self.breaker.on_failure();
             return L2Result::Skipped;
         };
@@ -268,21 +280,27 @@ fn escape_glob(s: &str) -> String {
     out
 }
 
+fn connect_timeout(options: &RedisOptions) -> Duration {
+    options.op_timeout.max(Duration::from_millis(250))
+}
+
 async fn connect_until_connected(
     options: RedisOptions,
     slot: Arc<OnceLock<ConnectionManager>>,
     counters: TierCounters,
+    attempted: tokio::sync::watch::Sender<bool>,
 ) {
     let client = match redis::Client::open(options.url.expose()) {
         Ok(c) => c,
         Err(e) => {
+            let _ = attempted.send(true);
             counters.error("connect");
             tracing::error!(url = %options.url, error = %options.url.redact(&e.to_string()), "invalid Redis URL; L2 stays off");
             return;
         }
     };
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(options.op_timeout.max(Duration::from_millis(250))))
+        .set_connection_timeout(Some(connect_timeout(&options)))
         .set_response_timeout(Some(options.op_timeout))
         .set_number_of_retries(2);
     let mut delay = Duration::from_millis(100);
@@ -290,10 +308,12 @@ async fn connect_until_connected(
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(conn) => {
                 let _ = slot.set(conn);
+                let _ = attempted.send(true);
                 tracing::info!(url = %options.url, "L2 (redis) connected");
                 return;
             }
             Err(e) => {
+                let _ = attempted.send(true);
                 counters.error("connect");
                 tracing::warn!(url = %options.url, error = %options.url.redact(&e.to_string()), retry_in = ?delay, "L2 (redis) not reachable; serving without it");
                 tokio::time::sleep(delay).await;

@@ -92,7 +92,11 @@ impl SledTier {
 
     /// The stored bytes for `key`.
     pub fn get(&self, key: &str) -> Option<sled::IVec> {
-        match self.db()?.get(key) {
+        let started = crate::time::global().now_nanos();
+        let got = self.db()?.get(key);
+        self.errors
+            .time("get", crate::time::global().now_nanos().saturating_sub(started));
+        match got {
             Ok(v) => v,
             Err(e) => {
                 self.fail("get", &e);

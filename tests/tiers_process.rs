@@ -1,0 +1,110 @@
+//! Shared tiers across real process boundaries: this test binary runs itself as a child,
+//! configured only by the environment, as an application would be.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use optimize::Outcome;
+use redis_server::RedisServer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Quote {
+    id: u64,
+    price: u64,
+}
+
+static EXECUTIONS: AtomicUsize = AtomicUsize::new(0);
+
+#[optimize::io(ttl = "10m")]
+async fn quote(id: u64) -> Quote {
+    EXECUTIONS.fetch_add(1, SeqCst);
+    Quote { id, price: id * 3 }
+}
+
+const KEYS: u64 = 50;
+
+/// The child: does nothing unless `OPTIMIZE_TEST_CHILD` is set.
+#[test]
+fn child() {
+    if std::env::var_os("OPTIMIZE_TEST_CHILD").is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for id in 0..KEYS {
+        assert_eq!(rt.block_on(quote(id)), Quote { id, price: id * 3 });
+    }
+    optimize::shutdown();
+    let s = quote_cache().stats();
+    println!(
+        "RESULT executions={} hit_l2={} hit_l3={}",
+        EXECUTIONS.load(SeqCst),
+        s.count(Outcome::HitL2),
+        s.count(Outcome::HitL3)
+    );
+}
+
+#[derive(Debug, PartialEq)]
+struct ChildResult {
+    executions: u64,
+    hit_l2: u64,
+    hit_l3: u64,
+}
+
+fn run_child(env: &[(&str, &str)]) -> ChildResult {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env("OPTIMIZE_TEST_CHILD", "1")
+        .env_remove("OPTIMIZE_REDIS_URL")
+        .env_remove("OPTIMIZE_L3_DIR")
+        .env_remove("OPTIMIZE_L3")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    // libtest prints `test child ... ` on the same line, before the child's output.
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("RESULT ").map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    ChildResult { executions: field("executions"), hit_l2: field("hit_l2"), hit_l3: field("hit_l3") }
+}
+
+#[test]
+fn a_value_computed_in_one_process_is_an_l2_hit_in_another() {
+    let Some(redis) = RedisServer::start() else { return };
+    let url = redis.url();
+    let env = [("OPTIMIZE_REDIS_URL", url.as_str()), ("OPTIMIZE_NAMESPACE", "proc-l2")];
+    let first = run_child(&env);
+    assert_eq!(first, ChildResult { executions: KEYS, hit_l2: 0, hit_l3: 0 });
+    let second = run_child(&env);
+    assert_eq!(second, ChildResult { executions: 0, hit_l2: KEYS, hit_l3: 0 });
+}
+
+#[test]
+fn l3_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let env = [("OPTIMIZE_L3_DIR", path)];
+    let first = run_child(&env);
+    assert_eq!(first, ChildResult { executions: KEYS, hit_l2: 0, hit_l3: 0 });
+    let second = run_child(&env);
+    assert_eq!(second, ChildResult { executions: 0, hit_l2: 0, hit_l3: KEYS });
+}
+
+#[test]
+fn without_configuration_nothing_persists() {
+    assert_eq!(run_child(&[]).executions, KEYS);
+    assert_eq!(run_child(&[]).executions, KEYS);
+}
