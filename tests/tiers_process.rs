@@ -65,7 +65,11 @@ fn run_child(env: &[(&str, &str)]) -> ChildResult {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // libtest prints `test child ... ` on the same line, before the child's output.
     let line = stdout
         .lines()
@@ -78,18 +82,41 @@ fn run_child(env: &[(&str, &str)]) -> ChildResult {
             .parse()
             .unwrap()
     };
-    ChildResult { executions: field("executions"), hit_l2: field("hit_l2"), hit_l3: field("hit_l3") }
+    ChildResult {
+        executions: field("executions"),
+        hit_l2: field("hit_l2"),
+        hit_l3: field("hit_l3"),
+    }
 }
 
 #[test]
 fn a_value_computed_in_one_process_is_an_l2_hit_in_another() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let url = redis.url();
-    let env = [("OPTIMIZE_REDIS_URL", url.as_str()), ("OPTIMIZE_NAMESPACE", "proc-l2")];
+    let env = [
+        ("OPTIMIZE_REDIS_URL", url.as_str()),
+        ("OPTIMIZE_NAMESPACE", "proc-l2"),
+    ];
     let first = run_child(&env);
-    assert_eq!(first, ChildResult { executions: KEYS, hit_l2: 0, hit_l3: 0 });
+    assert_eq!(
+        first,
+        ChildResult {
+            executions: KEYS,
+            hit_l2: 0,
+            hit_l3: 0
+        }
+    );
     let second = run_child(&env);
-    assert_eq!(second, ChildResult { executions: 0, hit_l2: KEYS, hit_l3: 0 });
+    assert_eq!(
+        second,
+        ChildResult {
+            executions: 0,
+            hit_l2: KEYS,
+            hit_l3: 0
+        }
+    );
 }
 
 #[test]
@@ -98,9 +125,23 @@ fn l3_survives_a_restart() {
     let path = dir.path().to_str().unwrap();
     let env = [("OPTIMIZE_L3_DIR", path)];
     let first = run_child(&env);
-    assert_eq!(first, ChildResult { executions: KEYS, hit_l2: 0, hit_l3: 0 });
+    assert_eq!(
+        first,
+        ChildResult {
+            executions: KEYS,
+            hit_l2: 0,
+            hit_l3: 0
+        }
+    );
     let second = run_child(&env);
-    assert_eq!(second, ChildResult { executions: 0, hit_l2: 0, hit_l3: KEYS });
+    assert_eq!(
+        second,
+        ChildResult {
+            executions: 0,
+            hit_l2: 0,
+            hit_l3: KEYS
+        }
+    );
 }
 
 #[test]

@@ -81,12 +81,21 @@ fn store(tiers: &Arc<Tiers>, l2: bool, l3: bool) -> Arc<SharedStore<String>> {
 }
 
 fn envelope(value: &str, schema: u64, expires_at_ms: u64) -> Vec<u8> {
-    codec::encode(&value.to_string(), schema, unix_ms(), expires_at_ms, &EnvelopeOptions::default()).unwrap()
+    codec::encode(
+        &value.to_string(),
+        schema,
+        unix_ms(),
+        expires_at_ms,
+        &EnvelopeOptions::default(),
+    )
+    .unwrap()
 }
 
 #[test]
 fn l2_round_trip_and_promotion_to_l3() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
     connected(&tiers);
@@ -95,26 +104,40 @@ fn l2_round_trip_and_promotion_to_l3() {
     block_on(tiers.barrier());
     let raw: Vec<u8> = redis.client().get("t:f:1").unwrap();
     assert_eq!(&raw[..4], b"OPTZ");
-    assert!(tiers.l3_get("t:f:1").is_none(), "an L2-only store writes only L2");
+    assert!(
+        tiers.l3_get("t:f:1").is_none(),
+        "an L2-only store writes only L2"
+    );
 
     let both = store(&tiers, true, true);
     let found = both.lookup_blocking("t:f:1").expect("an L2 hit");
     assert_eq!((found.value.as_str(), found.tier), ("one", Tier::L2));
     both.promote("t:f:1", &found);
     block_on(tiers.barrier());
-    assert!(tiers.l3_get("t:f:1").is_some(), "the L2 hit was promoted to L3");
+    assert!(
+        tiers.l3_get("t:f:1").is_some(),
+        "the L2 hit was promoted to L3"
+    );
     let ttl: i64 = redis.client().pttl("t:f:1").unwrap();
     assert!(ttl > 0 && ttl <= 60_000, "L2 entries carry the TTL: {ttl}");
 }
 
 #[test]
 fn l3_hit_is_promoted_to_l2() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
     connected(&tiers);
     let s = store(&tiers, true, true);
-    tiers.enqueue(WriteOp::Put { key: "t:f:2".into(), bytes: envelope("disk", SCHEMA, 0).into(), l2_ttl: None, l2: false, l3: true });
+    tiers.enqueue(WriteOp::Put {
+        key: "t:f:2".into(),
+        bytes: envelope("disk", SCHEMA, 0).into(),
+        l2_ttl: None,
+        l2: false,
+        l3: true,
+    });
     block_on(tiers.barrier());
     let found = s.lookup_blocking("t:f:2").expect("an L3 hit");
     assert_eq!((found.value.as_str(), found.tier), ("disk", Tier::L3));
@@ -126,14 +149,25 @@ fn l3_hit_is_promoted_to_l2() {
 
 #[test]
 fn lookup_order_is_configurable() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(Some(&redis), Some(dir.path()));
     c.order = [Tier::L3, Tier::L2];
     let tiers = Tiers::start(c);
     connected(&tiers);
-    let _: () = redis.client().set("t:f:3", envelope("from-l2", SCHEMA, 0)).unwrap();
-    tiers.enqueue(WriteOp::Put { key: "t:f:3".into(), bytes: envelope("from-l3", SCHEMA, 0).into(), l2_ttl: None, l2: false, l3: true });
+    let _: () = redis
+        .client()
+        .set("t:f:3", envelope("from-l2", SCHEMA, 0))
+        .unwrap();
+    tiers.enqueue(WriteOp::Put {
+        key: "t:f:3".into(),
+        bytes: envelope("from-l3", SCHEMA, 0).into(),
+        l2_ttl: None,
+        l2: false,
+        l3: true,
+    });
     block_on(tiers.barrier());
     let found = store(&tiers, true, true).lookup_blocking("t:f:3").unwrap();
     assert_eq!((found.value.as_str(), found.tier), ("from-l3", Tier::L3));
@@ -141,7 +175,9 @@ fn lookup_order_is_configurable() {
 
 #[test]
 fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let tiers = Tiers::start(config(Some(&redis), None));
     connected(&tiers);
     let s = store(&tiers, true, false);
@@ -152,9 +188,17 @@ fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
     let cases: Vec<(&str, Vec<u8>, Reject)> = vec![
         ("truncated", good[..20].to_vec(), Reject::Truncated),
         ("flipped", flipped, Reject::Checksum),
-        ("foreign", b"{\"json\": \"from another program, long enough for a header\"}".to_vec(), Reject::Magic),
+        (
+            "foreign",
+            b"{\"json\": \"from another program, long enough for a header\"}".to_vec(),
+            Reject::Magic,
+        ),
         ("schema", envelope("value", SCHEMA + 1, 0), Reject::Schema),
-        ("expired", envelope("value", SCHEMA, unix_ms() - 1), Reject::Expired),
+        (
+            "expired",
+            envelope("value", SCHEMA, unix_ms() - 1),
+            Reject::Expired,
+        ),
     ];
     let mut conn = redis.client();
     for (name, bytes, reason) in cases {
@@ -162,7 +206,11 @@ fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
         let _: () = conn.set(&key, bytes).unwrap();
         let before = tiers.counters(Tier::L2).rejected(reason);
         assert!(s.lookup_blocking(&key).is_none(), "{name} must be a miss");
-        assert_eq!(tiers.counters(Tier::L2).rejected(reason), before + 1, "{name} counted as {reason}");
+        assert_eq!(
+            tiers.counters(Tier::L2).rejected(reason),
+            before + 1,
+            "{name} counted as {reason}"
+        );
         block_on(tiers.barrier());
         let exists: bool = conn.exists(&key).unwrap();
         assert!(!exists, "{name} was deleted");
@@ -171,7 +219,9 @@ fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
 
 #[test]
 fn shutdown_loses_no_queued_write() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(Some(&redis), Some(dir.path()));
     c.writeback_capacity = 100_000;
@@ -190,7 +240,9 @@ fn shutdown_loses_no_queued_write() {
     let reopened = Tiers::start(config(None, Some(dir.path())));
     let s = store(&reopened, false, true);
     for i in 0..5_000 {
-        let found = s.lookup_blocking(&format!("t:w:{i}")).unwrap_or_else(|| panic!("entry {i} lost"));
+        let found = s
+            .lookup_blocking(&format!("t:w:{i}"))
+            .unwrap_or_else(|| panic!("entry {i} lost"));
         assert_eq!(found.value, format!("v{i}"));
     }
 }
@@ -207,10 +259,19 @@ fn write_behind_overflow_is_dropped_and_counted() {
     }
     block_on(tiers.barrier());
     let status = tiers.status();
-    assert!(status.writeback_dropped > 0, "a 10-put queue under 2,000 puts must drop some");
+    assert!(
+        status.writeback_dropped > 0,
+        "a 10-put queue under 2,000 puts must drop some"
+    );
     assert_eq!(status.writeback_depth, 0);
-    let kept = (0..2_000).filter(|i| tiers.l3_get(&format!("t:o:{i}")).is_some()).count() as u64;
-    assert_eq!(kept + status.writeback_dropped, 2_000, "every put is either written or counted as dropped");
+    let kept = (0..2_000)
+        .filter(|i| tiers.l3_get(&format!("t:o:{i}")).is_some())
+        .count() as u64;
+    assert_eq!(
+        kept + status.writeback_dropped,
+        2_000,
+        "every put is either written or counted as dropped"
+    );
 }
 
 #[test]
@@ -235,7 +296,9 @@ fn corrupt_l3_directory_disables_the_tier_without_failing() {
     let tiers = Tiers::start(config(None, Some(dir.path())));
     assert!(!tiers.has_l3());
     assert!(tiers.counters(Tier::L3).errors("open") >= 1);
-    assert!(store(&tiers, false, true).lookup_blocking("t:any").is_none());
+    assert!(store(&tiers, false, true)
+        .lookup_blocking("t:any")
+        .is_none());
 }
 
 #[test]
@@ -250,16 +313,26 @@ fn redis_absent_at_start_is_used_once_it_appears() {
     }
     let tiers = Tiers::start(c);
     let s = store(&tiers, true, false);
-    assert!(s.lookup_blocking("t:late").is_none(), "serves (as a miss) with Redis absent");
+    assert!(
+        s.lookup_blocking("t:late").is_none(),
+        "serves (as a miss) with Redis absent"
+    );
     let redis = RedisServer::start_on(port).unwrap();
     connected(&tiers);
-    let _: () = redis.client().set("t:late", envelope("arrived", SCHEMA, 0)).unwrap();
-    wait_until("L2 serves the entry", || s.lookup_blocking("t:late").is_some());
+    let _: () = redis
+        .client()
+        .set("t:late", envelope("arrived", SCHEMA, 0))
+        .unwrap();
+    wait_until("L2 serves the entry", || {
+        s.lookup_blocking("t:late").is_some()
+    });
 }
 
 #[test]
 fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
-    let Some(mut redis) = RedisServer::start() else { return };
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
     let mut c = config(Some(&redis), None);
     if let Some(r) = c.redis.as_mut() {
         r.breaker_cooldown = Duration::from_millis(200);
@@ -268,25 +341,41 @@ fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
     let tiers = Tiers::start(c);
     connected(&tiers);
     let _: () = redis.client().set("t:b", envelope("v", SCHEMA, 0)).unwrap();
-    assert!(matches!(tiers.l2_get_blocking("t:b"), L2Result::Done(Some(_))));
+    assert!(matches!(
+        tiers.l2_get_blocking("t:b"),
+        L2Result::Done(Some(_))
+    ));
     redis.kill();
     let mut outcomes = Vec::new();
     for _ in 0..10 {
         outcomes.push(tiers.l2_get_blocking("t:b"));
     }
-    assert!(outcomes.iter().all(|o| !matches!(o, L2Result::Done(_))), "{outcomes:?}");
-    assert!(outcomes.contains(&L2Result::Skipped), "the breaker opened: {outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| !matches!(o, L2Result::Done(_))),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&L2Result::Skipped),
+        "the breaker opened: {outcomes:?}"
+    );
     assert!(tiers.status().l2_circuit_open);
     redis.restart();
-    let _: () = redis.client().set("t:b", envelope("back", SCHEMA, 0)).unwrap();
-    wait_until("L2 is used again", || matches!(tiers.l2_get_blocking("t:b"), L2Result::Done(Some(_))));
+    let _: () = redis
+        .client()
+        .set("t:b", envelope("back", SCHEMA, 0))
+        .unwrap();
+    wait_until("L2 is used again", || {
+        matches!(tiers.l2_get_blocking("t:b"), L2Result::Done(Some(_)))
+    });
     assert!(!tiers.status().l2_circuit_open);
 }
 
 #[test]
 fn password_never_appears_in_debug_errors_or_logs() {
     let secret = "s3cr3t-Pa55word";
-    let Some(redis) = RedisServer::start_with_password(secret) else { return };
+    let Some(redis) = RedisServer::start_with_password(secret) else {
+        return;
+    };
     let _ = logs();
     // The right password: connects and works.
     let tiers = Tiers::start(config(Some(&redis), None));
@@ -324,12 +413,34 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
     let tiers = Tiers::start(c);
     for i in 0..10 {
         let expired = envelope("old", SCHEMA, unix_ms() - 1);
-        tiers.enqueue(WriteOp::Put { key: format!("t:e:{i}"), bytes: expired.into(), l2_ttl: None, l2: false, l3: true });
+        tiers.enqueue(WriteOp::Put {
+            key: format!("t:e:{i}"),
+            bytes: expired.into(),
+            l2_ttl: None,
+            l2: false,
+            l3: true,
+        });
     }
     // 100 live entries of ~500 bytes: 50 KB, over the 20 KB cap; the oldest must go.
     for i in 0..100 {
-        let bytes = codec::encode(&"y".repeat(400), SCHEMA, 1_000 + i, 0, &EnvelopeOptions { compress_threshold: usize::MAX, ..Default::default() }).unwrap();
-        tiers.enqueue(WriteOp::Put { key: format!("t:l:{i:03}"), bytes: bytes.into(), l2_ttl: None, l2: false, l3: true });
+        let bytes = codec::encode(
+            &"y".repeat(400),
+            SCHEMA,
+            1_000 + i,
+            0,
+            &EnvelopeOptions {
+                compress_threshold: usize::MAX,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        tiers.enqueue(WriteOp::Put {
+            key: format!("t:l:{i:03}"),
+            bytes: bytes.into(),
+            l2_ttl: None,
+            l2: false,
+            l3: true,
+        });
     }
     block_on(tiers.barrier());
     let report = tiers.sweep_now().unwrap();
@@ -343,7 +454,9 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
 
 #[test]
 fn prefix_deletion_reaches_both_tiers() {
-    let Some(redis) = RedisServer::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
     connected(&tiers);
@@ -354,9 +467,33 @@ fn prefix_deletion_reaches_both_tiers() {
     tiers.enqueue(WriteOp::DeletePrefix("t:f:".into()));
     block_on(tiers.barrier());
     let mut conn = redis.client();
-    for (key, kept) in [("t:f:1", false), ("t:f:2", false), ("t:g:1", true), ("t:f*x:1", true)] {
+    for (key, kept) in [
+        ("t:f:1", false),
+        ("t:f:2", false),
+        ("t:g:1", true),
+        ("t:f*x:1", true),
+    ] {
         let in_l2: bool = conn.exists(key).unwrap();
         assert_eq!(in_l2, kept, "L2 {key}");
         assert_eq!(tiers.l3_get(key).is_some(), kept, "L3 {key}");
     }
+}
+
+#[test]
+fn demotion_writes_to_l3_only_when_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiers = Tiers::start(config(None, Some(dir.path())));
+    let s = store(&tiers, false, true);
+    s.store("t:d:kept".into(), &"original".to_string());
+    block_on(tiers.barrier());
+    s.demote("t:d:kept".into(), "from-l1".to_string(), 0);
+    s.demote("t:d:new".into(), "evicted".to_string(), unix_ms() + 60_000);
+    block_on(tiers.barrier());
+    assert_eq!(s.lookup_blocking("t:d:kept").unwrap().value, "original");
+    let new = s.lookup_blocking("t:d:new").unwrap();
+    assert_eq!(new.value, "evicted");
+    assert!(
+        new.expires_at_ms > unix_ms(),
+        "the L1 expiry travels with the entry"
+    );
 }

@@ -38,7 +38,11 @@ pub fn available() -> bool {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl RedisServer {
@@ -52,7 +56,12 @@ impl RedisServer {
         if !available() {
             return None;
         }
-        let mut server = Self { child: None, port, password: None, dir: tempfile::tempdir().unwrap() };
+        let mut server = Self {
+            child: None,
+            port,
+            password: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
         server.spawn();
         Some(server)
     }
@@ -83,11 +92,20 @@ impl RedisServer {
 
     fn spawn(&mut self) {
         let mut cmd = Command::new(binary().expect("redis-server"));
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(self.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
         }
@@ -99,11 +117,16 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not answer on port {} within 10 s", self.port);
+        panic!(
+            "redis-server did not answer on port {} within 10 s",
+            self.port
+        );
     }
 
     fn ping(&self) -> bool {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let cmd = match &self.password {
             Some(p) => format!("AUTH {p}\r\nPING\r\n"),
@@ -151,7 +174,10 @@ impl RedisServer {
 
     /// A plain client, for reading and tampering with what the library wrote.
     pub fn client(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 }
 

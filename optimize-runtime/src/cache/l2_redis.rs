@@ -166,7 +166,8 @@ impl RedisTier {
             // Starting up: wait (once, bounded) for the first attempt, so a new instance reads
             // a warm Redis from its first call instead of computing everything again.
             let mut attempted = self.first_attempt.clone();
-            let _ = tokio::time::timeout(self.connect_timeout, attempted.wait_for(|done| *done)).await;
+            let _ =
+                tokio::time::timeout(self.connect_timeout, attempted.wait_for(|done| *done)).await;
         }
         let Some(conn) = self.conn.get() else {
             // Not connected: counts against the breaker so a down Redis is skipped fast.

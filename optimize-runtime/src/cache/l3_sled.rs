@@ -94,8 +94,10 @@ impl SledTier {
     pub fn get(&self, key: &str) -> Option<sled::IVec> {
         let started = crate::time::global().now_nanos();
         let got = self.db()?.get(key);
-        self.errors
-            .time("get", crate::time::global().now_nanos().saturating_sub(started));
+        self.errors.time(
+            "get",
+            crate::time::global().now_nanos().saturating_sub(started),
+        );
         match got {
             Ok(v) => v,
             Err(e) => {
