@@ -3,16 +3,22 @@
 //! Each request looks up a user profile over the "network" (an `io` function, ~20 ms) and
 //! scores it (a `cpu` function, ~0.5 ms of arithmetic). User ids follow a Zipf distribution, as
 //! real traffic does: a few users are very popular. The annotated run serves repeats from the
-//! cache and shares concurrent lookups of one user.
+//! cache and shares concurrent lookups of one user. A third run empties L1, as a restart
+//! would, and is served from the shared tiers.
 //!
 //! ```text
-//! cargo run --release --example demo
+//! cargo run --release --example demo                                           # L1 + L3
+//! OPTIMIZE_REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example demo # L1 + L2 + L3
 //! ```
+//!
+//! L3 lives in a fresh temporary directory unless `OPTIMIZE_L3_DIR` is set; keys go under a
+//! fresh namespace unless `OPTIMIZE_NAMESPACE` is set, so runs never see each other's entries.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use optimize::Outcome;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::Zipf;
 use serde::{Deserialize, Serialize};
@@ -147,81 +153,157 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let ids = workload();
-    let distinct: HashSet<u64> = ids.iter().copied().collect();
+fn print_header() {
     println!(
-        "optimize demo: {REQUESTS} requests, {CONCURRENCY} concurrent, Zipf(s = {ZIPF_EXPONENT}) \
-         over {USERS} user ids ({} distinct)\n",
-        distinct.len()
+        "{:<30} {:>6} {:>9} {:>7} {:>7} {:>7} {:>10} {:>10}",
+        "function", "calls", "hit ratio", "L1", "L2", "L3", "mean", "p99"
     );
+}
 
-    let (plain_wall, mut plain) = run(&ids, false).await;
-    let (opt_wall, _) = run(&ids, true).await;
+fn print_plain(name: &str, samples: &mut [Duration]) {
+    let (mean, p99) = mean_p99(samples);
+    println!(
+        "{:<30} {:>6} {:>9} {:>7} {:>7} {:>7} {:>10} {:>10}",
+        name,
+        samples.len(),
+        "-",
+        "-",
+        "-",
+        "-",
+        ms(mean),
+        ms(p99)
+    );
+}
 
-    let (f_mean, f_p99) = mean_p99(&mut plain.fetch);
-    let (s_mean, s_p99) = mean_p99(&mut plain.score);
-    println!(
-        "{:<34} {:>6} {:>9} {:>11} {:>11}",
-        "function", "calls", "hit ratio", "mean", "p99"
-    );
-    println!(
-        "{:<34} {:>6} {:>9} {:>11} {:>11}",
-        "plain fetch_profile",
-        plain.fetch.len(),
-        "-",
-        ms(f_mean),
-        ms(f_p99)
-    );
-    println!(
-        "{:<34} {:>6} {:>9} {:>11} {:>11}",
-        "plain risk_score",
-        plain.score.len(),
-        "-",
-        ms(s_mean),
-        ms(s_p99)
-    );
+fn print_sites() {
     for site in [
         optimized::fetch_profile_cache(),
         optimized::risk_score_cache(),
     ] {
         let s = site.stats();
         println!(
-            "{:<34} {:>6} {:>8.1}% {:>11} {:>11}",
+            "{:<30} {:>6} {:>8.1}% {:>7} {:>7} {:>7} {:>10} {:>10}",
             site.path().trim_start_matches("demo::"),
             s.calls(),
             s.hit_ratio() * 100.0,
+            s.count(Outcome::HitL1),
+            s.count(Outcome::HitL2),
+            s.count(Outcome::HitL3),
             ms(s.mean()),
             ms(s.latency.quantile(0.99))
         );
     }
+}
 
+/// L1 + L3 by default (in a temporary directory), L2 when `OPTIMIZE_REDIS_URL` is set.
+fn configure() -> (optimize::TierConfig, Option<tempfile::TempDir>) {
+    let mut config = optimize::TierConfig::from_env().unwrap_or_else(|e| {
+        eprintln!("demo: {e}");
+        std::process::exit(2);
+    });
+    let mut temp = None;
+    if config.l3.is_none() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        config = config.with_l3(dir.path());
+        temp = Some(dir);
+    }
+    if std::env::var_os("OPTIMIZE_NAMESPACE").is_none() {
+        config.namespace = format!("optimize-demo-{}", std::process::id());
+    }
+    (config, temp)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let (config, _l3_dir) = configure();
+    let tiers_line = format!(
+        "tiers: L1 + {}L3 ({})",
+        if config.redis.is_some() {
+            "L2 (redis) + "
+        } else {
+            ""
+        },
+        config
+            .l3
+            .as_ref()
+            .map_or(String::new(), |l3| l3.dir.display().to_string())
+    );
+    let tiers = optimize::init(config).expect("the demo initialises optimize first");
+
+    let ids = workload();
+    let distinct: HashSet<u64> = ids.iter().copied().collect();
+    println!(
+        "optimize demo: {REQUESTS} requests, {CONCURRENCY} concurrent, Zipf(s = {ZIPF_EXPONENT}) \
+         over {USERS} user ids ({} distinct)\n{tiers_line}\n",
+        distinct.len()
+    );
+
+    let (plain_wall, mut plain) = run(&ids, false).await;
+    let (opt_wall, _) = run(&ids, true).await;
+
+    println!("run 1: plain, then annotated with cold caches");
+    print_header();
+    print_plain("plain fetch_profile", &mut plain.fetch);
+    print_plain("plain risk_score", &mut plain.score);
+    print_sites();
     let fetch = optimized::fetch_profile_cache().stats();
     println!(
-        "\nfetch_profile: {} executions for {} distinct ids ({} shared a concurrent call, {} errors not cached)",
+        "fetch_profile: {} executions for {} distinct ids ({} shared a concurrent call, {} errors not cached)",
         fetch.executions(),
         distinct.len(),
-        fetch.count(optimize::Outcome::Coalesced),
+        fetch.count(Outcome::Coalesced),
         fetch.errors(),
     );
     println!(
-        "wall time: plain {:.2} s, optimized {:.2} s -> speedup {:.1}x",
+        "wall time: plain {:.2} s, annotated {:.2} s -> speedup {:.1}x\n",
         plain_wall.as_secs_f64(),
         opt_wall.as_secs_f64(),
         plain_wall.as_secs_f64() / opt_wall.as_secs_f64()
     );
-    println!("(every kind runs its body in place for now; pools arrive with the pools work)");
 
-    // Behaviour, not timing: each id that exists is fetched exactly once; ids that fail are
-    // fetched once per request (errors are never cached).
+    // What a restart looks like: L1 is empty, the shared tiers are not.
+    optimize::flush();
+    for site in [
+        optimized::fetch_profile_cache(),
+        optimized::risk_score_cache(),
+    ] {
+        site.clear_l1();
+        site.reset_stats();
+    }
+    let (restart_wall, _) = run(&ids, true).await;
+    println!("run 2: annotated again after emptying L1 (a restart), served by the shared tiers");
+    print_header();
+    print_sites();
+    let after = optimized::fetch_profile_cache().stats();
+    println!(
+        "wall time {:.2} s -> speedup {:.1}x over plain",
+        restart_wall.as_secs_f64(),
+        plain_wall.as_secs_f64() / restart_wall.as_secs_f64()
+    );
+    let status = tiers.status();
+    println!(
+        "write-behind: {} queued, {} dropped; L2 circuit {}",
+        status.writeback_depth,
+        status.writeback_dropped,
+        if status.l2_circuit_open {
+            "open"
+        } else {
+            "closed"
+        }
+    );
+    println!("(every kind runs its body in place for now; pools arrive with the pools work)");
+    optimize::shutdown();
+
+    // Behaviour, not timing: each id that exists is fetched once in run 1; ids that fail are
+    // fetched once per request (errors are never cached); in run 2 only the failing ids run.
     let failing_requests = ids.iter().filter(|id| id.is_multiple_of(101)).count() as u64;
     let failing_distinct = distinct.iter().filter(|id| id.is_multiple_of(101)).count() as u64;
     let expected = distinct.len() as u64 - failing_distinct + failing_requests;
-    if fetch.executions() > expected {
+    if fetch.executions() > expected || after.executions() > failing_requests {
         eprintln!(
-            "demo: {} executions of fetch_profile, expected at most {expected}",
-            fetch.executions()
+            "demo: fetch_profile ran {} times (expected at most {expected}) and {} times after the restart (expected at most {failing_requests})",
+            fetch.executions(),
+            after.executions()
         );
         std::process::exit(1);
     }

@@ -364,7 +364,13 @@ impl Tiers {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(rt) = runtime {
-            rt.shutdown_timeout(Duration::from_secs(5));
+            if tokio::runtime::Handle::try_current().is_ok() {
+                // Waiting for a runtime's shutdown inside another runtime panics; everything
+                // queued is already applied, so nothing is lost by not waiting.
+                rt.shutdown_background();
+            } else {
+                rt.shutdown_timeout(Duration::from_secs(5));
+            }
         }
     }
 
