@@ -69,3 +69,7 @@ struct MacroDocs;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/getting-started.md")]
 struct GettingStartedDocs;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/tiers.md")]
+struct TiersDocs;

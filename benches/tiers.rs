@@ -1,0 +1,127 @@
+//! Shared-tier hits through the attribute against the raw operations they wrap, measured in
+//! one run with the same key and the same ~100-byte value:
+//!
+//! - L2: an `async` function with `tiers = "l2"` (every call an L2 hit) vs a raw redis-rs
+//!   `GET` on a multiplexed connection;
+//! - L3: a function with `tiers = "l3"` (every call an L3 hit) vs a raw sled `get` + bincode
+//!   decode.
+//!
+//! `cargo bench --bench tiers` (starts its own redis-server; prints ratios at the end).
+
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::Criterion;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Item {
+    id: u64,
+    name: String,
+}
+
+fn item(id: u64) -> Item {
+    Item { id, name: "x".repeat(88) } // 8 + 8 + 88 = 104 bytes encoded
+}
+
+#[optimize::io(tiers = "l2", ttl = "1h")]
+async fn from_l2(id: u64) -> Item {
+    item(id)
+}
+
+#[optimize::io(tiers = "l3", ttl = "1h")]
+fn from_l3(id: u64) -> Item {
+    item(id)
+}
+
+fn median_ns(group: &str, id: &str) -> Option<f64> {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let path = format!("{target}/criterion/{group}/{id}/new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let at = text.find("\"median\"")?;
+    let rest = &text[at..];
+    let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+    let end = rest[pe..].find(',')?;
+    rest[pe..pe + end].trim().parse().ok()
+}
+
+fn main() {
+    let Some(redis) = redis_server::RedisServer::start() else {
+        eprintln!("redis-server is required for this benchmark");
+        std::process::exit(1);
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = optimize::TierConfig::l1_only().with_redis(redis.url()).with_l3(dir.path());
+    config.namespace = "bench".into();
+    optimize::init(config).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+
+    // Warm both tiers with the entry for id 7.
+    rt.block_on(from_l2(7));
+    from_l3(7);
+    optimize::flush();
+
+    // Baselines with the same bytes.
+    let raw_value = bincode::serialize(&item(7)).unwrap();
+    let mut raw_redis = rt.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("SET").arg("raw:7").arg(&raw_value).query_async(&mut conn).await.unwrap();
+        conn
+    });
+    let sled_dir = tempfile::tempdir().unwrap();
+    let sled_db = sled::open(sled_dir.path()).unwrap();
+    sled_db.insert("raw:7", raw_value.as_slice()).unwrap();
+
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30)
+        .configure_from_args();
+
+    let mut g = c.benchmark_group("l2_hit");
+    g.bench_function("raw_redis_get", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = raw_redis.clone();
+            async move {
+                let bytes: Vec<u8> = redis::cmd("GET").arg("raw:7").query_async(&mut conn).await.unwrap();
+                black_box(bytes)
+            }
+        })
+    });
+    g.bench_function("attribute", |b| b.to_async(&rt).iter(|| async { black_box(from_l2(black_box(7)).await) }));
+    g.finish();
+
+    let mut g = c.benchmark_group("l3_hit");
+    g.bench_function("raw_sled_get_decode", |b| {
+        b.iter(|| {
+            let bytes = sled_db.get(black_box("raw:7")).unwrap().unwrap();
+            black_box(bincode::deserialize::<Item>(&bytes).unwrap())
+        })
+    });
+    g.bench_function("attribute", |b| b.iter(|| black_box(from_l3(black_box(7)))));
+    g.finish();
+    c.final_summary();
+
+    // The attribute functions must really have been served by their tier.
+    let l2 = from_l2_cache().stats();
+    let l3 = from_l3_cache().stats();
+    assert_eq!(l2.executions(), 1, "every measured from_l2 call was an L2 hit");
+    assert_eq!(l3.executions(), 1, "every measured from_l3 call was an L3 hit");
+    let _ = &mut raw_redis;
+
+    println!("\nsummary (median ns per call; ratio to the baseline of the same run)");
+    for (group, baseline, label) in [("l2_hit", "raw_redis_get", "L2 hit"), ("l3_hit", "raw_sled_get_decode", "L3 hit")] {
+        match (median_ns(group, baseline), median_ns(group, "attribute")) {
+            (Some(base), Some(ours)) => println!(
+                "  {label:<7} attribute {ours:>10.0} ns   {baseline:<20} {base:>10.0} ns   ratio {:.2}x",
+                ours / base
+            ),
+            _ => println!("  {label}: no estimates found (run without a filter)"),
+        }
+    }
+    optimize::shutdown();
+}
