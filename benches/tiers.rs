@@ -24,7 +24,10 @@ struct Item {
 }
 
 fn item(id: u64) -> Item {
-    Item { id, name: "x".repeat(88) } // 8 + 8 + 88 = 104 bytes encoded
+    Item {
+        id,
+        name: "x".repeat(88),
+    } // 8 + 8 + 88 = 104 bytes encoded
 }
 
 #[optimize::io(tiers = "l2", ttl = "1h")]
@@ -54,10 +57,16 @@ fn main() {
         std::process::exit(1);
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = optimize::TierConfig::l1_only().with_redis(redis.url()).with_l3(dir.path());
+    let mut config = optimize::TierConfig::l1_only()
+        .with_redis(redis.url())
+        .with_l3(dir.path());
     config.namespace = "bench".into();
     optimize::init(config).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
 
     // Warm both tiers with the entry for id 7.
     rt.block_on(from_l2(7));
@@ -69,7 +78,12 @@ fn main() {
     let mut raw_redis = rt.block_on(async {
         let client = redis::Client::open(redis.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("SET").arg("raw:7").arg(&raw_value).query_async(&mut conn).await.unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("raw:7")
+            .arg(&raw_value)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         conn
     });
     let sled_dir = tempfile::tempdir().unwrap();
@@ -87,12 +101,19 @@ fn main() {
         b.to_async(&rt).iter(|| {
             let mut conn = raw_redis.clone();
             async move {
-                let bytes: Vec<u8> = redis::cmd("GET").arg("raw:7").query_async(&mut conn).await.unwrap();
+                let bytes: Vec<u8> = redis::cmd("GET")
+                    .arg("raw:7")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
                 black_box(bytes)
             }
         })
     });
-    g.bench_function("attribute", |b| b.to_async(&rt).iter(|| async { black_box(from_l2(black_box(7)).await) }));
+    g.bench_function("attribute", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(from_l2(black_box(7)).await) })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("l3_hit");
@@ -109,12 +130,23 @@ fn main() {
     // The attribute functions must really have been served by their tier.
     let l2 = from_l2_cache().stats();
     let l3 = from_l3_cache().stats();
-    assert_eq!(l2.executions(), 1, "every measured from_l2 call was an L2 hit");
-    assert_eq!(l3.executions(), 1, "every measured from_l3 call was an L3 hit");
+    assert_eq!(
+        l2.executions(),
+        1,
+        "every measured from_l2 call was an L2 hit"
+    );
+    assert_eq!(
+        l3.executions(),
+        1,
+        "every measured from_l3 call was an L3 hit"
+    );
     let _ = &mut raw_redis;
 
     println!("\nsummary (median ns per call; ratio to the baseline of the same run)");
-    for (group, baseline, label) in [("l2_hit", "raw_redis_get", "L2 hit"), ("l3_hit", "raw_sled_get_decode", "L3 hit")] {
+    for (group, baseline, label) in [
+        ("l2_hit", "raw_redis_get", "L2 hit"),
+        ("l3_hit", "raw_sled_get_decode", "L3 hit"),
+    ] {
         match (median_ns(group, baseline), median_ns(group, "attribute")) {
             (Some(base), Some(ours)) => println!(
                 "  {label:<7} attribute {ours:>10.0} ns   {baseline:<20} {base:>10.0} ns   ratio {:.2}x",
