@@ -432,6 +432,44 @@ impl Site {
         (found.value, outcome)
     }
 
+    /// What a new leader finds before running the body: a value in L1 (put there by a leader
+    /// that finished just before this one joined) or in a shared tier. Also returns the
+    /// shared-tier key, built once per miss, for storing a computed value.
+    async fn leader_lookup<V: CacheValue>(
+        &'static self,
+        store: &Store<V>,
+        key: ArgsKey,
+    ) -> (Option<(V, Outcome)>, Option<String>) {
+        if let Some(v) = self.l1_hit(store, key, time::global().now_nanos()) {
+            return (Some((v, Outcome::HitL1)), None);
+        }
+        let Some(shared) = &store.shared else {
+            return (None, None);
+        };
+        let full = self.full_key(key);
+        let found = shared.lookup(&full).await;
+        let served = found.map(|f| self.accept_shared(store, key, &full, f));
+        (served, Some(full))
+    }
+
+    /// Shares a value the leader found instead of computing, and records the hit.
+    fn serve_found<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        lead: crate::flight::Lead<'_, P::Cached>,
+        value: P::Cached,
+        outcome: Outcome,
+        start: u64,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        lead.complete(Settled::Value(value.clone()));
+        self.recorder
+            .record(outcome, time::global().now_nanos().saturating_sub(start), 0);
+        policy.rebuild(value)
+    }
+
     /// Runs a sync call through the cache.
     #[doc(hidden)]
     #[inline]
@@ -459,28 +497,9 @@ impl Site {
         loop {
             match store.flights.join(key) {
                 Role::Leader(lead) => {
-                    // A leader that finished just before we joined has filled L1.
-                    if let Some(v) = self.l1_hit(store, key, clock.now_nanos()) {
-                        lead.complete(Settled::Value(v.clone()));
-                        self.recorder.record(
-                            Outcome::HitL1,
-                            clock.now_nanos().saturating_sub(start),
-                            0,
-                        );
-                        return policy.rebuild(v);
-                    }
-                    let full_key = store.shared.as_ref().map(|_| self.full_key(key));
-                    if let (Some(shared), Some(full)) = (&store.shared, &full_key) {
-                        if let Some(found) = shared.lookup_blocking(full) {
-                            let (v, outcome) = self.accept_shared(store, key, full, found);
-                            lead.complete(Settled::Value(v.clone()));
-                            self.recorder.record(
-                                outcome,
-                                clock.now_nanos().saturating_sub(start),
-                                0,
-                            );
-                            return policy.rebuild(v);
-                        }
+                    let (found, full_key) = tiered::block_on(self.leader_lookup(store, key));
+                    if let Some((v, outcome)) = found {
+                        return self.serve_found(policy, lead, v, outcome, start);
                     }
                     let compute_start = clock.now_nanos();
                     let panic = PanicRecorder::new(self, start, compute_start);
@@ -534,27 +553,9 @@ impl Site {
         loop {
             match store.flights.join(key) {
                 Role::Leader(lead) => {
-                    if let Some(v) = self.l1_hit(store, key, clock.now_nanos()) {
-                        lead.complete(Settled::Value(v.clone()));
-                        self.recorder.record(
-                            Outcome::HitL1,
-                            clock.now_nanos().saturating_sub(start),
-                            0,
-                        );
-                        return policy.rebuild(v);
-                    }
-                    let full_key = store.shared.as_ref().map(|_| self.full_key(key));
-                    if let (Some(shared), Some(full)) = (&store.shared, &full_key) {
-                        if let Some(found) = shared.lookup(full).await {
-                            let (v, outcome) = self.accept_shared(store, key, full, found);
-                            lead.complete(Settled::Value(v.clone()));
-                            self.recorder.record(
-                                outcome,
-                                clock.now_nanos().saturating_sub(start),
-                                0,
-                            );
-                            return policy.rebuild(v);
-                        }
+                    let (found, full_key) = self.leader_lookup(store, key).await;
+                    if let Some((v, outcome)) = found {
+                        return self.serve_found(policy, lead, v, outcome, start);
                     }
                     let compute_start = clock.now_nanos();
                     let out = {

@@ -69,6 +69,15 @@ fn connected(tiers: &Tiers) {
     wait_until("L2 is connected", || tiers.status().l2_connected);
 }
 
+/// Tiers over `redis` and `l3`, connected to Redis when it is given.
+fn start(redis: Option<&RedisServer>, l3: Option<&std::path::Path>) -> Arc<Tiers> {
+    let tiers = Tiers::start(config(redis, l3));
+    if redis.is_some() {
+        connected(&tiers);
+    }
+    tiers
+}
+
 fn store(tiers: &Arc<Tiers>, l2: bool, l3: bool) -> Arc<SharedStore<String>> {
     let options = SharedOptions {
         l2,
@@ -97,8 +106,7 @@ fn l2_round_trip_and_promotion_to_l3() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
-    connected(&tiers);
+    let tiers = start(Some(&redis), Some(dir.path()));
     let s = store(&tiers, true, false);
     s.store("t:f:1".into(), &"one".to_string());
     block_on(tiers.barrier());
@@ -128,8 +136,7 @@ fn l3_hit_is_promoted_to_l2() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
-    connected(&tiers);
+    let tiers = start(Some(&redis), Some(dir.path()));
     let s = store(&tiers, true, true);
     tiers.enqueue(WriteOp::Put {
         key: "t:f:2".into(),
@@ -178,8 +185,7 @@ fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let tiers = Tiers::start(config(Some(&redis), None));
-    connected(&tiers);
+    let tiers = start(Some(&redis), None);
     let s = store(&tiers, true, false);
     let good = envelope("value", SCHEMA, 0);
     let mut flipped = good.clone();
@@ -378,8 +384,7 @@ fn password_never_appears_in_debug_errors_or_logs() {
     };
     let _ = logs();
     // The right password: connects and works.
-    let tiers = Tiers::start(config(Some(&redis), None));
-    connected(&tiers);
+    let tiers = start(Some(&redis), None);
     assert!(redis.url().contains(secret));
     // A wrong password: fails, retries and logs, without printing either password.
     let wrong = "wr0ng-Pa55word";
@@ -458,8 +463,7 @@ fn prefix_deletion_reaches_both_tiers() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tiers = Tiers::start(config(Some(&redis), Some(dir.path())));
-    connected(&tiers);
+    let tiers = start(Some(&redis), Some(dir.path()));
     let s = store(&tiers, true, true);
     for key in ["t:f:1", "t:f:2", "t:g:1", "t:f*x:1"] {
         s.store(key.into(), &"v".to_string());

@@ -121,28 +121,9 @@ impl<V: Send + 'static> SharedStore<V> {
         self.tiers.config().order
     }
 
-    /// Looks the key up in the shared tiers, in the configured order, blocking for L2.
-    pub fn lookup_blocking(&self, key: &str) -> Option<Found<V>> {
-        for tier in self.order() {
-            let found = match tier {
-                Tier::L2 if self.options.l2 => match self.tiers.l2_get_blocking(key) {
-                    L2Result::Done(Some(bytes)) => self.accept(Tier::L2, key, &bytes),
-                    _ => None,
-                },
-                Tier::L3 if self.options.l3 => self
-                    .tiers
-                    .l3_get(key)
-                    .and_then(|b| self.accept(Tier::L3, key, &b)),
-                _ => None,
-            };
-            if let Some(found) = found {
-                return Some(found);
-            }
-        }
-        None
-    }
-
-    /// Looks the key up in the shared tiers, in the configured order.
+    /// Looks the key up in the shared tiers, in the configured order. Sync callers use
+    /// [`block_on`](crate::cache::tiered::block_on), which costs nothing extra when no L2
+    /// round trip is needed.
     pub async fn lookup(&self, key: &str) -> Option<Found<V>> {
         for tier in self.order() {
             let found = match tier {
@@ -156,11 +137,16 @@ impl<V: Send + 'static> SharedStore<V> {
                     .and_then(|b| self.accept(Tier::L3, key, &b)),
                 _ => None,
             };
-            if let Some(found) = found {
-                return Some(found);
+            if found.is_some() {
+                return found;
             }
         }
         None
+    }
+
+    /// [`SharedStore::lookup`], blocking this thread.
+    pub fn lookup_blocking(&self, key: &str) -> Option<Found<V>> {
+        crate::cache::tiered::block_on(self.lookup(key))
     }
 
     /// Copies a value found in one shared tier to the other, keeping its expiry.

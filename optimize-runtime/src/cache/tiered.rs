@@ -358,6 +358,10 @@ impl Tiers {
     /// Flushes, then stops the background runtime. Later writes are dropped and counted.
     pub fn shutdown(&self) {
         self.flush_blocking();
+        self.stop_runtime();
+    }
+
+    fn stop_runtime(&self) {
         let runtime = self
             .runtime
             .lock()
@@ -365,8 +369,8 @@ impl Tiers {
             .take();
         if let Some(rt) = runtime {
             if tokio::runtime::Handle::try_current().is_ok() {
-                // Waiting for a runtime's shutdown inside another runtime panics; everything
-                // queued is already applied, so nothing is lost by not waiting.
+                // Waiting for a runtime's shutdown inside another runtime panics (and so would
+                // a drop there); everything queued is already applied when `shutdown` gets here.
                 rt.shutdown_background();
             } else {
                 rt.shutdown_timeout(Duration::from_secs(5));
@@ -382,15 +386,7 @@ impl Tiers {
 
 impl Drop for Tiers {
     fn drop(&mut self) {
-        let runtime = self
-            .runtime
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(rt) = runtime {
-            // Never blocks, so dropping from inside an async context is safe.
-            rt.shutdown_background();
-        }
+        self.stop_runtime();
     }
 }
 
@@ -426,9 +422,17 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         }
     }
 
+    let mut future = std::pin::pin!(future);
+    // Most futures run here finish without waiting (no L2 round trip): try once without
+    // setting up a real waker.
+    if let Poll::Ready(out) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        return out;
+    }
     let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
     loop {
         if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
             return out;
