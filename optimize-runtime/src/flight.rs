@@ -187,26 +187,51 @@ impl<V: Clone> Lead<'_, V> {
     }
 
     /// Ends the flight and wakes every waiter.
-    pub fn complete(mut self, settled: Settled<V>) {
-        self.finish(State::Done(settled));
+    pub fn complete(self, settled: Settled<V>) {
+        self.complete_with(|| settled);
+    }
+
+    /// Ends the flight; `settled` is only called when somebody is waiting (it usually clones
+    /// the value, which is wasted when nobody is).
+    pub fn complete_with(mut self, settled: impl FnOnce() -> Settled<V>) {
+        self.done = true;
+        self.unregister();
+        // Unregistered: no new waiter can join, so the count says whether any exist.
+        let state = if Arc::strong_count(&self.flight) > 1 {
+            State::Done(settled())
+        } else {
+            State::Done(Settled::NotShared)
+        };
+        self.publish(state);
     }
 
     fn finish(&mut self, state: State<V>) {
         self.done = true;
-        // Remove first: a caller arriving after this point starts afresh (and, for a value,
-        // finds it in L1, which the leader filled before completing).
+        self.unregister();
+        self.publish(state);
+    }
+
+    /// Removes the flight from the map first: a caller arriving after this point starts
+    /// afresh (and, for a value, finds it in L1, which the leader filled before completing).
+    fn unregister(&self) {
+        let mut shard = self.flights.shard(self.key);
+        if shard
+            .get(&self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
         {
-            let mut shard = self.flights.shard(self.key);
-            if shard
-                .get(&self.key)
-                .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
-            {
-                shard.remove(&self.key);
-            }
+            shard.remove(&self.key);
         }
+    }
+
+    fn publish(&self, state: State<V>) {
         *self.flight.lock() = state;
-        self.flight.condvar.notify_all();
-        self.flight.notify.notify_waiters();
+        // Called after `unregister`, so only existing waiters hold the flight. Without them,
+        // skip the wake-ups: std's `Condvar::notify_all` makes a futex syscall even when
+        // nobody waits, which was most of the cost of a shared-tier hit.
+        if Arc::strong_count(&self.flight) > 1 {
+            self.flight.condvar.notify_all();
+            self.flight.notify.notify_waiters();
+        }
     }
 }
 

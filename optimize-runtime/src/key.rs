@@ -143,6 +143,14 @@ impl io::Write for KeyHasher {
     }
 }
 
+/// Appends `v` as 32 lowercase hex digits (what `{:032x}` prints, without the formatter).
+pub fn push_hex128(out: &mut String, v: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..32).rev() {
+        out.push(DIGITS[((v >> (shift * 4)) & 0xf) as usize] as char);
+    }
+}
+
 /// The key of an entry in a shared tier (L2, L3):
 /// `{namespace}:{fn_path}:v{version}:{schema:016x}:{args:032x}`.
 ///
@@ -210,6 +218,21 @@ mod tests {
     fn borrowed_and_owned_forms_agree() {
         assert_eq!(key_of("x"), key_of(&String::from("x")));
         assert_eq!(key_of(&[1u32, 2][..]), key_of(&vec![1u32, 2]));
+    }
+
+    #[test]
+    fn hex_matches_the_formatter() {
+        for v in [
+            0u128,
+            1,
+            0xabc,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let mut s = String::new();
+            push_hex128(&mut s, v);
+            assert_eq!(s, format!("{v:032x}"));
+        }
     }
 
     #[test]

@@ -153,6 +153,7 @@ pub struct Site {
     path: String,
     recorder: FnRecorder,
     store: OnceLock<Box<dyn AnyStore>>,
+    key_prefix: OnceLock<String>,
 }
 
 impl fmt::Debug for Site {
@@ -205,6 +206,7 @@ impl Site {
             path,
             recorder: FnRecorder::new(),
             store: OnceLock::new(),
+            key_prefix: OnceLock::new(),
         }
     }
 
@@ -246,8 +248,25 @@ impl Site {
 
     /// The key an entry for `args` has in shared tiers.
     pub fn full_key(&self, args: ArgsKey) -> String {
+        // The prefix is fixed once the tiers (and so the namespace) have started; it is built
+        // once then, and the per-call part is 32 hex digits.
+        let Some(tiers) = tiered::global_if_started() else {
+            return self.key_in(crate::registry::namespace(), args);
+        };
+        let prefix = self.key_prefix.get_or_init(|| {
+            let mut p = self.key_in(&tiers.config().namespace, ArgsKey(0));
+            p.truncate(p.len() - 32);
+            p
+        });
+        let mut key = String::with_capacity(prefix.len() + 32);
+        key.push_str(prefix);
+        crate::key::push_hex128(&mut key, args.0);
+        key
+    }
+
+    fn key_in(&self, namespace: &str, args: ArgsKey) -> String {
         FullKey {
-            namespace: crate::registry::namespace(),
+            namespace,
             fn_path: &self.path,
             version: self.meta.version,
             schema: self.meta.schema,
@@ -464,7 +483,7 @@ impl Site {
     where
         P::Cached: CacheValue,
     {
-        lead.complete(Settled::Value(value.clone()));
+        lead.complete_with(|| Settled::Value(value.clone()));
         self.recorder
             .record(outcome, time::global().now_nanos().saturating_sub(start), 0);
         policy.rebuild(value)
@@ -622,7 +641,7 @@ impl Site {
                 if let Some(l1) = &store.l1 {
                     l1.insert(key, cached.clone(), now);
                 }
-                lead.complete(Settled::Value(cached));
+                lead.complete_with(|| Settled::Value(cached));
                 Outcome::Computed
             }
             None => {
