@@ -385,6 +385,7 @@ impl Site {
             let options = L1Options {
                 capacity: self.capacity(),
                 ttl: self.meta.ttl,
+                engine: crate::cache::l1::default_engine(),
             };
             let clock = time::global().clone();
             match &shared {

@@ -37,6 +37,51 @@ pub trait L1Engine<V>: Send + Sync {
     }
 }
 
+/// Which engine stores L1 entries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// quick_cache: S3-FIFO-like eviction, sharded; the fastest reads measured here (default).
+    #[default]
+    Quick,
+    /// moka: TinyLFU admission with LRU eviction.
+    Moka,
+}
+
+impl EngineKind {
+    /// Parses `quick` or `moka`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "quick" | "quick_cache" => Some(EngineKind::Quick),
+            "moka" => Some(EngineKind::Moka),
+            _ => None,
+        }
+    }
+}
+
+static ENGINE: std::sync::OnceLock<EngineKind> = std::sync::OnceLock::new();
+
+/// The engine new L1 stores use: set by `init` (`TierConfig::l1_engine`), else
+/// `OPTIMIZE_L1_ENGINE` (`quick` or `moka`), else quick_cache.
+pub fn default_engine() -> EngineKind {
+    *ENGINE.get_or_init(|| {
+        std::env::var("OPTIMIZE_L1_ENGINE")
+            .ok()
+            .and_then(|v| {
+                let kind = EngineKind::parse(&v);
+                if kind.is_none() {
+                    tracing::error!(value = %v, "OPTIMIZE_L1_ENGINE: expected `quick` or `moka`; using quick");
+                }
+                kind
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// Sets the engine of stores created from now on; `false` if one was already chosen.
+pub fn set_default_engine(kind: EngineKind) -> bool {
+    ENGINE.set(kind).is_ok()
+}
+
 /// Options of one function's L1 store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L1Options {
@@ -44,6 +89,8 @@ pub struct L1Options {
     pub capacity: u64,
     /// How long an entry stays valid; `None` keeps it until evicted or invalidated.
     pub ttl: Option<Duration>,
+    /// The engine.
+    pub engine: EngineKind,
 }
 
 impl L1Options {
@@ -56,6 +103,7 @@ impl Default for L1Options {
         Self {
             capacity: Self::DEFAULT_CAPACITY,
             ttl: None,
+            engine: EngineKind::default(),
         }
     }
 }
@@ -68,19 +116,22 @@ pub struct L1Store<V> {
 }
 
 impl<V: Clone + Send + Sync + 'static> L1Store<V> {
-    /// A store on the default engine (moka).
+    /// A store on the engine the options name.
     pub fn new(options: L1Options, clock: Clock) -> Self {
-        Self::with_engine(
-            Box::new(MokaEngine::new(options.capacity)),
-            options.ttl,
-            clock,
-        )
+        Self::build(options, clock, None)
     }
 
-    /// A store on the default engine that hands entries evicted by capacity to `on_evict`.
+    /// A store that hands entries evicted by capacity to `on_evict`.
     pub fn with_eviction(options: L1Options, clock: Clock, on_evict: EvictionHandler<V>) -> Self {
-        let engine = MokaEngine::with_eviction(options.capacity, Some(on_evict));
-        Self::with_engine(Box::new(engine), options.ttl, clock)
+        Self::build(options, clock, Some(on_evict))
+    }
+
+    fn build(options: L1Options, clock: Clock, on_evict: Option<EvictionHandler<V>>) -> Self {
+        let engine: Box<dyn L1Engine<V>> = match options.engine {
+            EngineKind::Moka => Box::new(MokaEngine::with_eviction(options.capacity, on_evict)),
+            EngineKind::Quick => Box::new(QuickEngine::with_eviction(options.capacity, on_evict)),
+        };
+        Self::with_engine(engine, options.ttl, clock)
     }
 }
 
@@ -242,13 +293,146 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
     }
 }
 
+/// Forwards quick_cache evictions to the handler (only hands them on; see `EvictionHandler`).
+struct Evictions<V>(Option<EvictionHandler<V>>);
+
+impl<V> Clone for Evictions<V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<V> quick_cache::Lifecycle<ArgsKey, Entry<V>> for Evictions<V> {
+    type RequestState = ();
+
+    fn on_evict(&self, _: &mut (), key: ArgsKey, entry: Entry<V>) {
+        if let Some(on_evict) = &self.0 {
+            on_evict(key, entry);
+        }
+    }
+}
+
+type QuickCache<V> = quick_cache::sync::Cache<
+    ArgsKey,
+    Entry<V>,
+    quick_cache::UnitWeighter,
+    PrehashedBuild,
+    Evictions<V>,
+>;
+
+/// The quick_cache engine (sharded, S3-FIFO-like eviction).
+pub struct QuickEngine<V> {
+    cache: QuickCache<V>,
+}
+
+impl<V: Clone + Send + Sync + 'static> QuickEngine<V> {
+    /// An engine holding at most `capacity` entries.
+    pub fn new(capacity: u64) -> Self {
+        Self::with_eviction(capacity, None)
+    }
+
+    /// An engine that reports capacity evictions to `on_evict`.
+    pub fn with_eviction(capacity: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
+        let items = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
+        let options = quick_cache::OptionsBuilder::new()
+            .estimated_items_capacity(items)
+            .weight_capacity(capacity.max(1))
+            .build()
+            .expect("valid quick_cache options");
+        Self {
+            cache: quick_cache::sync::Cache::with_options(
+                options,
+                quick_cache::UnitWeighter,
+                PrehashedBuild::default(),
+                Evictions(on_evict),
+            ),
+        }
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> L1Engine<V> for QuickEngine<V> {
+    #[inline]
+    fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
+        self.cache.get(&key)
+    }
+
+    fn insert(&self, key: ArgsKey, entry: Entry<V>) {
+        self.cache.insert(key, entry);
+    }
+
+    fn remove(&self, key: ArgsKey) -> bool {
+        self.cache.remove(&key).is_some()
+    }
+
+    fn clear(&self) {
+        self.cache.clear();
+    }
+
+    fn len(&self) -> u64 {
+        self.cache.len() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn engines<V: Clone + Send + Sync + 'static>(
+        capacity: u64,
+        on_evict: Option<EvictionHandler<V>>,
+    ) -> Vec<(&'static str, Box<dyn L1Engine<V>>)> {
+        vec![
+            (
+                "moka",
+                Box::new(MokaEngine::with_eviction(capacity, on_evict.clone())),
+            ),
+            (
+                "quick",
+                Box::new(QuickEngine::with_eviction(capacity, on_evict)),
+            ),
+        ]
+    }
+
+    #[test]
+    fn both_engines_bound_capacity_and_report_evictions() {
+        for kind in ["moka", "quick"] {
+            let evicted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let count = evicted.clone();
+            let handler: EvictionHandler<u64> = std::sync::Arc::new(move |_, _| {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+            let (_, engine) = engines(100, Some(handler))
+                .into_iter()
+                .find(|(k, _)| *k == kind)
+                .unwrap();
+            for i in 0..1_000u64 {
+                engine.insert(
+                    ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15),
+                    Entry {
+                        value: i,
+                        expires_at: 0,
+                    },
+                );
+            }
+            let len = engine.len();
+            assert!(len <= 110, "{kind}: len {len}");
+            assert!(
+                evicted.load(std::sync::atomic::Ordering::SeqCst) as u64 >= 1_000 - 110,
+                "{kind}"
+            );
+            engine.clear();
+            assert_eq!(engine.len(), 0, "{kind}");
+        }
+    }
+
     fn store(capacity: u64, ttl: Option<Duration>) -> (L1Store<String>, crate::time::MockClock) {
         let (clock, mock) = Clock::mock();
-        (L1Store::new(L1Options { capacity, ttl }, clock), mock)
+        let options = L1Options {
+            capacity,
+            ttl,
+            engine: EngineKind::Moka,
+        };
+        (L1Store::new(options, clock), mock)
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct TierConfig {
     pub writeback_capacity: usize,
     /// Envelope limits and compression.
     pub envelope: EnvelopeOptions,
+    /// The L1 engine; `None` keeps the default ([`crate::cache::l1::default_engine`]).
+    pub l1_engine: Option<crate::cache::l1::EngineKind>,
 }
 
 /// A configuration value from the environment that does not parse.
@@ -66,6 +68,7 @@ impl TierConfig {
             order: [Tier::L2, Tier::L3],
             writeback_capacity: 10_000,
             envelope: EnvelopeOptions::default(),
+            l1_engine: None,
         }
     }
 
@@ -453,6 +456,9 @@ pub fn init(config: TierConfig) -> Result<&'static Arc<Tiers>, AlreadyInitialize
     let mut fresh = false;
     let tiers = GLOBAL.get_or_init(|| {
         fresh = true;
+        if let Some(engine) = config.l1_engine {
+            crate::cache::l1::set_default_engine(engine);
+        }
         Tiers::start(config)
     });
     if fresh {
