@@ -4,7 +4,9 @@
 //! - L2: an `async` function with `tiers = "l2"` (every call an L2 hit) vs a raw redis-rs
 //!   `GET` on a multiplexed connection;
 //! - L3: a function with `tiers = "l3"` (every call an L3 hit) vs a raw sled `get` + bincode
-//!   decode.
+//!   decode;
+//! - the miss path: a new key every call through a function with L1 + L2 (L1 miss, one L2
+//!   `GET` that misses, the body, queued writes) vs the bare function plus one raw `GET`.
 //!
 //! `cargo bench --bench tiers` (starts its own redis-server; prints ratios at the end).
 
@@ -38,6 +40,16 @@ async fn from_l2(id: u64) -> Item {
 #[optimize::io(tiers = "l3", ttl = "1h")]
 fn from_l3(id: u64) -> Item {
     item(id)
+}
+
+/// The bare function of the miss-path comparison.
+fn compute(id: u64) -> Item {
+    item(id)
+}
+
+#[optimize::io(tiers = "l1,l2", ttl = "1h")]
+async fn cold_miss(id: u64) -> Item {
+    compute(id)
 }
 
 fn median_ns(group: &str, id: &str) -> Option<f64> {
@@ -116,6 +128,35 @@ fn main() {
     });
     g.finish();
 
+    let mut g = c.benchmark_group("miss_path");
+    // Criterion calls each routine once per sample: the key counters live outside, so every
+    // measured call really uses a new key.
+    let next_missing = std::sync::atomic::AtomicU64::new(1_000_000);
+    let next_cold = std::sync::atomic::AtomicU64::new(2_000_000);
+    g.bench_function("bare_fn_plus_get", |b| {
+        b.to_async(&rt).iter(|| {
+            let id = next_missing.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut conn = raw_redis.clone();
+            let key = format!("raw:missing:{id}");
+            async move {
+                let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box(bytes);
+                black_box(compute(black_box(id)))
+            }
+        })
+    });
+    g.bench_function("attribute", |b| {
+        b.to_async(&rt).iter(|| {
+            let id = next_cold.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { black_box(cold_miss(black_box(id)).await) }
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("l3_hit");
     g.bench_function("raw_sled_get_decode", |b| {
         b.iter(|| {
@@ -140,12 +181,19 @@ fn main() {
         1,
         "every measured from_l3 call was an L3 hit"
     );
+    let miss = cold_miss_cache().stats();
+    assert_eq!(
+        miss.executions(),
+        miss.calls(),
+        "every measured cold_miss call was a miss"
+    );
     let _ = &mut raw_redis;
 
     println!("\nsummary (median ns per call; ratio to the baseline of the same run)");
     for (group, baseline, label) in [
         ("l2_hit", "raw_redis_get", "L2 hit"),
         ("l3_hit", "raw_sled_get_decode", "L3 hit"),
+        ("miss_path", "bare_fn_plus_get", "miss"),
     ] {
         match (median_ns(group, baseline), median_ns(group, "attribute")) {
             (Some(base), Some(ours)) => println!(

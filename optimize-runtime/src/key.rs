@@ -57,6 +57,7 @@ fn key_codec() -> impl Options {
         .with_little_endian()
 }
 
+/// Keys up to this many bytes are hashed from the stack (most keys: ids, short strings).
 const INLINE: usize = 128;
 
 /// Builds an [`ArgsKey`] from the encodings of several values, without allocating for keys
@@ -135,6 +136,12 @@ impl io::Write for KeyHasher {
             self.spill.extend_from_slice(buf);
         }
         Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        // `write` never writes partially; skip the generic retry loop.
+        self.write(buf).map(drop)
     }
 
     #[inline]

@@ -152,7 +152,9 @@ pub struct Site {
     meta: &'static SiteMeta,
     path: String,
     recorder: FnRecorder,
-    store: OnceLock<Box<dyn AnyStore>>,
+    /// The typed store, twice: as `Any` for the hit path (one virtual call to downcast) and
+    /// as `AnyStore` for type-independent operations. Both point at one leaked allocation.
+    store: OnceLock<(&'static (dyn Any + Send + Sync), &'static dyn AnyStore)>,
     key_prefix: OnceLock<String>,
 }
 
@@ -176,16 +178,12 @@ struct Store<V> {
 
 /// What the site needs from its store without knowing the value type.
 trait AnyStore: Send + Sync {
-    fn as_any(&self) -> &dyn Any;
     fn remove(&self, key: ArgsKey) -> bool;
     fn clear(&self);
     fn len(&self) -> u64;
 }
 
 impl<V: Clone + Send + Sync + 'static> AnyStore for Store<V> {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
     fn remove(&self, key: ArgsKey) -> bool {
         self.l1.as_ref().is_some_and(|l1| l1.remove(key))
     }
@@ -287,7 +285,7 @@ impl Site {
 
     /// Number of entries in the function's L1 store.
     pub fn len(&self) -> u64 {
-        self.store.get().map_or(0, |s| s.len())
+        self.store.get().map_or(0, |(_, s)| s.len())
     }
 
     /// Whether the function's L1 store is empty.
@@ -299,7 +297,7 @@ impl Site {
     /// L1. Shared-tier deletions are applied before this returns, so a following call cannot
     /// read the old value back. Generated `name_invalidate(args..)` companions call this.
     pub fn invalidate(&'static self, key: ArgsKey) -> bool {
-        let removed = self.store.get().is_some_and(|s| s.remove(key));
+        let removed = self.store.get().is_some_and(|(_, s)| s.remove(key));
         if let Some(tiers) = self.shared_tiers() {
             tiers.enqueue(WriteOp::Delete {
                 key: self.full_key(key),
@@ -324,7 +322,7 @@ impl Site {
     /// Empties this process's L1 for the function; shared tiers keep their entries (what a
     /// restart looks like to them).
     pub fn clear_l1(&self) {
-        if let Some(s) = self.store.get() {
+        if let Some((_, s)) = self.store.get() {
             s.clear();
         }
     }
@@ -346,8 +344,12 @@ impl Site {
         codec: Option<ValueCodec<V>>,
     ) -> &'static Store<V> {
         self.store
-            .get_or_init(|| Box::new(self.new_store(codec)))
-            .as_any()
+            .get_or_init(|| {
+                // Sites live for the whole process, and so does their store.
+                let store: &'static Store<V> = Box::leak(Box::new(self.new_store(codec)));
+                (store, store)
+            })
+            .0
             .downcast_ref::<Store<V>>()
             .unwrap_or_else(|| {
                 panic!(
@@ -420,12 +422,24 @@ impl Site {
     }
 
     #[inline]
-    fn l1_hit<V: Clone>(&self, store: &Store<V>, key: ArgsKey, now: u64) -> Option<V> {
-        store.l1.as_ref()?.get(key, now)
+    fn l1_hit<V: CacheValue>(&self, store: &Store<V>, key: ArgsKey) -> Option<V> {
+        store.l1.as_ref()?.get_live(key)
+    }
+
+    /// Records an L1 hit: timed only when the call was sampled (`start` is `Some`).
+    #[inline]
+    fn record_l1_hit(&self, start: Option<u64>) {
+        match start {
+            Some(start) => self.recorder.record_sampled(
+                Outcome::HitL1,
+                time::global().now_nanos().saturating_sub(start),
+            ),
+            None => self.recorder.record_untimed(Outcome::HitL1),
+        }
     }
 
     /// Fills L1 and the flight from a shared-tier hit.
-    fn accept_shared<V: Clone + Send + 'static>(
+    fn accept_shared<V: CacheValue>(
         &self,
         store: &Store<V>,
         key: ArgsKey,
@@ -460,7 +474,7 @@ impl Site {
         store: &Store<V>,
         key: ArgsKey,
     ) -> (Option<(V, Outcome)>, Option<String>) {
-        if let Some(v) = self.l1_hit(store, key, time::global().now_nanos()) {
+        if let Some(v) = self.l1_hit(store, key) {
             return (Some((v, Outcome::HitL1)), None);
         }
         let Some(shared) = &store.shared else {
@@ -504,16 +518,18 @@ impl Site {
         P::Cached: CacheValue,
     {
         let clock = time::global();
-        let start = clock.now_nanos();
+        // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
+        let sampled = crate::stats::sample_this_call().then(|| clock.now_nanos());
         let Some(key) = key else {
+            let start = sampled.unwrap_or_else(|| clock.now_nanos());
             return self.run_uncoalesced(policy, start, body);
         };
         let store = self.store::<P::Cached>(codec);
-        if let Some(v) = self.l1_hit(store, key, start) {
-            self.recorder
-                .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
+        if let Some(v) = self.l1_hit(store, key) {
+            self.record_l1_hit(sampled);
             return policy.rebuild(v);
         }
+        let start = sampled.unwrap_or_else(|| clock.now_nanos());
         loop {
             match store.flights.join(key) {
                 Role::Leader(lead) => {
@@ -559,17 +575,18 @@ impl Site {
         P::Cached: CacheValue,
     {
         let clock = time::global();
-        let start = clock.now_nanos();
+        let sampled = crate::stats::sample_this_call().then(|| clock.now_nanos());
         let Some(key) = key else {
+            let start = sampled.unwrap_or_else(|| clock.now_nanos());
             let out = body.await;
             return self.finish_uncoalesced(policy, out, start, start);
         };
         let store = self.store::<P::Cached>(codec);
-        if let Some(v) = self.l1_hit(store, key, start) {
-            self.recorder
-                .record(Outcome::HitL1, clock.now_nanos().saturating_sub(start), 0);
+        if let Some(v) = self.l1_hit(store, key) {
+            self.record_l1_hit(sampled);
             return policy.rebuild(v);
         }
+        let start = sampled.unwrap_or_else(|| clock.now_nanos());
         loop {
             match store.flights.join(key) {
                 Role::Leader(lead) => {

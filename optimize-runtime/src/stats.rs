@@ -92,18 +92,35 @@ pub struct FnRecorder {
     shards: [Shard; SHARDS],
 }
 
+/// One in this many hits per thread is timed; its duration is recorded with this weight, so
+/// totals and quantiles stay unbiased while most hits skip both clock reads.
+pub const HIT_SAMPLE: u64 = 16;
+
+thread_local! {
+    /// This thread's shard (`usize::MAX` until assigned) and its hit counter for sampling.
+    static LOCAL: Cell<(usize, u64)> = const { Cell::new((usize::MAX, 0)) };
+}
+
 fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    INDEX.with(|i| {
-        let mut v = i.get();
+    LOCAL.with(|l| {
+        let (mut v, tick) = l.get();
         if v == usize::MAX {
             v = NEXT.fetch_add(1, Relaxed) % SHARDS;
-            i.set(v);
+            l.set((v, tick));
         }
         v
+    })
+}
+
+/// Whether this call should be timed: every call that misses, and one hit in [`HIT_SAMPLE`].
+/// Call once per call, before the lookup.
+#[inline]
+pub fn sample_this_call() -> bool {
+    LOCAL.with(|l| {
+        let (shard, tick) = l.get();
+        l.set((shard, tick.wrapping_add(1)));
+        tick % HIT_SAMPLE == 0
     })
 }
 
@@ -158,6 +175,21 @@ impl FnRecorder {
             shard.compute_nanos.fetch_add(compute, Relaxed);
         }
         shard.latency[bucket_of(total)].fetch_add(1, Relaxed);
+    }
+
+    /// Records a hit that was not timed (see [`sample_this_call`]).
+    #[inline]
+    pub fn record_untimed(&self, outcome: Outcome) {
+        self.shards[shard_index()].outcomes[outcome.index()].fetch_add(1, Relaxed);
+    }
+
+    /// Records a timed hit that stands for [`HIT_SAMPLE`] hits in durations.
+    #[inline]
+    pub fn record_sampled(&self, outcome: Outcome, total: u64) {
+        let shard = &self.shards[shard_index()];
+        shard.outcomes[outcome.index()].fetch_add(1, Relaxed);
+        shard.total_nanos.fetch_add(total * HIT_SAMPLE, Relaxed);
+        shard.latency[bucket_of(total)].fetch_add(HIT_SAMPLE, Relaxed);
     }
 
     /// Merges the shards into a snapshot.

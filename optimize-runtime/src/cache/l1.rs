@@ -108,9 +108,49 @@ impl Default for L1Options {
     }
 }
 
+/// The engine behind a store: the built-in ones dispatched without a virtual call (this is
+/// the hit path), or any other implementation of [`L1Engine`].
+enum Engine<V> {
+    Quick(QuickEngine<V>),
+    Moka(MokaEngine<V>),
+    Custom(Box<dyn L1Engine<V>>),
+}
+
+macro_rules! dispatch {
+    ($engine:expr, $e:ident => $call:expr) => {
+        match $engine {
+            Engine::Quick($e) => $call,
+            Engine::Moka($e) => $call,
+            Engine::Custom($e) => $call,
+        }
+    };
+}
+
+impl<V: Clone + Send + Sync + 'static> Engine<V> {
+    #[inline]
+    fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
+        dispatch!(self, e => e.get(key))
+    }
+    fn insert(&self, key: ArgsKey, entry: Entry<V>) {
+        dispatch!(self, e => e.insert(key, entry))
+    }
+    fn remove(&self, key: ArgsKey) -> bool {
+        dispatch!(self, e => e.remove(key))
+    }
+    fn clear(&self) {
+        dispatch!(self, e => e.clear())
+    }
+    fn len(&self) -> u64 {
+        dispatch!(self, e => e.len())
+    }
+    fn is_empty(&self) -> bool {
+        dispatch!(self, e => e.is_empty())
+    }
+}
+
 /// One function's L1 store: an engine plus expiry on a clock.
 pub struct L1Store<V> {
-    engine: Box<dyn L1Engine<V>>,
+    engine: Engine<V>,
     ttl: Option<Duration>,
     clock: Clock,
 }
@@ -127,11 +167,26 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     }
 
     fn build(options: L1Options, clock: Clock, on_evict: Option<EvictionHandler<V>>) -> Self {
-        let engine: Box<dyn L1Engine<V>> = match options.engine {
-            EngineKind::Moka => Box::new(MokaEngine::with_eviction(options.capacity, on_evict)),
-            EngineKind::Quick => Box::new(QuickEngine::with_eviction(options.capacity, on_evict)),
+        let engine = match options.engine {
+            EngineKind::Moka => Engine::Moka(MokaEngine::with_eviction(options.capacity, on_evict)),
+            EngineKind::Quick => {
+                Engine::Quick(QuickEngine::with_eviction(options.capacity, on_evict))
+            }
         };
-        Self::with_engine(engine, options.ttl, clock)
+        Self {
+            engine,
+            ttl: options.ttl,
+            clock,
+        }
+    }
+
+    /// A store on any engine.
+    pub fn with_engine(engine: Box<dyn L1Engine<V>>, ttl: Option<Duration>, clock: Clock) -> Self {
+        Self {
+            engine: Engine::Custom(engine),
+            ttl,
+            clock,
+        }
     }
 }
 
@@ -139,15 +194,21 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
 /// channel): it may run inside the engine's housekeeping.
 pub type EvictionHandler<V> = std::sync::Arc<dyn Fn(ArgsKey, Entry<V>) + Send + Sync>;
 
-impl<V> L1Store<V> {
-    /// A store on the given engine.
-    pub fn with_engine(engine: Box<dyn L1Engine<V>>, ttl: Option<Duration>, clock: Clock) -> Self {
-        Self { engine, ttl, clock }
-    }
-
+impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     /// The clock deadlines are measured on.
     pub fn clock(&self) -> &Clock {
         &self.clock
+    }
+
+    /// The live value for `key`, reading the clock only if the entry has a deadline.
+    #[inline]
+    pub fn get_live(&self, key: ArgsKey) -> Option<V> {
+        let entry = self.engine.get(key)?;
+        if entry.expires_at != 0 && Clock::is_expired(entry.expires_at, self.clock.now_nanos()) {
+            self.engine.remove(key);
+            return None;
+        }
+        Some(entry.value)
     }
 
     /// The live value for `key`. An expired entry is removed and reported as absent.

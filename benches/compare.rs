@@ -1,0 +1,152 @@
+//! L1 hits through the attribute against the peers users compare it with, measured in one run
+//! with the same keys (1,024 warm u64 keys, cycled) and the same values (u64):
+//! a bare `HashMap` get (the floor), raw quick_cache and moka gets, and the `cached` crate's
+//! `#[cached]` hit. On one thread, and on two threads at once (time per operation per thread).
+//! Also counts executions for 1,000 concurrent cold calls (single-flight).
+//!
+//! `cargo bench --bench compare` (prints ratios at the end; `scripts/bench.sh` runs everything).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cached::proc_macro::cached;
+use criterion::Criterion;
+
+const KEYS: u64 = 1024;
+
+#[optimize::cpu(capacity = 10_000)]
+fn attribute(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[cached(max_size = 10_000)]
+fn cached_crate(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+static COLD: AtomicUsize = AtomicUsize::new(0);
+
+#[optimize::io]
+async fn cold(id: u64) -> u64 {
+    COLD.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    id
+}
+
+/// The operations compared, each a `fn(key) -> value` over warm state.
+fn contenders() -> Vec<(&'static str, Arc<dyn Fn(u64) -> u64 + Send + Sync>)> {
+    let map: HashMap<u64, u64> = (0..KEYS).map(|k| (k, attribute(k))).collect();
+    let quick = quick_cache::sync::Cache::<u64, u64>::new(10_000);
+    let moka = moka::sync::Cache::<u64, u64>::new(10_000);
+    for k in 0..KEYS {
+        quick.insert(k, k);
+        moka.insert(k, k);
+        cached_crate(k);
+    }
+    moka.run_pending_tasks();
+    vec![
+        ("hashmap_get", Arc::new(move |k| *map.get(&k).unwrap())),
+        ("quick_cache_get", Arc::new(move |k| quick.get(&k).unwrap())),
+        ("moka_get", Arc::new(move |k| moka.get(&k).unwrap())),
+        ("cached_hit", Arc::new(cached_crate)),
+        ("attribute_hit", Arc::new(attribute)),
+    ]
+}
+
+fn median_ns(group: &str, id: &str) -> Option<f64> {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let text = std::fs::read_to_string(format!(
+        "{target}/criterion/{group}/{id}/new/estimates.json"
+    ))
+    .ok()?;
+    let rest = &text[text.find("\"median\"")?..];
+    let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+    let end = rest[pe..].find(',')?;
+    rest[pe..pe + end].trim().parse().ok()
+}
+
+fn main() {
+    for k in 0..KEYS {
+        attribute(k);
+    }
+    let contenders = contenders();
+    let mut c = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30)
+        .configure_from_args();
+
+    let mut g = c.benchmark_group("l1_hit_1_thread");
+    for (name, f) in &contenders {
+        g.bench_function(*name, |b| {
+            let mut k = 0u64;
+            b.iter(|| {
+                k = (k + 1) & (KEYS - 1);
+                black_box(f(black_box(k)))
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("l1_hit_2_threads");
+    for (name, f) in &contenders {
+        g.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                let start = std::sync::Barrier::new(2);
+                let run = |offset: u64| {
+                    start.wait();
+                    let t = Instant::now();
+                    let mut k = offset;
+                    for _ in 0..iters {
+                        k = (k + 1) & (KEYS - 1);
+                        black_box(f(black_box(k)));
+                    }
+                    t.elapsed()
+                };
+                std::thread::scope(|s| {
+                    let other = s.spawn(|| run(512));
+                    let mine = run(0);
+                    mine.max(other.join().unwrap())
+                })
+            })
+        });
+    }
+    g.finish();
+    c.final_summary();
+
+    // Single-flight: executions for 1,000 concurrent cold calls of one key.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let calls: Vec<_> = (0..1000).map(|_| tokio::spawn(cold(42))).collect();
+        for call in calls {
+            call.await.unwrap();
+        }
+    });
+
+    println!(
+        "\nsummary (median ns per call per thread; ratio to the `cached` crate's #[cached] hit)"
+    );
+    for group in ["l1_hit_1_thread", "l1_hit_2_threads"] {
+        let cached = median_ns(group, "cached_hit");
+        println!("  {group}");
+        for (name, _) in &contenders {
+            match (median_ns(group, name), cached) {
+                (Some(ns), Some(base)) => {
+                    println!("    {name:<16} {ns:>8.1} ns   {:>5.2}x", ns / base)
+                }
+                _ => println!("    {name:<16} (no estimate: run without a filter)"),
+            }
+        }
+    }
+    println!(
+        "  single-flight: 1,000 concurrent cold calls -> {} execution(s)",
+        COLD.load(SeqCst)
+    );
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The comparison command: every figure next to its baseline, all measured in this run on this
+# machine (L1 hits vs HashMap, quick_cache, moka and `cached` on one and two threads; L2 and L3
+# hits vs raw redis GET and raw sled get; the miss path; single-flight; the demo workload).
+# Full criterion output goes to target/bench-*.log; the summaries are printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/ensure-redis.sh
+mkdir -p target
+
+echo "==> L1 hits against peers (cargo bench --bench compare)"
+cargo bench --bench compare > target/bench-compare.log 2>&1 || { tail -30 target/bench-compare.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-compare.log
+
+echo
+echo "==> shared tiers and the miss path (cargo bench --bench tiers)"
+cargo bench --bench tiers > target/bench-tiers.log 2>&1 || { tail -30 target/bench-tiers.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-tiers.log
+
+echo
+echo "==> the demo workload (cargo run --release --example demo)"
+cargo run --release --example demo 2>/dev/null | grep -E "^(optimize demo|tiers|function|plain|optimized|wall time|fetch_profile)"
