@@ -36,8 +36,11 @@ async fn cold(id: u64) -> u64 {
     id
 }
 
-/// The operations compared, each a `fn(key) -> value` over warm state.
-fn contenders() -> Vec<(&'static str, Arc<dyn Fn(u64) -> u64 + Send + Sync>)> {
+/// One compared operation: a `fn(key) -> value` over warm state.
+type Lookup = Arc<dyn Fn(u64) -> u64 + Send + Sync>;
+
+/// The operations compared.
+fn contenders() -> Vec<(&'static str, Lookup)> {
     let map: HashMap<u64, u64> = (0..KEYS).map(|k| (k, attribute(k))).collect();
     let quick = quick_cache::sync::Cache::<u64, u64>::new(10_000);
     let moka = moka::sync::Cache::<u64, u64>::new(10_000);
