@@ -40,10 +40,11 @@ fn child() {
     optimize::shutdown();
     let s = quote_cache().stats();
     println!(
-        "RESULT executions={} hit_l2={} hit_l3={}",
+        "RESULT executions={} hit_l2={} hit_l3={} engine={:?}",
         EXECUTIONS.load(SeqCst),
         s.count(Outcome::HitL2),
-        s.count(Outcome::HitL3)
+        s.count(Outcome::HitL3),
+        optimize::cache::l1::default_engine()
     );
 }
 
@@ -52,6 +53,16 @@ struct ChildResult {
     executions: u64,
     hit_l2: u64,
     hit_l3: u64,
+    engine: String,
+}
+
+fn result(executions: u64, hit_l2: u64, hit_l3: u64) -> ChildResult {
+    ChildResult {
+        executions,
+        hit_l2,
+        hit_l3,
+        engine: "Quick".into(),
+    }
 }
 
 fn run_child(env: &[(&str, &str)]) -> ChildResult {
@@ -61,6 +72,7 @@ fn run_child(env: &[(&str, &str)]) -> ChildResult {
         .env_remove("OPTIMIZE_REDIS_URL")
         .env_remove("OPTIMIZE_L3_DIR")
         .env_remove("OPTIMIZE_L3")
+        .env_remove("OPTIMIZE_L1_ENGINE")
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -75,17 +87,17 @@ fn run_child(env: &[(&str, &str)]) -> ChildResult {
         .lines()
         .find_map(|l| l.find("RESULT ").map(|at| &l[at..]))
         .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
-    let field = |name: &str| -> u64 {
+    let field = |name: &str| -> &str {
         line.split_whitespace()
             .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
             .unwrap()
-            .parse()
-            .unwrap()
     };
+    let number = |name: &str| -> u64 { field(name).parse().unwrap() };
     ChildResult {
-        executions: field("executions"),
-        hit_l2: field("hit_l2"),
-        hit_l3: field("hit_l3"),
+        executions: number("executions"),
+        hit_l2: number("hit_l2"),
+        hit_l3: number("hit_l3"),
+        engine: field("engine").to_owned(),
     }
 }
 
@@ -100,23 +112,9 @@ fn a_value_computed_in_one_process_is_an_l2_hit_in_another() {
         ("OPTIMIZE_NAMESPACE", "proc-l2"),
     ];
     let first = run_child(&env);
-    assert_eq!(
-        first,
-        ChildResult {
-            executions: KEYS,
-            hit_l2: 0,
-            hit_l3: 0
-        }
-    );
+    assert_eq!(first, result(KEYS, 0, 0));
     let second = run_child(&env);
-    assert_eq!(
-        second,
-        ChildResult {
-            executions: 0,
-            hit_l2: KEYS,
-            hit_l3: 0
-        }
-    );
+    assert_eq!(second, result(0, KEYS, 0));
 }
 
 #[test]
@@ -125,27 +123,21 @@ fn l3_survives_a_restart() {
     let path = dir.path().to_str().unwrap();
     let env = [("OPTIMIZE_L3_DIR", path)];
     let first = run_child(&env);
-    assert_eq!(
-        first,
-        ChildResult {
-            executions: KEYS,
-            hit_l2: 0,
-            hit_l3: 0
-        }
-    );
+    assert_eq!(first, result(KEYS, 0, 0));
     let second = run_child(&env);
-    assert_eq!(
-        second,
-        ChildResult {
-            executions: 0,
-            hit_l2: 0,
-            hit_l3: KEYS
-        }
-    );
+    assert_eq!(second, result(0, 0, KEYS));
 }
 
 #[test]
 fn without_configuration_nothing_persists() {
     assert_eq!(run_child(&[]).executions, KEYS);
     assert_eq!(run_child(&[]).executions, KEYS);
+}
+
+#[test]
+fn the_l1_engine_is_chosen_by_the_environment() {
+    assert_eq!(run_child(&[]).engine, "Quick", "quick_cache is the default");
+    let moka = run_child(&[("OPTIMIZE_L1_ENGINE", "moka")]);
+    assert_eq!(moka.engine, "Moka");
+    assert_eq!(moka.executions, KEYS, "and it caches as usual");
 }
