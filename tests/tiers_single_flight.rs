@@ -32,6 +32,13 @@ fn one_probe_per_tier_and_one_execution_per_key() {
             .with_l3(dir.path()),
     )
     .unwrap();
+    // Configuration happens once, before the first managed call; a second `init` says so.
+    let again = optimize::init(optimize::TierConfig::l1_only());
+    assert!(matches!(again, Err(optimize::AlreadyInitialized)));
+    assert!(again
+        .unwrap_err()
+        .to_string()
+        .contains("already initialised"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
