@@ -33,10 +33,16 @@
 //! | `skip(arg, ...)` | leave these arguments (or `self`) out of the key |
 //! | `name = "..."` | the function's name in statistics and keys; default `module::path::fn` |
 //! | `version = N` | part of every key: bump it to retire old entries |
+//! | `tiers = "l1,l2,l3"` | which cache tiers (default: every configured tier for serializable values) |
+//! | `l2_ttl`, `l3_ttl` | expiry in one shared tier, where it differs from `ttl` |
+//! | `compress_above = "4KiB"` | zstd threshold for shared-tier entries (default 1 KiB) |
 //! | `crate = "path"` | where the `optimize` crate is, if renamed |
 //!
 //! Every kind currently runs its body in place, in the caller's thread or task; routing to
-//! dedicated pools arrives with the pools work. See `docs/macro.md` for the full reference.
+//! dedicated pools arrives with the pools work. See `docs/macro.md` for the full reference,
+//! and `docs/tiers.md` for L2 (Redis) and L3 (sled): they are on when configured, e.g. with
+//! `OPTIMIZE_REDIS_URL` and `OPTIMIZE_L3_DIR`, or with [`init`] and [`TierConfig`]. Call
+//! [`shutdown`] before exiting so that no queued write is lost.
 //!
 //! ## Generated companions
 //!

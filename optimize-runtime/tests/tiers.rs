@@ -501,3 +501,22 @@ fn demotion_writes_to_l3_only_when_absent() {
         "the L1 expiry travels with the entry"
     );
 }
+
+#[test]
+fn without_shared_tiers_nothing_runs_in_the_background() {
+    let tiers = Tiers::start(config(None, None));
+    assert!(!tiers.has_l2() && !tiers.has_l3());
+    assert!(
+        !tiers.runs_in_background(),
+        "no runtime thread for L1 alone"
+    );
+    assert!(!tiers.enqueue(WriteOp::Delete {
+        key: "t:x".into(),
+        l2: true,
+        l3: true
+    }));
+    block_on(tiers.barrier()); // returns at once
+    assert_eq!(tiers.l2_get_blocking("t:x"), L2Result::Skipped);
+    let dir = tempfile::tempdir().unwrap();
+    assert!(Tiers::start(config(None, Some(dir.path()))).runs_in_background());
+}

@@ -203,10 +203,11 @@ pub struct TiersStatus {
 /// The shared tiers and their write-behind queue.
 pub struct Tiers {
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    handle: tokio::runtime::Handle,
+    /// The background runtime's handle and the write-behind queue: only when a shared tier is
+    /// configured, so an application with L1 alone starts no thread.
+    background: Option<Background>,
     l2: Option<Arc<RedisTier>>,
     l3: Option<Arc<SledTier>>,
-    writeback: WriteBack,
     config: TierConfig,
     l2_counters: TierCounters,
     l3_counters: TierCounters,
@@ -222,6 +223,11 @@ impl std::fmt::Debug for Tiers {
     }
 }
 
+struct Background {
+    handle: tokio::runtime::Handle,
+    writeback: WriteBack,
+}
+
 /// Unix time in milliseconds: the clock of shared-tier expiry, which other processes read.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -233,6 +239,19 @@ impl Tiers {
     /// Starts the tiers: opens L3, starts connecting to L2 in the background, starts the
     /// write-behind drainer and the L3 sweeper. Never fails: a tier that cannot start is off.
     pub fn start(config: TierConfig) -> Arc<Self> {
+        let l2_counters = TierCounters::new(Tier::L2);
+        let l3_counters = TierCounters::new(Tier::L3);
+        if config.redis.is_none() && config.l3.is_none() {
+            return Arc::new(Self {
+                runtime: Mutex::new(None),
+                background: None,
+                l2: None,
+                l3: None,
+                config,
+                l2_counters,
+                l3_counters,
+            });
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("optimize-tiers")
@@ -240,8 +259,6 @@ impl Tiers {
             .build()
             .expect("the optimize-tiers runtime could not start (threads exhausted?)");
         let handle = runtime.handle().clone();
-        let l2_counters = TierCounters::new(Tier::L2);
-        let l3_counters = TierCounters::new(Tier::L3);
         let l2 = config
             .redis
             .clone()
@@ -257,10 +274,9 @@ impl Tiers {
             WriteBack::start(config.writeback_capacity, l2.clone(), l3.clone(), &handle);
         Arc::new(Self {
             runtime: Mutex::new(Some(runtime)),
-            handle,
+            background: Some(Background { handle, writeback }),
             l2,
             l3,
-            writeback,
             config,
             l2_counters,
             l3_counters,
@@ -270,6 +286,15 @@ impl Tiers {
     /// The configuration the tiers were started with.
     pub fn config(&self) -> &TierConfig {
         &self.config
+    }
+
+    /// Whether a background runtime (connection, write-behind, sweeper) is running: only when
+    /// a shared tier is configured, and until [`Tiers::shutdown`].
+    pub fn runs_in_background(&self) -> bool {
+        self.runtime
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Whether L2 is configured.
@@ -302,24 +327,30 @@ impl Tiers {
 
     /// Current state, for health checks and metrics.
     pub fn status(&self) -> TiersStatus {
-        let wb = self.writeback.stats();
+        let (depth, dropped) = self.background.as_ref().map_or((0, 0), |bg| {
+            let wb = bg.writeback.stats();
+            (
+                wb.depth.load(std::sync::atomic::Ordering::Relaxed),
+                wb.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            )
+        });
         TiersStatus {
             l2_enabled: self.l2.is_some(),
             l2_connected: self.l2.as_ref().is_some_and(|l2| l2.is_connected()),
             l2_circuit_open: self.l2.as_ref().is_some_and(|l2| l2.circuit_open()),
             l3_enabled: self.has_l3(),
-            writeback_depth: wb.depth.load(std::sync::atomic::Ordering::Relaxed),
-            writeback_dropped: wb.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            writeback_depth: depth,
+            writeback_dropped: dropped,
         }
     }
 
     /// `GET` from L2 on the tiers' runtime, awaited from any executor.
     pub async fn l2_get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
-        let Some(l2) = self.l2.clone() else {
+        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
             return L2Result::Skipped;
         };
         let key = key.to_owned();
-        match self.handle.spawn(async move { l2.get(&key).await }).await {
+        match bg.handle.spawn(async move { l2.get(&key).await }).await {
             Ok(r) => r,
             Err(_) => L2Result::Failed,
         }
@@ -337,12 +368,16 @@ impl Tiers {
 
     /// Queues a write; `false` if it was dropped (queue full).
     pub fn enqueue(&self, op: WriteOp) -> bool {
-        self.writeback.push(op)
+        self.background
+            .as_ref()
+            .is_some_and(|bg| bg.writeback.push(op))
     }
 
     /// Waits until every write queued so far has been applied (not necessarily on disk).
     pub async fn barrier(&self) {
-        let _ = self.writeback.flush_marker().await;
+        if let Some(bg) = &self.background {
+            let _ = bg.writeback.flush_marker().await;
+        }
     }
 
     /// Waits until every queued write has been applied and L3 is on disk.
