@@ -36,6 +36,7 @@
 //! | `tiers = "l1,l2,l3"` | which cache tiers (default: every configured tier for serializable values) |
 //! | `l2_ttl`, `l3_ttl` | expiry in one shared tier, where it differs from `ttl` |
 //! | `compress_above = "4KiB"` | zstd threshold for shared-tier entries (default 1 KiB) |
+//! | `cache = false` | measure every call, never cache (no key, no `Clone` needed) |
 //! | `crate = "path"` | where the `optimize` crate is, if renamed |
 //!
 //! Every kind currently runs its body in place, in the caller's thread or task; routing to

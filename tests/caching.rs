@@ -219,3 +219,49 @@ fn crate_option_is_honoured() {
     assert_eq!(renamed::through_renamed(3), 3);
     assert_eq!(renamed::through_renamed_cache().stats().calls(), 1);
 }
+
+static MEASURED: AtomicUsize = AtomicUsize::new(0);
+
+/// Not serializable and not `Clone`: fine, nothing is cached.
+struct Handle(u64);
+
+#[optimize::io(cache = false, name = "audit::write")]
+fn measured_only(handle: &Handle, line: &str) -> Result<usize, String> {
+    MEASURED.fetch_add(1, SeqCst);
+    if line.is_empty() {
+        return Err("empty".into());
+    }
+    Ok(line.len() + handle.0 as usize)
+}
+
+struct Logger;
+
+impl Logger {
+    // A method needs no `key` when nothing is cached.
+    #[optimize::cpu(cache = false)]
+    async fn first_word<'a>(&self, text: &'a str) -> &'a str {
+        text.split(' ').next().unwrap_or("")
+    }
+}
+
+#[test]
+fn cache_false_measures_every_call_and_caches_nothing() {
+    let h = Handle(1);
+    assert_eq!(measured_only(&h, "abc"), Ok(4));
+    assert_eq!(measured_only(&h, "abc"), Ok(4));
+    assert!(measured_only(&h, "").is_err());
+    assert_eq!(MEASURED.load(SeqCst), 3, "the body runs on every call");
+    let s = measured_only_cache().stats();
+    assert_eq!(
+        (s.calls(), s.hits(), s.executions(), s.errors()),
+        (3, 0, 3, 1)
+    );
+    assert_eq!(measured_only_cache().path(), "audit::write");
+    assert_eq!(measured_only_cache().len(), 0);
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(Logger.first_word("hello world")), "hello");
+    assert_eq!(Logger::first_word_cache().stats().calls(), 1);
+}

@@ -82,6 +82,10 @@ pub(crate) struct Args {
     pub(crate) l2_ttl: Option<(Duration, LitStr)>,
     pub(crate) l3_ttl: Option<(Duration, LitStr)>,
     pub(crate) compress_above: Option<(u32, LitStr)>,
+    /// `cache = false`: measure the function, never cache it.
+    pub(crate) cache: bool,
+    /// Every option written, by its name token (for "no effect with ..." errors).
+    pub(crate) given: Vec<Ident>,
 }
 
 /// The tiers named in `tiers = "..."`.
@@ -104,6 +108,7 @@ const OPTIONS: &[&str] = &[
     "l2_ttl",
     "l3_ttl",
     "compress_above",
+    "cache",
     "crate",
 ];
 const KINDS: &[&str] = &["io", "cpu", "memory"];
@@ -163,6 +168,8 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
         l2_ttl: None,
         l3_ttl: None,
         compress_above: None,
+        cache: true,
+        given: Vec::new(),
     };
     let mut kind_token: Option<Ident> = None;
     let mut seen: Vec<Ident> = Vec::new();
@@ -213,6 +220,7 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
             continue;
         }
         seen.push(name.clone());
+        args.given.push(name.clone());
 
         match (name_str.as_str(), raw) {
             ("skip", Raw::List(kw, list)) => args.skip = Some((kw, list.into_iter().collect())),
@@ -252,6 +260,7 @@ fn example(option: &str) -> &'static str {
         "l2_ttl" => "`l2_ttl = \"1h\"`",
         "l3_ttl" => "`l3_ttl = \"7days\"`",
         "compress_above" => "`compress_above = \"4KiB\"`",
+        "cache" => "`cache = false`",
         _ => "see the docs",
     }
 }
@@ -433,6 +442,13 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
             Some((0, lit)) => errors.at(&lit, "`capacity` must be at least 1"),
             Some((n, _)) => args.capacity = Some(n),
             None => {}
+        },
+        "cache" => match &value {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Bool(b),
+                ..
+            }) => args.cache = b.value,
+            other => errors.at(other, "`cache` takes `true` or `false`: `cache = false`"),
         },
         "version" => {
             if let Some((n, _)) = lit_int::<u32>(&value, option, errors) {

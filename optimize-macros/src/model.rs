@@ -22,6 +22,8 @@ pub(crate) struct Plan {
     pub(crate) l3_ttl: Option<Duration>,
     pub(crate) compress_above: Option<u32>,
     pub(crate) version: u32,
+    /// `cache = false`: measured, never cached.
+    pub(crate) cache: bool,
     pub(crate) name: Option<String>,
     pub(crate) krate: TokenStream,
     pub(crate) key: KeySource,
@@ -111,7 +113,16 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
     let (ret, ret_borrows) = match &sig.output {
         ReturnType::Default => (quote!(()), false),
         ReturnType::Type(_, ty) => {
-            check_owned_return(ty, errors);
+            if args.cache {
+                check_owned_return(ty, errors);
+            } else {
+                ImplTraitFinder::report(
+                    ty,
+                    errors,
+                    "an `impl Trait` return type is not supported: statistics tell `Err` and \
+                     `None` apart by the named type; return a named type",
+                );
+            }
             let borrows = mentions_lifetime(ty);
             if borrows {
                 if let Some((t, _)) = &args.tiers {
@@ -176,7 +187,23 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         None => Vec::new(),
     };
 
-    if let Some(r) = receiver {
+    if !args.cache {
+        for option in args
+            .given
+            .iter()
+            .filter(|o| !matches!(o.to_string().as_str(), "cache" | "name" | "crate"))
+        {
+            errors.at(
+                option,
+                format!(
+                    "`{option}` has no effect with `cache = false`: the function is measured, \
+                     never cached; remove `{option}`"
+                ),
+            );
+        }
+    }
+
+    if let Some(r) = receiver.filter(|_| args.cache) {
         let self_skipped = skip.iter().any(|s| s == "self");
         if args.key.is_none() && !self_skipped {
             errors.at(
@@ -247,6 +274,7 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         l3_ttl: args.l3_ttl.map(|(d, _)| d),
         compress_above: args.compress_above.map(|(n, _)| n),
         version: args.version.unwrap_or(0),
+        cache: args.cache,
         name: args.name.map(|n| n.value()),
         krate,
         key,

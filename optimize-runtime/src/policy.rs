@@ -40,6 +40,8 @@ pub trait ReturnPolicy: Copy {
         Self::Cached: CacheValue;
     /// Rebuilds an output from a cached value.
     fn rebuild(self, cached: Self::Cached) -> Self::Output;
+    /// Whether `out` is a failure (`Err`, `None`): counted as `uncached` in statistics.
+    fn is_failure(self, out: &Self::Output) -> bool;
 }
 
 /// Type-level carrier of a return type, for policy selection.
@@ -85,6 +87,10 @@ impl<R> ReturnPolicy for ValuePolicy<R> {
     fn rebuild(self, cached: R) -> R {
         cached
     }
+    #[inline]
+    fn is_failure(self, _: &R) -> bool {
+        false
+    }
 }
 
 impl<T, E> ReturnPolicy for ResultPolicy<T, E> {
@@ -101,6 +107,10 @@ impl<T, E> ReturnPolicy for ResultPolicy<T, E> {
     fn rebuild(self, cached: T) -> Result<T, E> {
         Ok(cached)
     }
+    #[inline]
+    fn is_failure(self, out: &Result<T, E>) -> bool {
+        out.is_err()
+    }
 }
 
 impl<T> ReturnPolicy for OptionPolicy<T> {
@@ -116,6 +126,10 @@ impl<T> ReturnPolicy for OptionPolicy<T> {
     #[inline]
     fn rebuild(self, cached: T) -> Option<T> {
         Some(cached)
+    }
+    #[inline]
+    fn is_failure(self, out: &Option<T>) -> bool {
+        out.is_none()
     }
 }
 

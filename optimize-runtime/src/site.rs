@@ -633,6 +633,46 @@ impl Site {
         }
     }
 
+    /// Runs a sync call of a function with `cache = false`: measured, never cached or shared.
+    #[doc(hidden)]
+    pub fn call_measured_sync<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output {
+        let start = time::global().now_nanos();
+        let guard = PanicRecorder::new(self, start, start);
+        let out = body();
+        guard.disarm();
+        self.record_measured(policy, &out, start);
+        out
+    }
+
+    /// Runs an async call of a function with `cache = false`: measured, never cached or shared.
+    #[doc(hidden)]
+    pub async fn call_measured_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &self,
+        policy: P,
+        body: F,
+    ) -> P::Output {
+        let start = time::global().now_nanos();
+        let guard = PanicRecorder::new(self, start, start);
+        let out = body.await;
+        guard.disarm();
+        self.record_measured(policy, &out, start);
+        out
+    }
+
+    fn record_measured<P: ReturnPolicy>(&self, policy: P, out: &P::Output, start: u64) {
+        let took = time::global().now_nanos().saturating_sub(start);
+        let outcome = if policy.is_failure(out) {
+            Outcome::Uncached
+        } else {
+            Outcome::Computed
+        };
+        self.recorder.record(outcome, took, took);
+    }
+
     /// Stores the leader's result, releases the waiters and records the call.
     #[allow(clippy::too_many_arguments)]
     fn settle<P: ReturnPolicy>(
