@@ -87,12 +87,9 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
             };
         }
     };
+    let policy = policy_tokens(plan);
     let policy = quote! {
-        let __optimize_policy = {
-            #[allow(unused_imports)]
-            use #krate::__private::{OptionProbe as _, ResultProbe as _, ValueProbe as _};
-            (&#krate::__private::Probe::<#ret>::NEW).policy()
-        };
+        #policy
         #require_shared
         #codec
     };
@@ -193,13 +190,7 @@ fn expand_measured(plan: &Plan, func: ItemFn) -> TokenStream {
     let fn_name = &sig.ident;
     let ret = &plan.ret;
     let site_statics = site_tokens(plan, fn_name);
-    let policy = quote! {
-        let __optimize_policy = {
-            #[allow(unused_imports)]
-            use #krate::__private::{OptionProbe as _, ResultProbe as _, ValueProbe as _};
-            (&#krate::__private::Probe::<#ret>::NEW).policy()
-        };
-    };
+    let policy = policy_tokens(plan);
     let call = if sig.asyncness.is_some() {
         quote!(__optimize_site.call_measured_async(__optimize_policy, async move { #block }).await)
     } else {
@@ -225,6 +216,20 @@ fn expand_measured(plan: &Plan, func: ItemFn) -> TokenStream {
             #site_statics
             __optimize_site
         }
+    }
+}
+
+/// `let __optimize_policy = ...;`: what the return type means for the cache, chosen by trait
+/// dispatch on the declared type (see the runtime's `policy` module).
+fn policy_tokens(plan: &Plan) -> TokenStream {
+    let krate = &plan.krate;
+    let ret = &plan.ret;
+    quote! {
+        let __optimize_policy = {
+            #[allow(unused_imports)]
+            use #krate::__private::{OptionProbe as _, ResultProbe as _, ValueProbe as _};
+            (&#krate::__private::Probe::<#ret>::NEW).policy()
+        };
     }
 }
 
