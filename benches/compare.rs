@@ -6,6 +6,9 @@
 //!
 //! `cargo bench --bench compare` (prints ratios at the end; `scripts/bench.sh` runs everything).
 
+#[path = "support/summary.rs"]
+mod summary;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use cached::proc_macro::cached;
 use criterion::Criterion;
+use summary::median_ns;
 
 const KEYS: u64 = 1024;
 
@@ -57,18 +61,6 @@ fn contenders() -> Vec<(&'static str, Lookup)> {
         ("cached_hit", Arc::new(cached_crate)),
         ("attribute_hit", Arc::new(attribute)),
     ]
-}
-
-fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let text = std::fs::read_to_string(format!(
-        "{target}/criterion/{group}/{id}/new/estimates.json"
-    ))
-    .ok()?;
-    let rest = &text[text.find("\"median\"")?..];
-    let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let end = rest[pe..].find(',')?;
-    rest[pe..pe + end].trim().parse().ok()
 }
 
 fn main() {

@@ -13,11 +13,15 @@
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
+#[path = "support/summary.rs"]
+mod summary;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::Criterion;
 use serde::{Deserialize, Serialize};
+use summary::median_ns;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 struct Item {
@@ -50,17 +54,6 @@ fn compute(id: u64) -> Item {
 #[optimize::io(tiers = "l1,l2", ttl = "1h")]
 async fn cold_miss(id: u64) -> Item {
     compute(id)
-}
-
-fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let path = format!("{target}/criterion/{group}/{id}/new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let at = text.find("\"median\"")?;
-    let rest = &text[at..];
-    let pe = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let end = rest[pe..].find(',')?;
-    rest[pe..pe + end].trim().parse().ok()
 }
 
 fn main() {
