@@ -16,6 +16,7 @@ pub mod codec;
 pub mod flight;
 pub mod key;
 pub mod policy;
+pub mod pool;
 mod registry;
 pub mod site;
 pub mod stats;

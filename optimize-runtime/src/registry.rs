@@ -65,6 +65,11 @@ pub(crate) fn site_for(
     site
 }
 
+/// Removes expired L1 entries of every function; how many.
+pub(crate) fn purge_expired() -> u64 {
+    sites().iter().map(|s| s.purge_expired()).sum()
+}
+
 /// Every managed function called (or looked up) so far, in first-use order.
 ///
 /// ```

@@ -181,6 +181,7 @@ trait AnyStore: Send + Sync {
     fn remove(&self, key: ArgsKey) -> bool;
     fn clear(&self);
     fn len(&self) -> u64;
+    fn purge_expired(&self) -> u64;
 }
 
 impl<V: Clone + Send + Sync + 'static> AnyStore for Store<V> {
@@ -194,6 +195,9 @@ impl<V: Clone + Send + Sync + 'static> AnyStore for Store<V> {
     }
     fn len(&self) -> u64 {
         self.l1.as_ref().map_or(0, L1Store::len)
+    }
+    fn purge_expired(&self) -> u64 {
+        self.l1.as_ref().map_or(0, L1Store::purge_expired)
     }
 }
 
@@ -286,6 +290,12 @@ impl Site {
     /// Number of entries in the function's L1 store.
     pub fn len(&self) -> u64 {
         self.store.get().map_or(0, |(_, s)| s.len())
+    }
+
+    /// Removes the function's expired L1 entries now; how many (the memory budget does this
+    /// under pressure).
+    pub fn purge_expired(&self) -> u64 {
+        self.store.get().map_or(0, |(_, s)| s.purge_expired())
     }
 
     /// Whether the function's L1 store is empty.

@@ -233,6 +233,30 @@ impl Default for FnRecorder {
     }
 }
 
+/// An unsharded latency histogram, for slow paths (waits for admission) where one set of
+/// atomics is contended only by callers that are already waiting.
+pub(crate) struct AtomicHistogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl AtomicHistogram {
+    pub(crate) const fn new() -> Self {
+        Self {
+            buckets: [const { AtomicU64::new(0) }; BUCKETS],
+        }
+    }
+
+    pub(crate) fn record(&self, nanos: u64) {
+        self.buckets[bucket_of(nanos)].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Histogram {
+        Histogram {
+            buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+        }
+    }
+}
+
 /// A merged latency histogram (log-linear buckets, 12.5% resolution).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Histogram {

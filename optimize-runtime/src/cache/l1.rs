@@ -35,6 +35,12 @@ pub trait L1Engine<V>: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Removes the entries `expired` says are; how many. Engines that cannot enumerate
+    /// entries may keep the default, which removes none (they expire on read).
+    fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+        let _ = expired;
+        0
+    }
 }
 
 /// Which engine stores L1 entries.
@@ -257,6 +263,14 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         self.engine.clear();
     }
 
+    /// Removes every expired entry now (they are otherwise removed when read); how many.
+    pub fn purge_expired(&self) -> u64 {
+        let now = self.clock.now_nanos();
+        dispatch!(&self.engine, e => e.purge(&|entry: &Entry<V>| {
+            entry.expires_at != 0 && Clock::is_expired(entry.expires_at, now)
+        }))
+    }
+
     /// Number of entries.
     pub fn len(&self) -> u64 {
         self.engine.len()
@@ -352,6 +366,18 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
         self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
+
+    fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+        let keys: Vec<ArgsKey> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| expired(e))
+            .map(|(k, _)| *k)
+            .collect();
+        keys.iter()
+            .filter(|k| self.cache.remove(*k).is_some())
+            .count() as u64
+    }
 }
 
 /// Forwards quick_cache evictions to the handler (only hands them on; see `EvictionHandler`).
@@ -431,6 +457,12 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for QuickEngine<V> {
 
     fn len(&self) -> u64 {
         self.cache.len() as u64
+    }
+
+    fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+        let before = self.cache.len();
+        self.cache.retain(|_, e| !expired(e));
+        before.saturating_sub(self.cache.len()) as u64
     }
 }
 

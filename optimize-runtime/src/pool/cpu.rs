@@ -1,0 +1,226 @@
+//! The CPU pool: a dedicated rayon pool with a priority gate in front.
+//!
+//! The gate admits as many calls as the pool has threads, highest priority first; rayon runs
+//! them. A call made on one of the pool's own threads (a cpu body calling another cpu
+//! function, or itself recursively) runs in place without a second admission, so recursion
+//! deeper than the pool has threads cannot deadlock it.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::gate::{Gate, Permit};
+use super::{blocking, Priority};
+
+/// The CPU pool. See the module documentation.
+pub struct CpuPool {
+    pool: rayon::ThreadPool,
+    gate: Arc<Gate>,
+    threads: usize,
+}
+
+impl std::fmt::Debug for CpuPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuPool")
+            .field("threads", &self.threads)
+            .field("gate", &self.gate)
+            .finish()
+    }
+}
+
+impl CpuPool {
+    /// A pool of `threads` threads (at least 1), named `optimize-cpu-N`.
+    pub fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("optimize-cpu-{i}"))
+            .build()
+            .expect("the CPU pool's threads could not be started");
+        Self {
+            pool,
+            gate: Gate::new(threads as u64),
+            threads,
+        }
+    }
+
+    /// Threads in the pool.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The admission gate (capacity = threads).
+    pub fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
+    /// Whether the current thread is one of this pool's.
+    pub fn on_pool_thread(&self) -> bool {
+        self.pool.current_thread_index().is_some()
+    }
+
+    /// Runs `f` on the pool and blocks until it returns; `f` may borrow from the caller. On a
+    /// multi-thread tokio worker the wait happens under `block_in_place`. A panic in `f`
+    /// reaches the caller. After shutdown closed the gate, `f` runs in place.
+    ///
+    /// ```
+    /// use optimize_runtime::pool::{cpu::CpuPool, Priority};
+    ///
+    /// let pool = CpuPool::new(2);
+    /// let words = vec!["a", "bb", "ccc"];
+    /// let total = pool.run(Priority::Normal, || words.iter().map(|w| w.len()).sum::<usize>());
+    /// assert_eq!(total, 6);
+    /// ```
+    pub fn run<R: Send>(&self, priority: Priority, f: impl FnOnce() -> R + Send) -> R {
+        if self.on_pool_thread() {
+            return f();
+        }
+        blocking(|| match self.gate.acquire_blocking(1, priority) {
+            Ok(_permit) => self.pool.install(f),
+            Err(_closed) => f(),
+        })
+    }
+
+    /// Runs `f` on the pool while the calling task awaits without holding its thread. If the
+    /// future is dropped, `f` still runs to completion (CPU work cannot be interrupted) and
+    /// its result is discarded; its admission lasts until it finishes.
+    pub async fn run_async<R: Send + 'static>(
+        &self,
+        priority: Priority,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        if self.on_pool_thread() {
+            return f();
+        }
+        let Ok(permit) = self.gate.acquire(1, priority).await else {
+            return blocking(f);
+        };
+        match self.spawn_admitted(permit, f).await {
+            Ok(value) => value,
+            Err(payload) => panic::resume_unwind(payload),
+        }
+    }
+
+    /// Runs an admitted job on the pool; the permit is held until the job returns. The
+    /// result (or the panic) arrives through the returned future.
+    pub(crate) async fn spawn_admitted<R: Send + 'static>(
+        &self,
+        permit: Permit,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::Result<R> {
+        let (tx, rx) = oneshot::channel();
+        self.pool.spawn(move || {
+            let out = panic::catch_unwind(AssertUnwindSafe(f));
+            drop(permit);
+            let _ = tx.send(out);
+        });
+        rx.await
+            .unwrap_or_else(|_| unreachable!("the CPU pool dropped a job without running it"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Mutex;
+
+    #[test]
+    fn runs_on_the_pool_threads() {
+        let pool = CpuPool::new(2);
+        let name = pool.run(Priority::Normal, || {
+            std::thread::current().name().map(str::to_owned)
+        });
+        assert!(name.unwrap().starts_with("optimize-cpu-"));
+    }
+
+    #[test]
+    fn nested_calls_run_in_place_beyond_the_thread_count() {
+        fn depth(pool: &CpuPool, n: u32) -> u32 {
+            if n == 0 {
+                return 0;
+            }
+            pool.run(Priority::Normal, || 1 + depth(pool, n - 1))
+        }
+        let pool = CpuPool::new(1);
+        assert_eq!(depth(&pool, 50), 50);
+        assert_eq!(
+            pool.gate().stats().completed,
+            1,
+            "only the outer call was admitted"
+        );
+    }
+
+    #[test]
+    fn a_panic_reaches_the_caller_and_frees_the_thread() {
+        let pool = CpuPool::new(1);
+        let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+            pool.run(Priority::Normal, || panic!("boom"));
+        }));
+        assert!(caught.is_err());
+        assert_eq!(pool.run(Priority::Normal, || 7), 7);
+        assert_eq!(pool.gate().stats().in_use, 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn async_panics_reach_the_awaiting_task() {
+        let pool = Arc::new(CpuPool::new(1));
+        let p = pool.clone();
+        let joined =
+            tokio::spawn(async move { p.run_async(Priority::Normal, || panic!("x")).await }).await;
+        assert!(joined.unwrap_err().is_panic());
+        assert_eq!(pool.run_async(Priority::Low, || 3).await, 3);
+    }
+
+    #[test]
+    fn waiting_work_runs_in_priority_order() {
+        let pool = Arc::new(CpuPool::new(1));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let started = Arc::new(AtomicUsize::new(0));
+        let p = pool.clone();
+        let s = started.clone();
+        let blocker = std::thread::spawn(move || {
+            p.run(Priority::Normal, move || {
+                s.fetch_add(1, SeqCst);
+                release_rx.recv().unwrap();
+            })
+        });
+        while started.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let mut threads = Vec::new();
+        for (i, prio) in [
+            Priority::Batch,
+            Priority::Normal,
+            Priority::Critical,
+            Priority::Low,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (p, order) = (pool.clone(), order.clone());
+            threads.push(std::thread::spawn(move || {
+                p.run(prio, move || order.lock().unwrap().push(prio));
+            }));
+            while pool.gate().stats().queued_total() < i as u64 + 1 {
+                std::thread::yield_now();
+            }
+        }
+        release_tx.send(()).unwrap();
+        blocker.join().unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec![
+                Priority::Critical,
+                Priority::Normal,
+                Priority::Low,
+                Priority::Batch
+            ]
+        );
+    }
+}

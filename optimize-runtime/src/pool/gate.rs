@@ -1,0 +1,580 @@
+//! A weighted admission gate with priority queues: the one mechanism behind the CPU pool's
+//! priorities, the io concurrency limits and the memory budget.
+//!
+//! Capacity is a number of units (permits, or bytes for the memory budget). A caller asks for
+//! `weight` units at a [`Priority`]; it is admitted at once if they are free and nobody is
+//! queued ahead of it, else it queues. Released units go to the oldest waiter of the highest
+//! non-empty priority. A waiter that does not fit blocks those behind it (no overtaking), so a
+//! large request is never starved by a stream of small ones.
+//!
+//! Sync callers block on a channel; async callers await one. An async waiter that is dropped
+//! leaves the queue, or returns its units if it was admitted meanwhile, so cancellation never
+//! leaks capacity.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+
+use tokio::sync::oneshot;
+
+use super::Priority;
+use crate::stats::{AtomicHistogram, Histogram};
+use crate::time;
+
+/// The gate was closed by shutdown: no more admissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed;
+
+/// What a waiter is woken with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grant {
+    Admitted,
+    Closed,
+}
+
+enum Wake {
+    Thread(mpsc::SyncSender<Grant>),
+    Task(oneshot::Sender<Grant>),
+}
+
+struct Waiter {
+    id: u64,
+    weight: u64,
+    wake: Wake,
+}
+
+struct State {
+    capacity: u64,
+    in_use: u64,
+    active: u64,
+    queues: [VecDeque<Waiter>; Priority::ALL.len()],
+    closed: bool,
+    next_id: u64,
+    /// Extra condition for admission besides free units (the memory budget's pressure
+    /// check); ignored while nothing is admitted, so the gate always makes progress.
+    held: bool,
+}
+
+/// Counters of one gate, readable at any time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateStats {
+    /// Units the gate admits at once.
+    pub capacity: u64,
+    /// Units held by admitted callers.
+    pub in_use: u64,
+    /// Callers admitted and not yet finished.
+    pub active: u64,
+    /// Callers waiting, per priority (index by [`Priority::index`]).
+    pub queued: [u64; Priority::ALL.len()],
+    /// Callers that were admitted and have finished.
+    pub completed: u64,
+    /// Callers refused because the gate was closed.
+    pub rejected: u64,
+    /// Time callers spent waiting for admission (callers admitted at once count as zero).
+    pub wait: Histogram,
+}
+
+impl GateStats {
+    /// Callers waiting, over all priorities.
+    pub fn queued_total(&self) -> u64 {
+        self.queued.iter().sum()
+    }
+}
+
+/// A weighted priority gate. See the module documentation.
+pub struct Gate {
+    state: Mutex<State>,
+    completed: AtomicU64,
+    rejected: AtomicU64,
+    wait: AtomicHistogram,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.lock();
+        f.debug_struct("Gate")
+            .field("capacity", &s.capacity)
+            .field("in_use", &s.in_use)
+            .field("closed", &s.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Units held by an admitted caller; returned to the gate on drop.
+#[must_use = "the admission ends when the permit is dropped"]
+#[derive(Debug)]
+pub struct Permit {
+    gate: Arc<Gate>,
+    weight: u64,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.release(self.weight);
+    }
+}
+
+impl Gate {
+    /// A gate admitting `capacity` units at once (at least 1).
+    pub fn new(capacity: u64) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                capacity: capacity.max(1),
+                in_use: 0,
+                active: 0,
+                queues: Default::default(),
+                closed: false,
+                next_id: 0,
+                held: false,
+            }),
+            completed: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            wait: AtomicHistogram::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing user-provided runs under this lock; a poisoned lock still holds valid state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Units the gate admits at once.
+    pub fn capacity(&self) -> u64 {
+        self.lock().capacity
+    }
+
+    /// Changes the capacity; waiters that now fit are admitted.
+    pub fn set_capacity(&self, capacity: u64) {
+        let mut s = self.lock();
+        s.capacity = capacity.max(1);
+        Self::admit_waiting(&mut s);
+    }
+
+    /// Holds admissions (while something is admitted) or lets them resume: the memory
+    /// budget holds its gate while system memory is under pressure.
+    pub fn set_held(&self, held: bool) {
+        let mut s = self.lock();
+        s.held = held;
+        Self::admit_waiting(&mut s);
+    }
+
+    /// Whether admissions are held.
+    pub fn is_held(&self) -> bool {
+        self.lock().held
+    }
+
+    /// Closes the gate: queued and future callers get [`Closed`]. Admitted callers keep their
+    /// permits.
+    pub fn close(&self) {
+        let mut s = self.lock();
+        s.closed = true;
+        for queue in &mut s.queues {
+            for waiter in queue.drain(..) {
+                self.rejected.fetch_add(1, Relaxed);
+                waiter.wake.send(Grant::Closed);
+            }
+        }
+    }
+
+    /// Reopens a closed gate (for tests and for restarting after a shutdown).
+    pub fn reopen(&self) {
+        self.lock().closed = false;
+    }
+
+    /// Whether [`Gate::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// The gate's counters.
+    pub fn stats(&self) -> GateStats {
+        let s = self.lock();
+        let mut queued = [0; Priority::ALL.len()];
+        for (n, q) in queued.iter_mut().zip(&s.queues) {
+            *n = q.len() as u64;
+        }
+        GateStats {
+            capacity: s.capacity,
+            in_use: s.in_use,
+            active: s.active,
+            queued,
+            completed: self.completed.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            wait: self.wait.snapshot(),
+        }
+    }
+
+    /// Admits the caller at once if `weight` units are free and nobody waits ahead of it.
+    fn try_admit(self: &Arc<Self>, s: &mut State, weight: u64) -> Option<Permit> {
+        let queued = s.queues.iter().any(|q| !q.is_empty());
+        if queued || !Self::fits(s, weight) {
+            return None;
+        }
+        s.in_use += weight;
+        s.active += 1;
+        self.wait.record(0);
+        Some(Permit {
+            gate: self.clone(),
+            weight,
+        })
+    }
+
+    fn fits(s: &State, weight: u64) -> bool {
+        // Held or not, an idle gate admits: a process must make progress even when the
+        // pressure comes from somewhere else.
+        if s.active == 0 {
+            return true;
+        }
+        !s.held && s.in_use + weight <= s.capacity
+    }
+
+    fn clamp(s: &State, weight: u64) -> u64 {
+        weight.clamp(1, s.capacity)
+    }
+
+    /// Waits (blocking the thread) until `weight` units are admitted at `priority`.
+    pub fn acquire_blocking(
+        self: &Arc<Self>,
+        weight: u64,
+        priority: Priority,
+    ) -> Result<Permit, Closed> {
+        let (rx, weight) = {
+            let mut s = self.lock();
+            if s.closed {
+                self.rejected.fetch_add(1, Relaxed);
+                return Err(Closed);
+            }
+            let weight = Self::clamp(&s, weight);
+            if let Some(permit) = self.try_admit(&mut s, weight) {
+                return Ok(permit);
+            }
+            let (tx, rx) = mpsc::sync_channel(1);
+            Self::enqueue(&mut s, weight, priority, Wake::Thread(tx));
+            (rx, weight)
+        };
+        let start = time::global().now_nanos();
+        // The sender lives in the queue until it is used, so `recv` only fails if the gate
+        // itself is gone, which an `Arc` caller rules out.
+        match rx.recv() {
+            Ok(Grant::Admitted) => {
+                self.wait
+                    .record(time::global().now_nanos().saturating_sub(start));
+                Ok(Permit {
+                    gate: self.clone(),
+                    weight,
+                })
+            }
+            Ok(Grant::Closed) | Err(_) => Err(Closed),
+        }
+    }
+
+    /// Waits (asynchronously) until `weight` units are admitted at `priority`. Dropping the
+    /// future gives up the place in the queue, or the units if they were granted meanwhile.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        weight: u64,
+        priority: Priority,
+    ) -> Result<Permit, Closed> {
+        let pending = {
+            let mut s = self.lock();
+            if s.closed {
+                self.rejected.fetch_add(1, Relaxed);
+                return Err(Closed);
+            }
+            let weight = Self::clamp(&s, weight);
+            if let Some(permit) = self.try_admit(&mut s, weight) {
+                return Ok(permit);
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = Self::enqueue(&mut s, weight, priority, Wake::Task(tx));
+            PendingAdmission {
+                gate: self.clone(),
+                id,
+                weight,
+                rx: Some(rx),
+                start: time::global().now_nanos(),
+            }
+        };
+        pending.wait().await
+    }
+
+    fn enqueue(s: &mut State, weight: u64, priority: Priority, wake: Wake) -> u64 {
+        let id = s.next_id;
+        s.next_id += 1;
+        s.queues[priority.index()].push_back(Waiter { id, weight, wake });
+        id
+    }
+
+    fn release(&self, weight: u64) {
+        let mut s = self.lock();
+        s.in_use = s.in_use.saturating_sub(weight);
+        s.active = s.active.saturating_sub(1);
+        self.completed.fetch_add(1, Relaxed);
+        Self::admit_waiting(&mut s);
+    }
+
+    /// Admits waiters, highest priority first, while the head one fits.
+    fn admit_waiting(s: &mut State) {
+        if s.closed {
+            return;
+        }
+        loop {
+            let Some(queue) = s.queues.iter().position(|q| !q.is_empty()) else {
+                return;
+            };
+            let weight = s.queues[queue][0].weight;
+            if !Self::fits(s, weight) {
+                return;
+            }
+            let waiter = s.queues[queue].pop_front().expect("checked non-empty");
+            s.in_use += waiter.weight;
+            s.active += 1;
+            if !waiter.wake.send(Grant::Admitted) {
+                // The waiter vanished (a blocked thread cannot, so this is defensive).
+                s.in_use -= waiter.weight;
+                s.active -= 1;
+            }
+        }
+    }
+}
+
+impl Wake {
+    fn send(self, grant: Grant) -> bool {
+        match self {
+            Wake::Thread(tx) => tx.try_send(grant).is_ok(),
+            Wake::Task(tx) => tx.send(grant).is_ok(),
+        }
+    }
+}
+
+/// An async caller's place in the queue.
+struct PendingAdmission {
+    gate: Arc<Gate>,
+    id: u64,
+    weight: u64,
+    rx: Option<oneshot::Receiver<Grant>>,
+    start: u64,
+}
+
+impl PendingAdmission {
+    async fn wait(mut self) -> Result<Permit, Closed> {
+        let rx = self.rx.as_mut().expect("set until resolved");
+        let grant = rx.await;
+        self.rx = None;
+        match grant {
+            Ok(Grant::Admitted) => {
+                self.gate
+                    .wait
+                    .record(time::global().now_nanos().saturating_sub(self.start));
+                Ok(Permit {
+                    gate: self.gate.clone(),
+                    weight: self.weight,
+                })
+            }
+            Ok(Grant::Closed) | Err(_) => Err(Closed),
+        }
+    }
+}
+
+impl Drop for PendingAdmission {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return; // resolved: the permit (if any) owns the units now
+        };
+        let mut s = self.gate.lock();
+        for queue in &mut s.queues {
+            if let Some(pos) = queue.iter().position(|w| w.id == self.id) {
+                queue.remove(pos);
+                return;
+            }
+        }
+        drop(s);
+        // Not queued any more: it was admitted (or the gate closed) before this caller saw it.
+        if let Ok(Grant::Admitted) = rx.try_recv() {
+            self.gate.release(self.weight);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    #[test]
+    fn admits_up_to_capacity_then_queues() {
+        let gate = Gate::new(2);
+        let a = gate.acquire_blocking(1, Priority::Normal).unwrap();
+        let _b = gate.acquire_blocking(1, Priority::Normal).unwrap();
+        assert_eq!(gate.stats().in_use, 2);
+        let g = gate.clone();
+        let waiter = std::thread::spawn(move || g.acquire_blocking(1, Priority::Normal).is_ok());
+        while gate.stats().queued_total() == 0 {
+            std::thread::yield_now();
+        }
+        drop(a);
+        assert!(waiter.join().unwrap());
+        let stats = gate.stats();
+        assert_eq!((stats.in_use, stats.completed), (1, 2));
+    }
+
+    #[test]
+    fn higher_priority_waiters_are_admitted_first() {
+        let gate = Gate::new(1);
+        let holder = gate.acquire_blocking(1, Priority::Normal).unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for (i, p) in [
+            Priority::Batch,
+            Priority::Low,
+            Priority::Normal,
+            Priority::High,
+            Priority::Critical,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (g, order) = (gate.clone(), order.clone());
+            threads.push(std::thread::spawn(move || {
+                let _p = g.acquire_blocking(1, p).unwrap();
+                order.lock().unwrap().push(p);
+            }));
+            while gate.stats().queued_total() < i as u64 + 1 {
+                std::thread::yield_now();
+            }
+        }
+        drop(holder);
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec![
+                Priority::Critical,
+                Priority::High,
+                Priority::Normal,
+                Priority::Low,
+                Priority::Batch
+            ]
+        );
+    }
+
+    #[test]
+    fn weights_never_exceed_capacity() {
+        let gate = Gate::new(100);
+        let peak = Arc::new(AtomicU64::new(0));
+        let held = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (g, peak, held) = (gate.clone(), peak.clone(), held.clone());
+                std::thread::spawn(move || {
+                    for j in 0..200u64 {
+                        let w = 10 + (i * 7 + j * 13) % 60;
+                        let _p = g.acquire_blocking(w, Priority::Normal).unwrap();
+                        let now = held.fetch_add(w, Relaxed) + w;
+                        peak.fetch_max(now, Relaxed);
+                        std::thread::yield_now();
+                        held.fetch_sub(w, Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(peak.load(Relaxed) <= 100, "peak {}", peak.load(Relaxed));
+        assert!(peak.load(Relaxed) > 60, "never ran concurrently");
+        assert_eq!(gate.stats().in_use, 0);
+    }
+
+    #[test]
+    fn a_weight_above_capacity_is_clamped_instead_of_waiting_forever() {
+        let gate = Gate::new(10);
+        let p = gate.acquire_blocking(1_000, Priority::Normal).unwrap();
+        assert_eq!(gate.stats().in_use, 10);
+        drop(p);
+        assert_eq!(gate.stats().in_use, 0);
+    }
+
+    #[test]
+    fn close_wakes_waiters_and_refuses_new_callers() {
+        let gate = Gate::new(1);
+        let _held = gate.acquire_blocking(1, Priority::Normal).unwrap();
+        let g = gate.clone();
+        let waiter = std::thread::spawn(move || g.acquire_blocking(1, Priority::Normal));
+        while gate.stats().queued_total() == 0 {
+            std::thread::yield_now();
+        }
+        gate.close();
+        assert_eq!(waiter.join().unwrap().unwrap_err(), Closed);
+        assert_eq!(
+            gate.acquire_blocking(1, Priority::High).unwrap_err(),
+            Closed
+        );
+        assert_eq!(gate.stats().rejected, 2);
+    }
+
+    #[test]
+    fn held_gate_admits_only_when_idle() {
+        let gate = Gate::new(10);
+        gate.set_held(true);
+        let first = gate.acquire_blocking(1, Priority::Normal).unwrap();
+        let admitted = Arc::new(AtomicUsize::new(0));
+        let (g, a) = (gate.clone(), admitted.clone());
+        let t = std::thread::spawn(move || {
+            let _p = g.acquire_blocking(1, Priority::Normal).unwrap();
+            a.fetch_add(1, Relaxed);
+        });
+        while gate.stats().queued_total() == 0 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(admitted.load(Relaxed), 0, "admitted while held");
+        gate.set_held(false);
+        t.join().unwrap();
+        assert_eq!(admitted.load(Relaxed), 1);
+        drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_async_waiter_leaks_nothing() {
+        let gate = Gate::new(1);
+        let held = gate.acquire(1, Priority::Normal).await.unwrap();
+        let g = gate.clone();
+        let waiting = tokio::spawn(async move { g.acquire(1, Priority::Normal).await.map(drop) });
+        while gate.stats().queued_total() == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(gate.stats().queued_total(), 0);
+        drop(held);
+        assert_eq!(gate.stats().in_use, 0);
+        // The gate still admits.
+        let _again = gate.acquire(1, Priority::Normal).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_async_waiter_dropped_after_its_grant_returns_the_units() {
+        let gate = Gate::new(1);
+        let held = gate.acquire(1, Priority::Normal).await.unwrap();
+        let pending = Box::pin(gate.acquire(1, Priority::Normal));
+        let mut pending = pending;
+        // Poll once so it queues.
+        assert!(futures_poll_once(&mut pending).is_none());
+        drop(held); // grants the queued waiter
+        assert_eq!(gate.stats().in_use, 1);
+        drop(pending); // never looked at its grant
+        assert_eq!(gate.stats().in_use, 0);
+    }
+
+    fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match std::pin::Pin::new(f).poll(&mut cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        }
+    }
+}

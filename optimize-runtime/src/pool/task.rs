@@ -1,0 +1,560 @@
+//! Tasks submitted at run time on the same pools as managed functions: a closure or a future
+//! with a kind, priority, timeout and retries, and a handle to watch, cancel or await it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use optimize_runtime::pool::task::{Task, TaskStatus};
+//! use optimize_runtime::pool::Priority;
+//!
+//! # #[tokio::main] async fn main() {
+//! let handle = Task::cpu()
+//!     .priority(Priority::High)
+//!     .timeout(Duration::from_secs(5))
+//!     .spawn(|| Ok::<_, std::io::Error>((1..=10u64).product::<u64>()));
+//! assert_eq!(handle.join().await.unwrap(), 3_628_800);
+//!
+//! let handle = Task::io().retries(2).spawn_async(|| async { Ok::<_, String>("done") });
+//! assert_eq!(handle.join().await.unwrap(), "done");
+//! # }
+//! ```
+//!
+//! The driver of a task runs on the tokio runtime it was submitted from (so futures may use
+//! that runtime's I/O resources), or on a small runtime of its own when submitted from a plain
+//! thread.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
+
+use super::io::{Attempts, TimedOut};
+use super::{global, Priority};
+use crate::site::Kind;
+
+/// Where a task is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TaskStatus {
+    /// Waiting for admission.
+    Queued,
+    /// An attempt is running.
+    Running,
+    /// An attempt failed; waiting for the next one.
+    Retrying,
+    /// Finished with a value.
+    Succeeded,
+    /// Finished with the task's error (after every retry).
+    Failed,
+    /// The last attempt ran out of time.
+    TimedOut,
+    /// Cancelled (by [`TaskHandle::cancel`] or by shutdown).
+    Cancelled,
+    /// The task panicked.
+    Panicked,
+    /// Refused: the pools were shut down.
+    Rejected,
+}
+
+impl TaskStatus {
+    const ALL: [TaskStatus; 9] = [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Retrying,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::TimedOut,
+        TaskStatus::Cancelled,
+        TaskStatus::Panicked,
+        TaskStatus::Rejected,
+    ];
+
+    /// Whether the task has ended.
+    pub fn is_finished(self) -> bool {
+        !matches!(
+            self,
+            TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying
+        )
+    }
+}
+
+/// Why a task produced no value.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError<E> {
+    /// The task returned this error on its last attempt.
+    #[error("task failed: {0}")]
+    Failed(E),
+    /// The last attempt ran out of time.
+    #[error(transparent)]
+    TimedOut(TimedOut),
+    /// The task was cancelled.
+    #[error("task cancelled")]
+    Cancelled,
+    /// The task panicked; the panic message.
+    #[error("task panicked: {0}")]
+    Panicked(String),
+    /// The pools were shut down before the task was admitted.
+    #[error("task rejected: the pools are shut down")]
+    Rejected,
+}
+
+/// What to run and how: build with [`Task::cpu`], [`Task::io`] or [`Task::memory`].
+#[derive(Clone, Debug)]
+#[must_use = "a task runs only once spawned"]
+pub struct Task {
+    kind: Kind,
+    priority: Priority,
+    attempts: Attempts,
+    mem: Option<u64>,
+}
+
+impl Task {
+    /// A task of `kind`.
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            priority: Priority::Normal,
+            attempts: Attempts::default(),
+            mem: None,
+        }
+    }
+
+    /// CPU work, run on the CPU pool.
+    pub fn cpu() -> Self {
+        Self::new(Kind::Cpu)
+    }
+
+    /// I/O work: futures run on the runtime, closures on its blocking threads; both count
+    /// against the global io limit.
+    pub fn io() -> Self {
+        Self::new(Kind::Io)
+    }
+
+    /// Memory-heavy work, admitted by the memory budget.
+    pub fn memory() -> Self {
+        Self::new(Kind::Memory)
+    }
+
+    /// Admission priority (default `Normal`).
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Deadline of each attempt. A timed-out future is dropped; a timed-out closure cannot be
+    /// interrupted, so it finishes in the background and its result is discarded.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.attempts.timeout = Some(timeout);
+        self
+    }
+
+    /// Extra attempts after an `Err` or a timeout (default 0).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.attempts.retries = retries;
+        self
+    }
+
+    /// First backoff between attempts (default 100 ms; doubled each retry, with jitter).
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.attempts.backoff = backoff;
+        self
+    }
+
+    /// Bytes a memory task reserves from the budget (default: the budget's default weight).
+    pub fn mem(mut self, bytes: u64) -> Self {
+        self.mem = Some(bytes);
+        self
+    }
+
+    /// Submits a closure, called once per attempt.
+    pub fn spawn<T, E, F>(self, f: F) -> TaskHandle<T, E>
+    where
+        F: FnMut() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let f = Arc::new(Mutex::new(f));
+        let task = self.clone();
+        self.submit(move || {
+            let f = f.clone();
+            let task = task.clone();
+            async move { task.attempt_closure(f).await }
+        })
+    }
+
+    /// Submits a future factory, called once per attempt. `cpu` futures are driven to
+    /// completion on a CPU pool thread (inside the submitting runtime's context, so its
+    /// timers work); `io` and `memory` futures run on the runtime.
+    pub fn spawn_async<T, E, F, Fut>(self, mut make: F) -> TaskHandle<T, E>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let task = self.clone();
+        self.submit(move || {
+            let fut = make();
+            let task = task.clone();
+            async move { task.attempt_future(fut).await }
+        })
+    }
+
+    async fn attempt_closure<T, E, F>(&self, f: Arc<Mutex<F>>) -> Attempt<T, E>
+    where
+        F: FnMut() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let call = move || {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            f()
+        };
+        let pools = global();
+        let joined = match self.kind {
+            Kind::Cpu => {
+                let Ok(permit) = pools.cpu().gate().acquire(1, self.priority).await else {
+                    return Attempt::Rejected;
+                };
+                pools.cpu().spawn_admitted(permit, call).await
+            }
+            Kind::Io => {
+                let Ok(permit) = pools.io().gate().acquire(1, self.priority).await else {
+                    return Attempt::Rejected;
+                };
+                join(tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    call()
+                }))
+                .await
+            }
+            Kind::Memory => {
+                let budget = pools.memory();
+                let weight = self.mem.unwrap_or(budget.default_weight());
+                let Ok(permit) = budget.gate().acquire(weight, self.priority).await else {
+                    return Attempt::Rejected;
+                };
+                join(tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    call()
+                }))
+                .await
+            }
+        };
+        Attempt::from(joined)
+    }
+
+    async fn attempt_future<T, E, Fut>(&self, fut: Fut) -> Attempt<T, E>
+    where
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let pools = global();
+        let joined = match self.kind {
+            Kind::Cpu => {
+                let Ok(permit) = pools.cpu().gate().acquire(1, self.priority).await else {
+                    return Attempt::Rejected;
+                };
+                let handle = Handle::current();
+                pools
+                    .cpu()
+                    .spawn_admitted(permit, move || {
+                        let _context = handle.enter();
+                        crate::cache::tiered::block_on(fut)
+                    })
+                    .await
+            }
+            Kind::Io => {
+                let Ok(permit) = pools.io().gate().acquire(1, self.priority).await else {
+                    return Attempt::Rejected;
+                };
+                join(tokio::spawn(async move {
+                    let _permit = permit;
+                    fut.await
+                }))
+                .await
+            }
+            Kind::Memory => {
+                let budget = pools.memory();
+                let weight = self.mem.unwrap_or(budget.default_weight());
+                let Ok(permit) = budget.gate().acquire(weight, self.priority).await else {
+                    return Attempt::Rejected;
+                };
+                join(tokio::spawn(async move {
+                    let _permit = permit;
+                    fut.await
+                }))
+                .await
+            }
+        };
+        Attempt::from(joined)
+    }
+
+    fn submit<T, E, A, Fut>(self, mut attempt: A) -> TaskHandle<T, E>
+    where
+        A: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = Attempt<T, E>> + Send + 'static,
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let pools = global();
+        let tracker = pools.tasks();
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = oneshot::channel();
+        let id = tracker.next_id.fetch_add(1, Relaxed);
+        if pools.cpu().gate().is_closed() {
+            shared.set(TaskStatus::Rejected);
+            let _ = tx.send(Err(TaskError::Rejected));
+            return TaskHandle { id, shared, rx };
+        }
+        let attempts = self.attempts;
+        let state = shared.clone();
+        let guard = Running {
+            tracker: tracker.clone(),
+            id,
+        };
+        let driver = async move {
+            let _running = guard;
+            let mut retry = 0;
+            let result = loop {
+                state.set(TaskStatus::Running);
+                state.attempts.fetch_add(1, Relaxed);
+                let outcome = match attempts.timeout {
+                    Some(after) => tokio::time::timeout(after, attempt())
+                        .await
+                        .unwrap_or(Attempt::TimedOut(after)),
+                    None => attempt().await,
+                };
+                let retryable = matches!(outcome, Attempt::Failed(_) | Attempt::TimedOut(_));
+                if retryable && retry < attempts.retries {
+                    retry += 1;
+                    state.set(TaskStatus::Retrying);
+                    tokio::time::sleep(attempts.backoff_before(retry)).await;
+                    continue;
+                }
+                break outcome.finish(id);
+            };
+            state.set(match &result {
+                Ok(_) => TaskStatus::Succeeded,
+                Err(TaskError::Failed(_)) => TaskStatus::Failed,
+                Err(TaskError::TimedOut(_)) => TaskStatus::TimedOut,
+                Err(TaskError::Cancelled) => TaskStatus::Cancelled,
+                Err(TaskError::Panicked(_)) => TaskStatus::Panicked,
+                Err(TaskError::Rejected) => TaskStatus::Rejected,
+            });
+            let _ = tx.send(result);
+        };
+        // Held across the spawn: a driver that ends at once unregisters after this insert.
+        let mut running = tracker.lock();
+        let handle = driver_runtime().spawn(driver);
+        running.insert(id, (handle.abort_handle(), shared.clone()));
+        drop(running);
+        TaskHandle { id, shared, rx }
+    }
+}
+
+/// How one attempt ended.
+enum Attempt<T, E> {
+    Ok(T),
+    Failed(E),
+    TimedOut(Duration),
+    Panicked(String),
+    Rejected,
+}
+
+impl<T, E> From<std::thread::Result<Result<T, E>>> for Attempt<T, E> {
+    fn from(joined: std::thread::Result<Result<T, E>>) -> Self {
+        match joined {
+            Ok(Ok(v)) => Attempt::Ok(v),
+            Ok(Err(e)) => Attempt::Failed(e),
+            Err(payload) => Attempt::Panicked(panic_message(&*payload)),
+        }
+    }
+}
+
+impl<T, E> Attempt<T, E> {
+    fn finish(self, id: u64) -> Result<T, TaskError<E>> {
+        match self {
+            Attempt::Ok(v) => Ok(v),
+            Attempt::Failed(e) => Err(TaskError::Failed(e)),
+            Attempt::TimedOut(after) => Err(TaskError::TimedOut(TimedOut {
+                function: format!("task #{id}"),
+                after,
+            })),
+            Attempt::Panicked(msg) => Err(TaskError::Panicked(msg)),
+            Attempt::Rejected => Err(TaskError::Rejected),
+        }
+    }
+}
+
+async fn join<R>(handle: tokio::task::JoinHandle<R>) -> std::thread::Result<R> {
+    struct AbortOnDrop(AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    // A timed-out or cancelled attempt stops its future too.
+    let _abort = AbortOnDrop(handle.abort_handle());
+    match handle.await {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_panic() => Err(e.into_panic()),
+        Err(_) => Err(Box::new("the attempt was cancelled")),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic payload".to_owned())
+}
+
+/// The runtime that drives tasks: the caller's, or a small one of the pools'.
+fn driver_runtime() -> Handle {
+    static OWN: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    Handle::try_current().unwrap_or_else(|_| {
+        OWN.get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("optimize-tasks")
+                .enable_all()
+                .build()
+                .expect("the task runtime could not be started")
+        })
+        .handle()
+        .clone()
+    })
+}
+
+#[derive(Default)]
+struct Shared {
+    status: AtomicU8,
+    attempts: AtomicU32,
+}
+
+impl Shared {
+    fn set(&self, status: TaskStatus) {
+        self.status.store(status as u8, Relaxed);
+    }
+    fn get(&self) -> TaskStatus {
+        TaskStatus::ALL[usize::from(self.status.load(Relaxed))]
+    }
+}
+
+/// A submitted task: its status, and its result once it ends.
+#[must_use = "dropping the handle does not cancel the task, but its result is lost"]
+pub struct TaskHandle<T, E> {
+    id: u64,
+    shared: Arc<Shared>,
+    rx: oneshot::Receiver<Result<T, TaskError<E>>>,
+}
+
+impl<T, E> std::fmt::Debug for TaskHandle<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl<T, E> TaskHandle<T, E> {
+    /// The task's number, unique in the process.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Where the task is now.
+    pub fn status(&self) -> TaskStatus {
+        self.shared.get()
+    }
+
+    /// Attempts started so far.
+    pub fn attempts(&self) -> u32 {
+        self.shared.attempts.load(Relaxed)
+    }
+
+    /// Cancels the task: it leaves its queue, or its running future is dropped; a running
+    /// closure cannot be interrupted and finishes in the background with its result
+    /// discarded. `false` if the task had already ended.
+    pub fn cancel(&self) -> bool {
+        global().tasks().cancel(self.id)
+    }
+
+    /// The task's result.
+    pub async fn join(self) -> Result<T, TaskError<E>> {
+        self.rx.await.unwrap_or(Err(TaskError::Cancelled))
+    }
+
+    /// The task's result, blocking this thread. Do not call it on the runtime thread that
+    /// drives the task (use [`TaskHandle::join`] there).
+    pub fn wait(self) -> Result<T, TaskError<E>> {
+        super::blocking(|| crate::cache::tiered::block_on(self.rx))
+            .unwrap_or(Err(TaskError::Cancelled))
+    }
+}
+
+/// Each running task's abort handle and shared state, by id.
+type RunningTasks = HashMap<u64, (AbortHandle, Arc<Shared>)>;
+
+/// Tasks that have not ended, for shutdown and statistics.
+#[derive(Clone, Default)]
+pub(crate) struct TaskTracker {
+    running: Arc<Mutex<RunningTasks>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for TaskTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskTracker")
+            .field("running", &self.running())
+            .finish()
+    }
+}
+
+impl TaskTracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunningTasks> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn running(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn cancel(&self, id: u64) -> bool {
+        let Some((abort, shared)) = self.lock().remove(&id) else {
+            return false;
+        };
+        shared.set(TaskStatus::Cancelled);
+        abort.abort();
+        true
+    }
+
+    pub(crate) fn cancel_all(&self) -> usize {
+        let all: Vec<_> = self.lock().drain().collect();
+        for (_, (abort, shared)) in &all {
+            shared.set(TaskStatus::Cancelled);
+            abort.abort();
+        }
+        all.len()
+    }
+}
+
+/// Unregisters a task when its driver ends or is dropped.
+struct Running {
+    tracker: TaskTracker,
+    id: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.tracker.lock().remove(&self.id);
+    }
+}
