@@ -55,10 +55,10 @@
 extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, memory, optimize};
-pub use optimize_runtime::{cache, flight, key, policy, stats, time};
+pub use optimize_runtime::{cache, flight, key, policy, pool, stats, time};
 pub use optimize_runtime::{
-    flush, init, namespace, shutdown, site, sites, AlreadyInitialized, Histogram, Kind, Outcome,
-    Site, TierConfig,
+    flush, init, namespace, shutdown, shutdown_within, site, sites, AlreadyInitialized, Histogram,
+    Kind, Outcome, Priority, Site, Task, TaskError, TaskHandle, TaskStatus, TierConfig, TimedOut,
 };
 
 /// Statistics of one managed function; see [`Site::stats`].

@@ -253,7 +253,7 @@ fn recursive_fn_does_not_deadlock_and_runs_each_key_once() {
     assert_eq!(FIB.load(SeqCst), 81);
 }
 
-#[optimize::cpu]
+#[optimize::io]
 async fn fib_async(n: u64) -> u64 {
     if n < 2 {
         n

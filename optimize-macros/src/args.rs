@@ -84,6 +84,18 @@ pub(crate) struct Args {
     pub(crate) compress_above: Option<(u32, LitStr)>,
     /// `cache = false`: measure the function, never cache it.
     pub(crate) cache: bool,
+    /// `priority = "high"`: order among waiting calls.
+    pub(crate) priority: Option<(Priority, LitStr)>,
+    /// `concurrency = N` (io).
+    pub(crate) concurrency: Option<u64>,
+    /// `timeout = "2s"` (async io).
+    pub(crate) timeout: Option<(Duration, LitStr)>,
+    /// `retries = N` (io).
+    pub(crate) retries: Option<u32>,
+    /// `backoff = "100ms"` (io, with `retries`).
+    pub(crate) backoff: Option<(Duration, LitStr)>,
+    /// `mem = "256MiB"` (memory).
+    pub(crate) mem: Option<u64>,
     /// Every option written, by its name token (for "no effect with ..." errors).
     pub(crate) given: Vec<Ident>,
 }
@@ -94,6 +106,36 @@ pub(crate) struct Tiers {
     pub(crate) l1: bool,
     pub(crate) l2: bool,
     pub(crate) l3: bool,
+}
+
+/// `priority = "..."`: mirrors the runtime's `Priority`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Priority {
+    Critical,
+    High,
+    Normal,
+    Low,
+    Batch,
+}
+
+impl Priority {
+    const NAMES: [(&'static str, Priority); 5] = [
+        ("critical", Priority::Critical),
+        ("high", Priority::High),
+        ("normal", Priority::Normal),
+        ("low", Priority::Low),
+        ("batch", Priority::Batch),
+    ];
+
+    pub(crate) fn variant(self) -> &'static str {
+        match self {
+            Priority::Critical => "Critical",
+            Priority::High => "High",
+            Priority::Normal => "Normal",
+            Priority::Low => "Low",
+            Priority::Batch => "Batch",
+        }
+    }
 }
 
 /// Every option this version honours, for "unknown option" messages.
@@ -110,6 +152,23 @@ const OPTIONS: &[&str] = &[
     "compress_above",
     "cache",
     "crate",
+    "priority",
+    "concurrency",
+    "timeout",
+    "retries",
+    "backoff",
+    "mem",
+];
+
+/// Options that decide where and when the body runs; they keep their meaning with
+/// `cache = false`.
+pub(crate) const ROUTING_OPTIONS: &[&str] = &[
+    "priority",
+    "concurrency",
+    "timeout",
+    "retries",
+    "backoff",
+    "mem",
 ];
 const KINDS: &[&str] = &["io", "cpu", "memory"];
 
@@ -169,6 +228,12 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
         l3_ttl: None,
         compress_above: None,
         cache: true,
+        priority: None,
+        concurrency: None,
+        timeout: None,
+        retries: None,
+        backoff: None,
+        mem: None,
         given: Vec::new(),
     };
     let mut kind_token: Option<Ident> = None;
@@ -261,6 +326,12 @@ fn example(option: &str) -> &'static str {
         "l3_ttl" => "`l3_ttl = \"7days\"`",
         "compress_above" => "`compress_above = \"4KiB\"`",
         "cache" => "`cache = false`",
+        "priority" => "`priority = \"high\"`",
+        "concurrency" => "`concurrency = 8`",
+        "timeout" => "`timeout = \"2s\"`",
+        "retries" => "`retries = 3`",
+        "backoff" => "`backoff = \"100ms\"`",
+        "mem" => "`mem = \"256MiB\"`",
         _ => "see the docs",
     }
 }
@@ -391,7 +462,7 @@ fn tiers(lit: &LitStr, errors: &mut Errors) -> Option<Tiers> {
 }
 
 /// `512`, `512B`, `4KiB`, `4KB`, `1MiB`, `1MB`, `1GiB`, `1GB` (KB/MB/GB are decimal).
-pub(crate) fn parse_size(text: &str) -> Option<u32> {
+pub(crate) fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -403,12 +474,14 @@ pub(crate) fn parse_size(text: &str) -> Option<u32> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
         _ => return None,
     };
-    u32::try_from(n.checked_mul(mult)?).ok()
+    n.checked_mul(mult)
 }
 
 fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
@@ -426,13 +499,58 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
             let Some(lit) = lit_str(&value, option, errors) else {
                 return;
             };
-            match parse_size(&lit.value()) {
+            match parse_size(&lit.value()).and_then(|n| u32::try_from(n).ok()) {
                 Some(n) => args.compress_above = Some((n, lit)),
                 None => errors.at(
                     &lit,
                     format!(
                         "invalid size {:?}; write a size such as \"512B\", \"4KiB\" or \"1MiB\" \
                          (at most 4GiB)",
+                        lit.value()
+                    ),
+                ),
+            }
+        }
+        "priority" => {
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
+            let text = lit.value();
+            match Priority::NAMES.iter().find(|(n, _)| *n == text) {
+                Some((_, p)) => args.priority = Some((*p, lit)),
+                None => errors.at(
+                    &lit,
+                    format!(
+                        "unknown priority {text:?}; write one of \"critical\", \"high\", \
+                         \"normal\", \"low\", \"batch\""
+                    ),
+                ),
+            }
+        }
+        "concurrency" => match lit_int::<u64>(&value, option, errors) {
+            Some((0, lit)) => errors.at(&lit, "`concurrency` must be at least 1"),
+            Some((n, _)) => args.concurrency = Some(n),
+            None => {}
+        },
+        "timeout" => args.timeout = duration(&value, option, errors),
+        "backoff" => args.backoff = duration(&value, option, errors),
+        "retries" => {
+            if let Some((n, _)) = lit_int::<u32>(&value, option, errors) {
+                args.retries = Some(n);
+            }
+        }
+        "mem" => {
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
+            match parse_size(&lit.value()) {
+                Some(0) => errors.at(&lit, "`mem` must be more than zero bytes"),
+                Some(n) => args.mem = Some(n),
+                None => errors.at(
+                    &lit,
+                    format!(
+                        "invalid size {:?}; write a size such as \"64MiB\", \"512KiB\" or \
+                         \"2GiB\"",
                         lit.value()
                     ),
                 ),
@@ -496,7 +614,8 @@ mod tests {
         assert_eq!(parse_size("4KiB"), Some(4096));
         assert_eq!(parse_size("1MB"), Some(1_000_000));
         assert_eq!(parse_size("2 MiB"), Some(2 << 20));
-        assert_eq!(parse_size("5GiB"), None, "over u32");
+        assert_eq!(parse_size("5GiB"), Some(5 << 30));
+        assert_eq!(parse_size("99999999999GiB"), None, "overflow");
         assert_eq!(parse_size("4 parsecs"), None);
         assert_eq!(parse_size("KiB"), None);
     }

@@ -21,7 +21,6 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         block,
     } = func;
     let fn_name = &sig.ident;
-    let ret = &plan.ret;
 
     // The signature binds destructuring patterns to plain names; the body destructures them.
     let mut outer_sig = sig.clone();
@@ -32,6 +31,7 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         .zip(&plan.params)
     {
         if let FnArg::Typed(pt) = input {
+            strip_mut_for_retries(plan, pt);
             if param.destructure.is_some() {
                 *pt.pat = Pat::Ident(PatIdent {
                     attrs: Vec::new(),
@@ -99,16 +99,17 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
     let call_async = quote_spanned!(ret_span=> call_async);
     let call_sync = quote_spanned!(ret_span=> call_sync);
     let policy_arg = quote_spanned!(ret_span=> __optimize_policy);
+    let body = routed_body(plan, &block, ret_span);
     let call = if sig.asyncness.is_some() {
         let await_ = quote_spanned!(ret_span=> await);
         quote! {
             #site
-                .#call_async(#policy_arg, __optimize_codec, __optimize_key, async move { #block })
+                .#call_async(#policy_arg, __optimize_codec, __optimize_key, #body)
                 .#await_
         }
     } else {
         quote! {
-            #site.#call_sync(#policy_arg, __optimize_codec, __optimize_key, move || -> #ret #block)
+            #site.#call_sync(#policy_arg, __optimize_codec, __optimize_key, #body)
         }
     };
 
@@ -184,17 +185,26 @@ fn expand_measured(plan: &Plan, func: ItemFn) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
-        sig,
+        mut sig,
         block,
     } = func;
+    for input in sig.inputs.iter_mut() {
+        if let FnArg::Typed(pt) = input {
+            strip_mut_for_retries(plan, pt);
+        }
+    }
     let fn_name = &sig.ident;
-    let ret = &plan.ret;
     let site_statics = site_tokens(plan, fn_name);
     let policy = policy_tokens(plan);
+    let ret_span = match &sig.output {
+        syn::ReturnType::Type(_, ty) => ty.span(),
+        syn::ReturnType::Default => sig.ident.span(),
+    };
+    let body = routed_body(plan, &block, ret_span);
     let call = if sig.asyncness.is_some() {
-        quote!(__optimize_site.call_measured_async(__optimize_policy, async move { #block }).await)
+        quote!(__optimize_site.call_measured_async(__optimize_policy, #body).await)
     } else {
-        quote!(__optimize_site.call_measured_sync(__optimize_policy, move || -> #ret #block))
+        quote!(__optimize_site.call_measured_sync(__optimize_policy, #body))
     };
     let cache_fn = format_ident!("{}_cache", fn_name);
     let cache_doc = format!(
@@ -216,6 +226,71 @@ fn expand_measured(plan: &Plan, func: ItemFn) -> TokenStream {
             #site_statics
             __optimize_site
         }
+    }
+}
+
+/// With `retries`, each attempt rebinds a fresh copy of every argument; the signature's own
+/// bindings are then only copied from, so `mut` moves to the copies.
+fn strip_mut_for_retries(plan: &Plan, pt: &mut syn::PatType) {
+    if plan.retries > 0 {
+        if let Pat::Ident(pi) = &mut *pt.pat {
+            pi.mutability = None;
+        }
+    }
+}
+
+/// The body, wrapped for its kind (design §8): a closure for a sync function, a future for an
+/// async one. The runtime's `Site` methods named here decide where and when it runs.
+fn routed_body(plan: &Plan, block: &syn::Block, ret_span: proc_macro2::Span) -> TokenStream {
+    let krate = &plan.krate;
+    let ret = &plan.ret;
+    let on_timeout = match plan.timeout {
+        Some(_) => {
+            let f = quote_spanned! {ret_span=>
+                <#ret as #krate::__private::TimeoutOutput>::timed_out
+            };
+            quote!(::core::option::Option::Some(#f as fn(_) -> _))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    let should_retry = quote_spanned! {ret_span=>
+        <#ret as #krate::__private::RetryOutput>::should_retry
+    };
+    // Each attempt gets its own copies; the originals stay for the next one.
+    let clones: Vec<TokenStream> = plan
+        .params
+        .iter()
+        .map(|p| {
+            let name = &p.binding;
+            let mutability = p.mutable.then(|| quote!(mut));
+            quote_spanned! {p.ty.span()=>
+                let #mutability #name = ::core::clone::Clone::clone(&#name);
+            }
+        })
+        .collect();
+    let site = quote!(__optimize_site);
+    let retrying = plan.retries > 0;
+    match (plan.is_async, plan.kind) {
+        (false, Kind::Io) if retrying => quote! {
+            move || #site.io_sync(#should_retry, || -> #ret { #(#clones)* #block })
+        },
+        (false, Kind::Io) => quote!(move || #site.io_sync_once(move || -> #ret #block)),
+        (false, Kind::Cpu) => quote!(move || #site.cpu_sync(move || -> #ret #block)),
+        (false, Kind::Memory) => quote!(move || #site.memory_sync(move || -> #ret #block)),
+        (true, Kind::Io) if retrying => quote! {
+            #site.io_async(#on_timeout, #should_retry, move || {
+                #(#clones)*
+                async move #block
+            })
+        },
+        (true, Kind::Io) => quote!(#site.io_async_once(#on_timeout, async move #block)),
+        // Owned arguments travel to the pool with the body; borrowed ones cannot outlive the
+        // call, so the caller waits for the pool instead.
+        (true, Kind::Cpu) if plan.args_borrow => {
+            quote!(#site.cpu_async_borrowed(move || -> #ret #block))
+        }
+        (true, Kind::Cpu) => quote!(#site.cpu_async(move || -> #ret #block)),
+        (true, Kind::Memory) => quote!(#site.memory_async(async move #block)),
     }
 }
 
@@ -298,6 +373,17 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
         quote!(::core::option::Option::None)
     };
     let is_async = plan.is_async;
+    let priority = format_ident!(
+        "{}",
+        plan.priority
+            .unwrap_or(crate::args::Priority::Normal)
+            .variant()
+    );
+    let concurrency = opt(plan.concurrency.map(|c| c.into_token_stream()));
+    let timeout = duration(plan.timeout);
+    let retries = plan.retries;
+    let backoff = duration(plan.backoff);
+    let mem = opt(plan.mem.map(|m| m.into_token_stream()));
     quote! {
         static __OPTIMIZE_META: #krate::__private::SiteMeta = #krate::__private::SiteMeta {
             id: ::core::concat!(
@@ -317,6 +403,12 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
             compress_above: #compress_above,
             version: #version,
             schema: #schema,
+            priority: #krate::__private::Priority::#priority,
+            concurrency: #concurrency,
+            timeout: #timeout,
+            retries: #retries,
+            backoff: #backoff,
+            mem: #mem,
         };
         static __OPTIMIZE_SITE: #krate::__private::SiteSlot =
             #krate::__private::SiteSlot::new(&__OPTIMIZE_META);

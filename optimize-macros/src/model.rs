@@ -8,7 +8,7 @@ use quote::{format_ident, quote, ToTokens};
 use syn::visit::Visit;
 use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
 
-use crate::args::{Args, Kind, Tiers};
+use crate::args::{Args, Kind, Priority, Tiers};
 use crate::errors::Errors;
 
 /// A validated plan for one annotated function.
@@ -35,6 +35,21 @@ pub(crate) struct Plan {
     /// The return type mentions a reference or lifetime (only `'static` passes the checks):
     /// it cannot be deserialized into, so it stays in L1.
     pub(crate) ret_borrows: bool,
+    /// `priority = "..."`.
+    pub(crate) priority: Option<Priority>,
+    /// `concurrency = N`.
+    pub(crate) concurrency: Option<u64>,
+    /// `timeout = "..."`.
+    pub(crate) timeout: Option<Duration>,
+    /// `retries = N`.
+    pub(crate) retries: u32,
+    /// `backoff = "..."`.
+    pub(crate) backoff: Option<Duration>,
+    /// `mem = "..."`.
+    pub(crate) mem: Option<u64>,
+    /// Some argument (or the receiver) borrows: an async cpu body cannot be sent to the pool
+    /// on its own, so the caller waits for it.
+    pub(crate) args_borrow: bool,
 }
 
 pub(crate) enum KeySource {
@@ -51,6 +66,10 @@ pub(crate) struct Param {
     pub(crate) binding: Ident,
     /// The user's pattern when it is not a plain identifier; destructured inside the body.
     pub(crate) destructure: Option<Box<Pat>>,
+    /// The argument's type (for spans of errors about it).
+    pub(crate) ty: Box<Type>,
+    /// `mut name`: retried attempts rebind a fresh copy with the same mutability.
+    pub(crate) mutable: bool,
 }
 
 pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Plan> {
@@ -99,11 +118,15 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
                         params.push(Param {
                             binding: pi.ident.clone(),
                             destructure: None,
+                            ty: pt.ty.clone(),
+                            mutable: pi.mutability.is_some(),
                         });
                     }
                     pat => params.push(Param {
                         binding: format_ident!("__optimize_arg{}", i),
                         destructure: Some(Box::new(pat.clone())),
+                        ty: pt.ty.clone(),
+                        mutable: false,
                     }),
                 }
             }
@@ -187,12 +210,17 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         None => Vec::new(),
     };
 
+    let args_borrow = receiver.is_some() || params.iter().any(|p| mentions_lifetime(&p.ty));
+    if let Some(kind) = args.kind {
+        check_routing(&args, kind, func, &params, receiver, errors);
+    }
+
     if !args.cache {
-        for option in args
-            .given
-            .iter()
-            .filter(|o| !matches!(o.to_string().as_str(), "cache" | "name" | "crate"))
-        {
+        for option in args.given.iter().filter(|o| {
+            let o = o.to_string();
+            !matches!(o.as_str(), "cache" | "name" | "crate")
+                && !crate::args::ROUTING_OPTIONS.contains(&o.as_str())
+        }) {
             errors.at(
                 option,
                 format!(
@@ -284,7 +312,119 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         schema,
         ret,
         ret_borrows,
+        priority: args.priority.map(|(p, _)| p),
+        concurrency: args.concurrency,
+        timeout: args.timeout.map(|(d, _)| d),
+        retries: args.retries.unwrap_or(0),
+        backoff: args.backoff.map(|(d, _)| d),
+        mem: args.mem,
+        args_borrow,
     })
+}
+
+/// Routing options against the kind and the function's shape (design §8).
+fn check_routing(
+    args: &Args,
+    kind: Kind,
+    func: &ItemFn,
+    params: &[Param],
+    receiver: Option<&syn::Receiver>,
+    errors: &mut Errors,
+) {
+    let given = |name: &str| args.given.iter().find(|g| *g == name);
+    let only_for = |option: &str, owner: Kind, why: &str, errors: &mut Errors| {
+        if let Some(token) = given(option).filter(|_| kind != owner) {
+            errors.at(
+                token,
+                format!(
+                    "`{option}` applies to `{}` functions; this is {} `{}` function, where {why}; \
+                     remove `{option}`",
+                    owner.name(),
+                    if kind == Kind::Io { "an" } else { "a" },
+                    kind.name()
+                ),
+            );
+        }
+    };
+    let bounded_by = match kind {
+        Kind::Cpu => "the CPU pool's thread count bounds the calls",
+        Kind::Memory => "the memory budget bounds the calls (set `mem` per call)",
+        Kind::Io => "",
+    };
+    only_for("concurrency", Kind::Io, bounded_by, errors);
+    let no_retry = "the body runs to completion once; make it `io` to retry";
+    only_for(
+        "timeout",
+        Kind::Io,
+        "a running body cannot be interrupted",
+        errors,
+    );
+    only_for("retries", Kind::Io, no_retry, errors);
+    only_for("backoff", Kind::Io, no_retry, errors);
+    only_for(
+        "mem",
+        Kind::Memory,
+        "the memory budget is not consulted",
+        errors,
+    );
+    if kind == Kind::Io {
+        if let (Some(token), None) = (given("timeout"), &func.sig.asyncness) {
+            errors.at(
+                token,
+                "`timeout` needs an `async fn`: a sync body cannot be interrupted once it runs; \
+                 make the function async, or bound the work inside it (e.g. a client timeout)",
+            );
+        }
+        if let (Some(token), None) = (given("backoff"), args.retries) {
+            errors.at(
+                token,
+                "`backoff` has no effect without `retries`; add `retries = N` or remove `backoff`",
+            );
+        }
+        if args.retries.is_some_and(|n| n > 0) {
+            for p in params {
+                if let Some(pat) = &p.destructure {
+                    errors.at(
+                        pat,
+                        "with `retries`, each attempt gets a fresh copy of the arguments, which \
+                         needs a name to copy; bind this argument to a name and destructure it \
+                         in the body",
+                    );
+                }
+            }
+            if let Some(r) = receiver.filter(|r| r.reference.is_none()) {
+                errors.at(
+                    r,
+                    "with `retries`, each attempt needs the receiver again; take `&self` \
+                     instead of `self`",
+                );
+            }
+        }
+    }
+    if kind == Kind::Cpu && func.sig.asyncness.is_some() {
+        AwaitFinder { errors }.visit_block(&func.block);
+    }
+}
+
+/// Reports each `.await` of an async cpu body (not those in nested async blocks or closures,
+/// which only build futures).
+struct AwaitFinder<'e> {
+    errors: &'e mut Errors,
+}
+
+impl<'ast> Visit<'ast> for AwaitFinder<'_> {
+    fn visit_expr_await(&mut self, e: &'ast syn::ExprAwait) {
+        self.errors.at(
+            e.await_token,
+            "a `cpu` function's body runs on the CPU pool, a plain thread with no async runtime, \
+             so it cannot `.await`; await this before the CPU work (in an `io` function or the \
+             caller), or make this an `io` function",
+        );
+        syn::visit::visit_expr_await(self, e);
+    }
+    fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
+    fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
+    fn visit_item(&mut self, _: &'ast syn::Item) {}
 }
 
 /// Hash of the signature's types: changing an argument or return type changes every key, so

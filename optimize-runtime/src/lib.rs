@@ -37,18 +37,43 @@ pub fn flush() {
     }
 }
 
-/// Flushes the shared tiers and stops their background work; call it before the process
-/// exits so that no queued write is lost. Managed functions keep working afterwards, with
-/// shared-tier writes dropped (and counted).
+/// [`shutdown_within`] with a 10-second deadline.
 ///
 /// ```
 /// optimize::shutdown();
 /// ```
-pub fn shutdown() {
+pub fn shutdown() -> pool::ShutdownReport {
+    shutdown_within(std::time::Duration::from_secs(10))
+}
+
+/// Stops the pools' admission, waits up to `deadline` for admitted calls and submitted tasks,
+/// cancels the tasks still running, then flushes the shared tiers and stops their background
+/// work. Call it before the process exits so that no queued write is lost.
+///
+/// Managed functions keep working afterwards: their bodies run in place in the caller, and
+/// shared-tier writes are dropped (and counted). New tasks are rejected.
+///
+/// ```
+/// let report = optimize::shutdown_within(std::time::Duration::from_secs(1));
+/// assert!(report.drained);
+/// ```
+pub fn shutdown_within(deadline: std::time::Duration) -> pool::ShutdownReport {
+    let report = match pool::global_if_started() {
+        Some(pools) => pools.shutdown(deadline),
+        None => pool::ShutdownReport {
+            drained: true,
+            cancelled_tasks: 0,
+            waited: std::time::Duration::ZERO,
+        },
+    };
     if let Some(tiers) = cache::tiered::global_if_started() {
         tiers.shutdown();
     }
+    report
 }
+pub use pool::io::TimedOut;
+pub use pool::task::{Task, TaskError, TaskHandle, TaskStatus};
+pub use pool::Priority;
 pub use site::{Kind, Site};
 pub use stats::{FnStats, Histogram, Outcome};
 
@@ -58,6 +83,8 @@ pub mod __private {
     pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
     pub use crate::key::{ArgsKey, KeyHasher, KeyPart};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
+    pub use crate::pool::io::{RetryOutput, TimeoutOutput};
+    pub use crate::pool::Priority;
     pub use crate::site::{Kind, Site, SiteMeta, SiteSlot, TierSet};
     pub use core::time::Duration;
 }

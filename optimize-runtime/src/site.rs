@@ -15,13 +15,13 @@ use crate::cache::Tier;
 use crate::flight::{Flights, Role, Settled, Waited};
 use crate::key::{ArgsKey, FullKey};
 use crate::policy::{CacheValue, ReturnPolicy};
+use crate::pool::Priority;
 use crate::stats::{FnRecorder, FnStats, Outcome};
 use crate::time::{self, Clock};
 
-/// Where a managed function's body runs (design §8).
-///
-/// Routing to dedicated pools is not implemented yet: every kind currently runs its body in
-/// place, in the caller's thread or task. The kind is recorded in statistics already.
+mod route;
+
+/// Where a managed function's body runs and what admits it (design §8; see [`crate::pool`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// I/O-bound work.
@@ -81,6 +81,18 @@ pub struct SiteMeta {
     pub version: u32,
     /// Hash of the signature's types.
     pub schema: u64,
+    /// `priority = "..."` (cpu and memory).
+    pub priority: Priority,
+    /// `concurrency = N` (io): calls of this function running at once.
+    pub concurrency: Option<u64>,
+    /// `timeout = "..."` (async io): deadline of each attempt.
+    pub timeout: Option<Duration>,
+    /// `retries = N` (io): extra attempts after an `Err`.
+    pub retries: u32,
+    /// `backoff = "..."` (io): first delay between attempts.
+    pub backoff: Option<Duration>,
+    /// `mem = "..."` (memory): bytes reserved from the memory budget per call.
+    pub mem: Option<u64>,
 }
 
 /// Which tiers a function uses.
@@ -156,6 +168,8 @@ pub struct Site {
     /// as `AnyStore` for type-independent operations. Both point at one leaked allocation.
     store: OnceLock<(&'static (dyn Any + Send + Sync), &'static dyn AnyStore)>,
     key_prefix: OnceLock<String>,
+    /// The `concurrency` limit's gate, created on first io call.
+    concurrency: OnceLock<Option<Arc<crate::pool::gate::Gate>>>,
 }
 
 impl fmt::Debug for Site {
@@ -209,6 +223,7 @@ impl Site {
             recorder: FnRecorder::new(),
             store: OnceLock::new(),
             key_prefix: OnceLock::new(),
+            concurrency: OnceLock::new(),
         }
     }
 

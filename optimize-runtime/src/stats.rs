@@ -90,6 +90,9 @@ impl Shard {
 /// Recorder of one function's calls. Const-constructible, so it lives in the function's static.
 pub struct FnRecorder {
     shards: [Shard; SHARDS],
+    /// Attempts that hit their timeout, and retries started; rare, so not sharded.
+    timeouts: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// One in this many hits per thread is timed; its duration is recorded with this weight, so
@@ -161,6 +164,8 @@ impl FnRecorder {
     pub const fn new() -> Self {
         Self {
             shards: [const { Shard::new() }; SHARDS],
+            timeouts: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
         }
     }
 
@@ -192,6 +197,16 @@ impl FnRecorder {
         shard.latency[bucket_of(total)].fetch_add(HIT_SAMPLE, Relaxed);
     }
 
+    /// Records an attempt that ran out of time.
+    pub fn record_timeout(&self) {
+        self.timeouts.fetch_add(1, Relaxed);
+    }
+
+    /// Records a retry about to start.
+    pub fn record_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
     /// Merges the shards into a snapshot.
     pub fn snapshot(&self) -> FnStats {
         let mut outcomes = [0u64; Outcome::ALL.len()];
@@ -212,6 +227,8 @@ impl FnRecorder {
             total_time: Duration::from_nanos(total),
             compute_time: Duration::from_nanos(compute),
             latency: Histogram { buckets: latency },
+            timeouts: self.timeouts.load(Relaxed),
+            retries: self.retries.load(Relaxed),
         }
     }
 
@@ -224,6 +241,8 @@ impl FnRecorder {
             shard.total_nanos.store(0, Relaxed);
             shard.compute_nanos.store(0, Relaxed);
         }
+        self.timeouts.store(0, Relaxed);
+        self.retries.store(0, Relaxed);
     }
 }
 
@@ -309,6 +328,10 @@ pub struct FnStats {
     pub compute_time: Duration,
     /// Distribution of whole-call latency.
     pub latency: Histogram,
+    /// Attempts that ran out of their `timeout`.
+    pub timeouts: u64,
+    /// Retries started after an `Err` (or a timeout).
+    pub retries: u64,
 }
 
 impl FnStats {

@@ -3,7 +3,7 @@ fn lookup(id: u64) -> u64 {
     id
 }
 
-#[optimize::io(retries = 3)]
+#[optimize::io(retrys = 3)]
 fn other(id: u64) -> u64 {
     id
 }

@@ -179,10 +179,10 @@ impl Task {
     {
         let f = Arc::new(Mutex::new(f));
         let task = self.clone();
-        self.submit(move || {
+        self.submit(move |state| {
             let f = f.clone();
             let task = task.clone();
-            async move { task.attempt_closure(f).await }
+            async move { task.attempt_closure(f, &state).await }
         })
     }
 
@@ -197,14 +197,14 @@ impl Task {
         E: Send + 'static,
     {
         let task = self.clone();
-        self.submit(move || {
+        self.submit(move |state| {
             let fut = make();
             let task = task.clone();
-            async move { task.attempt_future(fut).await }
+            async move { task.attempt_future(fut, &state).await }
         })
     }
 
-    async fn attempt_closure<T, E, F>(&self, f: Arc<Mutex<F>>) -> Attempt<T, E>
+    async fn attempt_closure<T, E, F>(&self, f: Arc<Mutex<F>>, state: &Shared) -> Attempt<T, E>
     where
         F: FnMut() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -220,12 +220,14 @@ impl Task {
                 let Ok(permit) = pools.cpu().gate().acquire(1, self.priority).await else {
                     return Attempt::Rejected;
                 };
+                state.set(TaskStatus::Running);
                 pools.cpu().spawn_admitted(permit, call).await
             }
             Kind::Io => {
                 let Ok(permit) = pools.io().gate().acquire(1, self.priority).await else {
                     return Attempt::Rejected;
                 };
+                state.set(TaskStatus::Running);
                 join(tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     call()
@@ -238,6 +240,7 @@ impl Task {
                 let Ok(permit) = budget.gate().acquire(weight, self.priority).await else {
                     return Attempt::Rejected;
                 };
+                state.set(TaskStatus::Running);
                 join(tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     call()
@@ -248,7 +251,7 @@ impl Task {
         Attempt::from(joined)
     }
 
-    async fn attempt_future<T, E, Fut>(&self, fut: Fut) -> Attempt<T, E>
+    async fn attempt_future<T, E, Fut>(&self, fut: Fut, state: &Shared) -> Attempt<T, E>
     where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
@@ -260,6 +263,7 @@ impl Task {
                 let Ok(permit) = pools.cpu().gate().acquire(1, self.priority).await else {
                     return Attempt::Rejected;
                 };
+                state.set(TaskStatus::Running);
                 let handle = Handle::current();
                 pools
                     .cpu()
@@ -273,6 +277,7 @@ impl Task {
                 let Ok(permit) = pools.io().gate().acquire(1, self.priority).await else {
                     return Attempt::Rejected;
                 };
+                state.set(TaskStatus::Running);
                 join(tokio::spawn(async move {
                     let _permit = permit;
                     fut.await
@@ -285,6 +290,7 @@ impl Task {
                 let Ok(permit) = budget.gate().acquire(weight, self.priority).await else {
                     return Attempt::Rejected;
                 };
+                state.set(TaskStatus::Running);
                 join(tokio::spawn(async move {
                     let _permit = permit;
                     fut.await
@@ -297,7 +303,7 @@ impl Task {
 
     fn submit<T, E, A, Fut>(self, mut attempt: A) -> TaskHandle<T, E>
     where
-        A: FnMut() -> Fut + Send + 'static,
+        A: FnMut(Arc<Shared>) -> Fut + Send + 'static,
         Fut: Future<Output = Attempt<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
@@ -322,13 +328,12 @@ impl Task {
             let _running = guard;
             let mut retry = 0;
             let result = loop {
-                state.set(TaskStatus::Running);
                 state.attempts.fetch_add(1, Relaxed);
                 let outcome = match attempts.timeout {
-                    Some(after) => tokio::time::timeout(after, attempt())
+                    Some(after) => tokio::time::timeout(after, attempt(state.clone()))
                         .await
                         .unwrap_or(Attempt::TimedOut(after)),
-                    None => attempt().await,
+                    None => attempt(state.clone()).await,
                 };
                 let retryable = matches!(outcome, Attempt::Failed(_) | Attempt::TimedOut(_));
                 if retryable && retry < attempts.retries {

@@ -1,0 +1,170 @@
+//! Routing a managed function's body by its kind (design §8): the glue between a [`Site`]'s
+//! options and the [`pool`](crate::pool)s. Generated code calls these; each takes the body
+//! the attribute wrapped and decides where and when it runs.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::Site;
+use crate::pool::gate::Gate;
+use crate::pool::io::{self, AttemptObserver, Attempts, IoGates, TimedOut};
+use crate::pool::{self, Priority};
+
+impl AttemptObserver for Site {
+    fn timed_out(&self) {
+        self.recorder.record_timeout();
+        tracing::info!(function = %self.path, "optimize: attempt timed out");
+    }
+    fn retrying(&self, retry: u32) {
+        self.recorder.record_retry();
+        tracing::debug!(function = %self.path, retry, "optimize: retrying after an error");
+    }
+}
+
+impl Site {
+    /// Admission priority (`priority = "..."`, default `normal`).
+    pub fn priority(&self) -> Priority {
+        self.meta.priority
+    }
+
+    /// Timeout, retries and backoff of each call.
+    pub fn attempts(&self) -> Attempts {
+        Attempts {
+            timeout: self.meta.timeout,
+            retries: self.meta.retries,
+            backoff: self.meta.backoff.unwrap_or(Attempts::DEFAULT_BACKOFF),
+        }
+    }
+
+    /// The `concurrency = N` limit: calls of this function running at once.
+    pub fn concurrency(&self) -> Option<u64> {
+        self.meta.concurrency
+    }
+
+    /// Bytes a call reserves from the memory budget (`mem = "..."`, else the budget's default).
+    pub fn mem(&self) -> u64 {
+        self.meta
+            .mem
+            .unwrap_or_else(|| pool::global().memory().default_weight())
+    }
+
+    fn concurrency_gate(&self) -> Option<&Arc<Gate>> {
+        self.concurrency
+            .get_or_init(|| self.concurrency().map(Gate::new))
+            .as_ref()
+    }
+
+    fn io_gates(&self) -> IoGates<'_> {
+        IoGates {
+            global: pool::global().io().gate(),
+            local: self.concurrency_gate(),
+        }
+    }
+
+    /// A sync io body run once: admitted by the io limits, under `block_in_place` on a
+    /// multi-thread tokio worker.
+    #[doc(hidden)]
+    pub fn io_sync_once<R>(&self, body: impl FnOnce() -> R) -> R {
+        let mut body = Some(body);
+        io::run_sync(self.io_gates(), Attempts::default(), None, self, || {
+            (body.take().expect("retries are off, so the body runs once"))()
+        })
+    }
+
+    /// A sync io body retried while `should_retry` says so.
+    #[doc(hidden)]
+    pub fn io_sync<R>(&self, should_retry: fn(&R) -> bool, attempt: impl FnMut() -> R) -> R {
+        io::run_sync(
+            self.io_gates(),
+            self.attempts(),
+            Some(should_retry),
+            self,
+            attempt,
+        )
+    }
+
+    /// An async io body run once, within the timeout when there is one.
+    #[doc(hidden)]
+    pub async fn io_async_once<R>(
+        &self,
+        on_timeout: Option<fn(TimedOut) -> R>,
+        body: impl Future<Output = R>,
+    ) -> R {
+        let mut body = Some(body);
+        let attempts = Attempts {
+            retries: 0,
+            ..self.attempts()
+        };
+        io::run_async(
+            self.io_gates(),
+            attempts,
+            &self.path,
+            on_timeout,
+            None,
+            self,
+            || body.take().expect("retries are off, so the body runs once"),
+        )
+        .await
+    }
+
+    /// An async io body, a fresh future per attempt, retried while `should_retry` says so.
+    #[doc(hidden)]
+    pub async fn io_async<R, Fut: Future<Output = R>>(
+        &self,
+        on_timeout: Option<fn(TimedOut) -> R>,
+        should_retry: fn(&R) -> bool,
+        attempt: impl FnMut() -> Fut,
+    ) -> R {
+        io::run_async(
+            self.io_gates(),
+            self.attempts(),
+            &self.path,
+            on_timeout,
+            Some(should_retry),
+            self,
+            attempt,
+        )
+        .await
+    }
+
+    /// A sync cpu body: run on the CPU pool while the caller blocks; in place on a pool
+    /// thread.
+    #[doc(hidden)]
+    pub fn cpu_sync<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
+        pool::global().cpu().run(self.priority(), body)
+    }
+
+    /// An async cpu body with owned arguments: run on the CPU pool while the caller's task
+    /// awaits without holding its worker.
+    #[doc(hidden)]
+    pub async fn cpu_async<R: Send + 'static>(
+        &self,
+        body: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        pool::global().cpu().run_async(self.priority(), body).await
+    }
+
+    /// An async cpu body that borrows its arguments: it cannot outlive the call, so the
+    /// caller's thread waits for it (under `block_in_place` on a multi-thread runtime).
+    #[doc(hidden)]
+    pub async fn cpu_async_borrowed<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
+        self.cpu_sync(body)
+    }
+
+    /// A sync memory body: run in place once the memory budget admits it.
+    #[doc(hidden)]
+    pub fn memory_sync<R>(&self, body: impl FnOnce() -> R) -> R {
+        pool::global()
+            .memory()
+            .run(Some(self.mem()), self.priority(), body)
+    }
+
+    /// An async memory body: awaited once the memory budget admits it.
+    #[doc(hidden)]
+    pub async fn memory_async<F: Future>(&self, body: F) -> F::Output {
+        pool::global()
+            .memory()
+            .run_async(Some(self.mem()), self.priority(), body)
+            .await
+    }
+}
