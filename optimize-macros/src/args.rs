@@ -96,6 +96,8 @@ pub(crate) struct Args {
     pub(crate) backoff: Option<(Duration, LitStr)>,
     /// `mem = "256MiB"` (memory).
     pub(crate) mem: Option<u64>,
+    /// `capacity = "256MiB"`: a size, which only memory functions (weighed in bytes) accept.
+    pub(crate) capacity_size: Option<LitStr>,
     /// Every option written, by its name token (for "no effect with ..." errors).
     pub(crate) given: Vec<Ident>,
 }
@@ -234,6 +236,7 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
         retries: None,
         backoff: None,
         mem: None,
+        capacity_size: None,
         given: Vec::new(),
     };
     let mut kind_token: Option<Ident> = None;
@@ -554,6 +557,25 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
                         lit.value()
                     ),
                 ),
+            }
+        }
+        "capacity" if matches!(&value, Expr::Lit(l) if matches!(l.lit, syn::Lit::Str(_))) => {
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
+            match parse_size(&lit.value()) {
+                Some(0) | None => errors.at(
+                    &lit,
+                    format!(
+                        "invalid size {:?}; write a size such as \"256MiB\" (memory functions) \
+                         or a number of entries such as `capacity = 10000`",
+                        lit.value()
+                    ),
+                ),
+                Some(n) => {
+                    args.capacity = Some(n);
+                    args.capacity_size = Some(lit);
+                }
             }
         }
         "capacity" => match lit_int::<u64>(&value, option, errors) {

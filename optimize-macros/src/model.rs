@@ -401,6 +401,18 @@ fn check_routing(
             }
         }
     }
+    if let Some(lit) = args.capacity_size.as_ref().filter(|_| kind != Kind::Memory) {
+        errors.at(
+            lit,
+            format!(
+                "{} `{}` function's capacity counts entries; write a number such as \
+                 `capacity = 10000` (sizes are for `memory` functions, whose values are weighed \
+                 in bytes)",
+                if kind == Kind::Io { "an" } else { "a" },
+                kind.name()
+            ),
+        );
+    }
     if kind == Kind::Cpu && func.sig.asyncness.is_some() {
         AwaitFinder { errors }.visit_block(&func.block);
     }

@@ -248,10 +248,17 @@ impl Site {
         self.meta.ttl
     }
 
-    /// The L1 capacity in entries.
+    /// The L1 capacity: entries, or bytes for a `memory` function (whose values are weighed
+    /// by their encoded size; default [`Site::DEFAULT_MEMORY_CAPACITY`]).
     pub fn capacity(&self) -> u64 {
-        self.meta.capacity.unwrap_or(L1Options::DEFAULT_CAPACITY)
+        self.meta.capacity.unwrap_or(match self.meta.kind {
+            Kind::Memory => Self::DEFAULT_MEMORY_CAPACITY,
+            _ => L1Options::DEFAULT_CAPACITY,
+        })
     }
+
+    /// L1 capacity in bytes of a `memory` function that sets none: 256 MiB.
+    pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
 
     /// The user's `version = N` (0 when not given).
     pub fn version(&self) -> u32 {
@@ -415,11 +422,16 @@ impl Site {
                 engine: crate::cache::l1::default_engine(),
             };
             let clock = time::global().clone();
-            match &shared {
-                Some(shared) => {
-                    L1Store::with_eviction(options, clock, self.demotion(shared.clone()))
+            let demotion = shared.as_ref().map(|s| self.demotion(s.clone()));
+            match (self.meta.kind, demotion) {
+                // Memory-kind values are weighed by their encoded size (by their stack size
+                // when they cannot be encoded), so capacity counts bytes.
+                (Kind::Memory, demotion) => {
+                    let size = codec.map_or(stack_size::<V> as fn(&V) -> u64, |c| c.size_fn());
+                    L1Store::weighed(options, clock, demotion, size)
                 }
-                None => L1Store::new(options, clock),
+                (_, Some(demotion)) => L1Store::with_eviction(options, clock, demotion),
+                (_, None) => L1Store::new(options, clock),
             }
         });
         Store {
@@ -815,6 +827,10 @@ impl Site {
             self.path
         );
     }
+}
+
+fn stack_size<V>(_: &V) -> u64 {
+    std::mem::size_of::<V>() as u64
 }
 
 /// Records a `panic` outcome if the body unwinds before [`PanicRecorder::disarm`].

@@ -16,6 +16,9 @@ pub struct Entry<V> {
     pub value: V,
     /// Deadline in [`Clock`] nanoseconds; 0 means it never expires.
     pub expires_at: u64,
+    /// What the entry counts against the capacity: 1, or its size in bytes in a store
+    /// [weighed by size](L1Store::weighed).
+    pub weight: u32,
 }
 
 /// What an L1 engine must do. Values are handed out as clones, so a caller can never mutate a
@@ -159,30 +162,57 @@ pub struct L1Store<V> {
     engine: Engine<V>,
     ttl: Option<Duration>,
     clock: Clock,
+    /// Size of a value, when capacity counts bytes instead of entries.
+    weigher: Option<fn(&V) -> u64>,
 }
 
 impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     /// A store on the engine the options name.
     pub fn new(options: L1Options, clock: Clock) -> Self {
-        Self::build(options, clock, None)
+        Self::build(options, clock, None, None)
     }
 
     /// A store that hands entries evicted by capacity to `on_evict`.
     pub fn with_eviction(options: L1Options, clock: Clock, on_evict: EvictionHandler<V>) -> Self {
-        Self::build(options, clock, Some(on_evict))
+        Self::build(options, clock, Some(on_evict), None)
     }
 
-    fn build(options: L1Options, clock: Clock, on_evict: Option<EvictionHandler<V>>) -> Self {
+    /// A store whose capacity counts bytes: each entry weighs what `size` says (at least 1,
+    /// at most 4 GiB). Memory-kind functions use it with the value's encoded size.
+    pub fn weighed(
+        options: L1Options,
+        clock: Clock,
+        on_evict: Option<EvictionHandler<V>>,
+        size: fn(&V) -> u64,
+    ) -> Self {
+        Self::build(options, clock, on_evict, Some(size))
+    }
+
+    fn build(
+        options: L1Options,
+        clock: Clock,
+        on_evict: Option<EvictionHandler<V>>,
+        weigher: Option<fn(&V) -> u64>,
+    ) -> Self {
+        // Sizes only feed quick_cache's shard and ghost-list estimates; a weighed store
+        // guesses 64 KiB per value.
+        let estimated_items = match weigher {
+            Some(_) => (options.capacity / (64 << 10)).clamp(64, 100_000),
+            None => options.capacity,
+        };
         let engine = match options.engine {
             EngineKind::Moka => Engine::Moka(MokaEngine::with_eviction(options.capacity, on_evict)),
-            EngineKind::Quick => {
-                Engine::Quick(QuickEngine::with_eviction(options.capacity, on_evict))
-            }
+            EngineKind::Quick => Engine::Quick(QuickEngine::build(
+                options.capacity,
+                estimated_items,
+                on_evict,
+            )),
         };
         Self {
             engine,
             ttl: options.ttl,
             clock,
+            weigher,
         }
     }
 
@@ -192,7 +222,14 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             engine: Engine::Custom(engine),
             ttl,
             clock,
+            weigher: None,
         }
+    }
+
+    fn weight(&self, value: &V) -> u32 {
+        self.weigher.map_or(1, |size| {
+            u32::try_from(size(value)).unwrap_or(u32::MAX).max(1)
+        })
     }
 }
 
@@ -233,7 +270,15 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     /// Stores `value` for `key` with the store's TTL counted from `now`.
     pub fn insert(&self, key: ArgsKey, value: V, now: u64) {
         let expires_at = Clock::deadline(now, self.ttl);
-        self.engine.insert(key, Entry { value, expires_at });
+        let weight = self.weight(&value);
+        self.engine.insert(
+            key,
+            Entry {
+                value,
+                expires_at,
+                weight,
+            },
+        );
     }
 
     /// Stores `value` for at most `remaining` (an entry copied from a shared tier keeps that
@@ -245,7 +290,15 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             (0, t) | (t, 0) => t,
             (a, b) => a.min(b),
         };
-        self.engine.insert(key, Entry { value, expires_at });
+        let weight = self.weight(&value);
+        self.engine.insert(
+            key,
+            Entry {
+                value,
+                expires_at,
+                weight,
+            },
+        );
     }
 
     /// The store's TTL.
@@ -323,7 +376,9 @@ impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
 
     /// An engine that reports capacity evictions to `on_evict`.
     pub fn with_eviction(capacity: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
-        let mut builder = moka::sync::Cache::builder().max_capacity(capacity);
+        let mut builder = moka::sync::Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_: &ArgsKey, e: &Entry<V>| e.weight);
         if let Some(on_evict) = on_evict {
             builder =
                 builder.eviction_listener(move |key: std::sync::Arc<ArgsKey>, entry, cause| {
@@ -399,13 +454,18 @@ impl<V> quick_cache::Lifecycle<ArgsKey, Entry<V>> for Evictions<V> {
     }
 }
 
-type QuickCache<V> = quick_cache::sync::Cache<
-    ArgsKey,
-    Entry<V>,
-    quick_cache::UnitWeighter,
-    PrehashedBuild,
-    Evictions<V>,
->;
+/// Reads the weight stored in each entry (computed once, on insert).
+#[derive(Clone, Copy)]
+struct EntryWeighter;
+
+impl<V> quick_cache::Weighter<ArgsKey, Entry<V>> for EntryWeighter {
+    fn weight(&self, _: &ArgsKey, entry: &Entry<V>) -> u64 {
+        u64::from(entry.weight)
+    }
+}
+
+type QuickCache<V> =
+    quick_cache::sync::Cache<ArgsKey, Entry<V>, EntryWeighter, PrehashedBuild, Evictions<V>>;
 
 /// The quick_cache engine (sharded, S3-FIFO-like eviction).
 pub struct QuickEngine<V> {
@@ -420,7 +480,14 @@ impl<V: Clone + Send + Sync + 'static> QuickEngine<V> {
 
     /// An engine that reports capacity evictions to `on_evict`.
     pub fn with_eviction(capacity: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
-        let items = usize::try_from(capacity).unwrap_or(usize::MAX).max(1);
+        Self::build(capacity, capacity, on_evict)
+    }
+
+    /// An engine of `capacity` weight expected to hold about `estimated_items` entries.
+    fn build(capacity: u64, estimated_items: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
+        let items = usize::try_from(estimated_items)
+            .unwrap_or(usize::MAX)
+            .max(1);
         let options = quick_cache::OptionsBuilder::new()
             .estimated_items_capacity(items)
             .weight_capacity(capacity.max(1))
@@ -429,7 +496,7 @@ impl<V: Clone + Send + Sync + 'static> QuickEngine<V> {
         Self {
             cache: quick_cache::sync::Cache::with_options(
                 options,
-                quick_cache::UnitWeighter,
+                EntryWeighter,
                 PrehashedBuild::default(),
                 Evictions(on_evict),
             ),
@@ -504,6 +571,7 @@ mod tests {
                     Entry {
                         value: i,
                         expires_at: 0,
+                        weight: 1,
                     },
                 );
             }
@@ -566,6 +634,7 @@ mod tests {
                 Entry {
                     value: i,
                     expires_at: 0,
+                    weight: 1,
                 },
             );
         }
@@ -588,6 +657,7 @@ mod tests {
             Entry {
                 value: 1,
                 expires_at: 0,
+                weight: 1,
             },
         );
         engine.remove(ArgsKey(u128::MAX));
@@ -597,6 +667,7 @@ mod tests {
                 Entry {
                     value: i,
                     expires_at: 0,
+                    weight: 1,
                 },
             );
         }

@@ -20,6 +20,7 @@ type Decode<V> = fn(&[u8], u64, u64, &EnvelopeOptions) -> Result<(V, Header), Re
 pub struct ValueCodec<V> {
     encode: Encode<V>,
     decode: Decode<V>,
+    size: fn(&V) -> u64,
 }
 
 impl<V> Clone for ValueCodec<V> {
@@ -37,7 +38,20 @@ impl<V: Serialize + DeserializeOwned> ValueCodec<V> {
                 codec::encode(v, schema, created, expires, opts)
             },
             decode: codec::decode_with_header,
+            size: |v| bincode::serialized_size(v).unwrap_or(0),
         }
+    }
+}
+
+impl<V> ValueCodec<V> {
+    /// A value's encoded size in bytes (before compression): what it weighs in a memory-kind
+    /// function's L1.
+    pub fn size_of(&self, value: &V) -> u64 {
+        (self.size)(value)
+    }
+
+    pub(crate) fn size_fn(&self) -> fn(&V) -> u64 {
+        self.size
     }
 }
 
