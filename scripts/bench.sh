@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The comparison command: every figure next to its baseline, all measured in this run on this
 # machine (L1 hits vs HashMap, quick_cache, moka and `cached` on one and two threads; L2 and L3
-# hits vs raw redis GET and raw sled get; the miss path; single-flight; the demo workload).
+# hits vs raw redis GET and raw sled get; the miss path; single-flight; io p99 under cpu load,
+# routed vs naive; the demo workload).
 # Full criterion output goes to target/bench-*.log; the summaries are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,11 @@ echo
 echo "==> shared tiers and the miss path (cargo bench --bench tiers)"
 cargo bench --bench tiers > target/bench-tiers.log 2>&1 || { tail -30 target/bench-tiers.log; exit 1; }
 sed -n '/^summary/,$p' target/bench-tiers.log
+
+echo
+echo "==> io p99 while cpu calls saturate the machine (cargo bench --bench pools)"
+cargo bench --bench pools > target/bench-pools.log 2>&1 || { tail -30 target/bench-pools.log; exit 1; }
+sed -n '/^io p99/p;/^summary/,$p' target/bench-pools.log
 
 echo
 echo "==> the demo workload (cargo run --release --example demo)"

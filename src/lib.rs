@@ -80,3 +80,7 @@ struct GettingStartedDocs;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/tiers.md")]
 struct TiersDocs;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/pools.md")]
+struct PoolsDocs;
