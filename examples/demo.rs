@@ -291,7 +291,14 @@ async fn main() {
             "closed"
         }
     );
-    println!("(every kind runs its body in place for now; pools arrive with the pools work)");
+    let pools = optimize::pool::stats();
+    println!(
+        "pools: cpu {} threads, {} cpu bodies run, admission wait p99 {:?}; io {} bodies run",
+        pools.cpu_threads,
+        pools.cpu.completed,
+        pools.cpu.wait.quantile(0.99),
+        pools.io.completed
+    );
     optimize::shutdown();
 
     // Behaviour, not timing: each id that exists is fetched once in run 1; ids that fail are

@@ -1,5 +1,5 @@
-//! Under contention, waiting cpu calls start in priority order. Its own test binary: it sizes
-//! the process's CPU pool to one thread before anything else uses it.
+//! Under contention, waiting calls start in priority order. Its own test binary: it sizes the
+//! process's CPU pool to one thread and the io limit to one call before anything uses them.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -39,13 +39,22 @@ fn critical_job() {
     ORDER.lock().unwrap().push("critical");
 }
 
+/// One CPU thread and one io slot for the whole process, set before anything uses the pools.
+fn setup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        pool::init(PoolConfig {
+            cpu_threads: 1,
+            io_concurrency: 1,
+            ..PoolConfig::default()
+        })
+        .expect("first use of the pools");
+    });
+}
+
 #[test]
 fn higher_priority_runs_first_under_contention() {
-    pool::init(PoolConfig {
-        cpu_threads: 1,
-        ..PoolConfig::default()
-    })
-    .expect("first use of the pools");
+    setup();
     assert_eq!(batch_job_cache().priority(), Priority::Batch);
 
     let (release_tx, release_rx) = mpsc::channel();
@@ -75,4 +84,45 @@ fn higher_priority_runs_first_under_contention() {
         *ORDER.lock().unwrap(),
         ["critical", "high", "normal", "low", "batch"]
     );
+}
+
+static IO_ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+#[optimize::io(cache = false)]
+fn io_occupy(release: Arc<Mutex<mpsc::Receiver<()>>>, started: mpsc::Sender<()>) {
+    started.send(()).unwrap();
+    release.lock().unwrap().recv().unwrap();
+}
+
+#[optimize::io(priority = "low", cache = false)]
+fn io_low() {
+    IO_ORDER.lock().unwrap().push("low");
+}
+
+#[optimize::io(priority = "critical", cache = false)]
+fn io_critical() {
+    IO_ORDER.lock().unwrap().push("critical");
+}
+
+#[test]
+fn io_calls_queue_by_priority_at_the_io_limit() {
+    setup();
+    let (release_tx, release_rx) = mpsc::channel();
+    let (started_tx, started_rx) = mpsc::channel();
+    let release = Arc::new(Mutex::new(release_rx));
+    let blocker = std::thread::spawn(move || io_occupy(release, started_tx));
+    started_rx.recv().unwrap();
+    let low = std::thread::spawn(io_low);
+    while pool::stats().io.queued[Priority::Low.index()] == 0 {
+        std::thread::yield_now();
+    }
+    let critical = std::thread::spawn(io_critical);
+    while pool::stats().io.queued[Priority::Critical.index()] == 0 {
+        std::thread::yield_now();
+    }
+    release_tx.send(()).unwrap();
+    for t in [blocker, low, critical] {
+        t.join().unwrap();
+    }
+    assert_eq!(*IO_ORDER.lock().unwrap(), ["critical", "low"]);
 }

@@ -436,6 +436,28 @@ fn duration(value: &Expr, option: &str, errors: &mut Errors) -> Option<(Duration
     }
 }
 
+/// A non-zero size in bytes such as `"64MiB"`; `example` completes "write a size such as".
+fn size(value: &Expr, option: &str, example: &str, errors: &mut Errors) -> Option<(u64, LitStr)> {
+    let lit = lit_str(value, option, errors)?;
+    match parse_size(&lit.value()) {
+        Some(0) => {
+            errors.at(&lit, format!("`{option}` must be more than zero bytes"));
+            None
+        }
+        Some(n) => Some((n, lit)),
+        None => {
+            errors.at(
+                &lit,
+                format!(
+                    "invalid size {:?}; write a size such as {example}",
+                    lit.value()
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn tiers(lit: &LitStr, errors: &mut Errors) -> Option<Tiers> {
     let mut tiers = Tiers::default();
     let text = lit.value();
@@ -543,39 +565,15 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
             }
         }
         "mem" => {
-            let Some(lit) = lit_str(&value, option, errors) else {
-                return;
-            };
-            match parse_size(&lit.value()) {
-                Some(0) => errors.at(&lit, "`mem` must be more than zero bytes"),
-                Some(n) => args.mem = Some(n),
-                None => errors.at(
-                    &lit,
-                    format!(
-                        "invalid size {:?}; write a size such as \"64MiB\", \"512KiB\" or \
-                         \"2GiB\"",
-                        lit.value()
-                    ),
-                ),
-            }
+            args.mem =
+                size(&value, option, "\"64MiB\", \"512KiB\" or \"2GiB\"", errors).map(|(n, _)| n)
         }
         "capacity" if matches!(&value, Expr::Lit(l) if matches!(l.lit, syn::Lit::Str(_))) => {
-            let Some(lit) = lit_str(&value, option, errors) else {
-                return;
-            };
-            match parse_size(&lit.value()) {
-                Some(0) | None => errors.at(
-                    &lit,
-                    format!(
-                        "invalid size {:?}; write a size such as \"256MiB\" (memory functions) \
-                         or a number of entries such as `capacity = 10000`",
-                        lit.value()
-                    ),
-                ),
-                Some(n) => {
-                    args.capacity = Some(n);
-                    args.capacity_size = Some(lit);
-                }
+            let example = "\"256MiB\" (memory functions), or a number of entries such as \
+                           `capacity = 10000`";
+            if let Some((n, lit)) = size(&value, option, example, errors) {
+                args.capacity = Some(n);
+                args.capacity_size = Some(lit);
             }
         }
         "capacity" => match lit_int::<u64>(&value, option, errors) {

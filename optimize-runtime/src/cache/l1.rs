@@ -226,10 +226,18 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         }
     }
 
-    fn weight(&self, value: &V) -> u32 {
-        self.weigher.map_or(1, |size| {
-            u32::try_from(size(value)).unwrap_or(u32::MAX).max(1)
-        })
+    fn put(&self, key: ArgsKey, value: V, expires_at: u64) {
+        let weight = self.weigher.map_or(1, |size| {
+            u32::try_from(size(&value)).unwrap_or(u32::MAX).max(1)
+        });
+        self.engine.insert(
+            key,
+            Entry {
+                value,
+                expires_at,
+                weight,
+            },
+        );
     }
 }
 
@@ -269,16 +277,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
 
     /// Stores `value` for `key` with the store's TTL counted from `now`.
     pub fn insert(&self, key: ArgsKey, value: V, now: u64) {
-        let expires_at = Clock::deadline(now, self.ttl);
-        let weight = self.weight(&value);
-        self.engine.insert(
-            key,
-            Entry {
-                value,
-                expires_at,
-                weight,
-            },
-        );
+        self.put(key, value, Clock::deadline(now, self.ttl));
     }
 
     /// Stores `value` for at most `remaining` (an entry copied from a shared tier keeps that
@@ -290,15 +289,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             (0, t) | (t, 0) => t,
             (a, b) => a.min(b),
         };
-        let weight = self.weight(&value);
-        self.engine.insert(
-            key,
-            Entry {
-                value,
-                expires_at,
-                weight,
-            },
-        );
+        self.put(key, value, expires_at);
     }
 
     /// The store's TTL.

@@ -232,38 +232,57 @@ impl Gate {
         weight.clamp(1, s.capacity)
     }
 
+    /// Admits at once, or queues the caller with the waker `channel` builds (only then, so
+    /// an immediate admission allocates nothing): the common start of both acquire paths.
+    /// `Ok(Err((id, weight, receiver)))` means queued.
+    fn admit_or_enqueue<R>(
+        self: &Arc<Self>,
+        weight: u64,
+        priority: Priority,
+        channel: impl FnOnce() -> (Wake, R),
+    ) -> Result<Result<Permit, (u64, u64, R)>, Closed> {
+        let mut s = self.lock();
+        if s.closed {
+            self.rejected.fetch_add(1, Relaxed);
+            return Err(Closed);
+        }
+        let weight = Self::clamp(&s, weight);
+        if let Some(permit) = self.try_admit(&mut s, weight) {
+            return Ok(Ok(permit));
+        }
+        let (wake, rx) = channel();
+        let id = Self::enqueue(&mut s, weight, priority, wake);
+        Ok(Err((id, weight, rx)))
+    }
+
+    fn admitted_after_wait(self: &Arc<Self>, weight: u64, start: u64) -> Permit {
+        self.wait
+            .record(time::global().now_nanos().saturating_sub(start));
+        Permit {
+            gate: self.clone(),
+            weight,
+        }
+    }
+
     /// Waits (blocking the thread) until `weight` units are admitted at `priority`.
     pub fn acquire_blocking(
         self: &Arc<Self>,
         weight: u64,
         priority: Priority,
     ) -> Result<Permit, Closed> {
-        let (rx, weight) = {
-            let mut s = self.lock();
-            if s.closed {
-                self.rejected.fetch_add(1, Relaxed);
-                return Err(Closed);
-            }
-            let weight = Self::clamp(&s, weight);
-            if let Some(permit) = self.try_admit(&mut s, weight) {
-                return Ok(permit);
-            }
+        let channel = || {
             let (tx, rx) = mpsc::sync_channel(1);
-            Self::enqueue(&mut s, weight, priority, Wake::Thread(tx));
-            (rx, weight)
+            (Wake::Thread(tx), rx)
+        };
+        let (_, weight, rx) = match self.admit_or_enqueue(weight, priority, channel)? {
+            Ok(permit) => return Ok(permit),
+            Err(queued) => queued,
         };
         let start = time::global().now_nanos();
         // The sender lives in the queue until it is used, so `recv` only fails if the gate
         // itself is gone, which an `Arc` caller rules out.
         match rx.recv() {
-            Ok(Grant::Admitted) => {
-                self.wait
-                    .record(time::global().now_nanos().saturating_sub(start));
-                Ok(Permit {
-                    gate: self.clone(),
-                    weight,
-                })
-            }
+            Ok(Grant::Admitted) => Ok(self.admitted_after_wait(weight, start)),
             Ok(Grant::Closed) | Err(_) => Err(Closed),
         }
     }
@@ -275,27 +294,23 @@ impl Gate {
         weight: u64,
         priority: Priority,
     ) -> Result<Permit, Closed> {
-        let pending = {
-            let mut s = self.lock();
-            if s.closed {
-                self.rejected.fetch_add(1, Relaxed);
-                return Err(Closed);
-            }
-            let weight = Self::clamp(&s, weight);
-            if let Some(permit) = self.try_admit(&mut s, weight) {
-                return Ok(permit);
-            }
+        let channel = || {
             let (tx, rx) = oneshot::channel();
-            let id = Self::enqueue(&mut s, weight, priority, Wake::Task(tx));
-            PendingAdmission {
-                gate: self.clone(),
-                id,
-                weight,
-                rx: Some(rx),
-                start: time::global().now_nanos(),
-            }
+            (Wake::Task(tx), rx)
         };
-        pending.wait().await
+        let (id, weight, rx) = match self.admit_or_enqueue(weight, priority, channel)? {
+            Ok(permit) => return Ok(permit),
+            Err(queued) => queued,
+        };
+        PendingAdmission {
+            gate: self.clone(),
+            id,
+            weight,
+            rx: Some(rx),
+            start: time::global().now_nanos(),
+        }
+        .wait()
+        .await
     }
 
     fn enqueue(s: &mut State, weight: u64, priority: Priority, wake: Wake) -> u64 {
@@ -362,15 +377,7 @@ impl PendingAdmission {
         let grant = rx.await;
         self.rx = None;
         match grant {
-            Ok(Grant::Admitted) => {
-                self.gate
-                    .wait
-                    .record(time::global().now_nanos().saturating_sub(self.start));
-                Ok(Permit {
-                    gate: self.gate.clone(),
-                    weight: self.weight,
-                })
-            }
+            Ok(Grant::Admitted) => Ok(self.gate.admitted_after_wait(self.weight, self.start)),
             Ok(Grant::Closed) | Err(_) => Err(Closed),
         }
     }

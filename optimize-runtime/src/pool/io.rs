@@ -149,6 +149,8 @@ pub struct IoGates<'a> {
     pub global: &'a Arc<Gate>,
     /// The function's `concurrency` limit, if any.
     pub local: Option<&'a Arc<Gate>>,
+    /// Where the call queues when a limit is reached.
+    pub priority: Priority,
 }
 
 /// Runs an async io call: each attempt is admitted by the gates, bounded by the timeout, and
@@ -170,9 +172,9 @@ where
     loop {
         let out = {
             // A closed gate (shutdown) still lets the call run: it never fails the caller.
-            let _global = gates.global.acquire(1, Priority::Normal).await.ok();
+            let _global = gates.global.acquire(1, gates.priority).await.ok();
             let _local = match gates.local {
-                Some(g) => g.acquire(1, Priority::Normal).await.ok(),
+                Some(g) => g.acquire(1, gates.priority).await.ok(),
                 None => None,
             };
             match (attempts.timeout, on_timeout) {
@@ -216,10 +218,10 @@ pub fn run_sync<R>(
         let mut retry = 0;
         loop {
             let out = {
-                let _global = gates.global.acquire_blocking(1, Priority::Normal).ok();
+                let _global = gates.global.acquire_blocking(1, gates.priority).ok();
                 let _local = gates
                     .local
-                    .and_then(|g| g.acquire_blocking(1, Priority::Normal).ok());
+                    .and_then(|g| g.acquire_blocking(1, gates.priority).ok());
                 attempt()
             };
             match should_retry {
@@ -243,6 +245,7 @@ mod tests {
         IoGates {
             global,
             local: None,
+            priority: Priority::Normal,
         }
     }
 
@@ -373,6 +376,7 @@ mod tests {
                         IoGates {
                             global: &global,
                             local: Some(&local),
+                            priority: Priority::Normal,
                         },
                         Attempts::default(),
                         None,

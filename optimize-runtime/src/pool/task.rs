@@ -32,6 +32,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
+use super::gate::Permit;
 use super::io::{Attempts, TimedOut};
 use super::{global, Priority};
 use crate::site::Kind;
@@ -204,6 +205,23 @@ impl Task {
         })
     }
 
+    /// Waits for this task's pool to admit an attempt; `None` once the pools are shut down.
+    async fn admit(&self, state: &Shared) -> Option<Permit> {
+        let pools = global();
+        let permit = match self.kind {
+            Kind::Cpu => pools.cpu().gate().acquire(1, self.priority).await,
+            Kind::Io => pools.io().gate().acquire(1, self.priority).await,
+            Kind::Memory => {
+                let budget = pools.memory();
+                let weight = self.mem.unwrap_or(budget.default_weight());
+                budget.gate().acquire(weight, self.priority).await
+            }
+        };
+        let permit = permit.ok()?;
+        state.set(TaskStatus::Running);
+        Some(permit)
+    }
+
     async fn attempt_closure<T, E, F>(&self, f: Arc<Mutex<F>>, state: &Shared) -> Attempt<T, E>
     where
         F: FnMut() -> Result<T, E> + Send + 'static,
@@ -214,33 +232,13 @@ impl Task {
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
             f()
         };
-        let pools = global();
+        let Some(permit) = self.admit(state).await else {
+            return Attempt::Rejected;
+        };
         let joined = match self.kind {
-            Kind::Cpu => {
-                let Ok(permit) = pools.cpu().gate().acquire(1, self.priority).await else {
-                    return Attempt::Rejected;
-                };
-                state.set(TaskStatus::Running);
-                pools.cpu().spawn_admitted(permit, call).await
-            }
-            Kind::Io => {
-                let Ok(permit) = pools.io().gate().acquire(1, self.priority).await else {
-                    return Attempt::Rejected;
-                };
-                state.set(TaskStatus::Running);
-                join(tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    call()
-                }))
-                .await
-            }
-            Kind::Memory => {
-                let budget = pools.memory();
-                let weight = self.mem.unwrap_or(budget.default_weight());
-                let Ok(permit) = budget.gate().acquire(weight, self.priority).await else {
-                    return Attempt::Rejected;
-                };
-                state.set(TaskStatus::Running);
+            Kind::Cpu => global().cpu().spawn_admitted(permit, call).await,
+            // Closures of io and memory tasks may block: they get a blocking thread.
+            Kind::Io | Kind::Memory => {
                 join(tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     call()
@@ -257,15 +255,13 @@ impl Task {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let pools = global();
+        let Some(permit) = self.admit(state).await else {
+            return Attempt::Rejected;
+        };
         let joined = match self.kind {
             Kind::Cpu => {
-                let Ok(permit) = pools.cpu().gate().acquire(1, self.priority).await else {
-                    return Attempt::Rejected;
-                };
-                state.set(TaskStatus::Running);
                 let handle = Handle::current();
-                pools
+                global()
                     .cpu()
                     .spawn_admitted(permit, move || {
                         let _context = handle.enter();
@@ -273,24 +269,7 @@ impl Task {
                     })
                     .await
             }
-            Kind::Io => {
-                let Ok(permit) = pools.io().gate().acquire(1, self.priority).await else {
-                    return Attempt::Rejected;
-                };
-                state.set(TaskStatus::Running);
-                join(tokio::spawn(async move {
-                    let _permit = permit;
-                    fut.await
-                }))
-                .await
-            }
-            Kind::Memory => {
-                let budget = pools.memory();
-                let weight = self.mem.unwrap_or(budget.default_weight());
-                let Ok(permit) = budget.gate().acquire(weight, self.priority).await else {
-                    return Attempt::Rejected;
-                };
-                state.set(TaskStatus::Running);
+            Kind::Io | Kind::Memory => {
                 join(tokio::spawn(async move {
                     let _permit = permit;
                     fut.await

@@ -22,7 +22,8 @@ impl AttemptObserver for Site {
 }
 
 impl Site {
-    /// Admission priority (`priority = "..."`, default `normal`).
+    /// Admission priority (`priority = "..."`, default `normal`): where the function's calls
+    /// queue at the CPU pool, the io limits or the memory budget.
     pub fn priority(&self) -> Priority {
         self.meta.priority
     }
@@ -58,6 +59,7 @@ impl Site {
         IoGates {
             global: pool::global().io().gate(),
             local: self.concurrency_gate(),
+            priority: self.priority(),
         }
     }
 
