@@ -84,7 +84,10 @@ static SPINNING: AtomicUsize = AtomicUsize::new(0);
 #[optimize::cpu(cache = false)]
 async fn spin(release: Arc<AtomicBool>) -> u32 {
     SPINNING.fetch_add(1, SeqCst);
-    while !release.load(SeqCst) {
+    // Bounded, so a regression that runs this on the runtime's only thread fails the test
+    // below instead of hanging it.
+    let start = std::time::Instant::now();
+    while !release.load(SeqCst) && start.elapsed() < Duration::from_secs(10) {
         std::hint::spin_loop();
     }
     SPINNING.fetch_sub(1, SeqCst);

@@ -140,7 +140,7 @@ impl Priority {
     }
 }
 
-/// Every option this version honours, for "unknown option" messages.
+/// Every option besides the routing ones, for "unknown option" messages.
 const OPTIONS: &[&str] = &[
     "ttl",
     "capacity",
@@ -154,12 +154,6 @@ const OPTIONS: &[&str] = &[
     "compress_above",
     "cache",
     "crate",
-    "priority",
-    "concurrency",
-    "timeout",
-    "retries",
-    "backoff",
-    "mem",
 ];
 
 /// Options that decide where and when the body runs; they keep their meaning with
@@ -273,7 +267,7 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
             continue;
         }
 
-        if !OPTIONS.contains(&name_str.as_str()) {
+        if !OPTIONS.contains(&name_str.as_str()) && !ROUTING_OPTIONS.contains(&name_str.as_str()) {
             errors.at(&name, unknown_option(&name_str, entry));
             continue;
         }
@@ -340,7 +334,7 @@ fn example(option: &str) -> &'static str {
 }
 
 fn unknown_option(name: &str, entry: Entry) -> String {
-    let mut valid: Vec<&str> = OPTIONS.to_vec();
+    let mut valid: Vec<&str> = OPTIONS.iter().chain(ROUTING_OPTIONS).copied().collect();
     if entry == Entry::General {
         valid.extend(KINDS);
     }
