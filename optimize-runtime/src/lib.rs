@@ -15,6 +15,7 @@ pub mod cache;
 pub mod codec;
 pub mod flight;
 pub mod key;
+pub mod monitor;
 pub mod policy;
 pub mod pool;
 mod registry;

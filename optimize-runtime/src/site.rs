@@ -422,16 +422,15 @@ impl Site {
                 engine: crate::cache::l1::default_engine(),
             };
             let clock = time::global().clone();
-            let demotion = shared.as_ref().map(|s| self.demotion(s.clone()));
-            match (self.meta.kind, demotion) {
+            let on_evict = self.on_evict(shared.clone());
+            match self.meta.kind {
                 // Memory-kind values are weighed by their encoded size (by their stack size
                 // when they cannot be encoded), so capacity counts bytes.
-                (Kind::Memory, demotion) => {
+                Kind::Memory => {
                     let size = codec.map_or(stack_size::<V> as fn(&V) -> u64, |c| c.size_fn());
-                    L1Store::weighed(options, clock, demotion, size)
+                    L1Store::weighed(options, clock, Some(on_evict), size)
                 }
-                (_, Some(demotion)) => L1Store::with_eviction(options, clock, demotion),
-                (_, None) => L1Store::new(options, clock),
+                _ => L1Store::with_eviction(options, clock, on_evict),
             }
         });
         Store {
@@ -441,12 +440,17 @@ impl Site {
         }
     }
 
-    /// Forwards L1 capacity evictions to L3 (through the write-behind queue).
-    fn demotion<V: Send + 'static>(
+    /// Counts L1 capacity evictions and, with shared tiers, demotes the entries to L3
+    /// (through the write-behind queue).
+    fn on_evict<V: Send + 'static>(
         &'static self,
-        shared: Arc<SharedStore<V>>,
+        shared: Option<Arc<SharedStore<V>>>,
     ) -> EvictionHandler<V> {
         Arc::new(move |key, entry| {
+            self.recorder.record_eviction();
+            let Some(shared) = &shared else {
+                return;
+            };
             let expires_at_ms = match entry.expires_at {
                 0 => 0,
                 deadline => {
@@ -467,11 +471,34 @@ impl Site {
     #[inline]
     fn record_l1_hit(&self, start: Option<u64>) {
         match start {
-            Some(start) => self.recorder.record_sampled(
-                Outcome::HitL1,
-                time::global().now_nanos().saturating_sub(start),
-            ),
-            None => self.recorder.record_untimed(Outcome::HitL1),
+            Some(start) => {
+                let took = time::global().now_nanos().saturating_sub(start);
+                self.recorder.record_sampled(Outcome::HitL1, took);
+                self.trace_call(Outcome::HitL1, took);
+            }
+            None => {
+                self.recorder.record_untimed(Outcome::HitL1);
+                tracing::debug!(target: "optimize::call", r#fn = %self.path, kind = self.meta.kind.as_str(), outcome = "hit_l1");
+            }
+        }
+    }
+
+    /// Records a call that was timed, and traces it.
+    #[inline]
+    fn record(&self, outcome: Outcome, total: u64, compute: u64) {
+        self.recorder.record(outcome, total, compute);
+        self.trace_call(outcome, total);
+    }
+
+    /// One `debug` event per call (target `optimize::call`) and an `info` event for calls
+    /// slower than [`crate::stats::set_slow_call_threshold`] (target `optimize::slow`).
+    #[inline]
+    fn trace_call(&self, outcome: Outcome, nanos: u64) {
+        let kind = self.meta.kind.as_str();
+        let micros = nanos / 1000;
+        tracing::debug!(target: "optimize::call", r#fn = %self.path, kind, outcome = outcome.as_str(), micros);
+        if nanos >= crate::stats::slow_call_nanos() {
+            tracing::info!(target: "optimize::slow", r#fn = %self.path, kind, outcome = outcome.as_str(), micros, "slow call");
         }
     }
 
@@ -536,8 +563,7 @@ impl Site {
         P::Cached: CacheValue,
     {
         lead.complete_with(|| Settled::Value(value.clone()));
-        self.recorder
-            .record(outcome, time::global().now_nanos().saturating_sub(start), 0);
+        self.record(outcome, time::global().now_nanos().saturating_sub(start), 0);
         policy.rebuild(value)
     }
 
@@ -652,7 +678,7 @@ impl Site {
                 Role::Waiter(wait) => match wait.wait(&self.path).await {
                     Waited::Retry => continue,
                     Waited::Settled(Settled::Value(v)) => {
-                        self.recorder.record(
+                        self.record(
                             Outcome::Coalesced,
                             clock.now_nanos().saturating_sub(start),
                             0,
@@ -703,11 +729,11 @@ impl Site {
     fn record_measured<P: ReturnPolicy>(&self, policy: P, out: &P::Output, start: u64) {
         let took = time::global().now_nanos().saturating_sub(start);
         let outcome = if policy.is_failure(out) {
-            Outcome::Uncached
+            Outcome::Failed
         } else {
-            Outcome::Computed
+            Outcome::Executed
         };
-        self.recorder.record(outcome, took, took);
+        self.record(outcome, took, took);
     }
 
     /// Stores the leader's result, releases the waiters and records the call.
@@ -744,7 +770,7 @@ impl Site {
                 Outcome::Uncached
             }
         };
-        self.recorder.record(
+        self.record(
             outcome,
             now.saturating_sub(start),
             now.saturating_sub(compute_start),
@@ -807,7 +833,7 @@ impl Site {
         } else {
             Outcome::Uncached
         };
-        self.recorder.record(
+        self.record(
             outcome,
             now.saturating_sub(start),
             now.saturating_sub(compute_start),
@@ -816,7 +842,7 @@ impl Site {
     }
 
     fn leader_panicked(&self, start: u64) -> ! {
-        self.recorder.record(
+        self.record(
             Outcome::Panicked,
             time::global().now_nanos().saturating_sub(start),
             0,
@@ -860,7 +886,7 @@ impl Drop for PanicRecorder<'_> {
     fn drop(&mut self) {
         if self.armed && std::thread::panicking() {
             let now = time::global().now_nanos();
-            self.site.recorder.record(
+            self.site.record(
                 Outcome::Panicked,
                 now.saturating_sub(self.start),
                 now.saturating_sub(self.compute_start),

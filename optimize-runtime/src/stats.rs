@@ -4,12 +4,12 @@
 //! merges the shards, so the L1 hit path never contends on one atomic (design §9).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Shards per statistic; a power of two. More than the cores of most machines that run this,
 /// few enough that a read (which sums all of them) stays cheap.
-const SHARDS: usize = 16;
+pub(crate) const SHARDS: usize = 16;
 
 /// Sub-buckets per power of two in the latency histogram: each bucket spans at most 1/8 of
 /// its lower bound, so a reported quantile is within 12.5% of the true value.
@@ -36,11 +36,15 @@ pub enum Outcome {
     Uncached,
     /// The body panicked.
     Panicked,
+    /// Ran the body of a function that never caches (`cache = false`); it succeeded.
+    Executed,
+    /// Ran the body of a function that never caches; it returned `Err` or `None`.
+    Failed,
 }
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::HitL1,
         Outcome::HitL2,
         Outcome::HitL3,
@@ -48,6 +52,8 @@ impl Outcome {
         Outcome::Computed,
         Outcome::Uncached,
         Outcome::Panicked,
+        Outcome::Executed,
+        Outcome::Failed,
     ];
 
     /// The label used in exported metrics.
@@ -60,7 +66,22 @@ impl Outcome {
             Outcome::Computed => "computed",
             Outcome::Uncached => "uncached",
             Outcome::Panicked => "panic",
+            Outcome::Executed => "executed",
+            Outcome::Failed => "failed",
         }
+    }
+
+    /// Whether the call was answered from a cache tier.
+    pub fn is_hit(self) -> bool {
+        matches!(self, Outcome::HitL1 | Outcome::HitL2 | Outcome::HitL3)
+    }
+
+    /// Whether the call ended in an `Err`/`None` result or a panic.
+    pub fn is_error(self) -> bool {
+        matches!(
+            self,
+            Outcome::Uncached | Outcome::Panicked | Outcome::Failed
+        )
     }
 
     fn index(self) -> usize {
@@ -87,12 +108,77 @@ impl Shard {
     }
 }
 
+/// How much the call path records (design §9); see [`set_recording`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Recording {
+    /// Nothing: no counters, no timings (for measuring what recording costs).
+    Off,
+    /// Outcome counters only; no clock reads for timing.
+    Counters,
+    /// Counters, latency histograms and compute time.
+    #[default]
+    Full,
+}
+
+impl Recording {
+    /// The level's name as written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recording::Off => "off",
+            Recording::Counters => "counters",
+            Recording::Full => "full",
+        }
+    }
+}
+
+static RECORDING: AtomicU8 = AtomicU8::new(Recording::Full as u8);
+
+/// Sets how much every managed function records from now on.
+///
+/// ```
+/// use optimize_runtime::stats::{recording, set_recording, Recording};
+///
+/// set_recording(Recording::Counters);
+/// assert_eq!(recording(), Recording::Counters);
+/// set_recording(Recording::Full);
+/// ```
+pub fn set_recording(level: Recording) {
+    RECORDING.store(level as u8, Relaxed);
+}
+
+/// The current recording level.
+#[inline]
+pub fn recording() -> Recording {
+    match RECORDING.load(Relaxed) {
+        0 => Recording::Off,
+        1 => Recording::Counters,
+        _ => Recording::Full,
+    }
+}
+
+static SLOW_CALL_NANOS: AtomicU64 = AtomicU64::new(1_000_000_000);
+
+/// Calls taking at least `d` are logged at `info` (target `optimize::slow`); default 1 s.
+pub fn set_slow_call_threshold(d: Duration) {
+    SLOW_CALL_NANOS.store(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+}
+
+/// The threshold of [`set_slow_call_threshold`], in nanoseconds.
+#[inline]
+pub fn slow_call_nanos() -> u64 {
+    SLOW_CALL_NANOS.load(Relaxed)
+}
+
 /// Recorder of one function's calls. Const-constructible, so it lives in the function's static.
 pub struct FnRecorder {
     shards: [Shard; SHARDS],
-    /// Attempts that hit their timeout, and retries started; rare, so not sharded.
+    /// Attempts that hit their timeout, retries started and L1 capacity evictions; rare, so
+    /// not sharded.
     timeouts: AtomicU64,
     retries: AtomicU64,
+    evictions: AtomicU64,
+    /// How long bodies ran; recorded on misses only, so one set of atomics suffices.
+    compute: AtomicHistogram,
 }
 
 /// One in this many hits per thread is timed; its duration is recorded with this weight, so
@@ -104,7 +190,7 @@ thread_local! {
     static LOCAL: Cell<(usize, u64)> = const { Cell::new((usize::MAX, 0)) };
 }
 
-fn shard_index() -> usize {
+pub(crate) fn shard_index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     LOCAL.with(|l| {
         let (mut v, tick) = l.get();
@@ -117,9 +203,12 @@ fn shard_index() -> usize {
 }
 
 /// Whether this call should be timed: every call that misses, and one hit in [`HIT_SAMPLE`].
-/// Call once per call, before the lookup.
+/// Call once per call, before the lookup. Never when recording is below [`Recording::Full`].
 #[inline]
 pub fn sample_this_call() -> bool {
+    if recording() != Recording::Full {
+        return false;
+    }
     LOCAL.with(|l| {
         let (shard, tick) = l.get();
         l.set((shard, tick.wrapping_add(1)));
@@ -166,6 +255,8 @@ impl FnRecorder {
             shards: [const { Shard::new() }; SHARDS],
             timeouts: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            compute: AtomicHistogram::new(),
         }
     }
 
@@ -173,11 +264,17 @@ impl FnRecorder {
     /// (zero when the body did not run).
     #[inline]
     pub fn record(&self, outcome: Outcome, total: u64, compute: u64) {
+        match recording() {
+            Recording::Off => return,
+            Recording::Counters => return self.record_untimed(outcome),
+            Recording::Full => {}
+        }
         let shard = &self.shards[shard_index()];
         shard.outcomes[outcome.index()].fetch_add(1, Relaxed);
         shard.total_nanos.fetch_add(total, Relaxed);
         if compute != 0 {
             shard.compute_nanos.fetch_add(compute, Relaxed);
+            self.compute.record(compute);
         }
         shard.latency[bucket_of(total)].fetch_add(1, Relaxed);
     }
@@ -185,12 +282,18 @@ impl FnRecorder {
     /// Records a hit that was not timed (see [`sample_this_call`]).
     #[inline]
     pub fn record_untimed(&self, outcome: Outcome) {
+        if recording() == Recording::Off {
+            return;
+        }
         self.shards[shard_index()].outcomes[outcome.index()].fetch_add(1, Relaxed);
     }
 
     /// Records a timed hit that stands for [`HIT_SAMPLE`] hits in durations.
     #[inline]
     pub fn record_sampled(&self, outcome: Outcome, total: u64) {
+        if recording() != Recording::Full {
+            return self.record_untimed(outcome);
+        }
         let shard = &self.shards[shard_index()];
         shard.outcomes[outcome.index()].fetch_add(1, Relaxed);
         shard.total_nanos.fetch_add(total * HIT_SAMPLE, Relaxed);
@@ -205,6 +308,11 @@ impl FnRecorder {
     /// Records a retry about to start.
     pub fn record_retry(&self) {
         self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// Records an L1 entry evicted because the store was full.
+    pub fn record_eviction(&self) {
+        self.evictions.fetch_add(1, Relaxed);
     }
 
     /// Merges the shards into a snapshot.
@@ -227,8 +335,10 @@ impl FnRecorder {
             total_time: Duration::from_nanos(total),
             compute_time: Duration::from_nanos(compute),
             latency: Histogram { buckets: latency },
+            compute: self.compute.snapshot(),
             timeouts: self.timeouts.load(Relaxed),
             retries: self.retries.load(Relaxed),
+            evictions: self.evictions.load(Relaxed),
         }
     }
 
@@ -243,6 +353,8 @@ impl FnRecorder {
         }
         self.timeouts.store(0, Relaxed);
         self.retries.store(0, Relaxed);
+        self.evictions.store(0, Relaxed);
+        self.compute.reset();
     }
 }
 
@@ -274,6 +386,12 @@ impl AtomicHistogram {
             buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
         }
     }
+
+    pub(crate) fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Relaxed);
+        }
+    }
 }
 
 /// A merged latency histogram (log-linear buckets, 12.5% resolution).
@@ -283,6 +401,77 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// An empty histogram.
+    pub fn empty() -> Self {
+        Self {
+            buckets: vec![0; BUCKETS],
+        }
+    }
+
+    /// Adds `other`'s counts to this one's.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+    }
+
+    /// What was recorded after `earlier` (a snapshot of the same histogram); counts that went
+    /// down (a reset) are taken as they are now.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let reset = self
+            .buckets
+            .iter()
+            .zip(&earlier.buckets)
+            .any(|(a, b)| a < b);
+        if reset {
+            return self.clone();
+        }
+        Histogram {
+            buckets: self
+                .buckets
+                .iter()
+                .zip(&earlier.buckets)
+                .map(|(a, b)| a - b)
+                .collect(),
+        }
+    }
+
+    /// Cumulative counts at each upper bound (in nanoseconds, ascending): how many values
+    /// are at most that bound. A bucket is counted once its whole range is below the bound,
+    /// so each count is exact to the histogram's resolution.
+    pub fn cumulative(&self, bounds_nanos: &[u64]) -> Vec<u64> {
+        let mut out = Vec::with_capacity(bounds_nanos.len());
+        let mut idx = 0;
+        let mut seen = 0;
+        for &bound in bounds_nanos {
+            while idx < BUCKETS {
+                let last_value = if idx + 1 < BUCKETS {
+                    bucket_floor(idx + 1) - 1
+                } else {
+                    u64::MAX
+                };
+                if last_value > bound {
+                    break;
+                }
+                seen += self.buckets[idx];
+                idx += 1;
+            }
+            out.push(seen);
+        }
+        out
+    }
+
+    /// Sum of the recorded values, each taken at its bucket's midpoint.
+    pub fn approx_sum(&self) -> Duration {
+        let nanos: u128 = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(idx, &n)| u128::from(n) * u128::from(bucket_mid(idx)))
+            .sum();
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
     /// Number of recorded values.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
@@ -326,12 +515,17 @@ pub struct FnStats {
     pub total_time: Duration,
     /// Time spent running the body, summed over the calls that ran it.
     pub compute_time: Duration,
-    /// Distribution of whole-call latency.
+    /// Distribution of whole-call latency. L1 hits are timed one in [`HIT_SAMPLE`] and
+    /// weighted, so its count approximates [`FnStats::calls`].
     pub latency: Histogram,
+    /// Distribution of how long the body ran, over the calls that ran it.
+    pub compute: Histogram,
     /// Attempts that ran out of their `timeout`.
     pub timeouts: u64,
     /// Retries started after an `Err` (or a timeout).
     pub retries: u64,
+    /// L1 entries evicted because the store was full.
+    pub evictions: u64,
 }
 
 impl FnStats {
@@ -350,6 +544,12 @@ impl FnStats {
         self.count(Outcome::HitL1) + self.count(Outcome::HitL2) + self.count(Outcome::HitL3)
     }
 
+    /// Calls that could have been answered from a cache: every call but those of a
+    /// function that never caches. The denominator of [`FnStats::hit_ratio`].
+    pub fn cacheable_calls(&self) -> u64 {
+        self.calls() - self.count(Outcome::Executed) - self.count(Outcome::Failed)
+    }
+
     /// Calls not answered from a cache tier (they ran the body, or shared a concurrent run).
     pub fn misses(&self) -> u64 {
         self.calls() - self.hits()
@@ -360,18 +560,37 @@ impl FnStats {
         self.count(Outcome::Computed)
             + self.count(Outcome::Uncached)
             + self.count(Outcome::Panicked)
+            + self.count(Outcome::Executed)
+            + self.count(Outcome::Failed)
     }
 
     /// Calls whose body returned `Err`/`None` or panicked.
     pub fn errors(&self) -> u64 {
-        self.count(Outcome::Uncached) + self.count(Outcome::Panicked)
+        Outcome::ALL
+            .iter()
+            .filter(|o| o.is_error())
+            .map(|&o| self.count(o))
+            .sum()
     }
 
-    /// Hits divided by calls (0 when there were no calls).
+    /// Hits divided by cacheable calls (0 when there were none).
     pub fn hit_ratio(&self) -> f64 {
-        match self.calls() {
+        match self.cacheable_calls() {
             0 => 0.0,
             n => self.hits() as f64 / n as f64,
+        }
+    }
+
+    /// Calls served by `tier` divided by cacheable calls (0 when there were none).
+    pub fn tier_hit_ratio(&self, tier: crate::cache::Tier) -> f64 {
+        let outcome = match tier {
+            crate::cache::Tier::L1 => Outcome::HitL1,
+            crate::cache::Tier::L2 => Outcome::HitL2,
+            crate::cache::Tier::L3 => Outcome::HitL3,
+        };
+        match self.cacheable_calls() {
+            0 => 0.0,
+            n => self.count(outcome) as f64 / n as f64,
         }
     }
 
@@ -451,7 +670,33 @@ mod tests {
             (5, 1, 4, 3, 2)
         );
         assert_eq!(s.compute_time, Duration::from_nanos(12));
+        rec.record(Outcome::Executed, 5, 5);
+        rec.record(Outcome::Failed, 5, 5);
+        let s = rec.snapshot();
+        assert_eq!((s.errors(), s.executions(), s.cacheable_calls()), (3, 5, 5));
+        assert_eq!(s.compute.count(), 5);
         rec.reset();
         assert_eq!(rec.snapshot().calls(), 0);
+        assert_eq!(rec.snapshot().compute.count(), 0);
+    }
+
+    #[test]
+    fn cumulative_counts_respect_bucket_ranges() {
+        let rec = FnRecorder::new();
+        for v in [500u64, 1_500, 9_000, 2_000_000] {
+            rec.record(Outcome::Computed, v, 0);
+        }
+        let h = rec.snapshot().latency;
+        assert_eq!(
+            h.cumulative(&[1_000, 10_000, 1_000_000, u64::MAX]),
+            vec![1, 3, 3, 4]
+        );
+        let later = {
+            rec.record(Outcome::Computed, 700, 0);
+            rec.snapshot().latency
+        };
+        assert_eq!(later.since(&h).count(), 1);
+        let sum = h.approx_sum().as_nanos() as f64;
+        assert!((sum - 2_011_000.0).abs() / 2_011_000.0 < 0.125, "{sum}");
     }
 }

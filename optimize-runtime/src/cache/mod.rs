@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use crate::codec::Reject;
+use crate::stats::{AtomicHistogram, Histogram};
 
 pub mod breaker;
 pub mod l1;
@@ -59,6 +60,7 @@ struct Counters {
     errors: [AtomicU64; OPS.len()],
     op_count: [AtomicU64; OPS.len()],
     op_nanos: [AtomicU64; OPS.len()],
+    op_latency: [AtomicHistogram; OPS.len()],
     rejected: [AtomicU64; Reject::ALL.len()],
 }
 
@@ -78,6 +80,7 @@ impl TierCounters {
             errors: [const { AtomicU64::new(0) }; OPS.len()],
             op_count: [const { AtomicU64::new(0) }; OPS.len()],
             op_nanos: [const { AtomicU64::new(0) }; OPS.len()],
+            op_latency: [const { AtomicHistogram::new() }; OPS.len()],
             rejected: [const { AtomicU64::new(0) }; Reject::ALL.len()],
         }))
     }
@@ -97,6 +100,7 @@ impl TierCounters {
         let i = op_index(op);
         self.0.op_count[i].fetch_add(1, Relaxed);
         self.0.op_nanos[i].fetch_add(nanos, Relaxed);
+        self.0.op_latency[i].record(nanos);
     }
 
     /// Counts an entry rejected when read.
@@ -119,6 +123,11 @@ impl TierCounters {
     pub fn rejected(&self, reason: Reject) -> u64 {
         let i = Reject::ALL.iter().position(|r| *r == reason).unwrap_or(0);
         self.0.rejected[i].load(Relaxed)
+    }
+
+    /// Distribution of the durations of operations of kind `op`.
+    pub fn latency(&self, op: &str) -> Histogram {
+        self.0.op_latency[op_index(op)].snapshot()
     }
 
     /// (count, total nanoseconds) of operations of kind `op`.

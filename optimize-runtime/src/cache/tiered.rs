@@ -184,7 +184,7 @@ impl TierConfig {
 }
 
 /// Point-in-time state of the shared tiers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TiersStatus {
     /// L2 configured.
     pub l2_enabled: bool,

@@ -1,0 +1,178 @@
+//! The monitor's HTTP endpoint (axum), on a thread of its own so that it answers whatever
+//! the application's runtime is doing.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `/metrics` | Prometheus text (OpenMetrics when the `Accept` header asks for it) |
+//! | `/stats` | JSON: every function's calls, hit ratios, latency quantiles, errors; tiers; pools; system |
+//! | `/alerts` | JSON: the rules and every pending, firing or recently resolved alert |
+//! | `/health` | JSON: `healthy`, `degraded` or `unhealthy` with reasons; 503 when unhealthy |
+//! | `/history` | JSON: recent `/stats` entries, one per evaluation (`?limit=N` for the last N) |
+//!
+//! With a token configured, every path requires `Authorization: Bearer <token>` and answers
+//! 401 without it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::{export, HttpConfig, Monitor, MonitorError};
+
+#[derive(Clone)]
+struct AppState {
+    monitor: Arc<Monitor>,
+    token: Option<Arc<str>>,
+}
+
+/// Binds `config.addr` now (so a taken port is reported at start-up) and serves on a thread
+/// of its own. Returns the bound address.
+pub(crate) fn serve(monitor: Arc<Monitor>, config: HttpConfig) -> Result<SocketAddr, MonitorError> {
+    let bind_error = |source| MonitorError::Bind {
+        addr: config.addr,
+        source,
+    };
+    let listener = std::net::TcpListener::bind(config.addr).map_err(bind_error)?;
+    listener.set_nonblocking(true).map_err(bind_error)?;
+    let addr = listener.local_addr().map_err(bind_error)?;
+    let state = AppState {
+        monitor,
+        token: config.token.map(Into::into),
+    };
+    std::thread::Builder::new()
+        .name("optimize-http".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint cannot start");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint cannot start");
+                        return;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, router(state)).await {
+                    tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint stopped");
+                }
+            });
+        })
+        .map_err(bind_error)?;
+    tracing::info!(%addr, "optimize: monitor HTTP endpoint listening");
+    Ok(addr)
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/stats", get(stats))
+        .route("/alerts", get(alerts))
+        .route("/health", get(health))
+        .route("/history", get(history))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authorize,
+        ))
+        .with_state(state)
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal the token.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &state.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let wants_openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let monitor = state.monitor.clone();
+    let snapshot = Arc::new(
+        tokio::task::spawn_blocking(move || monitor.snapshot())
+            .await
+            .unwrap_or_default(),
+    );
+    if wants_openmetrics {
+        (
+            [(header::CONTENT_TYPE, export::OPENMETRICS_CONTENT_TYPE)],
+            export::openmetrics_text(snapshot),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, export::PROMETHEUS_CONTENT_TYPE)],
+            export::prometheus_text(snapshot),
+        )
+            .into_response()
+    }
+}
+
+async fn stats(State(state): State<AppState>) -> Response {
+    Json(state.monitor.stats()).into_response()
+}
+
+async fn alerts(State(state): State<AppState>) -> Response {
+    Json(serde_json::json!({
+        "rules": state.monitor.rules(),
+        "alerts": state.monitor.alerts(),
+    }))
+    .into_response()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let health = state.monitor.health();
+    let code = match health.status {
+        super::HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
+    };
+    (code, Json(health)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(State(state): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
+    let mut entries = state.monitor.history();
+    if let Some(limit) = q.limit {
+        let skip = entries.len().saturating_sub(limit);
+        entries.drain(..skip);
+    }
+    Json(entries).into_response()
+}

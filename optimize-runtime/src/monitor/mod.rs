@@ -1,0 +1,460 @@
+//! The runtime monitor (design §9): metrics of every managed function, tier and pool, system
+//! metrics, user metrics and alert rules, exported as Prometheus text and JSON over HTTP.
+//!
+//! - Metrics are always recorded (see [`crate::stats::set_recording`]); [`Snapshot::collect`]
+//!   reads them at any time, with or without a running monitor.
+//! - [`start`] runs the monitor: a thread that, every [`MonitorConfig::interval`], samples the
+//!   system, evaluates the alert rules, tells the handlers of each change and keeps a
+//!   history; and, when [`MonitorConfig::http`] is set, an HTTP endpoint (see [`http`]).
+//!
+//! ```
+//! use optimize_runtime::monitor::{self, MonitorConfig};
+//! use std::time::Duration;
+//!
+//! let monitor = monitor::start(
+//!     MonitorConfig::default()
+//!         .interval(Duration::from_secs(5))
+//!         .serve("127.0.0.1:0".parse().unwrap()),
+//! )
+//! .unwrap();
+//! println!("metrics at http://{}/metrics", monitor.http_addr().unwrap());
+//! ```
+
+pub mod alert;
+mod collect;
+pub mod export;
+pub mod http;
+pub mod metrics;
+mod report;
+mod snapshot;
+mod system;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+pub use report::{FnReport, Health, HealthStatus, PoolReport, StatsReport, TierRatios};
+pub use snapshot::{
+    Family, HistogramValue, Labels, MetricType, Series, Snapshot, Value, DURATION_BOUNDS,
+};
+pub use system::{DiskStats, SystemSampler, SystemStats};
+
+use alert::{Alert, AlertEngine, AlertHandler, Rule, RuleError, TracingHandler};
+use snapshot::SnapshotBuilder;
+
+use crate::time::Clock;
+
+/// Settings of the HTTP endpoint.
+#[derive(Clone)]
+pub struct HttpConfig {
+    /// Where to listen; `127.0.0.1:9464` by default. Port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// When set, every request must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for HttpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpConfig")
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: None,
+        }
+    }
+}
+
+/// How the monitor runs. Built with [`MonitorConfig::default`] and the methods below.
+#[derive(Clone)]
+pub struct MonitorConfig {
+    /// Time between evaluations (system sample, alert rules, history entry). Default 15 s.
+    pub interval: Duration,
+    /// Entries `/history` keeps. Default 240 (an hour at the default interval).
+    pub history: usize,
+    /// Whether to sample system metrics. Default on.
+    pub system: bool,
+    /// Paths whose volumes' free space is reported; the L3 directory is added when L3 runs.
+    pub watched_paths: Vec<PathBuf>,
+    /// Alert rules. Default [`alert::default_rules`].
+    pub rules: Vec<Rule>,
+    /// Told of every alert state change. Default: [`TracingHandler`] only.
+    pub handlers: Vec<Arc<dyn AlertHandler>>,
+    /// The HTTP endpoint; off unless set.
+    pub http: Option<HttpConfig>,
+    /// Calls at least this slow are logged at `info`. Default 1 s.
+    pub slow_call: Duration,
+    /// The clock rules are evaluated on; a mock clock makes `for` windows testable.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for MonitorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorConfig")
+            .field("interval", &self.interval)
+            .field("history", &self.history)
+            .field("system", &self.system)
+            .field("rules", &self.rules.len())
+            .field("handlers", &self.handlers.len())
+            .field("http", &self.http)
+            .field("slow_call", &self.slow_call)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            history: 240,
+            system: true,
+            watched_paths: Vec::new(),
+            rules: alert::default_rules(),
+            handlers: vec![Arc::new(TracingHandler)],
+            http: None,
+            slow_call: Duration::from_secs(1),
+            clock: crate::time::global().clone(),
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// Sets the evaluation interval.
+    pub fn interval(mut self, d: Duration) -> Self {
+        self.interval = d;
+        self
+    }
+
+    /// Adds an alert rule.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Replaces the alert rules.
+    pub fn rules(mut self, rules: Vec<Rule>) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// Adds an alert handler (the tracing handler stays).
+    pub fn handler(mut self, handler: impl AlertHandler) -> Self {
+        self.handlers.push(Arc::new(handler));
+        self
+    }
+
+    /// Serves HTTP on `addr`, without a token.
+    pub fn serve(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(HttpConfig { addr, token: None });
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on the HTTP endpoint.
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.http.get_or_insert_with(HttpConfig::default).token = Some(token.into());
+        self
+    }
+
+    /// Evaluates on `clock` instead of the real one.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Turns system sampling on or off.
+    pub fn system(mut self, on: bool) -> Self {
+        self.system = on;
+        self
+    }
+
+    /// Keeps `n` history entries.
+    pub fn history(mut self, n: usize) -> Self {
+        self.history = n;
+        self
+    }
+
+    /// Logs calls at least this slow at `info`.
+    pub fn slow_call(mut self, d: Duration) -> Self {
+        self.slow_call = d;
+        self
+    }
+}
+
+/// Why the monitor did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// [`start`] was called before.
+    #[error("the monitor is already running; start it once, at start-up")]
+    AlreadyStarted,
+    /// A rule is invalid.
+    #[error(transparent)]
+    Rule(#[from] RuleError),
+    /// The HTTP address cannot be bound.
+    #[error("cannot serve monitor HTTP on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The running monitor.
+pub struct Monitor {
+    interval: Duration,
+    history_len: usize,
+    handlers: Vec<Arc<dyn AlertHandler>>,
+    clock: Clock,
+    engine: Mutex<AlertEngine>,
+    sampler: Option<Mutex<SystemSampler>>,
+    last_system: Mutex<Option<SystemStats>>,
+    history: Mutex<VecDeque<StatsReport>>,
+    http_addr: OnceLock<SocketAddr>,
+    stop: (Mutex<bool>, Condvar),
+    ticks: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor")
+            .field("interval", &self.interval)
+            .field("http_addr", &self.http_addr.get())
+            .finish_non_exhaustive()
+    }
+}
+
+static MONITOR: OnceLock<Arc<Monitor>> = OnceLock::new();
+
+/// Starts the monitor for this process. Once only.
+pub fn start(config: MonitorConfig) -> Result<&'static Arc<Monitor>, MonitorError> {
+    static STARTING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+    if MONITOR.get().is_some() {
+        return Err(MonitorError::AlreadyStarted);
+    }
+    let monitor = Monitor::new(config)?;
+    Ok(MONITOR.get_or_init(|| monitor))
+}
+
+/// The running monitor, if [`start`] was called.
+pub fn global() -> Option<&'static Arc<Monitor>> {
+    MONITOR.get()
+}
+
+impl Monitor {
+    fn new(config: MonitorConfig) -> Result<Arc<Self>, MonitorError> {
+        let engine = AlertEngine::new(config.rules)?;
+        crate::stats::set_slow_call_threshold(config.slow_call);
+        let sampler = config.system.then(|| {
+            let mut paths = config.watched_paths.clone();
+            if let Some(l3) = crate::cache::tiered::global_if_started()
+                .and_then(|t| t.config().l3.as_ref().map(|l3| l3.dir.clone()))
+            {
+                paths.push(l3);
+            }
+            Mutex::new(SystemSampler::new(paths))
+        });
+        let monitor = Arc::new(Self {
+            interval: config.interval,
+            history_len: config.history.max(1),
+            handlers: config.handlers,
+            clock: config.clock,
+            engine: Mutex::new(engine),
+            sampler,
+            last_system: Mutex::new(None),
+            history: Mutex::new(VecDeque::new()),
+            http_addr: OnceLock::new(),
+            stop: (Mutex::new(false), Condvar::new()),
+            ticks: Default::default(),
+        });
+        if let Some(http) = config.http {
+            let addr = http::serve(monitor.clone(), http)?;
+            let _ = monitor.http_addr.set(addr);
+        }
+        let runner = monitor.clone();
+        std::thread::Builder::new()
+            .name("optimize-monitor".into())
+            .spawn(move || runner.run())
+            .map_err(|source| MonitorError::Bind {
+                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                source,
+            })?;
+        Ok(monitor)
+    }
+
+    fn run(&self) {
+        loop {
+            self.tick();
+            let (stopped, wake) = &self.stop;
+            let guard = stopped.lock().unwrap_or_else(PoisonError::into_inner);
+            let (guard, _) = wake
+                .wait_timeout_while(guard, self.interval, |s| !*s)
+                .unwrap_or_else(PoisonError::into_inner);
+            if *guard {
+                return;
+            }
+        }
+    }
+
+    /// Samples, evaluates the rules and records a history entry now, outside the interval.
+    /// Returns the snapshot the rules saw.
+    pub fn tick(&self) -> Arc<Snapshot> {
+        if let Some(sampler) = &self.sampler {
+            let stats = sampler
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .sample();
+            *self
+                .last_system
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(stats);
+        }
+        let snapshot = Arc::new(self.snapshot());
+        let events = self
+            .engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .evaluate(snapshot.clone());
+        for event in &events {
+            for handler in &self.handlers {
+                // A panicking handler must not stop the monitor.
+                let told = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.handle(event)
+                }));
+                if told.is_err() {
+                    tracing::error!(alert = %event.alert.rule, "optimize: an alert handler panicked");
+                }
+            }
+        }
+        let report = StatsReport::now(self.system(), self.firing());
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        if history.len() == self.history_len {
+            history.pop_front();
+        }
+        history.push_back(report);
+        self.ticks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        snapshot
+    }
+
+    /// Evaluations so far.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Every metric now, with the last system sample and the alert states.
+    pub fn snapshot(&self) -> Snapshot {
+        let firing = self
+            .engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .firing_counts();
+        build_snapshot(
+            self.clock.now_nanos(),
+            self.system().as_ref(),
+            Some(&firing),
+        )
+    }
+
+    /// The last system sample.
+    pub fn system(&self) -> Option<SystemStats> {
+        self.last_system
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Pending, firing and recently resolved alert instances.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .alerts()
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> Vec<Rule> {
+        self.engine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rules()
+            .to_vec()
+    }
+
+    fn firing(&self) -> usize {
+        self.alerts()
+            .iter()
+            .filter(|a| a.state == alert::AlertState::Firing)
+            .count()
+    }
+
+    /// Recent history entries, oldest first.
+    pub fn history(&self) -> Vec<StatsReport> {
+        self.history
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// `/stats` now.
+    pub fn stats(&self) -> StatsReport {
+        StatsReport::now(self.system(), self.firing())
+    }
+
+    /// `/health` now.
+    pub fn health(&self) -> Health {
+        Health::check(&self.alerts())
+    }
+
+    /// Where the HTTP endpoint listens, when it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr.get().copied()
+    }
+
+    /// Stops the evaluation thread (the HTTP endpoint keeps answering).
+    pub fn stop(&self) {
+        let (stopped, wake) = &self.stop;
+        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+    }
+}
+
+fn build_snapshot(
+    at_nanos: u64,
+    system: Option<&SystemStats>,
+    firing: Option<&[(String, &'static str, usize)]>,
+) -> Snapshot {
+    let mut b = SnapshotBuilder::default();
+    collect::functions(&mut b);
+    collect::tiers(&mut b);
+    collect::pools(&mut b);
+    if let Some(system) = system {
+        collect::system(&mut b, system);
+    }
+    if let Some(firing) = firing {
+        collect::alerts(&mut b, firing);
+    }
+    metrics::collect(&mut b);
+    b.finish(at_nanos, crate::cache::tiered::unix_ms())
+}
+
+impl Snapshot {
+    /// Every metric now: from the running monitor (with system metrics and alert states)
+    /// when there is one, else from the functions, tiers, pools and user metrics alone.
+    pub fn collect() -> Snapshot {
+        match global() {
+            Some(m) => m.snapshot(),
+            None => build_snapshot(crate::time::global().now_nanos(), None, None),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The JSON views of the monitor: `/stats` (one [`StatsReport`]), `/history` (recent ones)
+//! and `/health` ([`Health`]).
+
+use serde::Serialize;
+
+use super::alert::{Alert, AlertState, Severity};
+use super::system::SystemStats;
+use crate::cache::tiered::TiersStatus;
+use crate::cache::Tier;
+use crate::pool::GateStats;
+use crate::stats::Outcome;
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Hit ratio of each tier over cacheable calls.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TierRatios {
+    /// In-process.
+    pub l1: f64,
+    /// Redis.
+    pub l2: f64,
+    /// Local disk.
+    pub l3: f64,
+}
+
+/// One function's figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FnReport {
+    /// Its path.
+    #[serde(rename = "fn")]
+    pub path: String,
+    /// `io`, `cpu` or `memory`.
+    pub kind: &'static str,
+    /// Calls.
+    pub calls: u64,
+    /// Calls answered from a cache tier.
+    pub hits: u64,
+    /// Hits over cacheable calls.
+    pub hit_ratio: f64,
+    /// Per tier.
+    pub tier_hit_ratio: TierRatios,
+    /// Calls that shared a concurrent call's result.
+    pub coalesced: u64,
+    /// `Err`/`None` results and panics.
+    pub errors: u64,
+    /// Attempts that timed out.
+    pub timeouts: u64,
+    /// Retries.
+    pub retries: u64,
+    /// Entries in this process's L1.
+    pub l1_entries: u64,
+    /// Whole-call latency quantiles, milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// 99th percentile of body run time, milliseconds.
+    pub compute_p99_ms: f64,
+}
+
+/// One pool's figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PoolReport {
+    /// `cpu`, `io` or `memory`.
+    pub pool: &'static str,
+    /// Slots (bytes for memory).
+    pub capacity: u64,
+    /// Slots in use.
+    pub in_use: u64,
+    /// Running.
+    pub active: u64,
+    /// Waiting, all priorities.
+    pub queued: u64,
+    /// Finished.
+    pub completed: u64,
+    /// Refused after shutdown.
+    pub rejected: u64,
+    /// 99th percentile of admission waits, milliseconds.
+    pub wait_p99_ms: f64,
+}
+
+impl PoolReport {
+    fn new(pool: &'static str, g: &GateStats) -> Self {
+        Self {
+            pool,
+            capacity: g.capacity,
+            in_use: g.in_use,
+            active: g.active,
+            queued: g.queued_total(),
+            completed: g.completed,
+            rejected: g.rejected,
+            wait_p99_ms: ms(g.wait.quantile(0.99)),
+        }
+    }
+}
+
+/// Everything `/stats` shows at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StatsReport {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Each managed function, in first-use order.
+    pub functions: Vec<FnReport>,
+    /// The shared tiers, once started.
+    pub tiers: Option<TiersStatus>,
+    /// The pools, once started.
+    pub pools: Vec<PoolReport>,
+    /// The last system sample, when the monitor runs.
+    pub system: Option<SystemStats>,
+    /// Alert instances firing.
+    pub alerts_firing: usize,
+}
+
+impl StatsReport {
+    /// Reads every function, tier and pool now.
+    pub fn now(system: Option<SystemStats>, alerts_firing: usize) -> Self {
+        let functions = crate::registry::sites()
+            .into_iter()
+            .map(|site| {
+                let s = site.stats();
+                FnReport {
+                    path: site.path().to_owned(),
+                    kind: site.kind().as_str(),
+                    calls: s.calls(),
+                    hits: s.hits(),
+                    hit_ratio: s.hit_ratio(),
+                    tier_hit_ratio: TierRatios {
+                        l1: s.tier_hit_ratio(Tier::L1),
+                        l2: s.tier_hit_ratio(Tier::L2),
+                        l3: s.tier_hit_ratio(Tier::L3),
+                    },
+                    coalesced: s.count(Outcome::Coalesced),
+                    errors: s.errors(),
+                    timeouts: s.timeouts,
+                    retries: s.retries,
+                    l1_entries: site.len(),
+                    p50_ms: ms(s.latency.quantile(0.5)),
+                    p95_ms: ms(s.latency.quantile(0.95)),
+                    p99_ms: ms(s.latency.quantile(0.99)),
+                    mean_ms: ms(s.mean()),
+                    compute_p99_ms: ms(s.compute.quantile(0.99)),
+                }
+            })
+            .collect();
+        let pools = crate::pool::global_if_started()
+            .map(|p| {
+                let s = p.stats();
+                vec![
+                    PoolReport::new("cpu", &s.cpu),
+                    PoolReport::new("io", &s.io),
+                    PoolReport::new("memory", &s.memory),
+                ]
+            })
+            .unwrap_or_default();
+        Self {
+            at_unix_ms: crate::cache::tiered::unix_ms(),
+            functions,
+            tiers: crate::cache::tiered::global_if_started().map(|t| t.status()),
+            pools,
+            system,
+            alerts_firing: 0,
+        }
+        .with_alerts(alerts_firing)
+    }
+
+    fn with_alerts(mut self, n: usize) -> Self {
+        self.alerts_firing = n;
+        self
+    }
+}
+
+/// How the process is doing, as `/health` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Everything works.
+    Healthy,
+    /// Calls are answered, but something is off (a tier is down, memory is tight).
+    Degraded,
+    /// Calls are failing or refused.
+    Unhealthy,
+}
+
+/// `/health`: a status and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// The worst of the reasons' statuses.
+    pub status: HealthStatus,
+    /// Each problem found, with its own status.
+    pub reasons: Vec<(HealthStatus, String)>,
+}
+
+impl Health {
+    /// Checks tiers, pools and alerts now.
+    pub fn check(alerts: &[Alert]) -> Self {
+        use HealthStatus::*;
+        let mut reasons = Vec::new();
+        if let Some(tiers) = crate::cache::tiered::global_if_started() {
+            let s = tiers.status();
+            if s.l2_circuit_open {
+                reasons.push((
+                    Degraded,
+                    "L2 (Redis) circuit open: calls skip Redis until it answers again".into(),
+                ));
+            } else if s.l2_enabled && !s.l2_connected {
+                reasons.push((Degraded, "L2 (Redis) has not connected yet".into()));
+            }
+            if tiers.config().l3.is_some() && !s.l3_enabled {
+                reasons.push((
+                    Degraded,
+                    "L3 (disk) is off after an error opening or writing it".into(),
+                ));
+            }
+        }
+        if let Some(pools) = crate::pool::global_if_started() {
+            let s = pools.stats();
+            if pools.cpu().gate().is_closed() {
+                reasons.push((
+                    Unhealthy,
+                    "pools are shut down: new tasks are rejected".into(),
+                ));
+            }
+            if s.memory_held {
+                reasons.push((
+                    Degraded,
+                    format!(
+                        "system memory pressure {:.0}%: memory-kind calls are held",
+                        s.memory_pressure * 100.0
+                    ),
+                ));
+            }
+        }
+        for a in alerts.iter().filter(|a| a.state == AlertState::Firing) {
+            let status = match a.severity {
+                Severity::Critical => Unhealthy,
+                Severity::Error => Degraded,
+                _ => continue,
+            };
+            reasons.push((status, format!("alert {} firing: {}", a.rule, a.message)));
+        }
+        Self {
+            status: reasons.iter().map(|(s, _)| *s).max().unwrap_or(Healthy),
+            reasons,
+        }
+    }
+}
