@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use cached::proc_macro::cached;
 use criterion::Criterion;
+use optimize::stats::{set_recording, Recording};
 use summary::median_ns;
 
 const KEYS: u64 = 1024;
@@ -60,7 +61,19 @@ fn contenders() -> Vec<(&'static str, Lookup)> {
         ("moka_get", Arc::new(move |k| moka.get(&k).unwrap())),
         ("cached_hit", Arc::new(cached_crate)),
         ("attribute_hit", Arc::new(attribute)),
+        // The same hit with less recorded (see `recording_for`): what metrics cost.
+        ("attribute_counters", Arc::new(attribute)),
+        ("attribute_no_metrics", Arc::new(attribute)),
     ]
+}
+
+/// The recording level a contender runs under: full metrics unless its name says otherwise.
+fn recording_for(name: &str) -> Recording {
+    match name {
+        "attribute_counters" => Recording::Counters,
+        "attribute_no_metrics" => Recording::Off,
+        _ => Recording::Full,
+    }
 }
 
 fn main() {
@@ -76,6 +89,7 @@ fn main() {
 
     let mut g = c.benchmark_group("l1_hit_1_thread");
     for (name, f) in &contenders {
+        set_recording(recording_for(name));
         g.bench_function(*name, |b| {
             let mut k = 0u64;
             b.iter(|| {
@@ -88,6 +102,7 @@ fn main() {
 
     let mut g = c.benchmark_group("l1_hit_2_threads");
     for (name, f) in &contenders {
+        set_recording(recording_for(name));
         g.bench_function(*name, |b| {
             b.iter_custom(|iters| {
                 let start = std::sync::Barrier::new(2);
@@ -110,6 +125,7 @@ fn main() {
         });
     }
     g.finish();
+    set_recording(Recording::Full);
     c.final_summary();
 
     // Single-flight: executions for 1,000 concurrent cold calls of one key.

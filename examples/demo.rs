@@ -13,6 +13,11 @@
 //!
 //! L3 lives in a fresh temporary directory unless `OPTIMIZE_L3_DIR` is set; keys go under a
 //! fresh namespace unless `OPTIMIZE_NAMESPACE` is set, so runs never see each other's entries.
+//!
+//! The monitor serves its HTTP endpoint during the run (address printed at the start;
+//! `OPTIMIZE_DEMO_ADDR` picks it, `OPTIMIZE_DEMO_LINGER=60` keeps it up 60 s after the run).
+//! A `demo_backlog` gauge counts requests not yet answered, and a rule on it fires while the
+//! first run's backlog is deep and resolves once it drains: one alert seen to fire and resolve.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -213,6 +218,38 @@ fn configure() -> (optimize::TierConfig, Option<tempfile::TempDir>) {
     (config, temp)
 }
 
+/// Starts the monitor with the demo's alert on the backlog gauge; alert changes are printed.
+fn start_monitor() -> &'static Arc<optimize::monitor::Monitor> {
+    use optimize::monitor::alert::{AlertEvent, AlertState, Rule, Selector, Severity};
+    let addr = std::env::var("OPTIMIZE_DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
+    let config = optimize::monitor::MonitorConfig::default()
+        .interval(Duration::from_millis(250))
+        .serve(addr.parse().expect("OPTIMIZE_DEMO_ADDR must be ip:port"))
+        .rule(
+            Rule::value("DemoBacklogDeep", Selector::metric("demo_backlog"))
+                .above(1000.0)
+                .severity(Severity::Warning)
+                .message("{{ $value }} requests waiting"),
+        )
+        .handler(|e: &AlertEvent| {
+            if matches!(e.alert.state, AlertState::Firing | AlertState::Resolved) {
+                println!(
+                    "  [alert] {} {}: {}",
+                    e.alert.rule,
+                    e.alert.state.as_str(),
+                    e.alert.message
+                );
+            }
+        });
+    optimize::monitor::start(config).expect("the demo starts the monitor once")
+}
+
+async fn http_get(url: &str) -> Option<(u16, String)> {
+    let res = reqwest::get(url).await.ok()?;
+    let status = res.status().as_u16();
+    Some((status, res.text().await.ok()?))
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let (config, _l3_dir) = configure();
@@ -229,6 +266,17 @@ async fn main() {
             .map_or(String::new(), |l3| l3.dir.display().to_string())
     );
     let tiers = optimize::init(config).expect("the demo initialises optimize first");
+    let monitor = start_monitor();
+    let base = format!(
+        "http://{}",
+        monitor.http_addr().expect("the demo serves HTTP")
+    );
+    println!("monitor: {base}/metrics  {base}/stats  {base}/alerts  {base}/health  {base}/history");
+    let backlog = optimize::monitor::metrics::gauge(
+        "demo_backlog",
+        "Requests of the current run not yet answered.",
+    )
+    .expect("a valid metric name");
 
     let ids = workload();
     let distinct: HashSet<u64> = ids.iter().copied().collect();
@@ -238,7 +286,13 @@ async fn main() {
         distinct.len()
     );
 
+    // The backlog is deep when the run starts: the alert fires at this evaluation...
+    backlog.set(ids.len() as f64);
+    monitor.tick();
     let (plain_wall, mut plain) = run(&ids, false).await;
+    // ...and resolves once it has drained.
+    backlog.set(0.0);
+    monitor.tick();
     let (opt_wall, _) = run(&ids, true).await;
 
     println!("run 1: plain, then annotated with cold caches");
@@ -299,7 +353,35 @@ async fn main() {
         pools.cpu.wait.quantile(0.99),
         pools.io.completed
     );
+    monitor.tick();
+    let scrape = http_get(&format!("{base}/metrics")).await;
+    let health = http_get(&format!("{base}/health")).await;
+    match (&scrape, &health) {
+        (Some((200, metrics)), Some((_, health))) => println!(
+            "monitor: /metrics served {} lines ({} series of optimize_calls_total); /health {health}",
+            metrics.lines().count(),
+            metrics.lines().filter(|l| l.starts_with("optimize_calls_total{")).count(),
+        ),
+        _ => {
+            eprintln!("demo: the monitor's endpoint did not answer: {scrape:?} {health:?}");
+            std::process::exit(1);
+        }
+    }
+    let fired = monitor.alerts().iter().any(|a| {
+        a.rule == "DemoBacklogDeep" && a.state == optimize::monitor::alert::AlertState::Resolved
+    });
+    if let Some(secs) = std::env::var("OPTIMIZE_DEMO_LINGER")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        println!("monitor: serving for {secs} s more (OPTIMIZE_DEMO_LINGER)");
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     optimize::shutdown();
+    if !fired {
+        eprintln!("demo: the DemoBacklogDeep alert did not fire and resolve");
+        std::process::exit(1);
+    }
 
     // Behaviour, not timing: each id that exists is fetched once in run 1; ids that fail are
     // fetched once per request (errors are never cached); in run 2 only the failing ids run.

@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 # Redis tests run against real redis-server processes (started by the tests on free ports).
 bash scripts/ensure-redis.sh
 redis-server --version
+# The monitor's export is checked with promtool (metrics and rule files).
+bash scripts/ensure-promtool.sh
+promtool --version | head -1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

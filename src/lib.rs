@@ -55,7 +55,7 @@
 extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, memory, optimize};
-pub use optimize_runtime::{cache, flight, key, policy, pool, stats, time};
+pub use optimize_runtime::{cache, flight, key, monitor, policy, pool, stats, time};
 pub use optimize_runtime::{
     flush, init, namespace, shutdown, shutdown_within, site, sites, AlreadyInitialized, Histogram,
     Kind, Outcome, Priority, Site, Task, TaskError, TaskHandle, TaskStatus, TierConfig, TimedOut,
@@ -84,3 +84,11 @@ struct TiersDocs;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/pools.md")]
 struct PoolsDocs;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/metrics.md")]
+struct MetricsDocs;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/alerts.md")]
+struct AlertsDocs;

@@ -1,0 +1,365 @@
+//! The monitor through its HTTP endpoint: a live scrape checked by promtool, JSON views,
+//! the bearer token, and an alert that fires and resolves through a closure and a webhook,
+//! all on a mock clock.
+
+#[path = "support/promtool.rs"]
+mod promtool;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use optimize::monitor::alert::{AlertState, Rule, Selector, Severity, WebhookHandler};
+use optimize::monitor::{self, metrics, Monitor, MonitorConfig};
+use optimize::time::{Clock, MockClock};
+
+const TOKEN: &str = "t0ken-for-tests";
+
+#[optimize::io(ttl = "1m")]
+fn lookup(id: u32) -> Option<String> {
+    (id != 0).then(|| format!("item {id}"))
+}
+
+#[optimize::cpu(cache = false)]
+fn crunch(n: u64) -> u64 {
+    (0..n).sum()
+}
+
+struct Harness {
+    monitor: &'static Arc<Monitor>,
+    mock: MockClock,
+    events: Arc<Mutex<Vec<(String, AlertState)>>>,
+    webhook: mpsc::Receiver<String>,
+    queue: metrics::Gauge,
+}
+
+/// A one-request-at-a-time HTTP server that hands each request body to the channel.
+fn webhook_receiver() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            use std::io::Write;
+            stream
+                .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            tx.send(String::from_utf8(body).unwrap()).unwrap();
+        }
+    });
+    (url, rx)
+}
+
+fn harness() -> &'static Mutex<Harness> {
+    static H: OnceLock<Mutex<Harness>> = OnceLock::new();
+    H.get_or_init(|| {
+        let (clock, mock) = Clock::mock();
+        mock.increment(Duration::from_secs(1));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        let (url, webhook) = webhook_receiver();
+        let queue = metrics::gauge("test_queue_depth", "Jobs waiting in the test.").unwrap();
+        let config = MonitorConfig::default()
+            // Ticks are driven by the tests.
+            .interval(Duration::from_secs(3600))
+            .clock(clock)
+            .serve("127.0.0.1:0".parse().unwrap())
+            .token(TOKEN)
+            .rule(
+                Rule::value("TestQueueDeep", Selector::metric("test_queue_depth"))
+                    .above(10.0)
+                    .for_(Duration::from_secs(30))
+                    .severity(Severity::Critical)
+                    .message("{{ $value }} jobs waiting"),
+            )
+            .handler(move |e: &optimize::monitor::alert::AlertEvent| {
+                seen.lock()
+                    .unwrap()
+                    .push((e.alert.rule.clone(), e.alert.state));
+            })
+            .handler(WebhookHandler::new(url, Duration::from_secs(5)));
+        let monitor = monitor::start(config).unwrap();
+        Mutex::new(Harness {
+            monitor,
+            mock,
+            events,
+            webhook,
+            queue,
+        })
+    })
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Harness> {
+    harness().lock().unwrap_or_else(|e| e.into_inner())
+}
+
+async fn get(path: &str, token: Option<&str>, accept: Option<&str>) -> reqwest::Response {
+    let addr = lock().monitor.http_addr().unwrap();
+    let mut req = reqwest::Client::new().get(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    req.send().await.unwrap()
+}
+
+fn exercise() {
+    lookup(1);
+    lookup(1);
+    lookup(0);
+    crunch(1000);
+    metrics::counter_vec("test_jobs_total", "Jobs done.", &["queue"])
+        .unwrap()
+        .with(&["a \"quoted\" name"])
+        .inc();
+    metrics::histogram("test_job_seconds", "Job time.")
+        .unwrap()
+        .observe(Duration::from_millis(3));
+}
+
+#[tokio::test]
+async fn live_scrape_passes_promtool_check_metrics() {
+    exercise();
+    lock().monitor.tick();
+    let res = get("/metrics", Some(TOKEN), None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = res.text().await.unwrap();
+    for name in [
+        "optimize_calls_total",
+        "optimize_call_duration_seconds_bucket",
+        "optimize_compute_duration_seconds_count",
+        "optimize_cache_entries",
+        "optimize_pool_queue_depth",
+        "optimize_pool_wait_seconds_bucket",
+        "optimize_memory_budget_bytes",
+        "optimize_system_cpu_usage_ratio",
+        "optimize_process_resident_memory_bytes",
+        "optimize_system_load_average",
+        "optimize_alerts_firing",
+        "test_jobs_total",
+        "test_job_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let path = lookup_cache().path().to_owned();
+    assert!(
+        text.contains(&format!(
+            "optimize_calls_total{{fn=\"{path}\",kind=\"io\",outcome=\"hit_l1\"}} 1"
+        )),
+        "{text}"
+    );
+    // Every metric of ours has a row in docs/metrics.md.
+    let docs = include_str!("../docs/metrics.md");
+    for line in text.lines().filter(|l| l.starts_with("# TYPE optimize_")) {
+        let name = line.split(' ').nth(2).unwrap();
+        assert!(
+            docs.contains(&format!("| `{name}` |")),
+            "{name} is exported but has no row in docs/metrics.md"
+        );
+    }
+    if promtool::available() {
+        promtool::check_metrics(&text).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn openmetrics_when_asked_for() {
+    let res = get(
+        "/metrics",
+        Some(TOKEN),
+        Some("application/openmetrics-text"),
+    )
+    .await;
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    assert!(res.text().await.unwrap().ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn every_path_needs_the_token() {
+    for path in ["/metrics", "/stats", "/alerts", "/health", "/history"] {
+        assert_eq!(get(path, None, None).await.status(), 401, "{path}");
+        assert_eq!(get(path, Some("wrong"), None).await.status(), 401, "{path}");
+        assert_ne!(get(path, Some(TOKEN), None).await.status(), 401, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn stats_report_each_function() {
+    exercise();
+    let stats: serde_json::Value = get("/stats", Some(TOKEN), None).await.json().await.unwrap();
+    let path = lookup_cache().path();
+    let f = stats["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fn"] == path)
+        .unwrap();
+    assert!(f["calls"].as_u64().unwrap() >= 3);
+    assert!(f["hit_ratio"].as_f64().unwrap() > 0.0);
+    assert!(f["tier_hit_ratio"]["l1"].as_f64().unwrap() > 0.0);
+    assert!(f["errors"].as_u64().unwrap() >= 1, "lookup(0) is None");
+    assert!(f["p99_ms"].as_f64().unwrap() >= f["p50_ms"].as_f64().unwrap());
+    let crunch = stats["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["fn"] == crunch_cache().path())
+        .unwrap();
+    assert_eq!(crunch["hits"], 0);
+    assert_eq!(crunch["hit_ratio"], 0.0, "cache = false is measured only");
+    assert!(stats["pools"].as_array().unwrap().len() == 3);
+}
+
+#[tokio::test]
+async fn an_alert_fires_and_resolves_through_every_handler() {
+    let (monitor, mock) = {
+        let h = lock();
+        (h.monitor, h.mock.clone())
+    };
+    let firing_now = |monitor: &Monitor| {
+        monitor
+            .alerts()
+            .into_iter()
+            .find(|a| a.rule == "TestQueueDeep")
+            .map(|a| a.state)
+    };
+    lock().queue.set(50.0);
+    monitor.tick();
+    assert_eq!(firing_now(monitor), Some(AlertState::Pending));
+    mock.increment(Duration::from_secs(30));
+    monitor.tick();
+    assert_eq!(firing_now(monitor), Some(AlertState::Firing));
+
+    let alerts: serde_json::Value = get("/alerts", Some(TOKEN), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let a = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "TestQueueDeep")
+        .unwrap();
+    assert_eq!(a["state"], "firing");
+    assert_eq!(a["message"], "50 jobs waiting");
+    let health = get("/health", Some(TOKEN), None).await;
+    assert_eq!(health.status(), 503, "a critical alert is firing");
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "unhealthy");
+
+    lock().queue.set(0.0);
+    mock.increment(Duration::from_secs(15));
+    monitor.tick();
+    assert_eq!(firing_now(monitor), Some(AlertState::Resolved));
+    assert_ne!(get("/health", Some(TOKEN), None).await.status(), 503);
+
+    let mine: Vec<AlertState> = lock()
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(r, _)| r == "TestQueueDeep")
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(
+        mine,
+        vec![
+            AlertState::Pending,
+            AlertState::Firing,
+            AlertState::Resolved
+        ]
+    );
+    let h = lock();
+    let first = h.webhook.recv_timeout(Duration::from_secs(10)).unwrap();
+    let second = h.webhook.recv_timeout(Duration::from_secs(10)).unwrap();
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(
+        (
+            first["alert"]["state"].as_str(),
+            second["alert"]["state"].as_str()
+        ),
+        (Some("firing"), Some("resolved")),
+        "the webhook gets firing and resolved, not pending"
+    );
+    assert_eq!(first["alert"]["labels"]["severity"], "critical");
+}
+
+#[tokio::test]
+async fn history_keeps_one_entry_per_evaluation() {
+    let monitor = lock().monitor;
+    monitor.tick();
+    monitor.tick();
+    let all: Vec<serde_json::Value> = get("/history", Some(TOKEN), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(all.len() >= 2);
+    let last: Vec<serde_json::Value> = get("/history?limit=1", Some(TOKEN), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last.len(), 1);
+    assert!(last[0]["system"]["memory_total"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_second_start_is_refused() {
+    drop(lock());
+    let err = monitor::start(MonitorConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("already running"), "{err}");
+}
+
+#[test]
+fn rule_file_passes_promtool_check_rules() {
+    let mut rules = monitor::alert::default_rules();
+    rules.push(
+        Rule::quantile(
+            "CheckoutSlow",
+            Selector::metric("optimize_call_duration_seconds")
+                .label("fn", "shop::checkout")
+                .by(["fn"]),
+            0.99,
+            Duration::from_secs(300),
+        )
+        .above(0.25)
+        .for_(Duration::from_secs(120))
+        .keep_firing_for(Duration::from_secs(60))
+        .severity(Severity::Error)
+        .label("team", "shop")
+        .message("p99 of {{ $labels.fn }} is {{ $value | humanizeDuration }}"),
+    );
+    let yaml = monitor::alert::promfile::rule_file("optimize", &rules);
+    if promtool::available() {
+        let out = promtool::check_rules(&yaml).unwrap();
+        assert!(out.contains("SUCCESS: 8 rules found"), "{out}");
+    }
+}
