@@ -43,32 +43,18 @@ pub(crate) fn serve(monitor: Arc<Monitor>, config: HttpConfig) -> Result<SocketA
         monitor,
         token: config.token.map(Into::into),
     };
-    std::thread::Builder::new()
-        .name("optimize-http".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint cannot start");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint cannot start");
-                        return;
-                    }
-                };
-                if let Err(e) = axum::serve(listener, router(state)).await {
-                    tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint stopped");
-                }
-            });
-        })
+    super::spawn_on_own_runtime("optimize-http", "the monitor's HTTP endpoint", move || async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint cannot start");
+                return;
+            }
+        };
+        if let Err(e) = axum::serve(listener, router(state)).await {
+            tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint stopped");
+        }
+    })
         .map_err(bind_error)?;
     tracing::info!(%addr, "optimize: monitor HTTP endpoint listening");
     Ok(addr)

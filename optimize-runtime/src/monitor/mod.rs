@@ -429,6 +429,32 @@ impl Monitor {
     }
 }
 
+/// Runs `task` on a new thread named `name`, inside a current-thread tokio runtime of its
+/// own, so it works whatever runtime (if any) the application uses. `what` names the work in
+/// the error logged if the runtime cannot start.
+pub(crate) fn spawn_on_own_runtime<F, Fut>(
+    name: &str,
+    what: &'static str,
+    task: F,
+) -> std::io::Result<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(task()),
+                Err(e) => tracing::error!(error = %e, "optimize: {what} cannot start"),
+            }
+        })
+        .map(|_| ())
+}
+
 fn build_snapshot(
     at_nanos: u64,
     system: Option<&SystemStats>,

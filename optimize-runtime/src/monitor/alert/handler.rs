@@ -100,38 +100,28 @@ impl WebhookHandler {
         let (queue, mut events) = tokio::sync::mpsc::unbounded_channel::<AlertEvent>();
         let stats = Arc::new(WebhookStats::default());
         let (thread_url, thread_stats) = (url.clone(), stats.clone());
-        let spawned = std::thread::Builder::new()
-            .name("optimize-webhook".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "optimize: the webhook thread cannot start a runtime; alerts will not be posted");
-                        return;
-                    }
-                };
+        let spawned = crate::monitor::spawn_on_own_runtime(
+            "optimize-webhook",
+            "the alert webhook thread",
+            move || async move {
                 let client = reqwest::Client::builder()
                     .timeout(timeout)
                     .connect_timeout(timeout)
                     .build()
                     .unwrap_or_default();
-                runtime.block_on(async move {
-                    let mut deliveries = tokio::task::JoinSet::new();
-                    while let Some(event) = events.recv().await {
-                        let request = client.post(&*thread_url).json(&event);
-                        let (stats, target) = (thread_stats.clone(), redact_url(&thread_url));
-                        deliveries.spawn(async move {
-                            deliver(request, &stats, &target, &event.alert.rule).await
-                        });
-                        while deliveries.try_join_next().is_some() {}
-                    }
-                    // Sent before the handler was dropped: finish them.
-                    while deliveries.join_next().await.is_some() {}
-                });
-            });
+                let mut deliveries = tokio::task::JoinSet::new();
+                while let Some(event) = events.recv().await {
+                    let request = client.post(&*thread_url).json(&event);
+                    let (stats, target) = (thread_stats.clone(), redact_url(&thread_url));
+                    deliveries.spawn(async move {
+                        deliver(request, &stats, &target, &event.alert.rule).await
+                    });
+                    while deliveries.try_join_next().is_some() {}
+                }
+                // Sent before the handler was dropped: finish them.
+                while deliveries.join_next().await.is_some() {}
+            },
+        );
         if let Err(e) = spawned {
             tracing::error!(error = %e, "optimize: cannot start the webhook thread; alerts will not be posted");
         }
