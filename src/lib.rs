@@ -55,7 +55,7 @@
 extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, memory, optimize};
-pub use optimize_runtime::{cache, flight, key, monitor, policy, pool, stats, time};
+pub use optimize_runtime::{cache, config, flight, key, monitor, policy, pool, stats, time};
 pub use optimize_runtime::{
     flush, init, namespace, shutdown, shutdown_within, site, sites, AlreadyInitialized, Histogram,
     Kind, Outcome, Priority, Site, Task, TaskError, TaskHandle, TaskStatus, TierConfig, TimedOut,
@@ -92,3 +92,7 @@ struct MetricsDocs;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/alerts.md")]
 struct AlertsDocs;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/configuration.md")]
+struct ConfigurationDocs;

@@ -82,6 +82,8 @@ pub(crate) struct Args {
     pub(crate) l2_ttl: Option<(Duration, LitStr)>,
     pub(crate) l3_ttl: Option<(Duration, LitStr)>,
     pub(crate) compress_above: Option<(u32, LitStr)>,
+    /// `level = "ultra"`: the `config::Level` variant.
+    pub(crate) level: Option<&'static str>,
     /// `cache = false`: measure the function, never cache it.
     pub(crate) cache: bool,
     /// `priority = "high"`: order among waiting calls.
@@ -152,8 +154,17 @@ const OPTIONS: &[&str] = &[
     "l2_ttl",
     "l3_ttl",
     "compress_above",
+    "level",
     "cache",
     "crate",
+];
+
+/// `level = "..."`: the runtime's `config::Level` variants by name.
+pub(crate) const LEVELS: [(&str, &str); 4] = [
+    ("basic", "Basic"),
+    ("advanced", "Advanced"),
+    ("ultra", "Ultra"),
+    ("extreme", "Extreme"),
 ];
 
 /// Options that decide where and when the body runs; they keep their meaning with
@@ -223,6 +234,7 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
         l2_ttl: None,
         l3_ttl: None,
         compress_above: None,
+        level: None,
         cache: true,
         priority: None,
         concurrency: None,
@@ -322,6 +334,7 @@ fn example(option: &str) -> &'static str {
         "l2_ttl" => "`l2_ttl = \"1h\"`",
         "l3_ttl" => "`l3_ttl = \"7days\"`",
         "compress_above" => "`compress_above = \"4KiB\"`",
+        "level" => "`level = \"ultra\"`",
         "cache" => "`cache = false`",
         "priority" => "`priority = \"high\"`",
         "concurrency" => "`concurrency = 8`",
@@ -526,6 +539,22 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
                         "invalid size {:?}; write a size such as \"512B\", \"4KiB\" or \"1MiB\" \
                          (at most 4GiB)",
                         lit.value()
+                    ),
+                ),
+            }
+        }
+        "level" => {
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
+            let text = lit.value();
+            match LEVELS.iter().find(|(n, _)| *n == text) {
+                Some((_, variant)) => args.level = Some(variant),
+                None => errors.at(
+                    &lit,
+                    format!(
+                        "unknown level {text:?}; write one of \"basic\", \"advanced\", \
+                         \"ultra\", \"extreme\""
                     ),
                 ),
             }

@@ -384,6 +384,10 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
     let retries = plan.retries;
     let backoff = duration(plan.backoff);
     let mem = opt(plan.mem.map(|m| m.into_token_stream()));
+    let level = opt(plan.level.map(|v| {
+        let v = format_ident!("{v}");
+        quote!(#krate::__private::Level::#v)
+    }));
     quote! {
         static __OPTIMIZE_META: #krate::__private::SiteMeta = #krate::__private::SiteMeta {
             id: ::core::concat!(
@@ -409,6 +413,7 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
             retries: #retries,
             backoff: #backoff,
             mem: #mem,
+            level: #level,
         };
         static __OPTIMIZE_SITE: #krate::__private::SiteSlot =
             #krate::__private::SiteSlot::new(&__OPTIMIZE_META);

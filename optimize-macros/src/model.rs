@@ -21,6 +21,8 @@ pub(crate) struct Plan {
     pub(crate) l2_ttl: Option<Duration>,
     pub(crate) l3_ttl: Option<Duration>,
     pub(crate) compress_above: Option<u32>,
+    /// `level = "..."`: the `config::Level` variant.
+    pub(crate) level: Option<&'static str>,
     pub(crate) version: u32,
     /// `cache = false`: measured, never cached.
     pub(crate) cache: bool,
@@ -301,6 +303,7 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         l2_ttl: args.l2_ttl.map(|(d, _)| d),
         l3_ttl: args.l3_ttl.map(|(d, _)| d),
         compress_above: args.compress_above.map(|(n, _)| n),
+        level: args.level,
         version: args.version.unwrap_or(0),
         cache: args.cache,
         name: args.name.map(|n| n.value()),

@@ -13,6 +13,7 @@
 
 pub mod cache;
 pub mod codec;
+pub mod config;
 pub mod flight;
 pub mod key;
 pub mod monitor;
@@ -70,6 +71,9 @@ pub fn shutdown_within(deadline: std::time::Duration) -> pool::ShutdownReport {
     if let Some(tiers) = cache::tiered::global_if_started() {
         tiers.shutdown();
     }
+    if let Some(monitor) = monitor::global() {
+        monitor.stop();
+    }
     report
 }
 pub use pool::io::TimedOut;
@@ -82,6 +86,7 @@ pub use stats::{FnStats, Histogram, Outcome};
 #[doc(hidden)]
 pub mod __private {
     pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
+    pub use crate::config::Level;
     pub use crate::key::{ArgsKey, KeyHasher, KeyPart};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
     pub use crate::pool::io::{RetryOutput, TimeoutOutput};

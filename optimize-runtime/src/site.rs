@@ -93,6 +93,8 @@ pub struct SiteMeta {
     pub backoff: Option<Duration>,
     /// `mem = "..."` (memory): bytes reserved from the memory budget per call.
     pub mem: Option<u64>,
+    /// `level = "..."`: the function's optimization level.
+    pub level: Option<crate::config::Level>,
 }
 
 /// Which tiers a function uses.
@@ -163,6 +165,8 @@ impl SiteSlot {
 pub struct Site {
     meta: &'static SiteMeta,
     path: String,
+    /// What configuration says of this function, over the attribute's values.
+    overrides: crate::config::FnOverride,
     recorder: FnRecorder,
     /// The typed store, twice: as `Any` for the hit path (one virtual call to downcast) and
     /// as `AnyStore` for type-independent operations. Both point at one leaked allocation.
@@ -177,7 +181,7 @@ impl fmt::Debug for Site {
         f.debug_struct("Site")
             .field("path", &self.path)
             .field("kind", &self.meta.kind)
-            .field("ttl", &self.meta.ttl)
+            .field("ttl", &self.ttl())
             .field("capacity", &self.capacity())
             .finish_non_exhaustive()
     }
@@ -217,9 +221,14 @@ impl<V: Clone + Send + Sync + 'static> AnyStore for Store<V> {
 
 impl Site {
     pub(crate) fn new(meta: &'static SiteMeta, path: String) -> Self {
+        let overrides = crate::config::global()
+            .function(&path)
+            .cloned()
+            .unwrap_or_default();
         Self {
             meta,
             path,
+            overrides,
             recorder: FnRecorder::new(),
             store: OnceLock::new(),
             key_prefix: OnceLock::new(),
@@ -243,18 +252,51 @@ impl Site {
         self.meta.is_async
     }
 
-    /// How long a cached value stays valid (`None`: until evicted or invalidated).
+    /// How long a cached value stays valid (`None`: until evicted or invalidated): the
+    /// configuration's `ttl` for this function, else the attribute's.
     pub fn ttl(&self) -> Option<Duration> {
-        self.meta.ttl
+        self.overrides.ttl.or(self.meta.ttl)
     }
 
     /// The L1 capacity: entries, or bytes for a `memory` function (whose values are weighed
-    /// by their encoded size; default [`Site::DEFAULT_MEMORY_CAPACITY`]).
+    /// by their encoded size; default [`Site::DEFAULT_MEMORY_CAPACITY`]). Configuration's
+    /// value for this function, else the attribute's, else `l1.capacity`.
     pub fn capacity(&self) -> u64 {
-        self.meta.capacity.unwrap_or(match self.meta.kind {
-            Kind::Memory => Self::DEFAULT_MEMORY_CAPACITY,
-            _ => L1Options::DEFAULT_CAPACITY,
-        })
+        self.overrides
+            .capacity
+            .or(self.meta.capacity)
+            .unwrap_or(match self.meta.kind {
+                Kind::Memory => Self::DEFAULT_MEMORY_CAPACITY,
+                _ => crate::config::global().l1_capacity,
+            })
+    }
+
+    /// The function's optimization level: configuration's, else the attribute's, else the
+    /// global level.
+    pub fn level(&self) -> crate::config::Level {
+        self.overrides
+            .level
+            .or(self.meta.level)
+            .unwrap_or(crate::config::global().level)
+    }
+
+    /// Whether the function is managed at all: `enabled = false` in its configuration runs
+    /// the body directly (measured, never cached, not routed to a pool).
+    pub fn enabled(&self) -> bool {
+        self.overrides.enabled.unwrap_or(true)
+    }
+
+    /// The level set for this function alone, if any.
+    fn own_level(&self) -> Option<crate::config::Level> {
+        self.overrides.level.or(self.meta.level)
+    }
+
+    /// Whether L1 capacity evictions go to L3: level ultra and above, or `tiers.demote_on_evict`.
+    fn demotes(&self) -> bool {
+        match self.own_level() {
+            Some(level) => level >= crate::config::Level::Ultra,
+            None => crate::config::global().demote_on_evict,
+        }
     }
 
     /// L1 capacity in bytes of a `memory` function that sets none: 256 MiB.
@@ -359,8 +401,24 @@ impl Site {
         }
     }
 
+    /// The tiers the function may use: configuration's, else the attribute's; level basic
+    /// (set for this function) means L1 only; else every tier the process runs.
+    pub fn tiers(&self) -> TierSet {
+        self.overrides
+            .tiers
+            .or(self.meta.tiers)
+            .or_else(|| {
+                (self.own_level() == Some(crate::config::Level::Basic)).then_some(TierSet {
+                    l1: true,
+                    l2: false,
+                    l3: false,
+                })
+            })
+            .unwrap_or(TierSet::ALL)
+    }
+
     fn wanted_tiers(&self) -> TierSet {
-        self.meta.tiers.unwrap_or(TierSet::ALL)
+        self.tiers()
     }
 
     /// The process's shared tiers, if this function may use any of them.
@@ -402,14 +460,17 @@ impl Site {
             .and_then(|codec| {
                 let tiers = tiered::global().clone();
                 let mut envelope = tiers.config().envelope;
-                if let Some(threshold) = self.meta.compress_above {
+                let own = self.meta.compress_above.or_else(|| {
+                    (self.own_level() == Some(crate::config::Level::Extreme)).then_some(0)
+                });
+                if let Some(threshold) = own {
                     envelope.compress_threshold = threshold as usize;
                 }
                 let options = SharedOptions {
                     l2: wanted.l2,
                     l3: wanted.l3,
-                    l2_ttl: self.meta.l2_ttl.or(self.meta.ttl),
-                    l3_ttl: self.meta.l3_ttl.or(self.meta.ttl),
+                    l2_ttl: self.meta.l2_ttl.or(self.ttl()),
+                    l3_ttl: self.meta.l3_ttl.or(self.ttl()),
                     envelope,
                 };
                 SharedStore::new(tiers, codec, options, self.meta.schema)
@@ -418,7 +479,7 @@ impl Site {
         let l1 = wanted.l1.then(|| {
             let options = L1Options {
                 capacity: self.capacity(),
-                ttl: self.meta.ttl,
+                ttl: self.ttl(),
                 engine: crate::cache::l1::default_engine(),
             };
             let clock = time::global().clone();
@@ -448,7 +509,7 @@ impl Site {
     ) -> EvictionHandler<V> {
         Arc::new(move |key, entry| {
             self.recorder.record_eviction();
-            let Some(shared) = &shared else {
+            let Some(shared) = shared.as_ref().filter(|_| self.demotes()) else {
                 return;
             };
             let expires_at_ms = match entry.expires_at {
@@ -580,6 +641,9 @@ impl Site {
     where
         P::Cached: CacheValue,
     {
+        if !self.enabled() {
+            return self.call_measured_sync(policy, body);
+        }
         let clock = time::global();
         // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
         let sampled = crate::stats::sample_this_call().then(|| clock.now_nanos());
@@ -637,6 +701,9 @@ impl Site {
     where
         P::Cached: CacheValue,
     {
+        if !self.enabled() {
+            return self.call_measured_async(policy, body).await;
+        }
         let clock = time::global();
         let sampled = crate::stats::sample_this_call().then(|| clock.now_nanos());
         let Some(key) = key else {

@@ -503,17 +503,15 @@ pub fn init(config: TierConfig) -> Result<&'static Arc<Tiers>, AlreadyInitialize
     }
 }
 
-/// The process-wide tiers, started from the environment ([`TierConfig::from_env`]) on first
-/// use if [`init`] was not called. A bad environment value is logged and the tiers start with
-/// L1 only.
+/// The process-wide tiers: started by [`init`], or from the configuration in force
+/// ([`crate::config::global`], which reads the file and the environment) on first use.
 pub fn global() -> &'static Arc<Tiers> {
-    GLOBAL.get_or_init(|| {
-        let config = TierConfig::from_env().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "optimize: ignoring the shared tiers");
-            TierConfig::l1_only()
-        });
-        Tiers::start(config)
-    })
+    if let Some(tiers) = GLOBAL.get() {
+        return tiers;
+    }
+    // Resolving the configuration starts the tiers with it.
+    crate::config::global();
+    GLOBAL.get_or_init(|| Tiers::start(crate::config::global().tier_config()))
 }
 
 /// The process-wide tiers if they have started.

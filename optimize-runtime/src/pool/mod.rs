@@ -271,9 +271,15 @@ pub fn init(config: PoolConfig) -> Result<&'static Arc<Pools>, PoolsAlreadyStart
     fresh.then_some(pools).ok_or(PoolsAlreadyStarted)
 }
 
-/// The process's pools, started with defaults on first use.
+/// The process's pools: started by [`init`], or with the configuration in force
+/// ([`crate::config::global`]) on first use.
 pub fn global() -> &'static Arc<Pools> {
-    GLOBAL.get_or_init(|| Arc::new(Pools::start(PoolConfig::default())))
+    if let Some(pools) = GLOBAL.get() {
+        return pools;
+    }
+    // Resolving the configuration starts the pools with it.
+    crate::config::global();
+    GLOBAL.get_or_init(|| Arc::new(Pools::start(crate::config::global().pools.clone())))
 }
 
 /// The pools, if something has started them.

@@ -25,7 +25,7 @@ impl Site {
     /// Admission priority (`priority = "..."`, default `normal`): where the function's calls
     /// queue at the CPU pool, the io limits or the memory budget.
     pub fn priority(&self) -> Priority {
-        self.meta.priority
+        self.overrides.priority.unwrap_or(self.meta.priority)
     }
 
     /// Timeout, retries and backoff of each call.
@@ -39,7 +39,7 @@ impl Site {
 
     /// The `concurrency = N` limit: calls of this function running at once.
     pub fn concurrency(&self) -> Option<u64> {
-        self.meta.concurrency
+        self.overrides.concurrency.or(self.meta.concurrency)
     }
 
     /// Bytes a call reserves from the memory budget (`mem = "..."`, else the budget's default).
@@ -67,6 +67,9 @@ impl Site {
     /// multi-thread tokio worker.
     #[doc(hidden)]
     pub fn io_sync_once<R>(&self, body: impl FnOnce() -> R) -> R {
+        if !self.enabled() {
+            return body();
+        }
         let mut body = Some(body);
         io::run_sync(self.io_gates(), Attempts::default(), None, self, || {
             (body.take().expect("retries are off, so the body runs once"))()
@@ -75,7 +78,10 @@ impl Site {
 
     /// A sync io body retried while `should_retry` says so.
     #[doc(hidden)]
-    pub fn io_sync<R>(&self, should_retry: fn(&R) -> bool, attempt: impl FnMut() -> R) -> R {
+    pub fn io_sync<R>(&self, should_retry: fn(&R) -> bool, mut attempt: impl FnMut() -> R) -> R {
+        if !self.enabled() {
+            return attempt();
+        }
         io::run_sync(
             self.io_gates(),
             self.attempts(),
@@ -92,6 +98,9 @@ impl Site {
         on_timeout: Option<fn(TimedOut) -> R>,
         body: impl Future<Output = R>,
     ) -> R {
+        if !self.enabled() {
+            return body.await;
+        }
         let mut body = Some(body);
         let attempts = Attempts {
             retries: 0,
@@ -115,8 +124,11 @@ impl Site {
         &self,
         on_timeout: Option<fn(TimedOut) -> R>,
         should_retry: fn(&R) -> bool,
-        attempt: impl FnMut() -> Fut,
+        mut attempt: impl FnMut() -> Fut,
     ) -> R {
+        if !self.enabled() {
+            return attempt().await;
+        }
         io::run_async(
             self.io_gates(),
             self.attempts(),
@@ -133,6 +145,9 @@ impl Site {
     /// thread.
     #[doc(hidden)]
     pub fn cpu_sync<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
+        if !self.enabled() {
+            return body();
+        }
         pool::global().cpu().run(self.priority(), body)
     }
 
@@ -143,6 +158,9 @@ impl Site {
         &self,
         body: impl FnOnce() -> R + Send + 'static,
     ) -> R {
+        if !self.enabled() {
+            return body();
+        }
         pool::global().cpu().run_async(self.priority(), body).await
     }
 
@@ -156,6 +174,9 @@ impl Site {
     /// A sync memory body: run in place once the memory budget admits it.
     #[doc(hidden)]
     pub fn memory_sync<R>(&self, body: impl FnOnce() -> R) -> R {
+        if !self.enabled() {
+            return body();
+        }
         pool::global()
             .memory()
             .run(Some(self.mem()), self.priority(), body)
@@ -164,6 +185,9 @@ impl Site {
     /// An async memory body: awaited once the memory budget admits it.
     #[doc(hidden)]
     pub async fn memory_async<F: Future>(&self, body: F) -> F::Output {
+        if !self.enabled() {
+            return body.await;
+        }
         pool::global()
             .memory()
             .run_async(Some(self.mem()), self.priority(), body)
