@@ -69,21 +69,10 @@ impl EngineKind {
 
 static ENGINE: std::sync::OnceLock<EngineKind> = std::sync::OnceLock::new();
 
-/// The engine new L1 stores use: set by `init` (`TierConfig::l1_engine`), else
-/// `OPTIMIZE_L1_ENGINE` (`quick` or `moka`), else quick_cache.
+/// The engine new L1 stores use: set by `init` (`TierConfig::l1_engine`), else the
+/// configuration's `l1.engine` (`OPTIMIZE_L1_ENGINE`), else quick_cache.
 pub fn default_engine() -> EngineKind {
-    *ENGINE.get_or_init(|| {
-        std::env::var("OPTIMIZE_L1_ENGINE")
-            .ok()
-            .and_then(|v| {
-                let kind = EngineKind::parse(&v);
-                if kind.is_none() {
-                    tracing::error!(value = %v, "OPTIMIZE_L1_ENGINE: expected `quick` or `moka`; using quick");
-                }
-                kind
-            })
-            .unwrap_or_default()
-    })
+    *ENGINE.get_or_init(|| crate::config::global().l1_engine)
 }
 
 /// Sets the engine of stores created from now on; `false` if one was already chosen.

@@ -41,18 +41,6 @@ pub struct TierConfig {
     pub l1_engine: Option<crate::cache::l1::EngineKind>,
 }
 
-/// A configuration value from the environment that does not parse.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("environment variable {var}={value:?}: expected {expected}")]
-pub struct EnvError {
-    /// The variable.
-    pub var: &'static str,
-    /// Its value.
-    pub value: String,
-    /// What it should look like.
-    pub expected: &'static str,
-}
-
 impl TierConfig {
     /// Default L2 operation timeout.
     pub const DEFAULT_L2_TIMEOUT: Duration = Duration::from_millis(100);
@@ -109,77 +97,14 @@ impl TierConfig {
         base.join(program)
     }
 
-    /// The configuration from the environment, on top of the defaults (L1 only; shared tiers
-    /// are on when configured, so that nothing persists across runs unless asked for):
-    ///
-    /// | variable | meaning |
-    /// |---|---|
-    /// | `OPTIMIZE_NAMESPACE` | key prefix (default `optimize`) |
-    /// | `OPTIMIZE_REDIS_URL` | enables L2 (`redis://`, `rediss://` for TLS, password in the URL) |
-    /// | `OPTIMIZE_L3` | `on` (L3 in the default directory) or `off` (default, unless a directory is set) |
-    /// | `OPTIMIZE_L3_DIR` | enables L3 in this directory |
-    /// | `OPTIMIZE_LOOKUP_ORDER` | `l2,l3` (default) or `l3,l2` |
-    pub fn from_env() -> Result<Self, EnvError> {
-        let var = |name| {
-            std::env::var(name)
-                .ok()
-                .filter(|v: &String| !v.trim().is_empty())
-        };
-        let mut config = Self::l1_only();
-        if let Some(ns) = var("OPTIMIZE_NAMESPACE") {
-            if ns.contains(char::is_whitespace) {
-                return Err(EnvError {
-                    var: "OPTIMIZE_NAMESPACE",
-                    value: ns,
-                    expected: "a prefix without spaces, e.g. `myapp`",
-                });
-            }
-            config.namespace = ns;
-        }
-        if let Some(url) = var("OPTIMIZE_REDIS_URL") {
-            if !(url.starts_with("redis://")
-                || url.starts_with("rediss://")
-                || url.starts_with("redis+unix://"))
-            {
-                let value = RedisUrl::new(url).to_string();
-                return Err(EnvError {
-                    var: "OPTIMIZE_REDIS_URL",
-                    value,
-                    expected: "a URL starting with redis://, rediss:// or redis+unix://",
-                });
-            }
-            config = config.with_redis(url);
-        }
-        let l3_on = match var("OPTIMIZE_L3").as_deref() {
-            None => var("OPTIMIZE_L3_DIR").is_some(),
-            Some("on") => true,
-            Some("off") => false,
-            Some(other) => {
-                return Err(EnvError {
-                    var: "OPTIMIZE_L3",
-                    value: other.into(),
-                    expected: "`on` or `off`",
-                })
-            }
-        };
-        if l3_on {
-            config = config
-                .with_l3(var("OPTIMIZE_L3_DIR").map_or_else(Self::default_l3_dir, PathBuf::from));
-        }
-        if let Some(order) = var("OPTIMIZE_LOOKUP_ORDER") {
-            config.order = match order.replace(' ', "").as_str() {
-                "l2,l3" => [Tier::L2, Tier::L3],
-                "l3,l2" => [Tier::L3, Tier::L2],
-                _ => {
-                    return Err(EnvError {
-                        var: "OPTIMIZE_LOOKUP_ORDER",
-                        value: order,
-                        expected: "`l2,l3` or `l3,l2`",
-                    })
-                }
-            };
-        }
-        Ok(config)
+    /// The shared tiers' part of the configuration from `OPTIMIZE_*` variables alone (no
+    /// file, no builder; docs/configuration.md lists them): L1 only unless they configure
+    /// L2 (`OPTIMIZE_REDIS_URL`) or L3 (`OPTIMIZE_L3_DIR`, `OPTIMIZE_L3=on`).
+    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
+        crate::config::Config::builder()
+            .without_file()
+            .resolve(false)
+            .map(|c| c.tier_config())
     }
 }
 

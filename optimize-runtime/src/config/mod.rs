@@ -656,7 +656,7 @@ impl ConfigBuilder {
 
     /// Resolves every source; `explicit` is whether the application asked for configuration
     /// (install) rather than a managed call needing it (lazy).
-    fn resolve(self, explicit: bool) -> Result<Config, ConfigError> {
+    pub(crate) fn resolve(self, explicit: bool) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = self
             .env
             .clone()
@@ -681,9 +681,17 @@ impl ConfigBuilder {
                 Err(_) => {}
             }
         }
-        match source::from_env(env) {
+        let (env_layer, unknown_variables) = source::from_env(env);
+        match env_layer {
             Ok(layer) => layers.push(layer),
             Err(e) => problems.extend(e.0),
+        }
+        if explicit {
+            problems.extend(unknown_variables);
+        } else {
+            for p in unknown_variables {
+                tracing::warn!("optimize: ignoring {p}");
+            }
         }
         let mut builder = self.layer;
         builder.source = "builder".into();
@@ -708,7 +716,11 @@ impl ConfigBuilder {
         for layer in layers {
             for (key, value) in layer.values {
                 config.apply(key, value);
-                config.origins.insert(key, layer.source.clone());
+                let origin = match layer.variables.get(key) {
+                    Some(var) => format!("{} ({var})", layer.source),
+                    None => layer.source.clone(),
+                };
+                config.origins.insert(key, origin);
             }
             for (path, values) in layer.functions {
                 let o = config.functions.entry(path).or_default();

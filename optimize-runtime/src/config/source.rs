@@ -13,6 +13,8 @@ pub(crate) struct Layer {
     pub(crate) values: BTreeMap<&'static str, Value>,
     pub(crate) functions: BTreeMap<String, BTreeMap<&'static str, Value>>,
     pub(crate) alerts: Vec<crate::monitor::alert::Rule>,
+    /// For the environment: the variable each key came from, for error messages.
+    pub(crate) variables: BTreeMap<&'static str, String>,
 }
 
 impl Layer {
@@ -181,11 +183,14 @@ pub(crate) fn from_toml(source: &str, text: &str) -> Result<Layer, ConfigError> 
 }
 
 /// Reads `OPTIMIZE_*` variables from `vars` (the process environment in production).
+/// Variables no key owns come back apart: an installed configuration treats them as
+/// problems, the lazy default only warns (other software may use the prefix too).
 pub(crate) fn from_env(
     vars: impl IntoIterator<Item = (String, String)>,
-) -> Result<Layer, ConfigError> {
+) -> (Result<Layer, ConfigError>, Vec<Problem>) {
     let mut layer = Layer::new("environment");
     let mut problems = Vec::new();
+    let mut unknown_variables = Vec::new();
     let names: Vec<(String, &'static Key)> = KEYS
         .iter()
         .flat_map(|k| {
@@ -208,7 +213,7 @@ pub(crate) fn from_env(
         }
         let Some((_, key)) = names.iter().find(|(n, _)| *n == var) else {
             let suggestion = keys::did_you_mean(&var, names.iter().map(|(n, _)| n.as_str()));
-            problems.push(Problem {
+            unknown_variables.push(Problem {
                 source: "environment".into(),
                 key: var.clone(),
                 message: match suggestion {
@@ -221,6 +226,7 @@ pub(crate) fn from_env(
         match keys::parse_str(key.ty, &value) {
             Some(parsed) => {
                 layer.values.insert(key.path, parsed);
+                layer.variables.insert(key.path, var.clone());
             }
             None => problems.push(Problem {
                 source: "environment".into(),
@@ -237,9 +243,10 @@ pub(crate) fn from_env(
             }),
         }
     }
-    if problems.is_empty() {
+    let layer = if problems.is_empty() {
         Ok(layer)
     } else {
         Err(ConfigError(problems))
-    }
+    };
+    (layer, unknown_variables)
 }

@@ -172,6 +172,14 @@ fn the_lazy_default_keeps_everything_in_memory() {
         .resolve(false)
         .unwrap();
     assert!(c.l3_enabled, "a directory turns L3 on");
+    let lazy = Config::builder()
+        .without_file()
+        .environment([("OPTIMIZE_SOMETHING_ELSE", "1")])
+        .resolve(false);
+    assert!(
+        lazy.is_ok(),
+        "the lazy default warns about variables it does not own"
+    );
 }
 
 #[test]
