@@ -6,7 +6,7 @@
 # Full criterion output goes to target/bench-*.log; the summaries are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/ensure-redis.sh
+bash scripts/ensure-command.sh redis-server redis-server
 mkdir -p target
 
 echo "==> L1 hits against peers (cargo bench --bench compare)"

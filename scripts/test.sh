@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Redis tests run against real redis-server processes (started by the tests on free ports).
-bash scripts/ensure-redis.sh
+bash scripts/ensure-command.sh redis-server redis-server
 redis-server --version
 # The monitor's export is checked with promtool (metrics and rule files).
-bash scripts/ensure-promtool.sh
-promtool --version | head -1
+bash scripts/ensure-command.sh promtool prometheus
+promtool --version 2>&1 | sed -n 1p
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
