@@ -197,6 +197,9 @@ pub enum MonitorError {
     /// A rule is invalid.
     #[error(transparent)]
     Rule(#[from] RuleError),
+    /// The monitor's thread cannot be started.
+    #[error("cannot start the monitor's thread: {0}")]
+    Thread(std::io::Error),
     /// The HTTP address cannot be bound.
     #[error("cannot serve monitor HTTP on {addr}: {source}")]
     Bind {
@@ -283,10 +286,7 @@ impl Monitor {
         std::thread::Builder::new()
             .name("optimize-monitor".into())
             .spawn(move || runner.run())
-            .map_err(|source| MonitorError::Bind {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                source,
-            })?;
+            .map_err(MonitorError::Thread)?;
         Ok(monitor)
     }
 
