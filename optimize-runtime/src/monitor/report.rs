@@ -163,14 +163,8 @@ impl StatsReport {
             tiers: crate::cache::tiered::global_if_started().map(|t| t.status()),
             pools,
             system,
-            alerts_firing: 0,
+            alerts_firing,
         }
-        .with_alerts(alerts_firing)
-    }
-
-    fn with_alerts(mut self, n: usize) -> Self {
-        self.alerts_firing = n;
-        self
     }
 }
 
