@@ -106,7 +106,7 @@ fn main() {
         println!(
             "io p99 under cpu load: {cores} cores, {cores} tokio workers, {} CPU pool threads, \
              {IO_TASKS} io tasks, {cpu_tasks} cpu tasks of {BURN:?} each, {WINDOW:?} per phase",
-            optimize::pool::stats().cpu_threads
+            optimize::runtime().pools().stats().cpu_threads
         );
         let (p50_0, p99_0, n0, _) = phase(Load::None, cpu_tasks).await;
         let (p50_r, p99_r, nr, cr) = phase(Load::Routed, cpu_tasks).await;

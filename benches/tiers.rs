@@ -62,11 +62,15 @@ fn main() {
         std::process::exit(1);
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = optimize::TierConfig::l1_only()
-        .with_redis(redis.url())
-        .with_l3(dir.path());
-    config.namespace = "bench".into();
-    optimize::init(config).unwrap();
+    let _optimize = optimize::install(
+        optimize::config::Config::builder()
+            .without_file()
+            .environment(Vec::<(String, String)>::new())
+            .set("l2.url", &redis.url())
+            .set("l3.dir", &dir.path().display().to_string())
+            .set("namespace", "bench"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -200,38 +200,31 @@ fn print_sites() {
     }
 }
 
-/// L1 + L3 by default (in a temporary directory), L2 when `OPTIMIZE_REDIS_URL` is set.
-fn configure() -> (optimize::TierConfig, Option<tempfile::TempDir>) {
-    let mut config = optimize::TierConfig::from_env().unwrap_or_else(|e| {
+/// The demo's configuration: `optimize.toml` (or `$OPTIMIZE_CONFIG`) and `OPTIMIZE_*`
+/// variables as usual, plus L3 in a temporary directory and a namespace of its own unless
+/// those sources set them, and the monitor with the demo's alert on the backlog gauge. A bad
+/// configuration stops the demo with every problem found.
+fn configure() -> (optimize::config::ConfigBuilder, Option<tempfile::TempDir>) {
+    use optimize::config::Config;
+    use optimize::monitor::alert::{AlertEvent, AlertState, Rule, Selector, Severity};
+    let resolved = Config::builder().resolve().unwrap_or_else(|e| {
         eprintln!("demo: {e}");
         std::process::exit(2);
     });
-    let mut temp = None;
-    if config.l3.is_none() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        config = config.with_l3(dir.path());
-        temp = Some(dir);
-    }
-    if std::env::var_os("OPTIMIZE_NAMESPACE").is_none() {
-        config.namespace = format!("optimize-demo-{}", std::process::id());
-    }
-    (config, temp)
-}
-
-/// Starts the monitor with the demo's alert on the backlog gauge; alert changes are printed.
-fn start_monitor() -> &'static Arc<optimize::monitor::Monitor> {
-    use optimize::monitor::alert::{AlertEvent, AlertState, Rule, Selector, Severity};
     let addr = std::env::var("OPTIMIZE_DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
-    let config = optimize::monitor::MonitorConfig::default()
-        .interval(Duration::from_millis(250))
-        .serve(addr.parse().expect("OPTIMIZE_DEMO_ADDR must be ip:port"))
-        .rule(
+    let mut builder = Config::builder()
+        .set("monitor.enabled", "true")
+        .set("monitor.system", "true")
+        .set("monitor.default_rules", "true")
+        .set("monitor.interval", "250ms")
+        .set("monitor.addr", &addr)
+        .alert(
             Rule::value("DemoBacklogDeep", Selector::metric("demo_backlog"))
                 .above(1000.0)
                 .severity(Severity::Warning)
                 .message("{{ $value }} requests waiting"),
         )
-        .handler(|e: &AlertEvent| {
+        .alert_handler(|e: &AlertEvent| {
             if matches!(e.alert.state, AlertState::Firing | AlertState::Resolved) {
                 println!(
                     "  [alert] {} {}: {}",
@@ -241,7 +234,25 @@ fn start_monitor() -> &'static Arc<optimize::monitor::Monitor> {
                 );
             }
         });
-    optimize::monitor::start(config).expect("the demo starts the monitor once")
+    let mut temp = None;
+    let configured = |key: &str| {
+        resolved
+            .origins
+            .get(key)
+            .is_some_and(|origin| !origin.starts_with("level") && origin != "defaults")
+    };
+    if !configured("l3.dir") {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        builder = builder.set("l3.dir", &dir.path().display().to_string());
+        temp = Some(dir);
+    }
+    if !configured("namespace") {
+        builder = builder.set(
+            "namespace",
+            &format!("optimize-demo-{}", std::process::id()),
+        );
+    }
+    (builder, temp)
 }
 
 async fn http_get(url: &str) -> Option<(u16, String)> {
@@ -253,20 +264,24 @@ async fn http_get(url: &str) -> Option<(u16, String)> {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let (config, _l3_dir) = configure();
+    let guard = optimize::install(config).unwrap_or_else(|e| {
+        eprintln!("demo: {e}");
+        std::process::exit(2);
+    });
+    let tiers = guard.runtime().tiers();
     let tiers_line = format!(
         "tiers: L1 + {}L3 ({})",
-        if config.redis.is_some() {
-            "L2 (redis) + "
-        } else {
-            ""
-        },
-        config
+        if tiers.has_l2() { "L2 (redis) + " } else { "" },
+        tiers
+            .config()
             .l3
             .as_ref()
             .map_or(String::new(), |l3| l3.dir.display().to_string())
     );
-    let tiers = optimize::init(config).expect("the demo initialises optimize first");
-    let monitor = start_monitor();
+    let monitor = guard
+        .runtime()
+        .monitor()
+        .expect("the demo runs the monitor");
     let base = format!(
         "http://{}",
         monitor.http_addr().expect("the demo serves HTTP")
@@ -345,7 +360,7 @@ async fn main() {
             "closed"
         }
     );
-    let pools = optimize::pool::stats();
+    let pools = optimize::runtime().pools().stats();
     println!(
         "pools: cpu {} threads, {} cpu bodies run, admission wait p99 {:?}; io {} bodies run",
         pools.cpu_threads,
@@ -377,7 +392,7 @@ async fn main() {
         println!("monitor: serving for {secs} s more (OPTIMIZE_DEMO_LINGER)");
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
-    optimize::shutdown();
+    drop(guard); // flushes queued writes and shuts the pools and monitor down
     if !fired {
         eprintln!("demo: the DemoBacklogDeep alert did not fire and resolve");
         std::process::exit(1);

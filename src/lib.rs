@@ -1,7 +1,7 @@
 //! # optimize
 //!
 //! One attribute turns an ordinary function into a managed one: its results are cached, its
-//! calls are measured, and (as the project grows) its body runs on the pool that fits its kind.
+//! calls are measured, and its body runs on the pool that fits its kind.
 //!
 //! ```
 //! #[optimize::io(ttl = "5m", capacity = 10_000)]
@@ -28,7 +28,7 @@
 //! | option | meaning |
 //! |---|---|
 //! | `ttl = "30s"` | how long a result stays valid (humantime syntax); default: until evicted |
-//! | `capacity = N` | maximum entries in the in-process cache; default 10 000 |
+//! | `capacity = N` | maximum entries in the in-process cache (bytes for `memory`); default 10 000 |
 //! | `key = <expr>` | hash this expression instead of the arguments |
 //! | `skip(arg, ...)` | leave these arguments (or `self`) out of the key |
 //! | `name = "..."` | the function's name in statistics and keys; default `module::path::fn` |
@@ -36,14 +36,35 @@
 //! | `tiers = "l1,l2,l3"` | which cache tiers (default: every configured tier for serializable values) |
 //! | `l2_ttl`, `l3_ttl` | expiry in one shared tier, where it differs from `ttl` |
 //! | `compress_above = "4KiB"` | zstd threshold for shared-tier entries (default 1 KiB) |
+//! | `level = "basic"` | this function's optimization level (default: the global level) |
+//! | `priority = "high"` | where calls queue at the CPU pool, io limits or memory budget |
+//! | `concurrency = N` | io: calls of this function running at once |
+//! | `timeout = "2s"` | async io: deadline of each attempt |
+//! | `retries = N`, `backoff = "100ms"` | io: extra attempts after an `Err`, with exponential backoff |
+//! | `mem = "256MiB"` | memory: bytes each call reserves from the memory budget |
 //! | `cache = false` | measure every call, never cache (no key, no `Clone` needed) |
 //! | `crate = "path"` | where the `optimize` crate is, if renamed |
 //!
-//! Every kind currently runs its body in place, in the caller's thread or task; routing to
-//! dedicated pools arrives with the pools work. See `docs/macro.md` for the full reference,
-//! and `docs/tiers.md` for L2 (Redis) and L3 (sled): they are on when configured, e.g. with
-//! `OPTIMIZE_REDIS_URL` and `OPTIMIZE_L3_DIR`, or with [`init`] and [`TierConfig`]. Call
-//! [`shutdown`] before exiting so that no queued write is lost.
+//! Bodies run where their kind says: `io` in the caller under the io limits, `cpu` on a
+//! dedicated CPU pool, `memory` once the memory budget admits them (`docs/pools.md`). See
+//! `docs/macro.md` for the full reference, `docs/tiers.md` for L2 (Redis) and L3 (sled), and
+//! `docs/configuration.md` for the configuration.
+//!
+//! ## Starting
+//!
+//! Install the configuration once, at the top of `main`, and keep the guard: dropping it
+//! flushes queued shared-tier writes and shuts the pools down. Without an install, the first
+//! managed call starts the same runtime from `optimize.toml` and `OPTIMIZE_*` variables.
+//!
+//! ```no_run
+//! use optimize::config::{Config, Level};
+//!
+//! fn main() -> Result<(), optimize::InstallError> {
+//!     let _optimize = optimize::install(Config::builder().level(Level::Ultra))?;
+//!     // ... the application ...
+//!     Ok(())
+//! }
+//! ```
 //!
 //! ## Generated companions
 //!
@@ -55,10 +76,13 @@
 extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, memory, optimize};
-pub use optimize_runtime::{cache, config, flight, key, monitor, policy, pool, stats, time};
 pub use optimize_runtime::{
-    flush, init, namespace, shutdown, shutdown_within, site, sites, AlreadyInitialized, Histogram,
-    Kind, Outcome, Priority, Site, Task, TaskError, TaskHandle, TaskStatus, TierConfig, TimedOut,
+    cache, config, flight, key, meta, monitor, policy, pool, registry, stats, task, time,
+};
+pub use optimize_runtime::{
+    flush, functions, install, runtime, shutdown, shutdown_within, site, Histogram, InstallError,
+    Kind, Level, Outcome, Priority, Runtime, RuntimeGuard, Site, Task, TaskError, TaskHandle,
+    TaskStatus, Tier, TierSet, TimedOut,
 };
 
 /// Statistics of one managed function; see [`Site::stats`].

@@ -3,24 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-static TTL: AtomicUsize = AtomicUsize::new(0);
-
-#[optimize::io(ttl = "150ms")]
-fn short_lived(x: u32) -> u32 {
-    TTL.fetch_add(1, SeqCst);
-    x
-}
-
-#[test]
-fn entries_expire_after_ttl() {
-    assert_eq!(short_lived_cache().ttl(), Some(Duration::from_millis(150)));
-    short_lived(1);
-    short_lived(1);
-    assert_eq!(TTL.load(SeqCst), 1);
-    std::thread::sleep(Duration::from_millis(300));
-    short_lived(1);
-    assert_eq!(TTL.load(SeqCst), 2);
-}
+// TTL expiry is tested on a mock clock in tests/runtime_install.rs.
 
 static CAP: AtomicUsize = AtomicUsize::new(0);
 

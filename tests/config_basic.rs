@@ -11,19 +11,21 @@ fn lookup(x: u32) -> u32 {
 #[test]
 fn basic_keeps_l1_and_counters_only() {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::builder()
-        .without_file()
-        .environment([
-            ("OPTIMIZE_LEVEL", "basic"),
-            ("OPTIMIZE_REDIS_URL", "redis://127.0.0.1:1"),
-        ])
-        .set("l3.dir", &dir.path().display().to_string())
-        .set("l3.enabled", "false")
-        .install()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = optimize::install(
+        Config::builder()
+            .without_file()
+            .environment([
+                ("OPTIMIZE_LEVEL", "basic"),
+                ("OPTIMIZE_REDIS_URL", "redis://127.0.0.1:1"),
+            ])
+            .set("l3.dir", &dir.path().display().to_string())
+            .set("l3.enabled", "false"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = guard.runtime().config();
     assert_eq!(config.level, Level::Basic);
     assert_eq!(recording(), Recording::Counters);
-    let tiers = optimize::cache::tiered::global();
+    let tiers = optimize::runtime().tiers();
     assert!(!tiers.has_l2(), "basic leaves Redis off even with a URL");
     assert!(!tiers.has_l3());
     lookup(1);

@@ -4,7 +4,8 @@
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::time::Duration;
 
-use optimize::config::{Config, InstallError, Level};
+use optimize::config::{Config, Level};
+use optimize::InstallError;
 use optimize::{Outcome, Priority};
 
 static PRICED: AtomicU32 = AtomicU32::new(0);
@@ -71,14 +72,20 @@ fn install_applies_the_file_everywhere() {
         ),
     )
     .unwrap();
-    let config = Config::builder()
-        .file(&file)
-        .environment(Vec::<(String, String)>::new())
-        .install()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = optimize::install(
+        Config::builder()
+            .file(&file)
+            .environment(Vec::<(String, String)>::new()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = guard.runtime().config();
     assert_eq!(config.level, Level::Advanced);
-    assert_eq!(optimize::pool::stats().cpu_threads, 3, "pools.cpu_threads");
-    let tiers = optimize::cache::tiered::global();
+    assert_eq!(
+        optimize::runtime().pools().stats().cpu_threads,
+        3,
+        "pools.cpu_threads"
+    );
+    let tiers = optimize::runtime().tiers();
     assert!(tiers.has_l3(), "l3.dir turned L3 on");
     assert!(dir.path().join("l3").exists());
 
@@ -114,9 +121,9 @@ fn install_applies_the_file_everywhere() {
     assert_eq!(local_only_cache().level(), Level::Basic);
     assert_eq!(plain_cache().level(), Level::Advanced);
 
-    let again = Config::builder().without_file().install();
+    let again = optimize::install(Config::builder().without_file());
     assert!(matches!(again, Err(InstallError::AlreadyInstalled)));
     assert!(again.unwrap_err().to_string().contains("once, at start-up"));
-    let report = optimize::shutdown();
+    let report = guard.runtime().shutdown_within(Duration::from_secs(10));
     assert!(report.drained);
 }

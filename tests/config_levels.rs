@@ -31,15 +31,19 @@ fn ultra_starts_the_monitor_with_every_rule() {
         "#
     )
     .unwrap();
-    let config = Config::builder()
-        .file(file.path())
-        .environment(Vec::<(String, String)>::new())
-        .level(Level::Ultra)
-        .install()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let guard = optimize::install(
+        Config::builder()
+            .file(file.path())
+            .environment(Vec::<(String, String)>::new())
+            .level(Level::Ultra),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let config = guard.runtime().config();
     assert_eq!(config.level, Level::Ultra);
     assert_eq!(recording(), Recording::Full);
-    let monitor = optimize::monitor::global().expect("ultra runs the monitor");
+    let monitor = optimize::runtime()
+        .monitor()
+        .expect("ultra runs the monitor");
     assert!(monitor.http_addr().is_some(), "monitor.addr");
     let rules: Vec<String> = monitor.rules().into_iter().map(|r| r.name).collect();
     assert!(

@@ -28,15 +28,18 @@ fn calls_survive_a_redis_outage_and_l2_is_used_again_after_it() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut config = optimize::TierConfig::l1_only()
-        .with_redis(redis.url())
-        .with_l3(dir.path());
-    config.namespace = "outage".into();
-    if let Some(r) = config.redis.as_mut() {
-        r.op_timeout = Duration::from_millis(50);
-        r.breaker_cooldown = Duration::from_millis(200);
-    }
-    let tiers = optimize::init(config).expect("first init");
+    let guard = optimize::install(
+        optimize::config::Config::builder()
+            .without_file()
+            .environment(Vec::<(String, String)>::new())
+            .set("l2.url", &redis.url())
+            .set("l3.dir", &dir.path().display().to_string())
+            .set("namespace", "outage")
+            .set("l2.timeout", "50ms")
+            .set("l2.breaker_cooldown", "200ms"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tiers = guard.runtime().tiers();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -10,8 +10,9 @@ use std::net::TcpListener;
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use optimize::config::Config;
 use optimize::monitor::alert::{AlertState, Rule, Selector, Severity, WebhookHandler};
-use optimize::monitor::{self, metrics, Monitor, MonitorConfig};
+use optimize::monitor::{self, metrics, Monitor};
 use optimize::time::{Clock, MockClock};
 
 const TOKEN: &str = "t0ken-for-tests";
@@ -75,26 +76,37 @@ fn harness() -> &'static Mutex<Harness> {
         let seen = events.clone();
         let (url, webhook) = webhook_receiver();
         let queue = metrics::gauge("test_queue_depth", "Jobs waiting in the test.").unwrap();
-        let config = MonitorConfig::default()
-            // Ticks are driven by the tests.
-            .interval(Duration::from_secs(3600))
-            .clock(clock)
-            .serve("127.0.0.1:0".parse().unwrap())
-            .token(TOKEN)
-            .rule(
-                Rule::value("TestQueueDeep", Selector::metric("test_queue_depth"))
-                    .above(10.0)
-                    .for_(Duration::from_secs(30))
-                    .severity(Severity::Critical)
-                    .message("{{ $value }} jobs waiting"),
-            )
-            .handler(move |e: &optimize::monitor::alert::AlertEvent| {
-                seen.lock()
-                    .unwrap()
-                    .push((e.alert.rule.clone(), e.alert.state));
-            })
-            .handler(WebhookHandler::new(url, Duration::from_secs(5)));
-        let monitor = monitor::start(config).unwrap();
+        let guard = optimize::install(
+            Config::builder()
+                .without_file()
+                .environment(Vec::<(String, String)>::new())
+                .clock(clock)
+                .set("l3.enabled", "false")
+                .set("monitor.enabled", "true")
+                .set("monitor.system", "true")
+                .set("monitor.default_rules", "true")
+                // Ticks are driven by the tests.
+                .set("monitor.interval", "1h")
+                .set("monitor.addr", "127.0.0.1:0")
+                .set("monitor.token", TOKEN)
+                .alert(
+                    Rule::value("TestQueueDeep", Selector::metric("test_queue_depth"))
+                        .above(10.0)
+                        .for_(Duration::from_secs(30))
+                        .severity(Severity::Critical)
+                        .message("{{ $value }} jobs waiting"),
+                )
+                .alert_handler(move |e: &optimize::monitor::alert::AlertEvent| {
+                    seen.lock()
+                        .unwrap()
+                        .push((e.alert.rule.clone(), e.alert.state));
+                })
+                .alert_handler(WebhookHandler::new(url, Duration::from_secs(5))),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let monitor = guard.runtime().monitor().expect("the monitor is on");
+        // The harness lives for the whole test binary, and so does the runtime.
+        std::mem::forget(guard);
         Mutex::new(Harness {
             monitor,
             mock,
@@ -332,9 +344,10 @@ async fn history_keeps_one_entry_per_evaluation() {
 }
 
 #[test]
-fn a_second_start_is_refused() {
+fn a_second_install_is_refused() {
     drop(lock());
-    let err = monitor::start(MonitorConfig::default()).unwrap_err();
+    let err = optimize::install(Config::builder().without_file()).unwrap_err();
+    assert!(matches!(err, optimize::InstallError::AlreadyInstalled));
     assert!(err.to_string().contains("already running"), "{err}");
 }
 

@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use optimize::pool::{self, PoolConfig, Priority};
+use optimize::Priority;
 
 static ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
@@ -43,12 +43,18 @@ fn critical_job() {
 fn setup() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        pool::init(PoolConfig {
-            cpu_threads: 1,
-            io_concurrency: 1,
-            ..PoolConfig::default()
-        })
-        .expect("first use of the pools");
+        // The guard lives for the whole test binary.
+        std::mem::forget(
+            optimize::install(
+                optimize::config::Config::builder()
+                    .without_file()
+                    .environment(Vec::<(String, String)>::new())
+                    .set("l3.enabled", "false")
+                    .set("pools.cpu_threads", "1")
+                    .set("pools.io_concurrency", "1"),
+            )
+            .expect("first use of the pools"),
+        );
     });
 }
 
@@ -68,11 +74,11 @@ fn higher_priority_runs_first_under_contention() {
     let mut threads = Vec::new();
     for (i, job) in jobs.into_iter().enumerate() {
         threads.push(std::thread::spawn(job));
-        while pool::stats().cpu.queued_total() < i as u64 + 1 {
+        while optimize::runtime().pools().stats().cpu.queued_total() < i as u64 + 1 {
             std::thread::yield_now();
         }
     }
-    let queued = pool::stats().cpu.queued;
+    let queued = optimize::runtime().pools().stats().cpu.queued;
     assert_eq!(queued, [1, 1, 1, 1, 1], "one waiter per priority");
 
     release_tx.send(()).unwrap();
@@ -113,11 +119,11 @@ fn io_calls_queue_by_priority_at_the_io_limit() {
     let blocker = std::thread::spawn(move || io_occupy(release, started_tx));
     started_rx.recv().unwrap();
     let low = std::thread::spawn(io_low);
-    while pool::stats().io.queued[Priority::Low.index()] == 0 {
+    while optimize::runtime().pools().stats().io.queued[Priority::Low.index()] == 0 {
         std::thread::yield_now();
     }
     let critical = std::thread::spawn(io_critical);
-    while pool::stats().io.queued[Priority::Critical.index()] == 0 {
+    while optimize::runtime().pools().stats().io.queued[Priority::Critical.index()] == 0 {
         std::thread::yield_now();
     }
     release_tx.send(()).unwrap();

@@ -18,7 +18,13 @@ fn square(n: u64) -> u64 {
 #[test]
 fn shutdown_drains_then_cancels_and_calls_keep_working() {
     let dir = tempfile::tempdir().unwrap();
-    optimize::init(optimize::TierConfig::l1_only().with_l3(dir.path())).unwrap();
+    let _guard = optimize::install(
+        optimize::config::Config::builder()
+            .without_file()
+            .environment(Vec::<(String, String)>::new())
+            .set("l3.dir", &dir.path().display().to_string()),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(square(3), 9);
 
     // A quick task drains; a stuck one is cancelled at the deadline.
@@ -49,9 +55,7 @@ fn shutdown_drains_then_cancels_and_calls_keep_working() {
     assert_eq!(CALLS.load(SeqCst), 2);
 
     // The queued L3 write of the first call was applied before shutdown returned.
-    let l3 = optimize::cache::tiered::global()
-        .l3()
-        .expect("L3 configured");
+    let l3 = optimize::runtime().tiers().l3().expect("L3 configured");
     assert!(l3.contains(&square_cache().full_key(square_key(3))));
 }
 

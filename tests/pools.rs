@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
-use optimize::pool::{self, Priority};
+use optimize::pool::Priority;
 use optimize::{Task, TaskError, TaskStatus};
 
 fn thread_name() -> String {
@@ -75,7 +75,7 @@ fn cpu_depth(n: u32) -> u32 {
 
 #[test]
 fn cpu_recursion_deeper_than_the_pool_does_not_deadlock() {
-    let depth = pool::stats().cpu_threads as u32 * 8 + 3;
+    let depth = optimize::runtime().pools().stats().cpu_threads as u32 * 8 + 3;
     assert_eq!(cpu_depth(depth), depth);
 }
 
@@ -104,11 +104,11 @@ fn a_saturated_cpu_pool_does_not_stall_a_one_worker_runtime() {
         .unwrap();
     rt.block_on(async {
         let release = Arc::new(AtomicBool::new(false));
-        let jobs = pool::stats().cpu_threads * 2;
+        let jobs = optimize::runtime().pools().stats().cpu_threads * 2;
         let handles: Vec<_> = (0..jobs)
             .map(|_| tokio::spawn(spin(release.clone())))
             .collect();
-        let threads = pool::stats().cpu_threads;
+        let threads = optimize::runtime().pools().stats().cpu_threads;
         // Tick until the pool is saturated and the ticker has run a few times while it was.
         let mut ticks_while_saturated = 0;
         for _ in 0..10_000 {
@@ -379,9 +379,9 @@ async fn cancelling_a_running_future_stops_it() {
 
 #[test]
 fn pool_state_is_readable() {
-    let before = pool::stats();
+    let before = optimize::runtime().pools().stats();
     assert_eq!(cpu_depth(2), 2);
-    let after = pool::stats();
+    let after = optimize::runtime().pools().stats();
     assert!(after.cpu.completed > before.cpu.completed);
     assert_eq!(after.cpu.capacity, after.cpu_threads as u64);
     assert!(after.memory.capacity > 0);
@@ -406,7 +406,7 @@ async fn cancelling_a_queued_task_means_it_never_runs() {
         r.store(true, SeqCst);
         Ok::<_, ()>(())
     });
-    while pool::stats().memory.queued_total() == 0 {
+    while optimize::runtime().pools().stats().memory.queued_total() == 0 {
         tokio::task::yield_now().await;
     }
     assert_eq!(queued.status(), TaskStatus::Queued);
@@ -415,7 +415,7 @@ async fn cancelling_a_queued_task_means_it_never_runs() {
     release_tx.send(()).unwrap();
     holder.join().await.unwrap();
     assert!(!ran.load(SeqCst));
-    assert_eq!(pool::stats().memory.queued_total(), 0);
+    assert_eq!(optimize::runtime().pools().stats().memory.queued_total(), 0);
 }
 
 #[optimize::memory(capacity = "1KiB", tiers = "l1")]

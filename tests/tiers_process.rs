@@ -44,7 +44,7 @@ fn child() {
         EXECUTIONS.load(SeqCst),
         s.count(Outcome::HitL2),
         s.count(Outcome::HitL3),
-        optimize::cache::l1::default_engine()
+        optimize::runtime().config().l1_engine
     );
 }
 

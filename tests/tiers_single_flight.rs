@@ -26,19 +26,22 @@ fn one_probe_per_tier_and_one_execution_per_key() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let tiers = optimize::init(
-        optimize::TierConfig::l1_only()
-            .with_redis(redis.url())
-            .with_l3(dir.path()),
+    let guard = optimize::install(
+        optimize::config::Config::builder()
+            .without_file()
+            .environment(Vec::<(String, String)>::new())
+            .set("l2.url", &redis.url())
+            .set("l3.dir", &dir.path().display().to_string()),
     )
-    .unwrap();
-    // Configuration happens once, before the first managed call; a second `init` says so.
-    let again = optimize::init(optimize::TierConfig::l1_only());
-    assert!(matches!(again, Err(optimize::AlreadyInitialized)));
-    assert!(again
-        .unwrap_err()
-        .to_string()
-        .contains("already initialised"));
+    .unwrap_or_else(|e| panic!("{e}"));
+    let tiers = guard.runtime().tiers();
+    // Configuration happens once, before the first managed call; a second install says so.
+    let again = optimize::install(optimize::config::Config::builder().without_file());
+    assert!(matches!(
+        again,
+        Err(optimize::InstallError::AlreadyInstalled)
+    ));
+    assert!(again.unwrap_err().to_string().contains("already running"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -61,7 +61,8 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         KeySource::Expr(_) => (quote!(), quote!(let __optimize_key = #key;)),
     };
 
-    let site_statics = site_tokens(plan, fn_name);
+    let main_statics = site_tokens(plan, fn_name, Register::Yes);
+    let site_statics = site_tokens(plan, fn_name, Register::No);
     // Spanned on the return type: "cannot be cached" errors point there.
     let ret_span = match &sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
@@ -116,7 +117,7 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
     let main = quote! {
         #(#attrs)*
         #vis #outer_sig {
-            #site_statics
+            #main_statics
             #key_before
             #(#destructure)*
             #key_after
@@ -194,7 +195,8 @@ fn expand_measured(plan: &Plan, func: ItemFn) -> TokenStream {
         }
     }
     let fn_name = &sig.ident;
-    let site_statics = site_tokens(plan, fn_name);
+    let main_statics = site_tokens(plan, fn_name, Register::Yes);
+    let site_statics = site_tokens(plan, fn_name, Register::No);
     let policy = policy_tokens(plan);
     let ret_span = match &sig.output {
         syn::ReturnType::Type(_, ty) => ty.span(),
@@ -215,7 +217,7 @@ fn expand_measured(plan: &Plan, func: ItemFn) -> TokenStream {
     quote! {
         #(#attrs)*
         #vis #sig {
-            #site_statics
+            #main_statics
             #policy
             #call
         }
@@ -334,8 +336,19 @@ fn key_tokens(plan: &Plan) -> TokenStream {
     }
 }
 
+/// Whether a function's statics register it with the runtime: the function's own do; its
+/// companions' (same id) only resolve the same site.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Register {
+    Yes,
+    No,
+}
+
 /// The statics binding this function to its runtime site, and `__optimize_site`.
-fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
+///
+/// `SiteMeta` is built with `const fn` calls, one per option the user wrote, so every default
+/// lives in the runtime (tokio-macros emits builder calls for the same reason).
+fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenStream {
     let krate = &plan.krate;
     let fn_name_str = fn_name.to_string();
     let kind = match plan.kind {
@@ -343,28 +356,77 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
         Kind::Cpu => quote!(Cpu),
         Kind::Memory => quote!(Memory),
     };
-    let opt = |v: Option<TokenStream>| match v {
-        Some(v) => quote!(::core::option::Option::Some(#v)),
-        None => quote!(::core::option::Option::None),
+    let duration = |d: std::time::Duration| {
+        let nanos = d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        quote!(#krate::__private::Duration::from_nanos(#nanos))
     };
-    let duration = |d: Option<std::time::Duration>| {
-        opt(d.map(|d| {
-            let nanos = d.as_nanos().min(u128::from(u64::MAX)) as u64;
-            quote!(#krate::__private::Duration::from_nanos(#nanos))
-        }))
+    let mut calls: Vec<TokenStream> = Vec::new();
+    let mut call = |method: &str, arg: Option<TokenStream>| {
+        let method = format_ident!("{method}");
+        calls.push(match arg {
+            Some(arg) => quote!(.#method(#arg)),
+            None => quote!(.#method()),
+        });
     };
-    let ttl = duration(plan.ttl);
-    let capacity = opt(plan.capacity.map(|c| c.into_token_stream()));
-    let l2_ttl = duration(plan.l2_ttl);
-    let l3_ttl = duration(plan.l3_ttl);
-    let compress_above = opt(plan.compress_above.map(|n| n.into_token_stream()));
-    let tiers = opt(plan.tiers.map(|t| {
+    if let Some(name) = &plan.name {
+        call("name", Some(name.into_token_stream()));
+    }
+    if plan.has_receiver {
+        call("receiver", None);
+    }
+    if !plan.cache {
+        call("uncached", None);
+    }
+    if let Some(d) = plan.ttl {
+        call("ttl", Some(duration(d)));
+    }
+    if let Some(c) = plan.capacity {
+        call("capacity", Some(c.into_token_stream()));
+    }
+    if let Some(t) = plan.tiers {
         let (l1, l2, l3) = (t.l1, t.l2, t.l3);
-        quote!(#krate::__private::TierSet { l1: #l1, l2: #l2, l3: #l3 })
-    }));
-    let name = opt(plan.name.as_ref().map(|n| n.into_token_stream()));
-    let version = plan.version;
+        call("tiers", Some(quote!(#l1, #l2, #l3)));
+    }
+    if let Some(d) = plan.l2_ttl {
+        call("l2_ttl", Some(duration(d)));
+    }
+    if let Some(d) = plan.l3_ttl {
+        call("l3_ttl", Some(duration(d)));
+    }
+    if let Some(n) = plan.compress_above {
+        call("compress_above", Some(n.into_token_stream()));
+    }
+    if plan.version != 0 {
+        call("version", Some(plan.version.into_token_stream()));
+    }
+    if let Some(p) = plan.priority {
+        let variant = format_ident!("{}", p.variant());
+        call(
+            "priority",
+            Some(quote!(#krate::__private::Priority::#variant)),
+        );
+    }
+    if let Some(c) = plan.concurrency {
+        call("concurrency", Some(c.into_token_stream()));
+    }
+    if let Some(d) = plan.timeout {
+        call("timeout", Some(duration(d)));
+    }
+    if plan.retries != 0 {
+        call("retries", Some(plan.retries.into_token_stream()));
+    }
+    if let Some(d) = plan.backoff {
+        call("backoff", Some(duration(d)));
+    }
+    if let Some(m) = plan.mem {
+        call("mem", Some(m.into_token_stream()));
+    }
+    if let Some(v) = plan.level {
+        let v = format_ident!("{v}");
+        call("level", Some(quote!(#krate::__private::Level::#v)));
+    }
     let schema = plan.schema;
+    let is_async = plan.is_async;
     let owner = if plan.has_receiver {
         quote!(::core::option::Option::Some(
             ::core::any::type_name::<Self> as fn() -> &'static str
@@ -372,49 +434,28 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident) -> TokenStream {
     } else {
         quote!(::core::option::Option::None)
     };
-    let is_async = plan.is_async;
-    let priority = format_ident!(
-        "{}",
-        plan.priority
-            .unwrap_or(crate::args::Priority::Normal)
-            .variant()
-    );
-    let concurrency = opt(plan.concurrency.map(|c| c.into_token_stream()));
-    let timeout = duration(plan.timeout);
-    let retries = plan.retries;
-    let backoff = duration(plan.backoff);
-    let mem = opt(plan.mem.map(|m| m.into_token_stream()));
-    let level = opt(plan.level.map(|v| {
-        let v = format_ident!("{v}");
-        quote!(#krate::__private::Level::#v)
-    }));
+    // Registration puts the function in the runtime's list before any call (linkme).
+    let registration = match register {
+        Register::Yes => quote! {
+            #[#krate::__private::linkme::distributed_slice(#krate::__private::FUNCTIONS)]
+            #[linkme(crate = #krate::__private::linkme)]
+        },
+        Register::No => quote!(),
+    };
     quote! {
-        static __OPTIMIZE_META: #krate::__private::SiteMeta = #krate::__private::SiteMeta {
-            id: ::core::concat!(
+        #registration
+        static __OPTIMIZE_META: #krate::__private::SiteMeta = #krate::__private::SiteMeta::new(
+            ::core::concat!(
                 ::core::module_path!(), "::", #fn_name_str, "@",
                 ::core::file!(), ":", ::core::line!(), ":", ::core::column!()
             ),
-            module_path: ::core::module_path!(),
-            fn_name: #fn_name_str,
-            name: #name,
-            kind: #krate::__private::Kind::#kind,
-            is_async: #is_async,
-            ttl: #ttl,
-            capacity: #capacity,
-            tiers: #tiers,
-            l2_ttl: #l2_ttl,
-            l3_ttl: #l3_ttl,
-            compress_above: #compress_above,
-            version: #version,
-            schema: #schema,
-            priority: #krate::__private::Priority::#priority,
-            concurrency: #concurrency,
-            timeout: #timeout,
-            retries: #retries,
-            backoff: #backoff,
-            mem: #mem,
-            level: #level,
-        };
+            ::core::module_path!(),
+            #fn_name_str,
+            #krate::__private::Kind::#kind,
+            #is_async,
+            #schema,
+        )
+        #(#calls)*;
         static __OPTIMIZE_SITE: #krate::__private::SiteSlot =
             #krate::__private::SiteSlot::new(&__OPTIMIZE_META);
         let __optimize_site = __OPTIMIZE_SITE.get(#owner);

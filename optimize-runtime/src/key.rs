@@ -194,6 +194,52 @@ impl fmt::Display for FullKey<'_> {
     }
 }
 
+/// One function's shared-tier keys: the fixed part (everything but the arguments' hash) is
+/// built once, so a key costs one allocation and 32 hex digits per call. The only place that
+/// knows the layout besides [`FullKey`], which it mirrors.
+///
+/// ```
+/// use optimize_runtime::key::{ArgsKey, FullKey, KeyLayout};
+///
+/// let layout = KeyLayout::new("optimize", "app::f", 2, 0xab);
+/// let full = FullKey { namespace: "optimize", fn_path: "app::f", version: 2, schema: 0xab, args: ArgsKey(9) };
+/// assert_eq!(layout.key(ArgsKey(9)), full.to_string());
+/// assert!(layout.key(ArgsKey(9)).starts_with(layout.function_prefix()));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLayout {
+    /// `{namespace}:{fn_path}:v{version}:{schema:016x}:`
+    prefix: String,
+    /// Length of `{namespace}:{fn_path}:`, the part shared by every version and schema.
+    function_len: usize,
+}
+
+impl KeyLayout {
+    /// The layout of one function's keys.
+    pub fn new(namespace: &str, fn_path: &str, version: u32, schema: u64) -> Self {
+        let function_len = namespace.len() + fn_path.len() + 2;
+        let prefix = format!("{namespace}:{fn_path}:v{version}:{schema:016x}:");
+        Self {
+            prefix,
+            function_len,
+        }
+    }
+
+    /// The key of the entry for `args`.
+    pub fn key(&self, args: ArgsKey) -> String {
+        let mut key = String::with_capacity(self.prefix.len() + 32);
+        key.push_str(&self.prefix);
+        push_hex128(&mut key, args.0);
+        key
+    }
+
+    /// `{namespace}:{fn_path}:`: the prefix of every entry of the function, whatever its
+    /// version or schema (what invalidating the whole function deletes).
+    pub fn function_prefix(&self) -> &str {
+        &self.prefix[..self.function_len]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,34 +1,87 @@
-//! The process-wide list of managed functions.
+//! Every managed function, known at start-up.
 //!
-//! Sites are created on first use and live for the rest of the process. The registry makes
-//! every static slot with one id resolve to the same site, and lets tools enumerate sites.
+//! Each annotated function puts its [`SiteMeta`] into one distributed slice ([`FUNCTIONS`],
+//! `linkme`), so the runtime sees every function before any of them is called: it resolves
+//! their settings, refuses configuration that names no function, and lists them in metrics
+//! with zero counts.
+//!
+//! The one thing not known before the first call is the type of a method with a receiver:
+//! its path is `type_name::<Self>()` plus the method name, and `Self` cannot be named from a
+//! static. Such a function's [`Site`] is created at its first call; until then it is listed
+//! by [`Registry::pending_methods`], and configuration for it is checked by module and name.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use crate::site::{Site, SiteMeta};
+use crate::meta::SiteMeta;
+use crate::site::Site;
 
-const DEFAULT_NAMESPACE: &str = "optimize";
+/// Every annotated function's metadata, gathered by the linker.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static FUNCTIONS: [SiteMeta];
 
-struct Registry {
-    by_id: HashMap<&'static str, &'static Site>,
-    /// In registration order, for stable listings.
-    all: Vec<&'static Site>,
+/// Creates a function's site from its metadata and path (the runtime resolves its settings).
+pub type SiteFactory = Box<dyn Fn(&'static SiteMeta, String) -> Site + Send + Sync>;
+
+struct Entry {
+    meta: &'static SiteMeta,
+    site: OnceLock<&'static Site>,
 }
 
-fn registry() -> &'static Mutex<Registry> {
-    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        Mutex::new(Registry {
-            by_id: HashMap::new(),
-            all: Vec::new(),
-        })
-    })
+/// The managed functions of one runtime.
+pub struct Registry {
+    /// Sorted by module path, name and id, for stable listings.
+    entries: Box<[Entry]>,
+    by_id: HashMap<&'static str, usize>,
+    /// Functions missing from [`FUNCTIONS`] (a platform where the linker dropped them),
+    /// created at first use so that a call never fails.
+    late: Mutex<Vec<&'static Site>>,
+    make: SiteFactory,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("functions", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The path of a function that does not depend on its first call: `name = "..."`, or
+/// `module::fn`; `None` for a method with a receiver (its path names its type).
+pub fn static_path(meta: &SiteMeta) -> Option<String> {
+    match (meta.name, meta.has_receiver) {
+        (Some(name), _) => Some(name.to_owned()),
+        (None, true) => None,
+        (None, false) => Some(format!("{}::{}", meta.module_path, meta.fn_name)),
+    }
+}
+
+/// Whether `path` can be the path of `meta`'s function: its static path, or for a method
+/// with a receiver, `module::Type::method` with any type in (or below) the module.
+pub fn may_be_path_of(meta: &SiteMeta, path: &str) -> bool {
+    match static_path(meta) {
+        Some(p) => p == path,
+        None => path
+            .strip_suffix(meta.fn_name)
+            .and_then(|p| p.strip_suffix("::"))
+            .and_then(|owner| owner.rsplit_once("::"))
+            .is_some_and(|(module, ty)| {
+                !ty.is_empty()
+                    && (module == meta.module_path || module.starts_with(meta.module_path))
+            }),
+    }
+}
+
+/// How a path looks to a person: the static path, or `module::<Type>::method`.
+pub fn shown_path(meta: &SiteMeta) -> String {
+    static_path(meta).unwrap_or_else(|| format!("{}::<Type>::{}", meta.module_path, meta.fn_name))
 }
 
 fn derive_path(meta: &SiteMeta, owner: Option<fn() -> &'static str>) -> String {
-    if let Some(name) = meta.name {
-        return name.to_owned();
+    if let Some(path) = static_path(meta) {
+        return path;
     }
     match owner {
         // `type_name` already includes the module path of the type.
@@ -42,74 +95,114 @@ fn strip_generics(type_name: &str) -> &str {
     type_name.split('<').next().unwrap_or(type_name)
 }
 
-pub(crate) fn site_for(
-    meta: &'static SiteMeta,
-    owner: Option<fn() -> &'static str>,
-) -> &'static Site {
-    let mut reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(site) = reg.by_id.get(meta.id) {
-        return site;
+impl Registry {
+    /// Every function in `metas` (duplicates by id are one function); sites are created now,
+    /// except for methods with a receiver (at their first call).
+    pub fn new(metas: impl IntoIterator<Item = &'static SiteMeta>, make: SiteFactory) -> Self {
+        let mut metas: Vec<&'static SiteMeta> = metas.into_iter().collect();
+        metas.sort_by_key(|m| (m.module_path, m.fn_name, m.id));
+        metas.dedup_by_key(|m| m.id);
+        let entries: Box<[Entry]> = metas
+            .into_iter()
+            .map(|meta| Entry {
+                meta,
+                site: OnceLock::new(),
+            })
+            .collect();
+        let by_id = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.meta.id, i))
+            .collect();
+        let registry = Self {
+            entries,
+            by_id,
+            late: Mutex::new(Vec::new()),
+            make,
+        };
+        let mut seen: HashMap<String, &'static str> = HashMap::new();
+        for entry in registry.entries.iter() {
+            let Some(path) = static_path(entry.meta) else {
+                continue;
+            };
+            if let Some(other) = seen.insert(path.clone(), entry.meta.id) {
+                tracing::warn!(
+                    path = %path, first = other, second = entry.meta.id,
+                    "optimize: two managed functions share one path; give one of them \
+                     `name = \"...\"` so their statistics and shared-tier keys stay apart"
+                );
+            }
+            let _ = entry.site.set(registry.create(entry.meta, path));
+        }
+        registry
     }
-    let path = derive_path(meta, owner);
-    if reg.all.iter().any(|s| s.path() == path) {
-        tracing::warn!(
-            path = %path,
-            "two managed functions share one path; give one of them `name = \"...\"` so their \
-             statistics and shared-tier keys stay apart"
+
+    fn create(&self, meta: &'static SiteMeta, path: String) -> &'static Site {
+        // Sites live as long as the process, like the statics that point at them.
+        Box::leak(Box::new((self.make)(meta, path)))
+    }
+
+    /// The site of the function `meta` describes. `owner` names the type of a method.
+    pub fn site_for(
+        &self,
+        meta: &'static SiteMeta,
+        owner: Option<fn() -> &'static str>,
+    ) -> &'static Site {
+        if let Some(&i) = self.by_id.get(meta.id) {
+            return self.entries[i]
+                .site
+                .get_or_init(|| self.create(meta, derive_path(meta, owner)));
+        }
+        let mut late = self.late.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(site) = late.iter().find(|s| s.meta().id == meta.id) {
+            return site;
+        }
+        let site = self.create(meta, derive_path(meta, owner));
+        late.push(site);
+        site
+    }
+
+    /// Every function's site, sorted by path; methods with a receiver once called.
+    pub fn sites(&self) -> Vec<&'static Site> {
+        let mut all: Vec<&'static Site> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.site.get().copied())
+            .collect();
+        all.extend(
+            self.late
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter(),
         );
+        all.sort_by(|a, b| a.path().cmp(b.path()));
+        all
     }
-    // Sites live as long as the process, like the statics that point at them.
-    let site: &'static Site = Box::leak(Box::new(Site::new(meta, path)));
-    reg.by_id.insert(meta.id, site);
-    reg.all.push(site);
-    site
-}
 
-/// Removes expired L1 entries of every function; how many.
-pub(crate) fn purge_expired() -> u64 {
-    sites().iter().map(|s| s.purge_expired()).sum()
-}
+    /// Methods with a receiver that have not been called yet (their path is not known).
+    pub fn pending_methods(&self) -> Vec<&'static SiteMeta> {
+        self.entries
+            .iter()
+            .filter(|e| e.site.get().is_none())
+            .map(|e| e.meta)
+            .collect()
+    }
 
-/// Every managed function called (or looked up) so far, in first-use order.
-///
-/// ```
-/// #[optimize::cpu]
-/// fn double(x: u32) -> u32 {
-///     x * 2
-/// }
-///
-/// double(1);
-/// assert!(optimize::sites().iter().any(|s| s.path().ends_with("::double")));
-/// ```
-pub fn sites() -> Vec<&'static Site> {
-    registry()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .all
-        .clone()
-}
+    /// The function with this path, if its site exists.
+    pub fn site(&self, path: &str) -> Option<&'static Site> {
+        self.sites().into_iter().find(|s| s.path() == path)
+    }
 
-/// The managed function with this path (see [`Site::path`]), if it has been used.
-pub fn site(path: &str) -> Option<&'static Site> {
-    registry()
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .all
-        .iter()
-        .copied()
-        .find(|s| s.path() == path)
-}
-
-/// The prefix of every shared-tier key: the tiers' configured namespace once they have
-/// started, else the default, `optimize`.
-pub fn namespace() -> &'static str {
-    crate::cache::tiered::global_if_started()
-        .map_or(DEFAULT_NAMESPACE, |t| t.config().namespace.as_str())
+    /// Removes expired L1 entries of every function; how many.
+    pub fn purge_expired(&self) -> u64 {
+        self.sites().iter().map(|s| s.purge_expired()).sum()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::Kind;
 
     #[test]
     fn generics_are_stripped_from_owner_paths() {
@@ -118,5 +211,18 @@ mod tests {
             "app::Repo"
         );
         assert_eq!(strip_generics("app::Repo"), "app::Repo");
+    }
+
+    #[test]
+    fn method_paths_match_any_type_in_the_module() {
+        static M: SiteMeta = SiteMeta::new("x", "app::db", "get", Kind::Io, false, 0).receiver();
+        assert!(may_be_path_of(&M, "app::db::Repo::get"));
+        assert!(may_be_path_of(&M, "app::db::inner::Repo::get"));
+        assert!(!may_be_path_of(&M, "app::db::get"));
+        assert!(!may_be_path_of(&M, "app::db::Repo::got"));
+        assert!(!may_be_path_of(&M, "other::Repo::get"));
+        static F: SiteMeta = SiteMeta::new("y", "app", "f", Kind::Io, false, 0);
+        assert!(may_be_path_of(&F, "app::f"));
+        assert!(!may_be_path_of(&F, "app::g"));
     }
 }

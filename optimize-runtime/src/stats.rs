@@ -156,7 +156,10 @@ pub fn recording() -> Recording {
     }
 }
 
-static SLOW_CALL_NANOS: AtomicU64 = AtomicU64::new(1_000_000_000);
+/// Calls at least this slow are logged at `info` unless configured otherwise.
+pub const DEFAULT_SLOW_CALL: Duration = Duration::from_secs(1);
+
+static SLOW_CALL_NANOS: AtomicU64 = AtomicU64::new(DEFAULT_SLOW_CALL.as_nanos() as u64);
 
 /// Calls taking at least `d` are logged at `info` (target `optimize::slow`); default 1 s.
 pub fn set_slow_call_threshold(d: Duration) {
@@ -582,11 +585,11 @@ impl FnStats {
     }
 
     /// Calls served by `tier` divided by cacheable calls (0 when there were none).
-    pub fn tier_hit_ratio(&self, tier: crate::cache::Tier) -> f64 {
+    pub fn tier_hit_ratio(&self, tier: crate::meta::Tier) -> f64 {
         let outcome = match tier {
-            crate::cache::Tier::L1 => Outcome::HitL1,
-            crate::cache::Tier::L2 => Outcome::HitL2,
-            crate::cache::Tier::L3 => Outcome::HitL3,
+            crate::meta::Tier::L1 => Outcome::HitL1,
+            crate::meta::Tier::L2 => Outcome::HitL2,
+            crate::meta::Tier::L3 => Outcome::HitL3,
         };
         match self.cacheable_calls() {
             0 => 0.0,

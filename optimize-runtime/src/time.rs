@@ -3,7 +3,7 @@
 //! Wraps [`quanta::Clock`] so the hot path reads the TSC where it is reliable, and so tests
 //! can drive expiry deterministically with [`Clock::mock`].
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A monotonic clock reporting nanoseconds since the clock was created.
@@ -73,10 +73,45 @@ impl Default for Clock {
     }
 }
 
-/// The process-wide clock used by managed functions.
-pub fn global() -> &'static Clock {
-    static CLOCK: OnceLock<Clock> = OnceLock::new();
-    CLOCK.get_or_init(Clock::new)
+/// Unix time in milliseconds: the clock of shared-tier expiry, which other processes read.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs a future to completion on this thread, on any executor or none: parks the thread
+/// between wake-ups. Used by sync callers to wait for work on the tiers' runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let mut future = std::pin::pin!(future);
+    // Most futures run here finish without waiting (no L2 round trip): try once without
+    // setting up a real waker.
+    if let Poll::Ready(out) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        return out;
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use optimize_runtime::cache::l2_redis::L2Result;
 use optimize_runtime::cache::shared::{SharedOptions, SharedStore, ValueCodec};
-use optimize_runtime::cache::tiered::{block_on, unix_ms, TierConfig, Tiers};
+use optimize_runtime::cache::tiered::{TierConfig, Tiers};
 use optimize_runtime::cache::writeback::WriteOp;
 use optimize_runtime::cache::Tier;
 use optimize_runtime::codec::{self, EnvelopeOptions, Reject};
+use optimize_runtime::config::Config;
+use optimize_runtime::time::{block_on, unix_ms, Clock};
 use redis::Commands;
 use redis_server::RedisServer;
 
@@ -71,7 +73,7 @@ fn connected(tiers: &Tiers) {
 
 /// Tiers over `redis` and `l3`, connected to Redis when it is given.
 fn start(redis: Option<&RedisServer>, l3: Option<&std::path::Path>) -> Arc<Tiers> {
-    let tiers = Tiers::start(config(redis, l3));
+    let tiers = Tiers::start(config(redis, l3), Clock::new());
     if redis.is_some() {
         connected(&tiers);
     }
@@ -162,7 +164,7 @@ fn lookup_order_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(Some(&redis), Some(dir.path()));
     c.order = [Tier::L3, Tier::L2];
-    let tiers = Tiers::start(c);
+    let tiers = Tiers::start(c, Clock::new());
     connected(&tiers);
     let _: () = redis
         .client()
@@ -231,7 +233,7 @@ fn shutdown_loses_no_queued_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(Some(&redis), Some(dir.path()));
     c.writeback_capacity = 100_000;
-    let tiers = Tiers::start(c);
+    let tiers = Tiers::start(c, Clock::new());
     connected(&tiers);
     let s = store(&tiers, true, true);
     for i in 0..5_000 {
@@ -243,7 +245,7 @@ fn shutdown_loses_no_queued_write() {
     drop(s);
     drop(tiers);
     // A new process (here: new tiers) over the same directory finds every entry.
-    let reopened = Tiers::start(config(None, Some(dir.path())));
+    let reopened = Tiers::start(config(None, Some(dir.path())), Clock::new());
     let s = store(&reopened, false, true);
     for i in 0..5_000 {
         let found = s
@@ -258,7 +260,7 @@ fn write_behind_overflow_is_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(None, Some(dir.path()));
     c.writeback_capacity = 10;
-    let tiers = Tiers::start(c);
+    let tiers = Tiers::start(c, Clock::new());
     let s = store(&tiers, false, true);
     for i in 0..2_000 {
         s.store(format!("t:o:{i}"), &"x".repeat(100));
@@ -285,7 +287,7 @@ fn unwritable_l3_directory_disables_the_tier_without_failing() {
     let parent = tempfile::tempdir().unwrap();
     let file = parent.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let tiers = Tiers::start(config(None, Some(&file.join("l3"))));
+    let tiers = Tiers::start(config(None, Some(&file.join("l3"))), Clock::new());
     assert!(!tiers.has_l3());
     assert_eq!(tiers.counters(Tier::L3).errors("open"), 1);
     let s = store(&tiers, false, true);
@@ -299,7 +301,7 @@ fn corrupt_l3_directory_disables_the_tier_without_failing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("conf"), vec![0xAB; 64]).unwrap();
     std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
-    let tiers = Tiers::start(config(None, Some(dir.path())));
+    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new());
     assert!(!tiers.has_l3());
     assert!(tiers.counters(Tier::L3).errors("open") >= 1);
     assert!(store(&tiers, false, true)
@@ -317,7 +319,7 @@ fn redis_absent_at_start_is_used_once_it_appears() {
     if let Some(r) = c.redis.as_mut() {
         r.breaker_cooldown = Duration::from_millis(100);
     }
-    let tiers = Tiers::start(c);
+    let tiers = Tiers::start(c, Clock::new());
     let s = store(&tiers, true, false);
     assert!(
         s.lookup_blocking("t:late").is_none(),
@@ -344,7 +346,7 @@ fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
         r.breaker_cooldown = Duration::from_millis(200);
         r.breaker_threshold = 3;
     }
-    let tiers = Tiers::start(c);
+    let tiers = Tiers::start(c, Clock::new());
     connected(&tiers);
     let _: () = redis.client().set("t:b", envelope("v", SCHEMA, 0)).unwrap();
     assert!(matches!(
@@ -389,7 +391,7 @@ fn password_never_appears_in_debug_errors_or_logs() {
     // A wrong password: fails, retries and logs, without printing either password.
     let wrong = "wr0ng-Pa55word";
     let bad_url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port());
-    let bad = Tiers::start(config(None, None).with_redis(bad_url));
+    let bad = Tiers::start(config(None, None).with_redis(bad_url), Clock::new());
     std::thread::sleep(Duration::from_millis(600));
     assert!(!bad.status().l2_connected);
     assert!(bad.counters(Tier::L2).errors("connect") >= 1);
@@ -403,9 +405,11 @@ fn password_never_appears_in_debug_errors_or_logs() {
         assert!(!logs.contains(pw), "logs leak the password");
     }
     // A malformed URL in the environment is reported without its password.
-    std::env::set_var("OPTIMIZE_REDIS_URL", format!("http://:{secret}@host"));
-    let err = TierConfig::from_env().unwrap_err();
-    std::env::remove_var("OPTIMIZE_REDIS_URL");
+    let err = Config::builder()
+        .without_file()
+        .environment([("OPTIMIZE_REDIS_URL", format!("http://:{secret}@host"))])
+        .resolve()
+        .unwrap_err();
     assert!(err.to_string().contains("OPTIMIZE_REDIS_URL"));
     assert!(!err.to_string().contains(secret), "{err}");
 }
@@ -415,7 +419,7 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(None, Some(dir.path()));
     c.l3.as_mut().unwrap().max_bytes = 20_000;
-    let tiers = Tiers::start(c);
+    let tiers = Tiers::start(c, Clock::new());
     for i in 0..10 {
         let expired = envelope("old", SCHEMA, unix_ms() - 1);
         tiers.enqueue(WriteOp::Put {
@@ -486,7 +490,7 @@ fn prefix_deletion_reaches_both_tiers() {
 #[test]
 fn demotion_writes_to_l3_only_when_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let tiers = Tiers::start(config(None, Some(dir.path())));
+    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new());
     let s = store(&tiers, false, true);
     s.store("t:d:kept".into(), &"original".to_string());
     block_on(tiers.barrier());
@@ -504,7 +508,7 @@ fn demotion_writes_to_l3_only_when_absent() {
 
 #[test]
 fn without_shared_tiers_nothing_runs_in_the_background() {
-    let tiers = Tiers::start(config(None, None));
+    let tiers = Tiers::start(config(None, None), Clock::new());
     assert!(!tiers.has_l2() && !tiers.has_l3());
     assert!(
         !tiers.runs_in_background(),
@@ -518,5 +522,5 @@ fn without_shared_tiers_nothing_runs_in_the_background() {
     block_on(tiers.barrier()); // returns at once
     assert_eq!(tiers.l2_get_blocking("t:x"), L2Result::Skipped);
     let dir = tempfile::tempdir().unwrap();
-    assert!(Tiers::start(config(None, Some(dir.path()))).runs_in_background());
+    assert!(Tiers::start(config(None, Some(dir.path())), Clock::new()).runs_in_background());
 }

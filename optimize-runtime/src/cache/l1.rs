@@ -67,19 +67,6 @@ impl EngineKind {
     }
 }
 
-static ENGINE: std::sync::OnceLock<EngineKind> = std::sync::OnceLock::new();
-
-/// The engine new L1 stores use: set by `init` (`TierConfig::l1_engine`), else the
-/// configuration's `l1.engine` (`OPTIMIZE_L1_ENGINE`), else quick_cache.
-pub fn default_engine() -> EngineKind {
-    *ENGINE.get_or_init(|| crate::config::global().l1_engine)
-}
-
-/// Sets the engine of stores created from now on; `false` if one was already chosen.
-pub fn set_default_engine(kind: EngineKind) -> bool {
-    ENGINE.set(kind).is_ok()
-}
-
 /// Options of one function's L1 store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct L1Options {

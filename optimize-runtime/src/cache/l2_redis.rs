@@ -7,6 +7,8 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+
+use crate::time::Clock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -96,6 +98,25 @@ pub struct RedisOptions {
     pub breaker_cooldown: Duration,
 }
 
+impl RedisOptions {
+    /// Default timeout of every operation.
+    pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
+    /// Default consecutive failures that open the breaker.
+    pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+    /// Default time the breaker stays open.
+    pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
+
+    /// Redis at `url` with the default timeout and breaker.
+    pub fn new(url: RedisUrl) -> Self {
+        Self {
+            url,
+            op_timeout: Self::DEFAULT_OP_TIMEOUT,
+            breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
+            breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
+        }
+    }
+}
+
 /// The L2 tier.
 pub struct RedisTier {
     url: RedisUrl,
@@ -106,6 +127,7 @@ pub struct RedisTier {
     op_timeout: Duration,
     breaker: Breaker,
     counters: TierCounters,
+    clock: Clock,
 }
 
 impl fmt::Debug for RedisTier {
@@ -123,6 +145,7 @@ impl RedisTier {
     pub fn start(
         options: RedisOptions,
         counters: TierCounters,
+        clock: Clock,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let conn = Arc::new(OnceLock::new());
@@ -136,9 +159,10 @@ impl RedisTier {
             breaker: Breaker::new(
                 options.breaker_threshold,
                 options.breaker_cooldown,
-                crate::time::global().clone(),
+                clock.clone(),
             ),
             counters: counters.clone(),
+            clock,
         };
         runtime.spawn(connect_until_connected(options, conn, counters, attempted));
         tier
@@ -175,12 +199,10 @@ impl RedisTier {
             return L2Result::Skipped;
         };
         let mut conn = conn.clone();
-        let started = crate::time::global().now_nanos();
+        let started = self.clock.now_nanos();
         let result = tokio::time::timeout(self.op_timeout, f(&mut conn)).await;
-        self.counters.time(
-            op,
-            crate::time::global().now_nanos().saturating_sub(started),
-        );
+        self.counters
+            .time(op, self.clock.now_nanos().saturating_sub(started));
         match result {
             Ok(Ok(v)) => {
                 self.breaker.on_success();

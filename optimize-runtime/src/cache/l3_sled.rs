@@ -16,6 +16,7 @@ pub struct SledTier {
     max_bytes: u64,
     disabled: AtomicBool,
     errors: crate::cache::TierCounters,
+    clock: crate::time::Clock,
 }
 
 impl std::fmt::Debug for SledTier {
@@ -44,7 +45,12 @@ pub struct SweepReport {
 impl SledTier {
     /// Opens (or creates) the tier in `dir`. On failure the tier is returned disabled, and the
     /// error is reported; callers keep working without L3.
-    pub fn open(dir: &Path, max_bytes: u64, errors: crate::cache::TierCounters) -> Self {
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        errors: crate::cache::TierCounters,
+        clock: crate::time::Clock,
+    ) -> Self {
         let db = std::fs::create_dir_all(dir)
             .map_err(sled::Error::from)
             .and_then(|()| sled::Config::new().path(dir).open());
@@ -62,6 +68,7 @@ impl SledTier {
             max_bytes,
             disabled: AtomicBool::new(disabled),
             errors,
+            clock,
         }
     }
 
@@ -92,12 +99,10 @@ impl SledTier {
 
     /// The stored bytes for `key`.
     pub fn get(&self, key: &str) -> Option<sled::IVec> {
-        let started = crate::time::global().now_nanos();
+        let started = self.clock.now_nanos();
         let got = self.db()?.get(key);
-        self.errors.time(
-            "get",
-            crate::time::global().now_nanos().saturating_sub(started),
-        );
+        self.errors
+            .time("get", self.clock.now_nanos().saturating_sub(started));
         match got {
             Ok(v) => v,
             Err(e) => {

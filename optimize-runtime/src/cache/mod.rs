@@ -19,36 +19,11 @@ pub mod l1;
 pub mod l2_redis;
 pub mod l3_sled;
 pub mod shared;
+pub mod store;
 pub mod tiered;
 pub mod writeback;
 
-/// A cache tier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Tier {
-    /// In-process.
-    L1,
-    /// Redis.
-    L2,
-    /// sled on local disk.
-    L3,
-}
-
-impl Tier {
-    /// The label used in metrics and configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::L1 => "l1",
-            Tier::L2 => "l2",
-            Tier::L3 => "l3",
-        }
-    }
-}
-
-impl fmt::Display for Tier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::meta::Tier;
 
 /// The operations a tier counts errors and time for.
 pub const OPS: [&str; 8] = [

@@ -7,10 +7,11 @@ use std::time::Duration;
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cache::l2_redis::L2Result;
-use crate::cache::tiered::{unix_ms, Tiers};
+use crate::cache::tiered::Tiers;
 use crate::cache::writeback::{Bytes, WriteOp};
 use crate::cache::Tier;
 use crate::codec::{self, EncodeError, EnvelopeOptions, Header, Reject};
+use crate::time::unix_ms;
 
 type Encode<V> = fn(&V, u64, u64, u64, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
 type Decode<V> = fn(&[u8], u64, u64, &EnvelopeOptions) -> Result<(V, Header), Reject>;
@@ -136,7 +137,7 @@ impl<V: Send + 'static> SharedStore<V> {
     }
 
     /// Looks the key up in the shared tiers, in the configured order. Sync callers use
-    /// [`block_on`](crate::cache::tiered::block_on), which costs nothing extra when no L2
+    /// [`block_on`](crate::time::block_on), which costs nothing extra when no L2
     /// round trip is needed.
     pub async fn lookup(&self, key: &str) -> Option<Found<V>> {
         for tier in self.order() {
@@ -160,7 +161,7 @@ impl<V: Send + 'static> SharedStore<V> {
 
     /// [`SharedStore::lookup`], blocking this thread.
     pub fn lookup_blocking(&self, key: &str) -> Option<Found<V>> {
-        crate::cache::tiered::block_on(self.lookup(key))
+        crate::time::block_on(self.lookup(key))
     }
 
     /// Copies a value found in one shared tier to the other, keeping its expiry.

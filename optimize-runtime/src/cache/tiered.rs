@@ -2,14 +2,15 @@
 //! runtime of their own so that sync functions on plain threads can use Redis too.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::cache::l2_redis::{L2Result, RedisOptions, RedisTier, RedisUrl};
 use crate::cache::l3_sled::SledTier;
 use crate::cache::writeback::{WriteBack, WriteOp};
 use crate::cache::{Tier, TierCounters};
 use crate::codec::EnvelopeOptions;
+use crate::time::{block_on, unix_ms, Clock};
 
 /// Settings of the L3 tier.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,37 +38,33 @@ pub struct TierConfig {
     pub writeback_capacity: usize,
     /// Envelope limits and compression.
     pub envelope: EnvelopeOptions,
-    /// The L1 engine; `None` keeps the default ([`crate::cache::l1::default_engine`]).
-    pub l1_engine: Option<crate::cache::l1::EngineKind>,
 }
 
 impl TierConfig {
-    /// Default L2 operation timeout.
-    pub const DEFAULT_L2_TIMEOUT: Duration = Duration::from_millis(100);
     /// Default L3 size cap: 1 GiB.
     pub const DEFAULT_L3_MAX_BYTES: u64 = 1 << 30;
+    /// Default prefix of shared-tier keys.
+    pub const DEFAULT_NAMESPACE: &'static str = "optimize";
+    /// Default capacity of the write-behind queue (puts).
+    pub const DEFAULT_WRITEBACK_CAPACITY: usize = 10_000;
+    /// Default interval of the L3 sweeper.
+    pub const DEFAULT_L3_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
     /// Only L1: no shared tiers.
     pub fn l1_only() -> Self {
         Self {
-            namespace: "optimize".into(),
+            namespace: Self::DEFAULT_NAMESPACE.into(),
             redis: None,
             l3: None,
             order: [Tier::L2, Tier::L3],
-            writeback_capacity: 10_000,
+            writeback_capacity: Self::DEFAULT_WRITEBACK_CAPACITY,
             envelope: EnvelopeOptions::default(),
-            l1_engine: None,
         }
     }
 
     /// Adds L2 at `url` with default timeouts.
     pub fn with_redis(mut self, url: impl Into<String>) -> Self {
-        self.redis = Some(RedisOptions {
-            url: RedisUrl::new(url),
-            op_timeout: Self::DEFAULT_L2_TIMEOUT,
-            breaker_threshold: 5,
-            breaker_cooldown: Duration::from_secs(5),
-        });
+        self.redis = Some(RedisOptions::new(RedisUrl::new(url)));
         self
     }
 
@@ -76,7 +73,7 @@ impl TierConfig {
         self.l3 = Some(L3Options {
             dir: dir.into(),
             max_bytes: Self::DEFAULT_L3_MAX_BYTES,
-            sweep_interval: Duration::from_secs(60),
+            sweep_interval: Self::DEFAULT_L3_SWEEP_INTERVAL,
         });
         self
     }
@@ -95,16 +92,6 @@ impl TierConfig {
             .map(|c| c.join("optimize"))
             .unwrap_or_else(|| PathBuf::from(".optimize-cache"));
         base.join(program)
-    }
-
-    /// The shared tiers' part of the configuration from `OPTIMIZE_*` variables alone (no
-    /// file, no builder; docs/configuration.md lists them): L1 only unless they configure
-    /// L2 (`OPTIMIZE_REDIS_URL`) or L3 (`OPTIMIZE_L3_DIR`, `OPTIMIZE_L3=on`).
-    pub fn from_env() -> Result<Self, crate::config::ConfigError> {
-        crate::config::Config::builder()
-            .without_file()
-            .resolve(false)
-            .map(|c| c.tier_config())
     }
 }
 
@@ -153,17 +140,11 @@ struct Background {
     writeback: WriteBack,
 }
 
-/// Unix time in milliseconds: the clock of shared-tier expiry, which other processes read.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Tiers {
     /// Starts the tiers: opens L3, starts connecting to L2 in the background, starts the
-    /// write-behind drainer and the L3 sweeper. Never fails: a tier that cannot start is off.
-    pub fn start(config: TierConfig) -> Arc<Self> {
+    /// write-behind drainer and the L3 sweeper. Never fails: a tier that cannot start is off
+    /// (and says so in the log). `clock` times operations and drives the L2 breaker.
+    pub fn start(config: TierConfig, clock: Clock) -> Arc<Self> {
         let l2_counters = TierCounters::new(Tier::L2);
         let l3_counters = TierCounters::new(Tier::L3);
         if config.redis.is_none() && config.l3.is_none() {
@@ -177,21 +158,38 @@ impl Tiers {
                 l3_counters,
             });
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("optimize-tiers")
             .enable_all()
             .build()
-            .expect("the optimize-tiers runtime could not start (threads exhausted?)");
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, "optimize: the shared tiers cannot start their runtime; running with L1 only");
+                let mut config = config;
+                config.redis = None;
+                config.l3 = None;
+                return Self::start(config, clock);
+            }
+        };
         let handle = runtime.handle().clone();
-        let l2 = config
-            .redis
-            .clone()
-            .map(|o| Arc::new(RedisTier::start(o, l2_counters.clone(), &handle)));
-        let l3 = config
-            .l3
-            .as_ref()
-            .map(|o| Arc::new(SledTier::open(&o.dir, o.max_bytes, l3_counters.clone())));
+        let l2 = config.redis.clone().map(|o| {
+            Arc::new(RedisTier::start(
+                o,
+                l2_counters.clone(),
+                clock.clone(),
+                &handle,
+            ))
+        });
+        let l3 = config.l3.as_ref().map(|o| {
+            Arc::new(SledTier::open(
+                &o.dir,
+                o.max_bytes,
+                l3_counters.clone(),
+                clock.clone(),
+            ))
+        });
         if let (Some(l3), Some(o)) = (&l3, &config.l3) {
             handle.spawn(sweep_periodically(l3.clone(), o.sweep_interval));
         }
@@ -368,78 +366,4 @@ async fn sweep_periodically(l3: Arc<SledTier>, every: Duration) {
             );
         }
     }
-}
-
-/// Runs a future to completion on this thread, on any executor or none: parks the thread
-/// between wake-ups. Used by sync callers to wait for work on the tiers' runtime.
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-
-    let mut future = std::pin::pin!(future);
-    // Most futures run here finish without waiting (no L2 round trip): try once without
-    // setting up a real waker.
-    if let Poll::Ready(out) = future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        return out;
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
-    }
-}
-
-static GLOBAL: OnceLock<Arc<Tiers>> = OnceLock::new();
-
-/// `init` was called after the tiers had started.
-#[derive(Debug, thiserror::Error)]
-#[error("optimize was already initialised (explicitly, or lazily by the first call of a managed function); call init before any managed function runs")]
-pub struct AlreadyInitialized;
-
-/// Starts the process-wide tiers with `config`. Must come before the first managed call.
-pub fn init(config: TierConfig) -> Result<&'static Arc<Tiers>, AlreadyInitialized> {
-    let mut fresh = false;
-    let tiers = GLOBAL.get_or_init(|| {
-        fresh = true;
-        if let Some(engine) = config.l1_engine {
-            crate::cache::l1::set_default_engine(engine);
-        }
-        Tiers::start(config)
-    });
-    if fresh {
-        Ok(tiers)
-    } else {
-        Err(AlreadyInitialized)
-    }
-}
-
-/// The process-wide tiers: started by [`init`], or from the configuration in force
-/// ([`crate::config::global`], which reads the file and the environment) on first use.
-pub fn global() -> &'static Arc<Tiers> {
-    if let Some(tiers) = GLOBAL.get() {
-        return tiers;
-    }
-    // Resolving the configuration starts the tiers with it.
-    crate::config::global();
-    GLOBAL.get_or_init(|| Tiers::start(crate::config::global().tier_config()))
-}
-
-/// The process-wide tiers if they have started.
-pub fn global_if_started() -> Option<&'static Arc<Tiers>> {
-    GLOBAL.get()
 }

@@ -1,20 +1,24 @@
 //! Configuration (design §10): one [`Config`] resolved from, later winning,
 //! defaults ← the [`Level`] preset ← `optimize.toml` ← `OPTIMIZE_*` environment ← the builder.
 //!
-//! ```no_run
+//! Resolving is pure: it reads the file and the environment and returns typed options, or
+//! every problem found. Starting things with them is the runtime's job (`optimize::install`).
+//!
+//! ```
 //! use optimize_runtime::config::{Config, Level};
 //!
-//! // At start-up, before any managed function runs:
-//! Config::builder()
+//! let config = Config::builder()
+//!     .without_file()
+//!     .environment([("OPTIMIZE_L3_MAX_SIZE", "2GiB")])
 //!     .level(Level::Ultra)
-//!     .set("l3.dir", "/var/cache/myapp")
-//!     .install()
+//!     .resolve()
 //!     .expect("valid configuration");
+//! assert_eq!(config.l3_max_size, 2 << 30);
+//! assert!(config.monitor_enabled);
 //! ```
 //!
 //! An application that never installs a configuration gets one lazily, at the first managed
-//! call, from the same sources minus the builder (see [`global`]). docs/configuration.md
-//! lists every key.
+//! call, from the same sources minus the builder. docs/configuration.md lists every key.
 
 pub(crate) mod keys;
 mod source;
@@ -23,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keys::Value;
@@ -34,48 +38,18 @@ use crate::cache::l2_redis::{RedisOptions, RedisUrl};
 use crate::cache::tiered::{L3Options, TierConfig};
 use crate::cache::Tier;
 use crate::codec::EnvelopeOptions;
-use crate::monitor::alert::Rule;
+use crate::monitor::alert::{AlertHandler, Rule};
 use crate::monitor::{HttpConfig, MonitorConfig};
-use crate::pool::{PoolConfig, Priority};
-use crate::site::TierSet;
+use crate::pool::PoolConfig;
 use crate::stats::Recording;
+use crate::time::Clock;
 
-/// An optimization level: a preset of what is turned on (docs/configuration.md has the
-/// table; [`Level::preset`] is its code).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    /// L1, outcome counters and pool routing; no shared tiers, no latency histograms.
-    Basic,
-    /// + L3 on disk, L2 when a Redis URL is set, compression above 1 KiB, full metrics.
-    #[default]
-    Advanced,
-    /// + demotion of L1 evictions to L3, the monitor with system metrics and alert rules.
-    Ultra,
-    /// + compression of every shared-tier entry, a longer monitor history (6 hours).
-    Extreme,
-}
+pub use crate::meta::Level;
+pub use crate::site::settings::{FnDefaults, FnOverride};
 
 impl Level {
-    /// Every level, from least to most.
-    pub const ALL: [Level; 4] = [Level::Basic, Level::Advanced, Level::Ultra, Level::Extreme];
-
-    /// The level's name in configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Basic => "basic",
-            Level::Advanced => "advanced",
-            Level::Ultra => "ultra",
-            Level::Extreme => "extreme",
-        }
-    }
-
-    /// The level named `s`.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|l| l.as_str() == s)
-    }
-
     /// The keys the level sets. `persist` says whether L3 may be turned on: true once a
-    /// configuration is installed or a file is present (see [`global`]).
+    /// configuration is installed or a file is present.
     fn preset(self, persist: bool) -> Vec<(&'static str, Value)> {
         let at_least = |l: Level| self >= l;
         vec![
@@ -108,44 +82,17 @@ impl Level {
     }
 }
 
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a `[functions."path::fn"]` table (or the builder) sets for one function; unset
-/// fields keep the attribute's values.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct FnOverride {
-    /// `enabled = false` runs the function's body directly: no cache, no pool.
-    pub enabled: Option<bool>,
-    /// The function's level: its tiers (basic: L1 only), compression and demotion.
-    pub level: Option<Level>,
-    /// TTL.
-    pub ttl: Option<Duration>,
-    /// Tiers.
-    pub tiers: Option<TierSet>,
-    /// L1 capacity (entries; bytes for memory functions).
-    pub capacity: Option<u64>,
-    /// Admission priority.
-    pub priority: Option<Priority>,
-    /// io concurrency limit.
-    pub concurrency: Option<u64>,
-}
-
-impl FnOverride {
-    fn set(&mut self, key: &str, value: Value) {
-        match (key, value) {
-            ("enabled", Value::Bool(b)) => self.enabled = Some(b),
-            ("level", Value::Level(l)) => self.level = Some(l),
-            ("ttl", Value::Duration(d)) => self.ttl = Some(d),
-            ("tiers", Value::Tiers(t)) => self.tiers = Some(t),
-            ("capacity", Value::Int(n)) => self.capacity = Some(n),
-            ("priority", Value::Priority(p)) => self.priority = Some(p),
-            ("concurrency", Value::Int(n)) => self.concurrency = Some(n),
-            (key, value) => unreachable!("function key {key} with {value:?}"),
-        }
+/// Applies a `[functions]` key to an override.
+fn set_override(o: &mut FnOverride, key: &str, value: Value) {
+    match (key, value) {
+        ("enabled", Value::Bool(b)) => o.enabled = Some(b),
+        ("level", Value::Level(l)) => o.level = Some(l),
+        ("ttl", Value::Duration(d)) => o.ttl = Some(d),
+        ("tiers", Value::Tiers(t)) => o.tiers = Some(t),
+        ("capacity", Value::Int(n)) => o.capacity = Some(n),
+        ("priority", Value::Priority(p)) => o.priority = Some(p),
+        ("concurrency", Value::Int(n)) => o.concurrency = Some(n),
+        (key, value) => unreachable!("function key {key} with {value:?}"),
     }
 }
 
@@ -208,6 +155,12 @@ pub struct Config {
     pub alerts: Vec<Rule>,
     /// Per-function overrides, by function path.
     pub functions: BTreeMap<String, FnOverride>,
+    /// Where each `[functions]` table came from (a file's path, or `builder`).
+    pub function_sources: BTreeMap<String, String>,
+    /// The clock of expiry and timing (a mock one in tests).
+    pub clock: Clock,
+    /// Told of every alert state change, besides the tracing log.
+    pub alert_handlers: Vec<Arc<dyn AlertHandler>>,
     /// Where each key's value came from (`defaults`, `level advanced`, a file, `environment`,
     /// `builder`).
     pub origins: BTreeMap<&'static str, String>,
@@ -271,44 +224,30 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Why [`ConfigBuilder::install`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Invalid(#[from] ConfigError),
-    /// A configuration was installed before, or resolved lazily by a managed call.
-    #[error("optimize is already configured (by an earlier install, or lazily by the first managed call); install the configuration once, at start-up, before any managed function runs")]
-    AlreadyInstalled,
-    /// The monitor could not start (its HTTP address is taken, say).
-    #[error(transparent)]
-    Monitor(#[from] crate::monitor::MonitorError),
-}
-
 impl Default for Config {
     fn default() -> Self {
         let pools = PoolConfig::default();
         Self {
             level: Level::Advanced,
-            namespace: "optimize".into(),
+            namespace: TierConfig::DEFAULT_NAMESPACE.into(),
             l1_engine: EngineKind::default(),
             l1_capacity: crate::cache::l1::L1Options::DEFAULT_CAPACITY,
             l2_enabled: false,
             l2_url: None,
-            l2_timeout: TierConfig::DEFAULT_L2_TIMEOUT,
-            l2_breaker_threshold: 5,
-            l2_breaker_cooldown: Duration::from_secs(5),
+            l2_timeout: RedisOptions::DEFAULT_OP_TIMEOUT,
+            l2_breaker_threshold: RedisOptions::DEFAULT_BREAKER_THRESHOLD,
+            l2_breaker_cooldown: RedisOptions::DEFAULT_BREAKER_COOLDOWN,
             l3_enabled: false,
             l3_dir: TierConfig::default_l3_dir(),
             l3_max_size: TierConfig::DEFAULT_L3_MAX_BYTES,
-            l3_sweep_interval: Duration::from_secs(60),
+            l3_sweep_interval: TierConfig::DEFAULT_L3_SWEEP_INTERVAL,
             lookup_order: [Tier::L2, Tier::L3],
-            writeback_capacity: 10_000,
+            writeback_capacity: TierConfig::DEFAULT_WRITEBACK_CAPACITY,
             compress_above: EnvelopeOptions::default().compress_threshold as u64,
             demote_on_evict: false,
             pools,
             recording: Recording::Full,
-            slow_call: Duration::from_secs(1),
+            slow_call: crate::stats::DEFAULT_SLOW_CALL,
             monitor_enabled: false,
             monitor_interval: Duration::from_secs(15),
             monitor_history: 240,
@@ -318,6 +257,9 @@ impl Default for Config {
             monitor_token: None,
             alerts: Vec::new(),
             functions: BTreeMap::new(),
+            function_sources: BTreeMap::new(),
+            clock: Clock::new(),
+            alert_handlers: Vec::new(),
             origins: BTreeMap::new(),
         }
     }
@@ -347,7 +289,7 @@ impl Config {
 
     /// The configuration from defaults, the level, the file and the environment.
     pub fn load() -> Result<Config, ConfigError> {
-        ConfigBuilder::default().resolve(true)
+        ConfigBuilder::default().resolve()
     }
 
     fn apply(&mut self, key: &'static str, value: Value) {
@@ -506,7 +448,6 @@ impl Config {
         t.order = self.lookup_order;
         t.writeback_capacity = self.writeback_capacity;
         t.envelope.compress_threshold = usize::try_from(self.compress_above).unwrap_or(usize::MAX);
-        t.l1_engine = Some(self.l1_engine);
         t
     }
 
@@ -522,8 +463,8 @@ impl Config {
             .interval(self.monitor_interval)
             .history(self.monitor_history)
             .system(self.monitor_system)
-            .slow_call(self.slow_call)
             .rules(rules);
+        m.handlers.extend(self.alert_handlers.iter().cloned());
         m.http = self.monitor_addr.map(|addr| HttpConfig {
             addr,
             token: self.monitor_token.clone(),
@@ -535,16 +476,87 @@ impl Config {
     pub fn function(&self, path: &str) -> Option<&FnOverride> {
         self.functions.get(path)
     }
+
+    /// What functions fall back on where neither their attribute nor their table says.
+    pub fn fn_defaults(&self) -> FnDefaults {
+        FnDefaults {
+            level: self.level,
+            l1_capacity: self.l1_capacity,
+            l1_engine: self.l1_engine,
+            demote_on_evict: self.demote_on_evict,
+            memory_weight: self.pools.memory_default_weight,
+        }
+    }
+
+    /// A problem for every `[functions."path"]` table (or builder override) that names no
+    /// managed function, with the closest of `candidates` as a suggestion.
+    pub fn unknown_functions(
+        &self,
+        is_function: impl Fn(&str) -> bool,
+        candidates: &[String],
+    ) -> Vec<Problem> {
+        self.functions
+            .keys()
+            .filter(|path| !is_function(path))
+            .map(|path| Problem {
+                source: self
+                    .function_sources
+                    .get(path)
+                    .cloned()
+                    .unwrap_or_else(|| "configuration".into()),
+                key: format!("functions.\"{path}\""),
+                message: match keys::did_you_mean(path, candidates.iter().map(String::as_str)) {
+                    Some(s) => format!("names no managed function; did you mean `{s}`?"),
+                    None => format!(
+                        "names no managed function; the managed functions are: {}",
+                        if candidates.is_empty() {
+                            "(none)".to_owned()
+                        } else {
+                            candidates.join(", ")
+                        }
+                    ),
+                },
+            })
+            .collect()
+    }
 }
 
 /// Builds a configuration from the file, the environment and values set in code.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ConfigBuilder {
     layer: Layer,
     problems: Vec<Problem>,
     file: Option<PathBuf>,
     no_file: bool,
     env: Option<Vec<(String, String)>>,
+    clock: Option<Clock>,
+    handlers: Vec<Arc<dyn AlertHandler>>,
+}
+
+impl fmt::Debug for ConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigBuilder")
+            .field("file", &self.file)
+            .field("no_file", &self.no_file)
+            .field("problems", &self.problems)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process environment's `OPTIMIZE_*`-relevant variables. A variable whose name or
+/// value is not UTF-8 cannot be one of ours by name, or cannot be parsed by value: it is
+/// skipped (with a warning when its name starts with `OPTIMIZE_`) instead of panicking.
+fn process_environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => Some((k, v)),
+            (Ok(k), Err(_)) if k.starts_with("OPTIMIZE_") => {
+                tracing::warn!(variable = %k, "optimize: ignoring a variable whose value is not UTF-8");
+                None
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 impl ConfigBuilder {
@@ -555,7 +567,7 @@ impl ConfigBuilder {
     }
 
     /// Sets any key from its string form, as the environment would (`"l3.max_size"`,
-    /// `"2GiB"`). An unknown key or a bad value is reported by [`ConfigBuilder::install`].
+    /// `"2GiB"`). An unknown key or a bad value is reported when the builder is resolved.
     pub fn set(mut self, key: &str, value: &str) -> Self {
         let problem = |message: String| Problem {
             source: "builder".into(),
@@ -654,13 +666,28 @@ impl ConfigBuilder {
         local.is_file().then(|| (local.to_path_buf(), false))
     }
 
+    /// Resolves every source into a configuration, or every problem found. Reads the file and
+    /// the environment; starts nothing.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        self.resolve_as(true)
+    }
+
+    /// Sets the clock of expiry and timing (tests pass [`Clock::mock`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Adds an alert handler: told of every alert state change when the monitor runs.
+    pub fn alert_handler(mut self, handler: impl AlertHandler) -> Self {
+        self.handlers.push(Arc::new(handler));
+        self
+    }
+
     /// Resolves every source; `explicit` is whether the application asked for configuration
     /// (install) rather than a managed call needing it (lazy).
-    pub(crate) fn resolve(self, explicit: bool) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = self
-            .env
-            .clone()
-            .unwrap_or_else(|| std::env::vars().collect());
+    pub(crate) fn resolve_as(self, explicit: bool) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = self.env.clone().unwrap_or_else(process_environment);
         let mut problems = self.problems.clone();
         let mut layers: Vec<Layer> = Vec::new();
         let file = self.file_to_read(&env);
@@ -709,6 +736,10 @@ impl ConfigBuilder {
         // everything in memory (docs/architecture.md).
         let persist = explicit || file.is_some();
         let mut config = Config::default();
+        if let Some(clock) = self.clock {
+            config.clock = clock;
+        }
+        config.alert_handlers = self.handlers;
         for (key, value) in level.preset(persist) {
             config.apply(key, value);
             config.origins.insert(key, format!("level {level}"));
@@ -723,9 +754,12 @@ impl ConfigBuilder {
                 config.origins.insert(key, origin);
             }
             for (path, values) in layer.functions {
+                config
+                    .function_sources
+                    .insert(path.clone(), layer.source.clone());
                 let o = config.functions.entry(path).or_default();
                 for (k, v) in values {
-                    o.set(k, v);
+                    set_override(o, k, v);
                 }
             }
             config.alerts.extend(layer.alerts);
@@ -749,72 +783,6 @@ impl ConfigBuilder {
             Err(ConfigError(problems))
         }
     }
-
-    /// Resolves the configuration and installs it: starts the shared tiers and pools with
-    /// it, sets the recording level, and starts the monitor when it is on. Once per process,
-    /// before any managed function runs.
-    pub fn install(self) -> Result<&'static Config, InstallError> {
-        let _one = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
-        if GLOBAL.get().is_some()
-            || crate::cache::tiered::global_if_started().is_some()
-            || crate::pool::global_if_started().is_some()
-        {
-            return Err(InstallError::AlreadyInstalled);
-        }
-        let config = self.resolve(true)?;
-        let config = GLOBAL.get_or_init(|| config);
-        start(config, true)?;
-        Ok(config)
-    }
-}
-
-static GLOBAL: OnceLock<Config> = OnceLock::new();
-static INSTALLING: Mutex<()> = Mutex::new(());
-
-/// Applies what is process-wide: tiers, pools, recording, monitor.
-fn start(config: &'static Config, strict: bool) -> Result<(), InstallError> {
-    crate::stats::set_recording(config.recording);
-    crate::stats::set_slow_call_threshold(config.slow_call);
-    let _ = crate::cache::tiered::init(config.tier_config());
-    let _ = crate::pool::init(config.pools.clone());
-    if config.monitor_enabled && crate::monitor::global().is_none() {
-        match crate::monitor::start(config.monitor_config()) {
-            Ok(_) => {}
-            Err(e) if strict => return Err(e.into()),
-            Err(e) => tracing::error!(error = %e, "optimize: the monitor did not start"),
-        }
-    }
-    Ok(())
-}
-
-/// The configuration in force: the installed one, else resolved now from defaults, the
-/// level, the file and the environment (the lazy default). Invalid configuration found
-/// lazily is logged as an error and the defaults are used: a managed call never fails
-/// because of configuration; install it at start-up to fail fast instead.
-pub fn global() -> &'static Config {
-    if let Some(c) = GLOBAL.get() {
-        return c;
-    }
-    let _one = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(c) = GLOBAL.get() {
-        return c;
-    }
-    let config = ConfigBuilder::default().resolve(false).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "optimize: using the default configuration");
-        ConfigBuilder::default()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            .resolve(false)
-            .unwrap_or_default()
-    });
-    let config = GLOBAL.get_or_init(|| config);
-    let _ = start(config, false);
-    config
-}
-
-/// The installed or lazily resolved configuration, if there is one yet.
-pub fn global_if_resolved() -> Option<&'static Config> {
-    GLOBAL.get()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use super::*;
+use crate::meta::{Priority, TierSet};
 
 fn file(text: &str) -> tempfile::NamedTempFile {
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
@@ -20,7 +21,7 @@ fn resolve_file(text: &str) -> Result<Config, ConfigError> {
     Config::builder()
         .file(f.path())
         .environment(no_env())
-        .resolve(true)
+        .resolve()
 }
 
 /// The one problem `text` has, as displayed.
@@ -43,11 +44,11 @@ fn later_sources_win() {
     let env = [("OPTIMIZE_POOLS_CPU_THREADS", "3")];
     let both = || Config::builder().file(f.path()).environment(env);
     assert_eq!(
-        both().resolve(true).unwrap().pools.cpu_threads,
+        both().resolve().unwrap().pools.cpu_threads,
         3,
         "env over file"
     );
-    let c = both().set("pools.cpu_threads", "4").resolve(true).unwrap();
+    let c = both().set("pools.cpu_threads", "4").resolve().unwrap();
     assert_eq!(c.pools.cpu_threads, 4, "builder over env");
     assert_eq!(c.pools.io_concurrency, 7, "file over defaults");
     assert_eq!(
@@ -58,7 +59,7 @@ fn later_sources_win() {
     let file_only = Config::builder()
         .file(f.path())
         .environment(no_env())
-        .resolve(true)
+        .resolve()
         .unwrap();
     assert_eq!(file_only.pools.cpu_threads, 2);
 }
@@ -76,7 +77,7 @@ fn explicit_keys_win_over_the_level_preset() {
     let c = Config::builder()
         .file(file("level = \"basic\"\n").path())
         .environment([("OPTIMIZE_LEVEL", "ultra")])
-        .resolve(true)
+        .resolve()
         .unwrap();
     assert_eq!(
         c.level,
@@ -141,7 +142,7 @@ fn each_level_configures_its_row() {
             .environment(no_env())
             .level(level)
             .set("l2.url", "redis://127.0.0.1:6379")
-            .resolve(true)
+            .resolve()
             .unwrap();
         let t = c.tier_config();
         assert_eq!(t.redis.is_some(), l2, "{level}: L2");
@@ -162,20 +163,20 @@ fn the_lazy_default_keeps_everything_in_memory() {
     let c = Config::builder()
         .without_file()
         .environment(no_env())
-        .resolve(false)
+        .resolve_as(false)
         .unwrap();
     assert_eq!(c.level, Level::Advanced);
     assert!(!c.l3_enabled, "no install, no file: nothing persists");
     let c = Config::builder()
         .without_file()
         .environment([("OPTIMIZE_L3_DIR", "/tmp/x")])
-        .resolve(false)
+        .resolve_as(false)
         .unwrap();
     assert!(c.l3_enabled, "a directory turns L3 on");
     let lazy = Config::builder()
         .without_file()
         .environment([("OPTIMIZE_SOMETHING_ELSE", "1")])
-        .resolve(false);
+        .resolve_as(false);
     assert!(
         lazy.is_ok(),
         "the lazy default warns about variables it does not own"
@@ -334,7 +335,7 @@ fn environment_problems_name_the_variable() {
     let err = Config::builder()
         .without_file()
         .environment([("OPTIMIZE_LEVEL", "turbo"), ("OPTIMIZE_L3_DIRR", "/x")])
-        .resolve(true)
+        .resolve()
         .unwrap_err()
         .to_string();
     says(
@@ -347,7 +348,7 @@ fn environment_problems_name_the_variable() {
     let err = Config::builder()
         .without_file()
         .environment([("OPTIMIZE_MONITOR_TOKEN", "")])
-        .resolve(true);
+        .resolve();
     assert!(err.is_ok(), "empty variables are unset");
 }
 
@@ -358,7 +359,7 @@ fn builder_problems_name_the_builder() {
         .environment(no_env())
         .set("pools.cpu_thread", "4")
         .set("l3.max_size", "huge")
-        .resolve(true)
+        .resolve()
         .unwrap_err()
         .to_string();
     says(
@@ -375,14 +376,14 @@ fn a_named_file_must_exist_and_parse() {
     let err = Config::builder()
         .file("/nonexistent/optimize.toml")
         .environment(no_env())
-        .resolve(true)
+        .resolve()
         .unwrap_err()
         .to_string();
     says(&err, &["/nonexistent/optimize.toml: cannot be read"]);
     says(&problem("[l3\n"), &["not valid TOML"]);
     let err = Config::builder()
         .environment([("OPTIMIZE_CONFIG", "/nonexistent/o.toml")])
-        .resolve(true)
+        .resolve()
         .unwrap_err()
         .to_string();
     says(&err, &["/nonexistent/o.toml: cannot be read"]);
@@ -411,7 +412,7 @@ fn secrets_stay_out_of_debug() {
         .set("l2.url", "redis://:hunter2@cache:6379")
         .set("monitor.addr", "127.0.0.1:9464")
         .set("monitor.token", "s3cret-token")
-        .resolve(true)
+        .resolve()
         .unwrap();
     let shown = format!("{c:?}");
     assert!(
@@ -427,7 +428,7 @@ fn the_example_file_is_valid_and_complete() {
     let c = Config::builder()
         .file(path)
         .environment(no_env())
-        .resolve(true)
+        .resolve()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(!c.functions.is_empty());
     // Every key appears in it, commented or not.

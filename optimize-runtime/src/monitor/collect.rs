@@ -6,21 +6,23 @@ use std::borrow::Cow;
 
 use super::snapshot::{labels, HistogramValue, MetricType, SnapshotBuilder};
 use super::system::SystemStats;
+use crate::cache::tiered::Tiers;
 use crate::cache::{Tier, OPS};
 use crate::codec::Reject;
-use crate::pool::{GateStats, Priority};
+use crate::pool::{GateStats, Pools, Priority};
+use crate::registry::Registry;
 use crate::stats::Outcome;
 
 use MetricType::{Counter, Gauge, Histogram};
 
-pub(crate) fn functions(b: &mut SnapshotBuilder) {
+pub(crate) fn functions(b: &mut SnapshotBuilder, registry: &Registry) {
     // Families first, so they exist (empty) before any function is called.
     b.family(
         "optimize_calls_total",
         "Calls of managed functions, by how they ended.",
         Counter,
     );
-    for site in crate::registry::sites() {
+    for site in registry.sites() {
         let stats = site.stats();
         let path = site.path();
         let kind = site.kind().as_str();
@@ -88,10 +90,7 @@ pub(crate) fn functions(b: &mut SnapshotBuilder) {
     }
 }
 
-pub(crate) fn tiers(b: &mut SnapshotBuilder) {
-    let Some(tiers) = crate::cache::tiered::global_if_started() else {
-        return;
-    };
+pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
     let status = tiers.status();
     for (tier, on) in [(Tier::L2, status.l2_enabled), (Tier::L3, status.l3_enabled)] {
         if !on {
@@ -212,10 +211,7 @@ fn gate(b: &mut SnapshotBuilder, pool: &'static str, g: &GateStats) {
     .number(labels([("pool", pool)]), g.completed as f64);
 }
 
-pub(crate) fn pools(b: &mut SnapshotBuilder) {
-    let Some(pools) = crate::pool::global_if_started() else {
-        return;
-    };
+pub(crate) fn pools(b: &mut SnapshotBuilder, pools: &Pools) {
     let s = pools.stats();
     gate(b, "cpu", &s.cpu);
     gate(b, "io", &s.io);

@@ -1,7 +1,7 @@
 //! The runtime monitor (design §9): metrics of every managed function, tier and pool, system
 //! metrics, user metrics and alert rules, exported as Prometheus text and JSON over HTTP.
 //!
-//! - Metrics are always recorded (see [`crate::stats::set_recording`]); [`Snapshot::collect`]
+//! - Metrics are always recorded (see [`crate::stats::set_recording`]); [`Sources::snapshot`]
 //!   reads them at any time, with or without a running monitor.
 //! - [`start`] runs the monitor: a thread that, every [`MonitorConfig::interval`], samples the
 //!   system, evaluates the alert rules, tells the handlers of each change and keeps a
@@ -27,6 +27,7 @@ pub mod http;
 pub mod metrics;
 mod report;
 mod snapshot;
+mod sources;
 mod system;
 
 use std::collections::VecDeque;
@@ -39,12 +40,11 @@ pub use report::{FnReport, Health, HealthStatus, PoolReport, StatsReport, TierRa
 pub use snapshot::{
     Family, HistogramValue, Labels, MetricType, Series, Snapshot, Value, DURATION_BOUNDS,
 };
+pub use sources::Sources;
 pub use system::{DiskStats, SystemSampler, SystemStats};
 
 use alert::{Alert, AlertEngine, AlertHandler, Rule, RuleError, TracingHandler};
 use snapshot::SnapshotBuilder;
-
-use crate::time::Clock;
 
 /// Settings of the HTTP endpoint.
 #[derive(Clone)]
@@ -90,10 +90,6 @@ pub struct MonitorConfig {
     pub handlers: Vec<Arc<dyn AlertHandler>>,
     /// The HTTP endpoint; off unless set.
     pub http: Option<HttpConfig>,
-    /// Calls at least this slow are logged at `info`. Default 1 s.
-    pub slow_call: Duration,
-    /// The clock rules are evaluated on; a mock clock makes `for` windows testable.
-    pub clock: Clock,
 }
 
 impl std::fmt::Debug for MonitorConfig {
@@ -105,7 +101,6 @@ impl std::fmt::Debug for MonitorConfig {
             .field("rules", &self.rules.len())
             .field("handlers", &self.handlers.len())
             .field("http", &self.http)
-            .field("slow_call", &self.slow_call)
             .finish_non_exhaustive()
     }
 }
@@ -120,8 +115,6 @@ impl Default for MonitorConfig {
             rules: alert::default_rules(),
             handlers: vec![Arc::new(TracingHandler)],
             http: None,
-            slow_call: Duration::from_secs(1),
-            clock: crate::time::global().clone(),
         }
     }
 }
@@ -163,12 +156,6 @@ impl MonitorConfig {
         self
     }
 
-    /// Evaluates on `clock` instead of the real one.
-    pub fn clock(mut self, clock: Clock) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// Turns system sampling on or off.
     pub fn system(mut self, on: bool) -> Self {
         self.system = on;
@@ -180,20 +167,11 @@ impl MonitorConfig {
         self.history = n;
         self
     }
-
-    /// Logs calls at least this slow at `info`.
-    pub fn slow_call(mut self, d: Duration) -> Self {
-        self.slow_call = d;
-        self
-    }
 }
 
 /// Why the monitor did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    /// [`start`] was called before.
-    #[error("the monitor is already running; start it once, at start-up")]
-    AlreadyStarted,
     /// A rule is invalid.
     #[error(transparent)]
     Rule(#[from] RuleError),
@@ -215,7 +193,7 @@ pub struct Monitor {
     interval: Duration,
     history_len: usize,
     handlers: Vec<Arc<dyn AlertHandler>>,
-    clock: Clock,
+    sources: Sources,
     engine: Mutex<AlertEngine>,
     sampler: Option<Mutex<SystemSampler>>,
     last_system: Mutex<Option<SystemStats>>,
@@ -234,34 +212,16 @@ impl std::fmt::Debug for Monitor {
     }
 }
 
-static MONITOR: OnceLock<Arc<Monitor>> = OnceLock::new();
-
-/// Starts the monitor for this process. Once only.
-pub fn start(config: MonitorConfig) -> Result<&'static Arc<Monitor>, MonitorError> {
-    static STARTING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
-    if MONITOR.get().is_some() {
-        return Err(MonitorError::AlreadyStarted);
-    }
-    let monitor = Monitor::new(config)?;
-    Ok(MONITOR.get_or_init(|| monitor))
-}
-
-/// The running monitor, if [`start`] was called.
-pub fn global() -> Option<&'static Arc<Monitor>> {
-    MONITOR.get()
-}
-
 impl Monitor {
-    fn new(config: MonitorConfig) -> Result<Arc<Self>, MonitorError> {
+    /// Starts the monitor over `sources`: its evaluation thread and, when configured, its
+    /// HTTP endpoint. The runtime starts one when the configuration turns it on; stop it with
+    /// [`Monitor::stop`].
+    pub fn start(config: MonitorConfig, sources: Sources) -> Result<Arc<Self>, MonitorError> {
         let engine = AlertEngine::new(config.rules)?;
-        crate::stats::set_slow_call_threshold(config.slow_call);
         let sampler = config.system.then(|| {
             let mut paths = config.watched_paths.clone();
-            if let Some(l3) = crate::cache::tiered::global_if_started()
-                .and_then(|t| t.config().l3.as_ref().map(|l3| l3.dir.clone()))
-            {
-                paths.push(l3);
+            if let Some(l3) = sources.tiers.config().l3.as_ref() {
+                paths.push(l3.dir.clone());
             }
             Mutex::new(SystemSampler::new(paths))
         });
@@ -269,7 +229,7 @@ impl Monitor {
             interval: config.interval,
             history_len: config.history.max(1),
             handlers: config.handlers,
-            clock: config.clock,
+            sources,
             engine: Mutex::new(engine),
             sampler,
             last_system: Mutex::new(None),
@@ -334,7 +294,7 @@ impl Monitor {
                 }
             }
         }
-        let report = StatsReport::now(self.system(), self.firing());
+        let report = StatsReport::now(&self.sources, self.system(), self.firing());
         let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
         if history.len() == self.history_len {
             history.pop_front();
@@ -358,7 +318,8 @@ impl Monitor {
             .unwrap_or_else(PoisonError::into_inner)
             .firing_counts();
         build_snapshot(
-            self.clock.now_nanos(),
+            &self.sources,
+            self.sources.clock.now_nanos(),
             self.system().as_ref(),
             Some(&firing),
         )
@@ -408,12 +369,12 @@ impl Monitor {
 
     /// `/stats` now.
     pub fn stats(&self) -> StatsReport {
-        StatsReport::now(self.system(), self.firing())
+        StatsReport::now(&self.sources, self.system(), self.firing())
     }
 
     /// `/health` now.
     pub fn health(&self) -> Health {
-        Health::check(&self.alerts())
+        Health::check(&self.sources, &self.alerts())
     }
 
     /// Where the HTTP endpoint listens, when it runs.
@@ -455,15 +416,24 @@ where
         .map(|_| ())
 }
 
+impl Sources {
+    /// Every metric now, without system metrics or alert states (what a runtime without a
+    /// monitor reports).
+    pub fn snapshot(&self) -> Snapshot {
+        build_snapshot(self, self.clock.now_nanos(), None, None)
+    }
+}
+
 fn build_snapshot(
+    sources: &Sources,
     at_nanos: u64,
     system: Option<&SystemStats>,
     firing: Option<&[(String, &'static str, usize)]>,
 ) -> Snapshot {
     let mut b = SnapshotBuilder::default();
-    collect::functions(&mut b);
-    collect::tiers(&mut b);
-    collect::pools(&mut b);
+    collect::functions(&mut b, &sources.registry);
+    collect::tiers(&mut b, &sources.tiers);
+    collect::pools(&mut b, &sources.pools);
     if let Some(system) = system {
         collect::system(&mut b, system);
     }
@@ -471,16 +441,5 @@ fn build_snapshot(
         collect::alerts(&mut b, firing);
     }
     metrics::collect(&mut b);
-    b.finish(at_nanos, crate::cache::tiered::unix_ms())
-}
-
-impl Snapshot {
-    /// Every metric now: from the running monitor (with system metrics and alert states)
-    /// when there is one, else from the functions, tiers, pools and user metrics alone.
-    pub fn collect() -> Snapshot {
-        match global() {
-            Some(m) => m.snapshot(),
-            None => build_snapshot(crate::time::global().now_nanos(), None, None),
-        }
-    }
+    b.finish(at_nanos, crate::time::unix_ms())
 }

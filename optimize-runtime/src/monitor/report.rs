@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::alert::{Alert, AlertState, Severity};
 use super::system::SystemStats;
+use super::Sources;
 use crate::cache::tiered::TiersStatus;
 use crate::cache::Tier;
 use crate::pool::GateStats;
@@ -106,9 +107,9 @@ pub struct StatsReport {
     pub at_unix_ms: u64,
     /// Each managed function, in first-use order.
     pub functions: Vec<FnReport>,
-    /// The shared tiers, once started.
+    /// The shared tiers.
     pub tiers: Option<TiersStatus>,
-    /// The pools, once started.
+    /// The pools.
     pub pools: Vec<PoolReport>,
     /// The last system sample, when the monitor runs.
     pub system: Option<SystemStats>,
@@ -118,8 +119,10 @@ pub struct StatsReport {
 
 impl StatsReport {
     /// Reads every function, tier and pool now.
-    pub fn now(system: Option<SystemStats>, alerts_firing: usize) -> Self {
-        let functions = crate::registry::sites()
+    pub fn now(sources: &Sources, system: Option<SystemStats>, alerts_firing: usize) -> Self {
+        let functions = sources
+            .registry
+            .sites()
             .into_iter()
             .map(|site| {
                 let s = site.stats();
@@ -147,20 +150,16 @@ impl StatsReport {
                 }
             })
             .collect();
-        let pools = crate::pool::global_if_started()
-            .map(|p| {
-                let s = p.stats();
-                vec![
-                    PoolReport::new("cpu", &s.cpu),
-                    PoolReport::new("io", &s.io),
-                    PoolReport::new("memory", &s.memory),
-                ]
-            })
-            .unwrap_or_default();
+        let s = sources.pools.stats();
+        let pools = vec![
+            PoolReport::new("cpu", &s.cpu),
+            PoolReport::new("io", &s.io),
+            PoolReport::new("memory", &s.memory),
+        ];
         Self {
-            at_unix_ms: crate::cache::tiered::unix_ms(),
+            at_unix_ms: crate::time::unix_ms(),
             functions,
-            tiers: crate::cache::tiered::global_if_started().map(|t| t.status()),
+            tiers: Some(sources.tiers.status()),
             pools,
             system,
             alerts_firing,
@@ -191,10 +190,11 @@ pub struct Health {
 
 impl Health {
     /// Checks tiers, pools and alerts now.
-    pub fn check(alerts: &[Alert]) -> Self {
+    pub fn check(sources: &Sources, alerts: &[Alert]) -> Self {
         use HealthStatus::*;
         let mut reasons = Vec::new();
-        if let Some(tiers) = crate::cache::tiered::global_if_started() {
+        {
+            let tiers = &sources.tiers;
             let s = tiers.status();
             if s.l2_circuit_open {
                 reasons.push((
@@ -211,7 +211,8 @@ impl Health {
                 ));
             }
         }
-        if let Some(pools) = crate::pool::global_if_started() {
+        {
+            let pools = &sources.pools;
             let s = pools.stats();
             if pools.cpu().gate().is_closed() {
                 reasons.push((

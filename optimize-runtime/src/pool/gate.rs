@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::Priority;
 use crate::stats::{AtomicHistogram, Histogram};
-use crate::time;
+use std::time::Instant;
 
 /// The gate was closed by shutdown: no more admissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -255,9 +255,9 @@ impl Gate {
         Ok(Err((id, weight, rx)))
     }
 
-    fn admitted_after_wait(self: &Arc<Self>, weight: u64, start: u64) -> Permit {
+    fn admitted_after_wait(self: &Arc<Self>, weight: u64, start: Instant) -> Permit {
         self.wait
-            .record(time::global().now_nanos().saturating_sub(start));
+            .record(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
         Permit {
             gate: self.clone(),
             weight,
@@ -278,7 +278,7 @@ impl Gate {
             Ok(permit) => return Ok(permit),
             Err(queued) => queued,
         };
-        let start = time::global().now_nanos();
+        let start = Instant::now();
         // The sender lives in the queue until it is used, so `recv` only fails if the gate
         // itself is gone, which an `Arc` caller rules out.
         match rx.recv() {
@@ -307,7 +307,7 @@ impl Gate {
             id,
             weight,
             rx: Some(rx),
-            start: time::global().now_nanos(),
+            start: Instant::now(),
         }
         .wait()
         .await
@@ -368,7 +368,7 @@ struct PendingAdmission {
     id: u64,
     weight: u64,
     rx: Option<oneshot::Receiver<Grant>>,
-    start: u64,
+    start: Instant,
 }
 
 impl PendingAdmission {

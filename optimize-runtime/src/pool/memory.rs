@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::gate::Gate;
-use super::{blocking, PoolConfig, Priority};
+use super::{blocking, PoolConfig, Priority, PurgeHook};
 
 thread_local! {
     /// Depth of admitted memory calls on this thread (or in the future being polled).
@@ -58,29 +58,52 @@ impl<F: Future> Future for Admitted<F> {
 }
 
 /// The memory budget. See the module documentation.
-#[derive(Debug)]
 pub struct MemoryBudget {
     gate: Arc<Gate>,
     threshold: f64,
     default_weight: u64,
     /// Last sampled system memory use (f64 bits), 0..1.
     pressure: AtomicU64,
+    /// Frees expired cache entries under pressure (given by the layer above).
+    purge: Option<PurgeHook>,
+}
+
+impl std::fmt::Debug for MemoryBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBudget")
+            .field("gate", &self.gate)
+            .field("threshold", &self.threshold)
+            .field("default_weight", &self.default_weight)
+            .field("pressure", &self.pressure())
+            .finish_non_exhaustive()
+    }
 }
 
 impl MemoryBudget {
     /// A budget of `capacity` bytes holding admissions above `threshold` (0..1) of system
     /// memory use, with no sampler: feed it with [`MemoryBudget::observe`].
     pub fn new(capacity: u64, threshold: f64, default_weight: u64) -> Arc<Self> {
+        Self::with_purge(capacity, threshold, default_weight, None)
+    }
+
+    fn with_purge(
+        capacity: u64,
+        threshold: f64,
+        default_weight: u64,
+        purge: Option<PurgeHook>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             gate: Gate::new(capacity),
             threshold,
             default_weight,
             pressure: AtomicU64::new(0f64.to_bits()),
+            purge,
         })
     }
 
-    /// The process-wide budget: sized from `config`, sampled by a background thread.
-    pub(crate) fn start(config: &PoolConfig) -> Arc<Self> {
+    /// The process's budget: sized from `config`, sampled by a background thread, calling
+    /// `purge` under pressure.
+    pub(crate) fn start(config: &PoolConfig, purge: PurgeHook) -> Arc<Self> {
         let system = sysinfo::System::new().map(|mut system| {
             system.refresh_memory();
             system
@@ -95,10 +118,11 @@ impl MemoryBudget {
         let capacity = config.memory_budget.unwrap_or_else(|| {
             (total as f64 * config.memory_budget_fraction.clamp(0.0, 1.0)) as u64
         });
-        let budget = Self::new(
+        let budget = Self::with_purge(
             capacity,
             config.memory_pressure_threshold,
             config.memory_default_weight,
+            Some(purge),
         );
         let Ok(mut system) = system else {
             return budget;
@@ -154,8 +178,8 @@ impl MemoryBudget {
             }
         }
         self.gate.set_held(over);
-        if over {
-            let purged = crate::registry::purge_expired();
+        if let (true, Some(purge)) = (over, &self.purge) {
+            let purged = purge();
             if purged > 0 {
                 tracing::debug!(purged, "optimize: purged expired L1 entries under pressure");
             }

@@ -13,88 +13,23 @@
 //! ```
 //! use optimize_runtime::pool::{self, Priority};
 //!
-//! let sum = pool::global().cpu().run(Priority::High, || (1..=100u64).sum::<u64>());
+//! let pools = optimize::runtime().pools();
+//! let sum = pools.cpu().run(Priority::High, || (1..=100u64).sum::<u64>());
 //! assert_eq!(sum, 5050);
-//! assert!(pool::stats().cpu.completed >= 1);
+//! assert!(pools.stats().cpu.completed >= 1);
 //! ```
 
 pub mod cpu;
 pub mod gate;
 pub mod io;
 pub mod memory;
-pub mod task;
+pub mod tasks;
 
-use std::fmt;
-use std::str::FromStr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::meta::{Priority, UnknownPriority};
 pub use gate::{Closed, GateStats};
-
-/// Order of waiting work: `Critical` is admitted before `High`, and so on down to `Batch`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Priority {
-    /// Admitted before anything else.
-    Critical,
-    /// Before normal work.
-    High,
-    /// The default.
-    #[default]
-    Normal,
-    /// After normal work.
-    Low,
-    /// Only when nothing else waits.
-    Batch,
-}
-
-impl Priority {
-    /// Every priority, highest first.
-    pub const ALL: [Priority; 5] = [
-        Priority::Critical,
-        Priority::High,
-        Priority::Normal,
-        Priority::Low,
-        Priority::Batch,
-    ];
-
-    /// Position in [`Priority::ALL`]: 0 for `Critical`.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The name as written in attributes and configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Critical => "critical",
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-            Priority::Batch => "batch",
-        }
-    }
-}
-
-impl fmt::Display for Priority {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A priority name that is not one of `critical`, `high`, `normal`, `low`, `batch`.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown priority `{0}`; expected one of critical, high, normal, low, batch")]
-pub struct UnknownPriority(pub String);
-
-impl FromStr for Priority {
-    type Err = UnknownPriority;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Priority::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| UnknownPriority(s.to_owned()))
-    }
-}
 
 /// Sizes and thresholds of the process's pools.
 ///
@@ -126,6 +61,11 @@ pub struct PoolConfig {
     pub memory_sample_interval: Duration,
 }
 
+impl PoolConfig {
+    /// Weight of a memory call that names none: 64 MiB.
+    pub const DEFAULT_MEMORY_WEIGHT: u64 = 64 << 20;
+}
+
 impl Default for PoolConfig {
     fn default() -> Self {
         Self {
@@ -133,7 +73,7 @@ impl Default for PoolConfig {
             io_concurrency: 1024,
             memory_budget: None,
             memory_budget_fraction: 0.5,
-            memory_default_weight: 64 << 20,
+            memory_default_weight: Self::DEFAULT_MEMORY_WEIGHT,
             memory_pressure_threshold: 0.8,
             memory_sample_interval: Duration::from_millis(500),
         }
@@ -146,17 +86,23 @@ pub struct Pools {
     cpu: cpu::CpuPool,
     io: io::IoPool,
     memory: Arc<memory::MemoryBudget>,
-    tasks: task::TaskTracker,
+    tasks: tasks::TaskTracker,
 }
 
+/// What the memory budget calls under pressure to free memory: removes expired cache
+/// entries and returns how many. The pools sit below the functions' caches, so the layer
+/// that owns both (the runtime) supplies it.
+pub type PurgeHook = Box<dyn Fn() -> u64 + Send + Sync>;
+
 impl Pools {
-    fn start(config: PoolConfig) -> Self {
-        Self {
+    /// Starts the pools. `purge` is called under memory pressure.
+    pub fn start(config: &PoolConfig, purge: PurgeHook) -> Arc<Self> {
+        Arc::new(Self {
             cpu: cpu::CpuPool::new(config.cpu_threads),
             io: io::IoPool::new(config.io_concurrency),
-            memory: memory::MemoryBudget::start(&config),
-            tasks: task::TaskTracker::default(),
-        }
+            memory: memory::MemoryBudget::start(config, purge),
+            tasks: tasks::TaskTracker::default(),
+        })
     }
 
     /// The CPU pool.
@@ -174,7 +120,8 @@ impl Pools {
         &self.memory
     }
 
-    pub(crate) fn tasks(&self) -> &task::TaskTracker {
+    /// The tasks submitted through the task API that have not finished.
+    pub fn tasks(&self) -> &tasks::TaskTracker {
         &self.tasks
     }
 
@@ -250,46 +197,8 @@ pub struct PoolsStats {
     pub memory_pressure: f64,
     /// Whether the budget is holding admissions because of pressure.
     pub memory_held: bool,
-    /// Tasks submitted through [`task`] that have not finished.
+    /// Tasks submitted through the task API that have not finished.
     pub tasks_running: usize,
-}
-
-static GLOBAL: OnceLock<Arc<Pools>> = OnceLock::new();
-
-/// `pool::init` was called after the pools had started.
-#[derive(Debug, thiserror::Error)]
-#[error("optimize's pools were already started (explicitly, or lazily by the first managed call); call pool::init before any managed function runs")]
-pub struct PoolsAlreadyStarted;
-
-/// Starts the pools with `config`. Must come before the first managed call.
-pub fn init(config: PoolConfig) -> Result<&'static Arc<Pools>, PoolsAlreadyStarted> {
-    let mut fresh = false;
-    let pools = GLOBAL.get_or_init(|| {
-        fresh = true;
-        Arc::new(Pools::start(config))
-    });
-    fresh.then_some(pools).ok_or(PoolsAlreadyStarted)
-}
-
-/// The process's pools: started by [`init`], or with the configuration in force
-/// ([`crate::config::global`]) on first use.
-pub fn global() -> &'static Arc<Pools> {
-    if let Some(pools) = GLOBAL.get() {
-        return pools;
-    }
-    // Resolving the configuration starts the pools with it.
-    crate::config::global();
-    GLOBAL.get_or_init(|| Arc::new(Pools::start(crate::config::global().pools.clone())))
-}
-
-/// The pools, if something has started them.
-pub fn global_if_started() -> Option<&'static Arc<Pools>> {
-    GLOBAL.get()
-}
-
-/// A snapshot of every pool's counters (starting the pools if needed).
-pub fn stats() -> PoolsStats {
-    global().stats()
 }
 
 /// Runs blocking work from sync code that may be on an async runtime's worker: under

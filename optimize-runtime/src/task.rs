@@ -3,7 +3,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use optimize_runtime::pool::task::{Task, TaskStatus};
+//! use optimize_runtime::task::{Task, TaskStatus};
 //! use optimize_runtime::pool::Priority;
 //!
 //! # #[tokio::main] async fn main() {
@@ -22,9 +22,7 @@
 //! that runtime's I/O resources), or on a small runtime of its own when submitted from a plain
 //! thread.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -32,56 +30,13 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use super::gate::Permit;
-use super::io::{Attempts, TimedOut};
-use super::{global, Priority};
-use crate::site::Kind;
+use crate::meta::{Kind, Priority};
+use crate::pool::gate::Permit;
+use crate::pool::io::{Attempts, TimedOut};
+use crate::pool::tasks::{TaskState, TaskTracker};
+use crate::pool::Pools;
 
-/// Where a task is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum TaskStatus {
-    /// Waiting for admission.
-    Queued,
-    /// An attempt is running.
-    Running,
-    /// An attempt failed; waiting for the next one.
-    Retrying,
-    /// Finished with a value.
-    Succeeded,
-    /// Finished with the task's error (after every retry).
-    Failed,
-    /// The last attempt ran out of time.
-    TimedOut,
-    /// Cancelled (by [`TaskHandle::cancel`] or by shutdown).
-    Cancelled,
-    /// The task panicked.
-    Panicked,
-    /// Refused: the pools were shut down.
-    Rejected,
-}
-
-impl TaskStatus {
-    const ALL: [TaskStatus; 9] = [
-        TaskStatus::Queued,
-        TaskStatus::Running,
-        TaskStatus::Retrying,
-        TaskStatus::Succeeded,
-        TaskStatus::Failed,
-        TaskStatus::TimedOut,
-        TaskStatus::Cancelled,
-        TaskStatus::Panicked,
-        TaskStatus::Rejected,
-    ];
-
-    /// Whether the task has ended.
-    pub fn is_finished(self) -> bool {
-        !matches!(
-            self,
-            TaskStatus::Queued | TaskStatus::Running | TaskStatus::Retrying
-        )
-    }
-}
+pub use crate::pool::tasks::TaskStatus;
 
 /// Why a task produced no value.
 #[derive(Debug, thiserror::Error)]
@@ -180,10 +135,10 @@ impl Task {
     {
         let f = Arc::new(Mutex::new(f));
         let task = self.clone();
-        self.submit(move |state| {
+        self.submit(move |pools, state| {
             let f = f.clone();
             let task = task.clone();
-            async move { task.attempt_closure(f, &state).await }
+            async move { task.attempt_closure(&pools, f, &state).await }
         })
     }
 
@@ -198,16 +153,15 @@ impl Task {
         E: Send + 'static,
     {
         let task = self.clone();
-        self.submit(move |state| {
+        self.submit(move |pools, state| {
             let fut = make();
             let task = task.clone();
-            async move { task.attempt_future(fut, &state).await }
+            async move { task.attempt_future(&pools, fut, &state).await }
         })
     }
 
     /// Waits for this task's pool to admit an attempt; `None` once the pools are shut down.
-    async fn admit(&self, state: &Shared) -> Option<Permit> {
-        let pools = global();
+    async fn admit(&self, pools: &Pools, state: &TaskState) -> Option<Permit> {
         let permit = match self.kind {
             Kind::Cpu => pools.cpu().gate().acquire(1, self.priority).await,
             Kind::Io => pools.io().gate().acquire(1, self.priority).await,
@@ -222,7 +176,12 @@ impl Task {
         Some(permit)
     }
 
-    async fn attempt_closure<T, E, F>(&self, f: Arc<Mutex<F>>, state: &Shared) -> Attempt<T, E>
+    async fn attempt_closure<T, E, F>(
+        &self,
+        pools: &Pools,
+        f: Arc<Mutex<F>>,
+        state: &TaskState,
+    ) -> Attempt<T, E>
     where
         F: FnMut() -> Result<T, E> + Send + 'static,
         T: Send + 'static,
@@ -232,11 +191,11 @@ impl Task {
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
             f()
         };
-        let Some(permit) = self.admit(state).await else {
+        let Some(permit) = self.admit(pools, state).await else {
             return Attempt::Rejected;
         };
         let joined = match self.kind {
-            Kind::Cpu => global().cpu().spawn_admitted(permit, call).await,
+            Kind::Cpu => pools.cpu().spawn_admitted(permit, call).await,
             // Closures of io and memory tasks may block: they get a blocking thread.
             Kind::Io | Kind::Memory => {
                 join(tokio::task::spawn_blocking(move || {
@@ -249,23 +208,28 @@ impl Task {
         Attempt::from(joined)
     }
 
-    async fn attempt_future<T, E, Fut>(&self, fut: Fut, state: &Shared) -> Attempt<T, E>
+    async fn attempt_future<T, E, Fut>(
+        &self,
+        pools: &Pools,
+        fut: Fut,
+        state: &TaskState,
+    ) -> Attempt<T, E>
     where
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
-        let Some(permit) = self.admit(state).await else {
+        let Some(permit) = self.admit(pools, state).await else {
             return Attempt::Rejected;
         };
         let joined = match self.kind {
             Kind::Cpu => {
                 let handle = Handle::current();
-                global()
+                pools
                     .cpu()
                     .spawn_admitted(permit, move || {
                         let _context = handle.enter();
-                        crate::cache::tiered::block_on(fut)
+                        crate::time::block_on(fut)
                     })
                     .await
             }
@@ -282,37 +246,40 @@ impl Task {
 
     fn submit<T, E, A, Fut>(self, mut attempt: A) -> TaskHandle<T, E>
     where
-        A: FnMut(Arc<Shared>) -> Fut + Send + 'static,
+        A: FnMut(Arc<Pools>, Arc<TaskState>) -> Fut + Send + 'static,
         Fut: Future<Output = Attempt<T, E>> + Send + 'static,
         T: Send + 'static,
         E: Send + 'static,
     {
-        let pools = global();
-        let tracker = pools.tasks();
-        let shared = Arc::new(Shared::default());
+        let pools = crate::runtime::get().pools().clone();
+        let tracker = pools.tasks().clone();
+        let shared = Arc::new(TaskState::default());
         let (tx, rx) = oneshot::channel();
-        let id = tracker.next_id.fetch_add(1, Relaxed);
+        let id = tracker.next_id();
         if pools.cpu().gate().is_closed() {
             shared.set(TaskStatus::Rejected);
             let _ = tx.send(Err(TaskError::Rejected));
-            return TaskHandle { id, shared, rx };
+            return TaskHandle {
+                id,
+                shared,
+                rx,
+                tracker,
+            };
         }
         let attempts = self.attempts;
         let state = shared.clone();
-        let guard = Running {
-            tracker: tracker.clone(),
-            id,
-        };
-        let driver = async move {
-            let _running = guard;
+        let driver = move |registered| async move {
+            let _registered = registered;
             let mut retry = 0;
             let result = loop {
-                state.attempts.fetch_add(1, Relaxed);
+                state.attempt_started();
                 let outcome = match attempts.timeout {
-                    Some(after) => tokio::time::timeout(after, attempt(state.clone()))
-                        .await
-                        .unwrap_or(Attempt::TimedOut(after)),
-                    None => attempt(state.clone()).await,
+                    Some(after) => {
+                        tokio::time::timeout(after, attempt(pools.clone(), state.clone()))
+                            .await
+                            .unwrap_or(Attempt::TimedOut(after))
+                    }
+                    None => attempt(pools.clone(), state.clone()).await,
                 };
                 let retryable = matches!(outcome, Attempt::Failed(_) | Attempt::TimedOut(_));
                 if retryable && retry < attempts.retries {
@@ -333,12 +300,15 @@ impl Task {
             });
             let _ = tx.send(result);
         };
-        // Held across the spawn: a driver that ends at once unregisters after this insert.
-        let mut running = tracker.lock();
-        let handle = driver_runtime().spawn(driver);
-        running.insert(id, (handle.abort_handle(), shared.clone()));
-        drop(running);
-        TaskHandle { id, shared, rx }
+        tracker.register(id, shared.clone(), |registered| {
+            driver_runtime().spawn(driver(registered)).abort_handle()
+        });
+        TaskHandle {
+            id,
+            shared,
+            rx,
+            tracker,
+        }
     }
 }
 
@@ -417,27 +387,13 @@ fn driver_runtime() -> Handle {
     })
 }
 
-#[derive(Default)]
-struct Shared {
-    status: AtomicU8,
-    attempts: AtomicU32,
-}
-
-impl Shared {
-    fn set(&self, status: TaskStatus) {
-        self.status.store(status as u8, Relaxed);
-    }
-    fn get(&self) -> TaskStatus {
-        TaskStatus::ALL[usize::from(self.status.load(Relaxed))]
-    }
-}
-
 /// A submitted task: its status, and its result once it ends.
 #[must_use = "dropping the handle does not cancel the task, but its result is lost"]
 pub struct TaskHandle<T, E> {
     id: u64,
-    shared: Arc<Shared>,
+    shared: Arc<TaskState>,
     rx: oneshot::Receiver<Result<T, TaskError<E>>>,
+    tracker: TaskTracker,
 }
 
 impl<T, E> std::fmt::Debug for TaskHandle<T, E> {
@@ -462,14 +418,14 @@ impl<T, E> TaskHandle<T, E> {
 
     /// Attempts started so far.
     pub fn attempts(&self) -> u32 {
-        self.shared.attempts.load(Relaxed)
+        self.shared.attempts()
     }
 
     /// Cancels the task: it leaves its queue, or its running future is dropped; a running
     /// closure cannot be interrupted and finishes in the background with its result
     /// discarded. `false` if the task had already ended.
     pub fn cancel(&self) -> bool {
-        global().tasks().cancel(self.id)
+        self.tracker.cancel(self.id)
     }
 
     /// The task's result.
@@ -480,65 +436,7 @@ impl<T, E> TaskHandle<T, E> {
     /// The task's result, blocking this thread. Do not call it on the runtime thread that
     /// drives the task (use [`TaskHandle::join`] there).
     pub fn wait(self) -> Result<T, TaskError<E>> {
-        super::blocking(|| crate::cache::tiered::block_on(self.rx))
+        crate::pool::blocking(|| crate::time::block_on(self.rx))
             .unwrap_or(Err(TaskError::Cancelled))
-    }
-}
-
-/// Each running task's abort handle and shared state, by id.
-type RunningTasks = HashMap<u64, (AbortHandle, Arc<Shared>)>;
-
-/// Tasks that have not ended, for shutdown and statistics.
-#[derive(Clone, Default)]
-pub(crate) struct TaskTracker {
-    running: Arc<Mutex<RunningTasks>>,
-    next_id: Arc<AtomicU64>,
-}
-
-impl std::fmt::Debug for TaskTracker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskTracker")
-            .field("running", &self.running())
-            .finish()
-    }
-}
-
-impl TaskTracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, RunningTasks> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn running(&self) -> usize {
-        self.lock().len()
-    }
-
-    fn cancel(&self, id: u64) -> bool {
-        let Some((abort, shared)) = self.lock().remove(&id) else {
-            return false;
-        };
-        shared.set(TaskStatus::Cancelled);
-        abort.abort();
-        true
-    }
-
-    pub(crate) fn cancel_all(&self) -> usize {
-        let all: Vec<_> = self.lock().drain().collect();
-        for (_, (abort, shared)) in &all {
-            shared.set(TaskStatus::Cancelled);
-            abort.abort();
-        }
-        all.len()
-    }
-}
-
-/// Unregisters a task when its driver ends or is dropped.
-struct Running {
-    tracker: TaskTracker,
-    id: u64,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.tracker.lock().remove(&self.id);
     }
 }

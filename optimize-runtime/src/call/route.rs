@@ -3,12 +3,9 @@
 //! the attribute wrapped and decides where and when it runs.
 
 use std::future::Future;
-use std::sync::Arc;
 
-use super::Site;
-use crate::pool::gate::Gate;
 use crate::pool::io::{self, AttemptObserver, Attempts, IoGates, TimedOut};
-use crate::pool::{self, Priority};
+use crate::site::Site;
 
 impl AttemptObserver for Site {
     fn timed_out(&self) {
@@ -22,44 +19,11 @@ impl AttemptObserver for Site {
 }
 
 impl Site {
-    /// Admission priority (`priority = "..."`, default `normal`): where the function's calls
-    /// queue at the CPU pool, the io limits or the memory budget.
-    pub fn priority(&self) -> Priority {
-        self.overrides.priority.unwrap_or(self.meta.priority)
-    }
-
-    /// Timeout, retries and backoff of each call.
-    pub fn attempts(&self) -> Attempts {
-        Attempts {
-            timeout: self.meta.timeout,
-            retries: self.meta.retries,
-            backoff: self.meta.backoff.unwrap_or(Attempts::DEFAULT_BACKOFF),
-        }
-    }
-
-    /// The `concurrency = N` limit: calls of this function running at once.
-    pub fn concurrency(&self) -> Option<u64> {
-        self.overrides.concurrency.or(self.meta.concurrency)
-    }
-
-    /// Bytes a call reserves from the memory budget (`mem = "..."`, else the budget's default).
-    pub fn mem(&self) -> u64 {
-        self.meta
-            .mem
-            .unwrap_or_else(|| pool::global().memory().default_weight())
-    }
-
-    fn concurrency_gate(&self) -> Option<&Arc<Gate>> {
-        self.concurrency
-            .get_or_init(|| self.concurrency().map(Gate::new))
-            .as_ref()
-    }
-
     fn io_gates(&self) -> IoGates<'_> {
         IoGates {
-            global: pool::global().io().gate(),
-            local: self.concurrency_gate(),
-            priority: self.priority(),
+            global: self.env.pools.io().gate(),
+            local: self.concurrency.as_ref(),
+            priority: self.settings.priority,
         }
     }
 
@@ -67,7 +31,7 @@ impl Site {
     /// multi-thread tokio worker.
     #[doc(hidden)]
     pub fn io_sync_once<R>(&self, body: impl FnOnce() -> R) -> R {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return body();
         }
         let mut body = Some(body);
@@ -79,12 +43,12 @@ impl Site {
     /// A sync io body retried while `should_retry` says so.
     #[doc(hidden)]
     pub fn io_sync<R>(&self, should_retry: fn(&R) -> bool, mut attempt: impl FnMut() -> R) -> R {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return attempt();
         }
         io::run_sync(
             self.io_gates(),
-            self.attempts(),
+            self.settings.attempts,
             Some(should_retry),
             self,
             attempt,
@@ -98,13 +62,13 @@ impl Site {
         on_timeout: Option<fn(TimedOut) -> R>,
         body: impl Future<Output = R>,
     ) -> R {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return body.await;
         }
         let mut body = Some(body);
         let attempts = Attempts {
             retries: 0,
-            ..self.attempts()
+            ..self.settings.attempts
         };
         io::run_async(
             self.io_gates(),
@@ -126,12 +90,12 @@ impl Site {
         should_retry: fn(&R) -> bool,
         mut attempt: impl FnMut() -> Fut,
     ) -> R {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return attempt().await;
         }
         io::run_async(
             self.io_gates(),
-            self.attempts(),
+            self.settings.attempts,
             &self.path,
             on_timeout,
             Some(should_retry),
@@ -145,10 +109,10 @@ impl Site {
     /// thread.
     #[doc(hidden)]
     pub fn cpu_sync<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return body();
         }
-        pool::global().cpu().run(self.priority(), body)
+        self.env.pools.cpu().run(self.settings.priority, body)
     }
 
     /// An async cpu body with owned arguments: run on the CPU pool while the caller's task
@@ -158,10 +122,14 @@ impl Site {
         &self,
         body: impl FnOnce() -> R + Send + 'static,
     ) -> R {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return body();
         }
-        pool::global().cpu().run_async(self.priority(), body).await
+        self.env
+            .pools
+            .cpu()
+            .run_async(self.settings.priority, body)
+            .await
     }
 
     /// An async cpu body that borrows its arguments: it cannot outlive the call, so the
@@ -174,23 +142,25 @@ impl Site {
     /// A sync memory body: run in place once the memory budget admits it.
     #[doc(hidden)]
     pub fn memory_sync<R>(&self, body: impl FnOnce() -> R) -> R {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return body();
         }
-        pool::global()
+        self.env
+            .pools
             .memory()
-            .run(Some(self.mem()), self.priority(), body)
+            .run(Some(self.settings.mem), self.settings.priority, body)
     }
 
     /// An async memory body: awaited once the memory budget admits it.
     #[doc(hidden)]
     pub async fn memory_async<F: Future>(&self, body: F) -> F::Output {
-        if !self.enabled() {
+        if !self.settings.enabled {
             return body.await;
         }
-        pool::global()
+        self.env
+            .pools
             .memory()
-            .run_async(Some(self.mem()), self.priority(), body)
+            .run_async(Some(self.settings.mem), self.settings.priority, body)
             .await
     }
 }

@@ -1,0 +1,235 @@
+//! One function's typed cache: its L1 store, its in-progress computations and its view of
+//! the shared tiers. The cross-tier lookup, promotion, storing and demotion happen here;
+//! the call engine only decides when to ask.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::l1::{EngineKind, EvictionHandler, L1Options, L1Store};
+use crate::cache::shared::{Found, SharedOptions, SharedStore, ValueCodec};
+use crate::cache::tiered::Tiers;
+use crate::cache::Tier;
+use crate::codec::EnvelopeOptions;
+use crate::flight::Flights;
+use crate::key::{ArgsKey, KeyLayout};
+use crate::meta::TierSet;
+use crate::policy::CacheValue;
+use crate::stats::Outcome;
+use crate::time::{unix_ms, Clock};
+
+/// What a function's store is built from: its resolved settings, nothing read later.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Which tiers the function may use.
+    pub tiers: TierSet,
+    /// L1 capacity (entries, or bytes when `weigh_by_size`).
+    pub capacity: u64,
+    /// L1 expiry.
+    pub ttl: Option<Duration>,
+    /// Expiry in L2.
+    pub l2_ttl: Option<Duration>,
+    /// Expiry in L3.
+    pub l3_ttl: Option<Duration>,
+    /// The L1 engine.
+    pub engine: EngineKind,
+    /// Weigh L1 values by their encoded size (memory functions), so capacity counts bytes.
+    pub weigh_by_size: bool,
+    /// Write L1 capacity evictions to L3.
+    pub demote: bool,
+    /// The function's own compression threshold, over the tiers' default.
+    pub compress_above: Option<u32>,
+    /// Schema hash checked on every read.
+    pub schema: u64,
+}
+
+/// Called for every L1 capacity eviction (the function counts them).
+pub type EvictionCounter = Arc<dyn Fn() + Send + Sync>;
+
+/// One function's cache for values of type `V`.
+pub struct FnStore<V> {
+    l1: Option<L1Store<V>>,
+    flights: Flights<V>,
+    shared: Option<Arc<SharedStore<V>>>,
+    keys: Arc<KeyLayout>,
+    clock: Clock,
+}
+
+/// A found value and the outcome it counts as.
+pub type Served<V> = (V, Outcome);
+
+impl<V: CacheValue> FnStore<V> {
+    /// Builds the store: L1 when wanted, shared tiers when wanted, configured and `codec`
+    /// exists (the value type is serializable).
+    pub fn new(
+        options: &StoreOptions,
+        codec: Option<ValueCodec<V>>,
+        tiers: &Arc<Tiers>,
+        keys: Arc<KeyLayout>,
+        clock: Clock,
+        on_evict: EvictionCounter,
+    ) -> Self {
+        let wanted = options.tiers;
+        let shared = codec
+            .filter(|_| wanted.l2 || wanted.l3)
+            .and_then(|codec| {
+                let mut envelope: EnvelopeOptions = tiers.config().envelope;
+                if let Some(threshold) = options.compress_above {
+                    envelope.compress_threshold = threshold as usize;
+                }
+                let shared = SharedOptions {
+                    l2: wanted.l2,
+                    l3: wanted.l3,
+                    l2_ttl: options.l2_ttl,
+                    l3_ttl: options.l3_ttl,
+                    envelope,
+                };
+                SharedStore::new(tiers.clone(), codec, shared, options.schema)
+            })
+            .map(Arc::new);
+        let l1 = wanted.l1.then(|| {
+            let l1_options = L1Options {
+                capacity: options.capacity,
+                ttl: options.ttl,
+                engine: options.engine,
+            };
+            let handler = eviction_handler(
+                on_evict,
+                shared.clone().filter(|_| options.demote),
+                keys.clone(),
+                clock.clone(),
+            );
+            if options.weigh_by_size {
+                let size = codec.map_or(stack_size::<V> as fn(&V) -> u64, |c| c.size_fn());
+                L1Store::weighed(l1_options, clock.clone(), Some(handler), size)
+            } else {
+                L1Store::with_eviction(l1_options, clock.clone(), handler)
+            }
+        });
+        Self {
+            l1,
+            flights: Flights::new(),
+            shared,
+            keys,
+            clock,
+        }
+    }
+
+    /// The in-progress computations.
+    #[inline]
+    pub fn flights(&self) -> &Flights<V> {
+        &self.flights
+    }
+
+    /// A live L1 entry.
+    #[inline]
+    pub fn l1_hit(&self, key: ArgsKey) -> Option<V> {
+        self.l1.as_ref()?.get_live(key)
+    }
+
+    /// What a new leader finds before running the body: a value in L1 (put there by a leader
+    /// that finished just before this one joined) or in a shared tier, promoted to the other
+    /// shared tier and to L1. Also returns the shared-tier key, built once per miss, for
+    /// storing a computed value.
+    pub async fn lookup(&self, key: ArgsKey) -> (Option<Served<V>>, Option<String>) {
+        if let Some(v) = self.l1_hit(key) {
+            return (Some((v, Outcome::HitL1)), None);
+        }
+        let Some(shared) = &self.shared else {
+            return (None, None);
+        };
+        let full = self.keys.key(key);
+        let found = shared.lookup(&full).await;
+        let served = found.map(|f| self.accept(key, &full, f));
+        (served, Some(full))
+    }
+
+    /// Fills L1 and the other shared tier from a shared-tier hit.
+    fn accept(&self, key: ArgsKey, full_key: &str, found: Found<V>) -> Served<V> {
+        if let Some(shared) = &self.shared {
+            shared.promote(full_key, &found);
+        }
+        if let Some(l1) = &self.l1 {
+            let remaining = (found.expires_at_ms != 0)
+                .then(|| Duration::from_millis(found.expires_at_ms.saturating_sub(unix_ms())));
+            l1.insert_within(key, found.value.clone(), self.clock.now_nanos(), remaining);
+        }
+        let outcome = match found.tier {
+            Tier::L3 => Outcome::HitL3,
+            _ => Outcome::HitL2,
+        };
+        (found.value, outcome)
+    }
+
+    /// Stores a computed value: queued for the shared tiers, then in L1 (before the flight
+    /// completes, so callers arriving after it hit L1). `full_key` is the one
+    /// [`FnStore::lookup`] returned, or `None` to build it here.
+    pub fn store(&self, key: ArgsKey, full_key: Option<String>, value: &V) {
+        if let Some(shared) = &self.shared {
+            shared.store(full_key.unwrap_or_else(|| self.keys.key(key)), value);
+        }
+        if let Some(l1) = &self.l1 {
+            l1.insert(key, value.clone(), self.clock.now_nanos());
+        }
+    }
+}
+
+/// Counts L1 capacity evictions and, with shared tiers and demotion on, writes the entries to
+/// L3 (through the write-behind queue; never from inside the engine's callback itself).
+fn eviction_handler<V: Send + 'static>(
+    count: EvictionCounter,
+    demote_to: Option<Arc<SharedStore<V>>>,
+    keys: Arc<KeyLayout>,
+    clock: Clock,
+) -> EvictionHandler<V> {
+    Arc::new(move |key, entry| {
+        count();
+        let Some(shared) = &demote_to else {
+            return;
+        };
+        let expires_at_ms = match entry.expires_at {
+            0 => 0,
+            deadline => {
+                let left = deadline.saturating_sub(clock.now_nanos()) / 1_000_000;
+                unix_ms().saturating_add(left)
+            }
+        };
+        shared.demote(keys.key(key), entry.value, expires_at_ms);
+    })
+}
+
+fn stack_size<V>(_: &V) -> u64 {
+    std::mem::size_of::<V>() as u64
+}
+
+/// What a function's handle needs from its store without knowing the value type.
+pub trait AnyStore: Send + Sync {
+    /// Removes one L1 entry; whether it was there.
+    fn remove(&self, key: ArgsKey) -> bool;
+    /// Empties L1.
+    fn clear(&self);
+    /// L1 entries.
+    fn len(&self) -> u64;
+    /// Whether L1 is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Removes expired L1 entries; how many.
+    fn purge_expired(&self) -> u64;
+}
+
+impl<V: CacheValue> AnyStore for FnStore<V> {
+    fn remove(&self, key: ArgsKey) -> bool {
+        self.l1.as_ref().is_some_and(|l1| l1.remove(key))
+    }
+    fn clear(&self) {
+        if let Some(l1) = &self.l1 {
+            l1.clear();
+        }
+    }
+    fn len(&self) -> u64 {
+        self.l1.as_ref().map_or(0, L1Store::len)
+    }
+    fn purge_expired(&self) -> u64 {
+        self.l1.as_ref().map_or(0, L1Store::purge_expired)
+    }
+}

@@ -1,0 +1,444 @@
+//! The call engine (design §2): what a managed call does between the generated wrapper and
+//! the function's [`Site`]. Generated code reaches it through `__private`.
+//!
+//! The sync and async paths differ only in how they wait (a parked thread or an awaited
+//! future) and how they run the body; every decision after that — what a result means, what
+//! is stored, what is recorded and traced — is one function used by both, so they cannot
+//! drift apart.
+
+mod route;
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use crate::cache::shared::ValueCodec;
+use crate::cache::store::FnStore;
+use crate::flight::{Lead, Role, Settled, Waited};
+use crate::key::ArgsKey;
+use crate::meta::SiteMeta;
+use crate::policy::{CacheValue, ReturnPolicy};
+use crate::site::Site;
+use crate::stats::Outcome;
+use crate::time::block_on;
+
+/// A static slot the generated code holds; resolves to the function's one [`Site`].
+///
+/// A function and its generated companions (`name_cache()`, `name_invalidate(..)`) each hold
+/// a slot with the same [`SiteMeta::id`]; the runtime's registry hands all of them the same
+/// `Site`.
+#[doc(hidden)]
+pub struct SiteSlot {
+    meta: &'static SiteMeta,
+    site: OnceLock<&'static Site>,
+}
+
+impl SiteSlot {
+    /// A slot for the function described by `meta`.
+    pub const fn new(meta: &'static SiteMeta) -> Self {
+        Self {
+            meta,
+            site: OnceLock::new(),
+        }
+    }
+
+    /// The function's site. `owner` is `type_name::<Self>` for methods, so their path names
+    /// the type they belong to. The first use of any slot starts the runtime (the lazy
+    /// default) if nothing was installed.
+    #[inline]
+    pub fn get(&'static self, owner: Option<fn() -> &'static str>) -> &'static Site {
+        self.site
+            .get_or_init(|| crate::runtime::get().registry().site_for(self.meta, owner))
+    }
+}
+
+/// What happened to a call that waited on another caller's computation.
+enum AfterWait<O> {
+    /// Done: the shared value, or the leader's panic re-raised.
+    Done(O),
+    /// The leader's result was not shareable (`Err`/`None`): run this caller's own body.
+    RunOwn,
+}
+
+impl Site {
+    /// Records an L1 hit: timed only when the call was sampled (`start` is `Some`).
+    #[inline]
+    fn record_l1_hit(&self, start: Option<u64>) {
+        match start {
+            Some(start) => {
+                let took = self.now().saturating_sub(start);
+                self.recorder.record_sampled(Outcome::HitL1, took);
+                self.trace_call(Outcome::HitL1, took);
+            }
+            None => {
+                self.recorder.record_untimed(Outcome::HitL1);
+                tracing::debug!(target: "optimize::call", r#fn = %self.path, kind = self.meta.kind.as_str(), outcome = "hit_l1");
+            }
+        }
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        self.env.clock.now_nanos()
+    }
+
+    /// Records a call that was timed, and traces it.
+    #[inline]
+    fn record(&self, outcome: Outcome, total: u64, compute: u64) {
+        self.recorder.record(outcome, total, compute);
+        self.trace_call(outcome, total);
+    }
+
+    /// One `debug` event per call (target `optimize::call`) and an `info` event for calls
+    /// slower than [`crate::stats::set_slow_call_threshold`] (target `optimize::slow`).
+    #[inline]
+    fn trace_call(&self, outcome: Outcome, nanos: u64) {
+        let kind = self.meta.kind.as_str();
+        let micros = nanos / 1000;
+        tracing::debug!(target: "optimize::call", r#fn = %self.path, kind, outcome = outcome.as_str(), micros);
+        if nanos >= crate::stats::slow_call_nanos() {
+            tracing::info!(target: "optimize::slow", r#fn = %self.path, kind, outcome = outcome.as_str(), micros, "slow call");
+        }
+    }
+
+    /// Shares a value the leader found instead of computing, and records the hit.
+    fn serve_found<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        lead: Lead<'_, P::Cached>,
+        value: P::Cached,
+        outcome: Outcome,
+        start: u64,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        lead.complete_with(|| Settled::Value(value.clone()));
+        self.record(outcome, self.now().saturating_sub(start), 0);
+        policy.rebuild(value)
+    }
+
+    /// Runs a sync call through the cache.
+    #[doc(hidden)]
+    #[inline]
+    pub fn call_sync<P: ReturnPolicy>(
+        &'static self,
+        policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
+        key: Option<ArgsKey>,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        if !self.settings.enabled {
+            return self.call_measured_sync(policy, body);
+        }
+        // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
+        let sampled = crate::stats::sample_this_call().then(|| self.now());
+        let Some(key) = key else {
+            let start = sampled.unwrap_or_else(|| self.now());
+            return self.run_own_sync(policy, start, body);
+        };
+        let store = self.store::<P::Cached>(codec);
+        if let Some(v) = store.l1_hit(key) {
+            self.record_l1_hit(sampled);
+            return policy.rebuild(v);
+        }
+        let start = sampled.unwrap_or_else(|| self.now());
+        loop {
+            match store.flights().join(key) {
+                Role::Leader(lead) => {
+                    let (found, full_key) = block_on(store.lookup(key));
+                    if let Some((v, outcome)) = found {
+                        return self.serve_found(policy, lead, v, outcome, start);
+                    }
+                    let compute_start = self.now();
+                    let panic = PanicRecorder::new(self, start, compute_start);
+                    let out = lead.run(body);
+                    panic.disarm();
+                    return self.settle(
+                        policy,
+                        store,
+                        key,
+                        full_key,
+                        lead,
+                        out,
+                        start,
+                        compute_start,
+                    );
+                }
+                Role::Waiter(wait) => match wait.wait_blocking(&self.path) {
+                    Waited::Retry => continue,
+                    Waited::Settled(settled) => {
+                        return match self.after_wait(policy, settled, start) {
+                            AfterWait::Done(out) => out,
+                            AfterWait::RunOwn => self.run_own_sync(policy, start, body),
+                        };
+                    }
+                },
+            }
+        }
+    }
+
+    /// Runs an async call through the cache.
+    #[doc(hidden)]
+    pub async fn call_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &'static self,
+        policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
+        key: Option<ArgsKey>,
+        body: F,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        if !self.settings.enabled {
+            return self.call_measured_async(policy, body).await;
+        }
+        let sampled = crate::stats::sample_this_call().then(|| self.now());
+        let Some(key) = key else {
+            let start = sampled.unwrap_or_else(|| self.now());
+            return self.run_own_async(policy, start, body).await;
+        };
+        let store = self.store::<P::Cached>(codec);
+        if let Some(v) = store.l1_hit(key) {
+            self.record_l1_hit(sampled);
+            return policy.rebuild(v);
+        }
+        let start = sampled.unwrap_or_else(|| self.now());
+        loop {
+            match store.flights().join(key) {
+                Role::Leader(lead) => {
+                    let (found, full_key) = store.lookup(key).await;
+                    if let Some((v, outcome)) = found {
+                        return self.serve_found(policy, lead, v, outcome, start);
+                    }
+                    let compute_start = self.now();
+                    let out = {
+                        let panic = PanicRecorder::new(self, start, compute_start);
+                        let out = lead.run_async(body).await;
+                        panic.disarm();
+                        out
+                    };
+                    return self.settle(
+                        policy,
+                        store,
+                        key,
+                        full_key,
+                        lead,
+                        out,
+                        start,
+                        compute_start,
+                    );
+                }
+                Role::Waiter(wait) => match wait.wait(&self.path).await {
+                    Waited::Retry => continue,
+                    Waited::Settled(settled) => {
+                        return match self.after_wait(policy, settled, start) {
+                            AfterWait::Done(out) => out,
+                            AfterWait::RunOwn => self.run_own_async(policy, start, body).await,
+                        };
+                    }
+                },
+            }
+        }
+    }
+
+    /// Runs a sync call of a function with `cache = false`: measured, never cached or shared.
+    #[doc(hidden)]
+    pub fn call_measured_sync<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output {
+        let start = self.now();
+        let guard = PanicRecorder::new(self, start, start);
+        let out = body();
+        guard.disarm();
+        self.record_measured(policy, &out, start);
+        out
+    }
+
+    /// Runs an async call of a function with `cache = false`: measured, never cached or shared.
+    #[doc(hidden)]
+    pub async fn call_measured_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &self,
+        policy: P,
+        body: F,
+    ) -> P::Output {
+        let start = self.now();
+        let guard = PanicRecorder::new(self, start, start);
+        let out = body.await;
+        guard.disarm();
+        self.record_measured(policy, &out, start);
+        out
+    }
+
+    fn record_measured<P: ReturnPolicy>(&self, policy: P, out: &P::Output, start: u64) {
+        let took = self.now().saturating_sub(start);
+        let outcome = if policy.is_failure(out) {
+            Outcome::Failed
+        } else {
+            Outcome::Executed
+        };
+        self.record(outcome, took, took);
+    }
+
+    /// Stores the leader's result, releases the waiters and records the call.
+    #[allow(clippy::too_many_arguments)]
+    fn settle<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        store: &FnStore<P::Cached>,
+        key: ArgsKey,
+        full_key: Option<String>,
+        lead: Lead<'_, P::Cached>,
+        out: P::Output,
+        start: u64,
+        compute_start: u64,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        let outcome = match policy.to_cache(&out) {
+            Some(cached) => {
+                store.store(key, full_key, &cached);
+                lead.complete_with(|| Settled::Value(cached));
+                Outcome::Computed
+            }
+            None => {
+                lead.complete(Settled::NotShared);
+                Outcome::Uncached
+            }
+        };
+        let now = self.now();
+        self.record(
+            outcome,
+            now.saturating_sub(start),
+            now.saturating_sub(compute_start),
+        );
+        out
+    }
+
+    /// A waiter's end: share the value, re-raise the panic, or run its own body.
+    fn after_wait<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        settled: Settled<P::Cached>,
+        start: u64,
+    ) -> AfterWait<P::Output>
+    where
+        P::Cached: CacheValue,
+    {
+        match settled {
+            Settled::Value(v) => {
+                self.record(Outcome::Coalesced, self.now().saturating_sub(start), 0);
+                AfterWait::Done(policy.rebuild(v))
+            }
+            Settled::NotShared => AfterWait::RunOwn,
+            Settled::Panicked => self.leader_panicked(start),
+        }
+    }
+
+    /// Runs the caller's own body outside any flight (no key, or after an unshareable result).
+    fn run_own_sync<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        start: u64,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        let compute_start = self.now();
+        let guard = PanicRecorder::new(self, start, compute_start);
+        let out = body();
+        guard.disarm();
+        self.finish_own(policy, out, start, compute_start)
+    }
+
+    async fn run_own_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &self,
+        policy: P,
+        start: u64,
+        body: F,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        let compute_start = self.now();
+        let guard = PanicRecorder::new(self, start, compute_start);
+        let out = body.await;
+        guard.disarm();
+        self.finish_own(policy, out, start, compute_start)
+    }
+
+    fn finish_own<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        out: P::Output,
+        start: u64,
+        compute_start: u64,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        let now = self.now();
+        let outcome = if policy.to_cache(&out).is_some() {
+            Outcome::Computed
+        } else {
+            Outcome::Uncached
+        };
+        self.record(
+            outcome,
+            now.saturating_sub(start),
+            now.saturating_sub(compute_start),
+        );
+        out
+    }
+
+    fn leader_panicked(&self, start: u64) -> ! {
+        self.record(Outcome::Panicked, self.now().saturating_sub(start), 0);
+        panic!(
+            "optimize: the call of `{}` this caller was waiting for panicked; see that panic \
+             for the cause",
+            self.path
+        );
+    }
+}
+
+/// Records a `panic` outcome if the body unwinds before [`PanicRecorder::disarm`].
+struct PanicRecorder<'a> {
+    site: &'a Site,
+    start: u64,
+    compute_start: u64,
+    armed: bool,
+}
+
+impl<'a> PanicRecorder<'a> {
+    fn new(site: &'a Site, start: u64, compute_start: u64) -> Self {
+        Self {
+            site,
+            start,
+            compute_start,
+            armed: true,
+        }
+    }
+
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for PanicRecorder<'_> {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            let now = self.site.now();
+            self.site.record(
+                Outcome::Panicked,
+                now.saturating_sub(self.start),
+                now.saturating_sub(self.compute_start),
+            );
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! The one owner of process state: the resolved configuration, the clock, the registry of
+//! managed functions, the shared tiers, the pools and the monitor.
+//!
+//! It is created once, by [`install`] or lazily by the first managed call, and nothing below
+//! it looks it up: each part is handed what it needs when the runtime builds it (sites get
+//! the clock, tiers and pools; the memory budget gets a purge hook; the monitor gets its
+//! sources). docs/architecture.md draws the layers.
+//!
+//! ```
+//! use optimize::config::{Config, Level};
+//!
+//! let guard = optimize::install(Config::builder().without_file().level(Level::Basic))
+//!     .expect("valid configuration, installed once before any managed call");
+//! assert_eq!(guard.runtime().config().level, Level::Basic);
+//! // Dropping the guard at the end of `main` flushes queued writes and stops the pools.
+//! ```
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::time::Duration;
+
+use crate::cache::tiered::Tiers;
+use crate::config::{Config, ConfigBuilder, ConfigError, Problem};
+use crate::monitor::alert::Rule;
+use crate::monitor::{Health, Monitor, MonitorError, Snapshot, Sources};
+use crate::pool::{Pools, ShutdownReport};
+use crate::registry::{self, Registry, FUNCTIONS};
+use crate::site::{Settings, Site, SiteEnv};
+use crate::time::Clock;
+
+/// The process's optimize runtime. Reach it with [`runtime`] or [`Runtime::current`].
+pub struct Runtime {
+    config: Config,
+    registry: Arc<Registry>,
+    tiers: Arc<Tiers>,
+    pools: Arc<Pools>,
+    monitor: Option<Arc<Monitor>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("config", &self.config)
+            .field("registry", &self.registry)
+            .field("tiers", &self.tiers)
+            .field("monitor", &self.monitor)
+            .finish_non_exhaustive()
+    }
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// Serialises the two ways of creating the runtime (install and the lazy default), so the
+/// tiers, pools and monitor are started once.
+static STARTING: Mutex<()> = Mutex::new(());
+
+/// Why [`install`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The configuration is invalid (every problem, each naming its source and key).
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The runtime exists already: installed before, or started lazily by a managed call.
+    #[error("optimize is already running (installed earlier, or started lazily by the first managed call); install once, at start-up, before any managed function runs")]
+    AlreadyInstalled,
+    /// The monitor could not start (its HTTP address is taken, say).
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+}
+
+/// Resolves `builder` (defaults ← level ← file ← environment ← builder), checks it against
+/// every managed function, and starts the runtime with it: the shared tiers, the pools and,
+/// when configured, the monitor. Once per process, before any managed function runs.
+///
+/// Returns a guard: dropping it flushes queued shared-tier writes and shuts the pools and
+/// monitor down (as [`shutdown`] does), so keep it alive for the life of `main`.
+///
+/// ```no_run
+/// use optimize::config::{Config, Level};
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let _optimize = optimize::install(Config::builder().level(Level::Ultra))?;
+///     // ... the application ...
+///     Ok(())
+/// }
+/// ```
+pub fn install(builder: ConfigBuilder) -> Result<RuntimeGuard, InstallError> {
+    let _one = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+    if RUNTIME.get().is_some() {
+        return Err(InstallError::AlreadyInstalled);
+    }
+    let config = builder.resolve()?;
+    let problems = unknown_functions(&config);
+    if !problems.is_empty() {
+        return Err(ConfigError(problems).into());
+    }
+    let runtime = Runtime::start(config, true)?;
+    if RUNTIME.set(runtime).is_err() {
+        unreachable!("the runtime is only set while STARTING is held, and was checked unset");
+    }
+    Ok(RuntimeGuard { _private: () })
+}
+
+/// The runtime: the installed one, or the lazy default started now (from defaults, the
+/// level, the file and the environment) when nothing was installed.
+///
+/// The lazy default never fails: an invalid configuration is reported (to the tracing
+/// subscriber, or to stderr when none is listening) and the defaults are used. Install the
+/// configuration at start-up to fail fast instead.
+///
+/// ```
+/// #[optimize::io]
+/// fn answer() -> u32 {
+///     42
+/// }
+///
+/// // Every managed function is known before its first call.
+/// assert!(optimize::runtime().sites().iter().any(|s| s.path().ends_with("::answer")));
+/// ```
+#[inline]
+pub fn runtime() -> &'static Runtime {
+    match RUNTIME.get() {
+        Some(rt) => rt,
+        None => start_lazily(),
+    }
+}
+
+/// [`runtime`] for the crate's own use (the call engine and the task API).
+#[inline]
+pub(crate) fn get() -> &'static Runtime {
+    runtime()
+}
+
+#[cold]
+fn start_lazily() -> &'static Runtime {
+    let _one = STARTING.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(rt) = RUNTIME.get() {
+        return rt;
+    }
+    let config = ConfigBuilder::default()
+        .resolve_as(false)
+        .and_then(|config| match unknown_functions(&config) {
+            problems if problems.is_empty() => Ok(config),
+            problems => Err(ConfigError(problems)),
+        })
+        .unwrap_or_else(|e| {
+            report_lazy_problem(&e);
+            ConfigBuilder::default()
+                .without_file()
+                .environment(Vec::<(String, String)>::new())
+                .resolve_as(false)
+                .unwrap_or_default()
+        });
+    let runtime = match Runtime::start(config, false) {
+        Ok(runtime) => runtime,
+        Err(e) => unreachable!("a lazily started runtime reports its problems instead: {e}"),
+    };
+    RUNTIME.get_or_init(|| runtime)
+}
+
+/// An invalid configuration found by the lazy default: logged, and printed to stderr once
+/// when no tracing subscriber would show it.
+fn report_lazy_problem(e: &ConfigError) {
+    tracing::error!(error = %e, "optimize: using the default configuration");
+    if !tracing::dispatcher::has_been_set() {
+        eprintln!("optimize: using the default configuration because: {e}");
+    }
+}
+
+/// A `[functions."path"]` table or builder override that names no managed function.
+fn unknown_functions(config: &Config) -> Vec<Problem> {
+    let metas: Vec<_> = FUNCTIONS.iter().collect();
+    let candidates: Vec<String> = metas.iter().map(|m| registry::shown_path(m)).collect();
+    config.unknown_functions(
+        |path| metas.iter().any(|m| registry::may_be_path_of(m, path)),
+        &candidates,
+    )
+}
+
+impl Runtime {
+    /// The runtime if it has started (installed or lazily), without starting it.
+    pub fn current() -> Option<&'static Runtime> {
+        RUNTIME.get()
+    }
+
+    /// Starts every part from `config`. `strict`: a monitor that cannot start is an error
+    /// (install) rather than a logged problem (the lazy default).
+    fn start(config: Config, strict: bool) -> Result<Self, InstallError> {
+        let clock = config.clock.clone();
+        crate::stats::set_recording(config.recording);
+        crate::stats::set_slow_call_threshold(config.slow_call);
+        let tiers = Tiers::start(config.tier_config(), clock.clone());
+        // The memory budget purges expired entries under pressure; the registry, which it
+        // must not know, is handed to its hook once it exists.
+        let purge_target: Arc<OnceLock<Weak<Registry>>> = Arc::default();
+        let hook_target = purge_target.clone();
+        let pools = Pools::start(
+            &config.pools,
+            Box::new(move || {
+                hook_target
+                    .get()
+                    .and_then(Weak::upgrade)
+                    .map_or(0, |r| r.purge_expired())
+            }),
+        );
+        let env = SiteEnv {
+            clock: clock.clone(),
+            tiers: tiers.clone(),
+            pools: pools.clone(),
+        };
+        let defaults = config.fn_defaults();
+        let overrides = config.functions.clone();
+        let registry = Arc::new(Registry::new(
+            FUNCTIONS.iter(),
+            Box::new(move |meta, path| {
+                let o = overrides.get(&path).cloned().unwrap_or_default();
+                let settings = Settings::resolve(meta, &o, &defaults);
+                Site::new(meta, path, settings, env.clone())
+            }),
+        ));
+        let _ = purge_target.set(Arc::downgrade(&registry));
+        let monitor = if config.monitor_enabled {
+            let sources = Sources {
+                registry: registry.clone(),
+                tiers: tiers.clone(),
+                pools: pools.clone(),
+                clock,
+            };
+            match Monitor::start(config.monitor_config(), sources) {
+                Ok(monitor) => Some(monitor),
+                Err(e) if strict => {
+                    pools.shutdown(Duration::ZERO);
+                    tiers.shutdown();
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "optimize: the monitor did not start");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Self {
+            config,
+            registry,
+            tiers,
+            pools,
+            monitor,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The clock of expiry and timing.
+    pub fn clock(&self) -> &Clock {
+        &self.config.clock
+    }
+
+    /// Every managed function's site, sorted by path. Functions are known before their first
+    /// call; a method with a receiver joins at its first call (its path names its type).
+    pub fn sites(&self) -> Vec<&'static Site> {
+        self.registry.sites()
+    }
+
+    /// The managed function with this path (see [`Site::path`]).
+    pub fn site(&self, path: &str) -> Option<&'static Site> {
+        self.registry.site(path)
+    }
+
+    /// The registry of managed functions.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The shared tiers (L2, L3 and the write-behind queue).
+    pub fn tiers(&self) -> &Arc<Tiers> {
+        &self.tiers
+    }
+
+    /// The pools.
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
+    /// The monitor, when the configuration turns it on.
+    pub fn monitor(&self) -> Option<&Arc<Monitor>> {
+        self.monitor.as_ref()
+    }
+
+    /// What the monitor reads.
+    pub fn sources(&self) -> Sources {
+        Sources {
+            registry: self.registry.clone(),
+            tiers: self.tiers.clone(),
+            pools: self.pools.clone(),
+            clock: self.config.clock.clone(),
+        }
+    }
+
+    /// Every metric now: the monitor's view (with system metrics and alert states) when it
+    /// runs, else functions, tiers, pools and user metrics.
+    pub fn snapshot(&self) -> Snapshot {
+        match &self.monitor {
+            Some(m) => m.snapshot(),
+            None => self.sources().snapshot(),
+        }
+    }
+
+    /// Health of tiers, pools and alerts now.
+    pub fn health(&self) -> Health {
+        match &self.monitor {
+            Some(m) => m.health(),
+            None => Health::check(&self.sources(), &[]),
+        }
+    }
+
+    /// The alert rules in force (none without the monitor).
+    pub fn rules(&self) -> Vec<Rule> {
+        self.monitor.as_ref().map(|m| m.rules()).unwrap_or_default()
+    }
+
+    /// The prefix of every shared-tier key.
+    pub fn namespace(&self) -> &str {
+        &self.tiers.config().namespace
+    }
+
+    /// Applies every queued shared-tier write and puts L3 on disk.
+    pub fn flush(&self) {
+        self.tiers.flush_blocking();
+    }
+
+    /// Stops the pools' admission, waits up to `deadline` for admitted calls and submitted
+    /// tasks, cancels the tasks still running, then flushes the shared tiers, stops their
+    /// background work and stops the monitor.
+    pub fn shutdown_within(&self, deadline: Duration) -> ShutdownReport {
+        let report = self.pools.shutdown(deadline);
+        self.tiers.shutdown();
+        if let Some(monitor) = &self.monitor {
+            monitor.stop();
+        }
+        report
+    }
+}
+
+/// Returned by [`install`]: dropping it flushes queued writes and shuts the runtime down
+/// (the convention of `tracing-appender`'s `WorkerGuard`). Keep it alive for as long as the
+/// application runs: `let _guard = ...`, not `let _ = ...`.
+#[must_use = "dropping the guard shuts optimize down at once; bind it: `let _optimize = optimize::install(..)?;`"]
+#[derive(Debug)]
+pub struct RuntimeGuard {
+    _private: (),
+}
+
+impl RuntimeGuard {
+    /// The runtime this guard shuts down.
+    pub fn runtime(&self) -> &'static Runtime {
+        runtime()
+    }
+}
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        shutdown();
+    }
+}
+
+/// Applies every queued shared-tier write and puts L3 on disk. A no-op before the runtime
+/// has started.
+///
+/// ```
+/// optimize::flush();
+/// ```
+pub fn flush() {
+    if let Some(rt) = RUNTIME.get() {
+        rt.flush();
+    }
+}
+
+/// [`shutdown_within`] with a 10-second deadline.
+///
+/// ```
+/// optimize::shutdown();
+/// ```
+pub fn shutdown() -> ShutdownReport {
+    shutdown_within(Duration::from_secs(10))
+}
+
+/// Stops the pools' admission, waits up to `deadline` for admitted calls and submitted tasks,
+/// cancels the tasks still running, then flushes the shared tiers and stops their background
+/// work and the monitor. Call it (or drop the [`install`] guard) before the process exits so
+/// that no queued write is lost. A no-op before the runtime has started.
+///
+/// Managed functions keep working afterwards: their bodies run in place in the caller, and
+/// shared-tier writes are dropped (and counted). New tasks are rejected.
+///
+/// ```
+/// let report = optimize::shutdown_within(std::time::Duration::from_secs(1));
+/// assert!(report.drained);
+/// ```
+pub fn shutdown_within(deadline: Duration) -> ShutdownReport {
+    match RUNTIME.get() {
+        Some(rt) => rt.shutdown_within(deadline),
+        None => ShutdownReport {
+            drained: true,
+            cancelled_tasks: 0,
+            waited: Duration::ZERO,
+        },
+    }
+}

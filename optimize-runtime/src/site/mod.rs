@@ -1,0 +1,292 @@
+//! The managed-function handle: a function's identity, resolved settings, statistics, cache
+//! and invalidation. One [`Site`] per annotated function, created by the runtime when it
+//! registers the function; the call engine (`crate::call`) runs calls through it.
+
+pub mod settings;
+
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::cache::shared::ValueCodec;
+use crate::cache::store::{AnyStore, FnStore};
+use crate::cache::tiered::Tiers;
+use crate::cache::writeback::WriteOp;
+use crate::key::{ArgsKey, KeyLayout};
+use crate::policy::CacheValue;
+use crate::pool::gate::Gate;
+use crate::pool::io::Attempts;
+use crate::pool::Pools;
+use crate::stats::{FnRecorder, FnStats};
+use crate::time::{block_on, Clock};
+
+pub use crate::meta::{Kind, Level, Priority, SiteMeta, TierSet};
+pub use settings::{FnDefaults, FnOverride, Settings};
+
+/// What a site shares with the rest of the runtime: handed over when it is created.
+#[derive(Clone, Debug)]
+pub struct SiteEnv {
+    /// The runtime's clock (expiry, call timing).
+    pub clock: Clock,
+    /// The shared tiers.
+    pub tiers: Arc<Tiers>,
+    /// The pools.
+    pub pools: Arc<Pools>,
+}
+
+/// One managed function at run time: its name, settings, statistics and cache.
+///
+/// Every annotated function `f` gets a companion `f_cache()` returning its `Site`:
+///
+/// ```
+/// #[optimize::io(ttl = "5m")]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// assert_eq!(square(3), 9);
+/// assert_eq!(square(3), 9);
+/// let stats = square_cache().stats();
+/// assert_eq!((stats.calls(), stats.hits()), (2, 1));
+/// square_cache().invalidate_all();
+/// assert_eq!(square_cache().len(), 0);
+/// ```
+pub struct Site {
+    pub(crate) meta: &'static SiteMeta,
+    pub(crate) path: String,
+    pub(crate) settings: Settings,
+    pub(crate) recorder: FnRecorder,
+    pub(crate) env: SiteEnv,
+    keys: Arc<KeyLayout>,
+    /// The typed store, created on first call when the value type is known, twice: as `Any`
+    /// for the hit path (one virtual call to downcast) and as `AnyStore` for type-independent
+    /// operations. Both point at one leaked allocation: sites live for the whole process, and
+    /// so does their store.
+    store: OnceLock<(&'static (dyn Any + Send + Sync), &'static dyn AnyStore)>,
+    /// The `concurrency` limit's gate.
+    pub(crate) concurrency: Option<Arc<Gate>>,
+}
+
+impl fmt::Debug for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Site")
+            .field("path", &self.path)
+            .field("kind", &self.meta.kind)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    /// A function's handle, with its settings resolved.
+    pub fn new(meta: &'static SiteMeta, path: String, settings: Settings, env: SiteEnv) -> Self {
+        let keys = Arc::new(KeyLayout::new(
+            &env.tiers.config().namespace,
+            &path,
+            meta.version,
+            meta.schema,
+        ));
+        Self {
+            concurrency: settings.concurrency.map(Gate::new),
+            meta,
+            path,
+            settings,
+            recorder: FnRecorder::new(),
+            env,
+            keys,
+            store: OnceLock::new(),
+        }
+    }
+
+    /// The function's path in keys and statistics: `name = "..."` if given, else
+    /// `module::path::fn` (with the self type for methods).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// What the attribute decided.
+    pub fn meta(&self) -> &'static SiteMeta {
+        self.meta
+    }
+
+    /// The function's settings, resolved when it was registered.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The function's kind.
+    pub fn kind(&self) -> Kind {
+        self.meta.kind
+    }
+
+    /// Whether the function is `async`.
+    pub fn is_async(&self) -> bool {
+        self.meta.is_async
+    }
+
+    /// How long a cached value stays valid (`None`: until evicted or invalidated): the
+    /// configuration's `ttl` for this function, else the attribute's.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.settings.ttl
+    }
+
+    /// The L1 capacity: entries, or bytes for a `memory` function (whose values are weighed
+    /// by their encoded size; default [`Settings::DEFAULT_MEMORY_CAPACITY`]). Configuration's
+    /// value for this function, else the attribute's, else `l1.capacity`.
+    pub fn capacity(&self) -> u64 {
+        self.settings.capacity
+    }
+
+    /// The function's optimization level: configuration's, else the attribute's, else the
+    /// global level.
+    pub fn level(&self) -> Level {
+        self.settings.level
+    }
+
+    /// Whether the function is managed at all: `enabled = false` in its configuration runs
+    /// the body directly (measured, never cached, not routed to a pool).
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    /// The tiers the function may use: configuration's, else the attribute's; level basic
+    /// (set for this function) means L1 only; else every tier the process runs.
+    pub fn tiers(&self) -> TierSet {
+        self.settings.tiers
+    }
+
+    /// Admission priority (`priority = "..."`, default `normal`): where the function's calls
+    /// queue at the CPU pool, the io limits or the memory budget.
+    pub fn priority(&self) -> Priority {
+        self.settings.priority
+    }
+
+    /// Timeout, retries and backoff of each call.
+    pub fn attempts(&self) -> Attempts {
+        self.settings.attempts
+    }
+
+    /// The `concurrency = N` limit: calls of this function running at once.
+    pub fn concurrency(&self) -> Option<u64> {
+        self.settings.concurrency
+    }
+
+    /// Bytes a call reserves from the memory budget (`mem = "..."`, else the budget's default).
+    pub fn mem(&self) -> u64 {
+        self.settings.mem
+    }
+
+    /// The user's `version = N` (0 when not given).
+    pub fn version(&self) -> u32 {
+        self.meta.version
+    }
+
+    /// Hash of the function's argument and return types.
+    pub fn schema(&self) -> u64 {
+        self.meta.schema
+    }
+
+    /// The key an entry for `args` has in shared tiers.
+    pub fn full_key(&self, args: ArgsKey) -> String {
+        self.keys.key(args)
+    }
+
+    /// A snapshot of the function's statistics.
+    pub fn stats(&self) -> FnStats {
+        self.recorder.snapshot()
+    }
+
+    /// Forgets the statistics recorded so far (the cache is untouched).
+    pub fn reset_stats(&self) {
+        self.recorder.reset();
+    }
+
+    /// Number of entries in the function's L1 store.
+    pub fn len(&self) -> u64 {
+        self.store.get().map_or(0, |(_, s)| s.len())
+    }
+
+    /// Whether the function's L1 store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes the function's expired L1 entries now; how many (the memory budget does this
+    /// under pressure).
+    pub fn purge_expired(&self) -> u64 {
+        self.store.get().map_or(0, |(_, s)| s.purge_expired())
+    }
+
+    /// Removes the entry for one call's key from every tier; whether this process had it in
+    /// L1. Shared-tier deletions are applied before this returns, so a following call cannot
+    /// read the old value back. Generated `name_invalidate(args..)` companions call this.
+    pub fn invalidate(&self, key: ArgsKey) -> bool {
+        let removed = self.store.get().is_some_and(|(_, s)| s.remove(key));
+        if let Some(tiers) = self.shared_tiers() {
+            tiers.enqueue(WriteOp::Delete {
+                key: self.full_key(key),
+                l2: true,
+                l3: true,
+            });
+            block_on(tiers.barrier());
+        }
+        removed
+    }
+
+    /// Removes every cached entry of this function, from every tier.
+    pub fn invalidate_all(&self) {
+        self.clear_l1();
+        if let Some(tiers) = self.shared_tiers() {
+            tiers.enqueue(WriteOp::DeletePrefix(
+                self.keys.function_prefix().to_owned(),
+            ));
+            block_on(tiers.barrier());
+        }
+    }
+
+    /// Empties this process's L1 for the function; shared tiers keep their entries (what a
+    /// restart looks like to them).
+    pub fn clear_l1(&self) {
+        if let Some((_, s)) = self.store.get() {
+            s.clear();
+        }
+    }
+
+    /// The process's shared tiers, if this function may use any of them.
+    fn shared_tiers(&self) -> Option<&Arc<Tiers>> {
+        let wanted = self.settings.tiers;
+        let tiers = &self.env.tiers;
+        ((wanted.l2 && tiers.has_l2()) || (wanted.l3 && tiers.l3().is_some())).then_some(tiers)
+    }
+
+    /// The function's typed store, created on first use.
+    #[inline]
+    pub(crate) fn store<V: CacheValue>(
+        &'static self,
+        codec: Option<ValueCodec<V>>,
+    ) -> &'static FnStore<V> {
+        self.store
+            .get_or_init(|| {
+                let recorder = &self.recorder;
+                let store: &'static FnStore<V> = Box::leak(Box::new(FnStore::new(
+                    &self.settings.store_options(self.meta),
+                    codec,
+                    &self.env.tiers,
+                    self.keys.clone(),
+                    self.env.clock.clone(),
+                    Arc::new(move || recorder.record_eviction()),
+                )));
+                (store, store)
+            })
+            .0
+            .downcast_ref::<FnStore<V>>()
+            .unwrap_or_else(|| {
+                panic!(
+                    "optimize: `{}` was called with two different return types; this happens \
+                     when the attribute is used in a generic impl, which is not supported",
+                    self.path
+                )
+            })
+    }
+}

@@ -1,0 +1,167 @@
+//! A managed function's settings, resolved once when the function is registered: the
+//! attribute's values, under the configuration's `[functions."path"]` table, over the
+//! process-wide defaults. The call path reads these plain fields and never the configuration.
+
+use std::time::Duration;
+
+use crate::cache::l1::{EngineKind, L1Options};
+use crate::cache::store::StoreOptions;
+use crate::meta::{Kind, Level, Priority, SiteMeta, TierSet};
+use crate::pool::io::Attempts;
+
+/// What a `[functions."path::fn"]` table (or the builder) sets for one function; unset
+/// fields keep the attribute's values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FnOverride {
+    /// `enabled = false` runs the function's body directly: no cache, no pool.
+    pub enabled: Option<bool>,
+    /// The function's level: its tiers (basic: L1 only), compression and demotion.
+    pub level: Option<Level>,
+    /// TTL.
+    pub ttl: Option<Duration>,
+    /// Tiers.
+    pub tiers: Option<TierSet>,
+    /// L1 capacity (entries; bytes for memory functions).
+    pub capacity: Option<u64>,
+    /// Admission priority.
+    pub priority: Option<Priority>,
+    /// io concurrency limit.
+    pub concurrency: Option<u64>,
+}
+
+/// The process-wide values a function falls back on (from the resolved configuration).
+#[derive(Clone, Debug)]
+pub struct FnDefaults {
+    /// The global level.
+    pub level: Level,
+    /// L1 capacity of functions that set none.
+    pub l1_capacity: u64,
+    /// The L1 engine.
+    pub l1_engine: EngineKind,
+    /// Whether L1 evictions go to L3 for functions without a level of their own.
+    pub demote_on_evict: bool,
+    /// Weight of a memory call without `mem = "..."`.
+    pub memory_weight: u64,
+}
+
+impl Default for FnDefaults {
+    fn default() -> Self {
+        Self {
+            level: Level::default(),
+            l1_capacity: L1Options::DEFAULT_CAPACITY,
+            l1_engine: EngineKind::default(),
+            demote_on_evict: false,
+            memory_weight: crate::pool::PoolConfig::DEFAULT_MEMORY_WEIGHT,
+        }
+    }
+}
+
+/// A function's resolved settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// `false`: the body runs directly, measured, never cached or routed.
+    pub enabled: bool,
+    /// The function's level: its own, else the global one.
+    pub level: Level,
+    /// L1 expiry.
+    pub ttl: Option<Duration>,
+    /// L1 capacity: entries, or bytes for a memory function.
+    pub capacity: u64,
+    /// The tiers the function may use.
+    pub tiers: TierSet,
+    /// Expiry in L2.
+    pub l2_ttl: Option<Duration>,
+    /// Expiry in L3.
+    pub l3_ttl: Option<Duration>,
+    /// The function's compression threshold, where it differs from the tiers' default.
+    pub compress_above: Option<u32>,
+    /// Whether L1 capacity evictions are written to L3.
+    pub demote: bool,
+    /// The L1 engine.
+    pub engine: EngineKind,
+    /// Admission priority.
+    pub priority: Priority,
+    /// Calls of this function running at once (io).
+    pub concurrency: Option<u64>,
+    /// Timeout, retries and backoff of each call (io).
+    pub attempts: Attempts,
+    /// Bytes a call reserves from the memory budget (memory).
+    pub mem: u64,
+}
+
+impl Settings {
+    /// L1 capacity in bytes of a `memory` function that sets none: 256 MiB.
+    pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
+
+    /// Resolves a function's settings: `o` (configuration) over `meta` (attribute) over
+    /// `defaults` (process-wide).
+    ///
+    /// ```
+    /// use optimize_runtime::meta::{Kind, SiteMeta};
+    /// use optimize_runtime::site::settings::{FnDefaults, FnOverride, Settings};
+    /// use std::time::Duration;
+    ///
+    /// static META: SiteMeta = SiteMeta::new("app::f@x", "app", "f", Kind::Io, false, 0)
+    ///     .ttl(Duration::from_secs(60));
+    /// let o = FnOverride { ttl: Some(Duration::from_secs(5)), ..FnOverride::default() };
+    /// let s = Settings::resolve(&META, &o, &FnDefaults::default());
+    /// assert_eq!(s.ttl, Some(Duration::from_secs(5)));
+    /// assert_eq!(s.capacity, 10_000);
+    /// ```
+    pub fn resolve(meta: &SiteMeta, o: &FnOverride, defaults: &FnDefaults) -> Self {
+        let own_level = o.level.or(meta.level);
+        let ttl = o.ttl.or(meta.ttl);
+        let capacity = o.capacity.or(meta.capacity).unwrap_or(match meta.kind {
+            Kind::Memory => Self::DEFAULT_MEMORY_CAPACITY,
+            _ => defaults.l1_capacity,
+        });
+        let tiers = o
+            .tiers
+            .or(meta.tiers)
+            .or_else(|| (own_level == Some(Level::Basic)).then_some(TierSet::L1_ONLY))
+            .unwrap_or(TierSet::ALL);
+        let demote = match own_level {
+            Some(level) => level >= Level::Ultra,
+            None => defaults.demote_on_evict,
+        };
+        let compress_above = meta
+            .compress_above
+            .or_else(|| (own_level == Some(Level::Extreme)).then_some(0));
+        Self {
+            enabled: o.enabled.unwrap_or(true),
+            level: own_level.unwrap_or(defaults.level),
+            ttl,
+            capacity,
+            tiers,
+            l2_ttl: meta.l2_ttl.or(ttl),
+            l3_ttl: meta.l3_ttl.or(ttl),
+            compress_above,
+            demote,
+            engine: defaults.l1_engine,
+            priority: o.priority.unwrap_or(meta.priority),
+            concurrency: o.concurrency.or(meta.concurrency),
+            attempts: Attempts {
+                timeout: meta.timeout,
+                retries: meta.retries,
+                backoff: meta.backoff.unwrap_or(Attempts::DEFAULT_BACKOFF),
+            },
+            mem: meta.mem.unwrap_or(defaults.memory_weight),
+        }
+    }
+
+    /// What the function's typed store is built from.
+    pub fn store_options(&self, meta: &SiteMeta) -> StoreOptions {
+        StoreOptions {
+            tiers: self.tiers,
+            capacity: self.capacity,
+            ttl: self.ttl,
+            l2_ttl: self.l2_ttl,
+            l3_ttl: self.l3_ttl,
+            engine: self.engine,
+            weigh_by_size: meta.kind == Kind::Memory,
+            demote: self.demote,
+            compress_above: self.compress_above,
+            schema: meta.schema,
+        }
+    }
+}
