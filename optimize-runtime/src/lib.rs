@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Layers, from the top (docs/architecture.md): the call engine (`call`) and [`task`] →
-//! [`runtime`] → [`config`] → [`monitor`] → [`registry`] → [`site`] → [`cache`], [`pool`] →
+//! [`runtime`](mod@runtime) → [`config`] → [`monitor`] → [`registry`] → [`site`](mod@site) → [`cache`], [`pool`] →
 //! [`flight`], [`stats`], [`codec`], [`key`], [`policy`] → [`meta`], [`time`]. A module uses
 //! only modules below it.
 

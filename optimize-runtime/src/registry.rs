@@ -1,6 +1,6 @@
 //! Every managed function, known at start-up.
 //!
-//! Each annotated function puts its [`SiteMeta`] into one distributed slice ([`FUNCTIONS`],
+//! Each annotated function puts its [`SiteMeta`] into one distributed slice (`FUNCTIONS`,
 //! `linkme`), so the runtime sees every function before any of them is called: it resolves
 //! their settings, refuses configuration that names no function, and lists them in metrics
 //! with zero counts.

@@ -76,7 +76,11 @@ impl Level {
             ("monitor.default_rules", Value::Bool(at_least(Level::Ultra))),
             (
                 "monitor.history",
-                Value::Int(if at_least(Level::Extreme) { 1440 } else { 240 }),
+                Value::Int(if at_least(Level::Extreme) {
+                    1440
+                } else {
+                    MonitorConfig::DEFAULT_HISTORY as u64
+                }),
             ),
         ]
     }
@@ -227,6 +231,7 @@ impl std::error::Error for ConfigError {}
 impl Default for Config {
     fn default() -> Self {
         let pools = PoolConfig::default();
+        let monitor = MonitorConfig::default();
         Self {
             level: Level::Advanced,
             namespace: TierConfig::DEFAULT_NAMESPACE.into(),
@@ -249,8 +254,8 @@ impl Default for Config {
             recording: Recording::Full,
             slow_call: crate::stats::DEFAULT_SLOW_CALL,
             monitor_enabled: false,
-            monitor_interval: Duration::from_secs(15),
-            monitor_history: 240,
+            monitor_interval: monitor.interval,
+            monitor_history: monitor.history,
             monitor_system: false,
             monitor_default_rules: false,
             monitor_addr: None,

@@ -138,7 +138,7 @@ pub fn openmetrics_text(snapshot: std::sync::Arc<Snapshot>) -> String {
 /// }
 ///
 /// fetch(1);
-/// let text = export::prometheus_text(std::sync::Arc::new(Snapshot::collect()));
+/// let text = export::prometheus_text(std::sync::Arc::new(optimize::runtime().snapshot()));
 /// assert!(text.contains("# TYPE optimize_calls_total counter"));
 /// assert!(text.contains("outcome=\"computed\""));
 /// ```

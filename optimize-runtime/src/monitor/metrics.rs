@@ -14,7 +14,7 @@
 //! let latency = metrics::histogram("shop_checkout_seconds", "Checkout time.").unwrap();
 //! latency.observe(Duration::from_millis(12));
 //!
-//! let snapshot = optimize_runtime::monitor::Snapshot::collect();
+//! let snapshot = optimize::runtime().snapshot();
 //! assert_eq!(snapshot.value("shop_queue_depth", &[]), Some(3.0));
 //! assert_eq!(snapshot.value("shop_requests_total", &[("route", "/cart")]), Some(1.0));
 //! ```

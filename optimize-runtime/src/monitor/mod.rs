@@ -3,20 +3,25 @@
 //!
 //! - Metrics are always recorded (see [`crate::stats::set_recording`]); [`Sources::snapshot`]
 //!   reads them at any time, with or without a running monitor.
-//! - [`start`] runs the monitor: a thread that, every [`MonitorConfig::interval`], samples the
+//! - [`Monitor::start`] runs the monitor: a thread that, every [`MonitorConfig::interval`], samples the
 //!   system, evaluates the alert rules, tells the handlers of each change and keeps a
 //!   history; and, when [`MonitorConfig::http`] is set, an HTTP endpoint (see [`http`]).
 //!
-//! ```
-//! use optimize_runtime::monitor::{self, MonitorConfig};
-//! use std::time::Duration;
+//! The runtime starts the monitor when the configuration turns it on:
 //!
-//! let monitor = monitor::start(
-//!     MonitorConfig::default()
-//!         .interval(Duration::from_secs(5))
-//!         .serve("127.0.0.1:0".parse().unwrap()),
+//! ```
+//! use optimize::config::Config;
+//!
+//! let optimize = optimize::install(
+//!     Config::builder()
+//!         .without_file()
+//!         .set("l3.enabled", "false")
+//!         .set("monitor.enabled", "true")
+//!         .set("monitor.interval", "5s")
+//!         .set("monitor.addr", "127.0.0.1:0"),
 //! )
 //! .unwrap();
+//! let monitor = optimize.runtime().monitor().unwrap();
 //! println!("metrics at http://{}/metrics", monitor.http_addr().unwrap());
 //! ```
 
@@ -108,8 +113,8 @@ impl std::fmt::Debug for MonitorConfig {
 impl Default for MonitorConfig {
     fn default() -> Self {
         Self {
-            interval: Duration::from_secs(15),
-            history: 240,
+            interval: Self::DEFAULT_INTERVAL,
+            history: Self::DEFAULT_HISTORY,
             system: true,
             watched_paths: Vec::new(),
             rules: alert::default_rules(),
@@ -120,6 +125,11 @@ impl Default for MonitorConfig {
 }
 
 impl MonitorConfig {
+    /// Default time between evaluations.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+    /// Default number of `/history` entries (an hour at the default interval).
+    pub const DEFAULT_HISTORY: usize = 240;
+
     /// Sets the evaluation interval.
     pub fn interval(mut self, d: Duration) -> Self {
         self.interval = d;

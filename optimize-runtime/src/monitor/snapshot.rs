@@ -171,7 +171,7 @@ impl Snapshot {
     ///
     /// triple(1);
     /// let path = triple_cache().path().to_owned();
-    /// let snapshot = Snapshot::collect();
+    /// let snapshot = optimize::runtime().snapshot();
     /// let calls = snapshot.value(
     ///     "optimize_calls_total",
     ///     &[("fn", path.as_str()), ("outcome", "computed")],

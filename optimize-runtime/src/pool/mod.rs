@@ -6,7 +6,7 @@
 //!   with timeouts and retries.
 //! - [`memory`]: bodies run in place once a memory budget admits them; the budget also
 //!   watches system memory pressure.
-//! - [`task`]: the same pools for closures and futures submitted at run time.
+//! - [`tasks`]: book-keeping of the tasks submitted through the task API (`crate::task`).
 //!
 //! Every limit is one [`gate::Gate`]: a weighted admission queue with priorities.
 //!

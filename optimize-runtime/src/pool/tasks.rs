@@ -23,7 +23,7 @@ pub enum TaskStatus {
     Failed,
     /// The last attempt ran out of time.
     TimedOut,
-    /// Cancelled (by [`TaskHandle::cancel`] or by shutdown).
+    /// Cancelled (by `TaskHandle::cancel` or by shutdown).
     Cancelled,
     /// The task panicked.
     Panicked,
