@@ -39,14 +39,19 @@ fn bad_configuration_reaches_stderr_once() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the child did not finish in 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "the child did not finish in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the child's calls work: {stderr}");
     assert_eq!(
-        stderr.matches("optimize: using the default configuration").count(),
+        stderr
+            .matches("optimize: using the default configuration")
+            .count(),
         1,
         "{stderr}"
     );

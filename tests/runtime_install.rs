@@ -50,7 +50,11 @@ fn lifecycle_from_refused_install_to_mock_clock_expiry() {
     // A table for a function that does not exist is refused, with the closest path.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("optimize.toml");
-    std::fs::write(&file, "[functions.\"runtime_install::pricd\"]\nttl = \"1s\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[functions.\"runtime_install::pricd\"]\nttl = \"1s\"\n",
+    )
+    .unwrap();
     let err = optimize::install(
         Config::builder()
             .file(&file)
@@ -59,9 +63,18 @@ fn lifecycle_from_refused_install_to_mock_clock_expiry() {
     .unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, InstallError::Invalid(_)), "{text}");
-    assert!(text.contains(&file.display().to_string()), "names the file: {text}");
-    assert!(text.contains("functions.\"runtime_install::pricd\""), "{text}");
-    assert!(text.contains("did you mean `runtime_install::priced`"), "{text}");
+    assert!(
+        text.contains(&file.display().to_string()),
+        "names the file: {text}"
+    );
+    assert!(
+        text.contains("functions.\"runtime_install::pricd\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("did you mean `runtime_install::priced`"),
+        "{text}"
+    );
     // The same from the builder.
     let err = optimize::install(quiet().function(
         "runtime_install::nevr_called",
@@ -73,8 +86,14 @@ fn lifecycle_from_refused_install_to_mock_clock_expiry() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("builder"), "{err}");
-    assert!(err.contains("did you mean `runtime_install::never_called`"), "{err}");
-    assert!(Runtime::current().is_none(), "a refused install starts nothing");
+    assert!(
+        err.contains("did you mean `runtime_install::never_called`"),
+        "{err}"
+    );
+    assert!(
+        Runtime::current().is_none(),
+        "a refused install starts nothing"
+    );
 
     // A method's table names its type, which is checked by module and name.
     let (clock, mock) = Clock::mock();
@@ -104,7 +123,10 @@ fn lifecycle_from_refused_install_to_mock_clock_expiry() {
         .iter()
         .map(|s| s.path().to_owned())
         .collect();
-    assert!(paths.contains(&"runtime_install::never_called".to_owned()), "{paths:?}");
+    assert!(
+        paths.contains(&"runtime_install::never_called".to_owned()),
+        "{paths:?}"
+    );
     let priced_site = runtime.site("runtime_install::priced").expect("listed");
     assert_eq!(priced_site.capacity(), 5, "the builder's override");
     assert_eq!(priced_site.ttl(), Some(Duration::from_millis(150)));
@@ -116,7 +138,11 @@ fn lifecycle_from_refused_install_to_mock_clock_expiry() {
             ("outcome", "hit_l1"),
         ],
     );
-    assert_eq!(zero, Some(0.0), "a function never called is exported with 0");
+    assert_eq!(
+        zero,
+        Some(0.0),
+        "a function never called is exported with 0"
+    );
     // The method joins at its first call, with its type in the path and its table applied.
     assert_eq!(runtime.registry().pending_methods().len(), 1);
     assert_eq!(Repo.fetch(1), 1);
