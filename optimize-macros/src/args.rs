@@ -10,6 +10,7 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, Ident, LitInt, LitStr, Token};
 
 use crate::errors::Errors;
+use crate::options::{self, example, Value};
 
 /// Which attribute was written.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -142,23 +143,6 @@ impl Priority {
     }
 }
 
-/// Every option besides the routing ones, for "unknown option" messages.
-const OPTIONS: &[&str] = &[
-    "ttl",
-    "capacity",
-    "key",
-    "skip",
-    "name",
-    "version",
-    "tiers",
-    "l2_ttl",
-    "l3_ttl",
-    "compress_above",
-    "level",
-    "cache",
-    "crate",
-];
-
 /// `level = "..."`: the runtime's `config::Level` variants by name.
 pub(crate) const LEVELS: [(&str, &str); 4] = [
     ("basic", "Basic"),
@@ -167,16 +151,6 @@ pub(crate) const LEVELS: [(&str, &str); 4] = [
     ("extreme", "Extreme"),
 ];
 
-/// Options that decide where and when the body runs; they keep their meaning with
-/// `cache = false`.
-pub(crate) const ROUTING_OPTIONS: &[&str] = &[
-    "priority",
-    "concurrency",
-    "timeout",
-    "retries",
-    "backoff",
-    "mem",
-];
 const KINDS: &[&str] = &["io", "cpu", "memory"];
 
 /// One option as written: `flag`, `name = value` or `name(a, b)`.
@@ -279,10 +253,10 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
             continue;
         }
 
-        if !OPTIONS.contains(&name_str.as_str()) && !ROUTING_OPTIONS.contains(&name_str.as_str()) {
+        let Some(spec) = options::find(&name_str) else {
             errors.at(&name, unknown_option(&name_str, entry));
             continue;
-        }
+        };
         if let Some(first) = seen.iter().find(|s| **s == name) {
             let mut e =
                 syn::Error::new_spanned(&name, format!("duplicate option `{name_str}`; keep one"));
@@ -296,17 +270,23 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
         seen.push(name.clone());
         args.given.push(name.clone());
 
-        match (name_str.as_str(), raw) {
-            ("skip", Raw::List(kw, list)) => args.skip = Some((kw, list.into_iter().collect())),
-            ("skip", _) => errors.at(
+        // The form the option table says it takes.
+        match (spec.value, raw) {
+            (Value::Idents, Raw::List(kw, list)) => {
+                args.skip = Some((kw, list.into_iter().collect()))
+            }
+            (Value::Idents, _) => errors.at(
                 &name,
-                "write `skip(arg, ...)` with the arguments to leave out of the key",
+                format!(
+                    "write {} with the arguments to leave out of the key",
+                    spec.example
+                ),
             ),
-            ("key", Raw::Assign(_, expr)) => args.key = Some(expr),
+            (Value::Expr, Raw::Assign(_, expr)) => args.key = Some(expr),
             (_, Raw::Assign(_, value)) => assign(&mut args, &name_str, value, errors),
             (_, _) => errors.at(
                 &name,
-                format!("`{name_str}` needs a value: {}", example(&name_str)),
+                format!("`{name_str}` needs a value: {}", spec.example),
             ),
         }
     }
@@ -322,38 +302,17 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
     Some(args)
 }
 
-fn example(option: &str) -> &'static str {
-    match option {
-        "ttl" => "`ttl = \"30s\"`",
-        "capacity" => "`capacity = 10000`",
-        "key" => "`key = (user.id, region)`",
-        "name" => "`name = \"users::fetch\"`",
-        "version" => "`version = 2`",
-        "crate" => "`crate = \"my_optimize\"`",
-        "tiers" => "`tiers = \"l1,l3\"`",
-        "l2_ttl" => "`l2_ttl = \"1h\"`",
-        "l3_ttl" => "`l3_ttl = \"7days\"`",
-        "compress_above" => "`compress_above = \"4KiB\"`",
-        "level" => "`level = \"ultra\"`",
-        "cache" => "`cache = false`",
-        "priority" => "`priority = \"high\"`",
-        "concurrency" => "`concurrency = 8`",
-        "timeout" => "`timeout = \"2s\"`",
-        "retries" => "`retries = 3`",
-        "backoff" => "`backoff = \"100ms\"`",
-        "mem" => "`mem = \"256MiB\"`",
-        _ => "see the docs",
-    }
-}
-
 fn unknown_option(name: &str, entry: Entry) -> String {
-    let mut valid: Vec<&str> = OPTIONS.iter().chain(ROUTING_OPTIONS).copied().collect();
+    let mut valid: Vec<&str> = options::OPTIONS.iter().map(|s| s.name).collect();
     if entry == Entry::General {
         valid.extend(KINDS);
     }
     let mut msg = format!("unknown option `{name}`");
     if let Some(close) = valid.iter().find(|v| edit_distance(name, v) <= 2) {
-        msg.push_str(&format!("; did you mean `{close}`?"));
+        match options::find(close) {
+            Some(spec) => msg.push_str(&format!("; did you mean `{close}` ({})?", spec.doc)),
+            None => msg.push_str(&format!("; did you mean `{close}`?")),
+        }
     }
     msg.push_str(&format!("\nvalid options: {}", valid.join(", ")));
     msg
@@ -642,7 +601,7 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
                 ),
             }
         }
-        _ => unreachable!("checked against OPTIONS"),
+        _ => unreachable!("checked against options::OPTIONS"),
     }
 }
 

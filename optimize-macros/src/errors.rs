@@ -1,4 +1,6 @@
-//! Collects every error of one expansion so they are reported together (as serde_derive does).
+//! Collects every error of one expansion so they are reported together (serde_derive's
+//! `Ctxt`). It must be consumed with [`Errors::finish`]: dropping it unchecked is a bug in the
+//! macro (an error found and then lost), so `Drop` panics then.
 
 use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
@@ -6,6 +8,7 @@ use quote::ToTokens;
 #[derive(Default)]
 pub(crate) struct Errors {
     all: Option<syn::Error>,
+    finished: bool,
 }
 
 impl Errors {
@@ -24,11 +27,46 @@ impl Errors {
         self.push(syn::Error::new(span, message));
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.all.is_none()
+    /// Every error as `compile_error!` invocations, or `Ok` when there was none.
+    pub(crate) fn finish(mut self) -> Result<(), TokenStream> {
+        self.finished = true;
+        match self.all.take() {
+            Some(e) => Err(e.to_compile_error()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Errors {
+    fn drop(&mut self) {
+        if !self.finished && !std::thread::panicking() {
+            panic!("optimize-macros: errors were collected but never reported (call `finish`)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finish_reports_every_error() {
+        let mut errors = Errors::default();
+        errors.at_span(Span::call_site(), "first");
+        errors.at_span(Span::call_site(), "second");
+        let tokens = errors.finish().unwrap_err().to_string();
+        assert!(
+            tokens.contains("first") && tokens.contains("second"),
+            "{tokens}"
+        );
+        assert!(Errors::default().finish().is_ok());
     }
 
-    pub(crate) fn into_compile_errors(self) -> TokenStream {
-        self.all.map(|e| e.to_compile_error()).unwrap_or_default()
+    #[test]
+    #[should_panic(expected = "never reported")]
+    fn dropping_unfinished_errors_panics() {
+        let mut errors = Errors::default();
+        errors.at_span(Span::call_site(), "lost");
+        drop(errors);
     }
 }

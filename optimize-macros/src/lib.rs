@@ -1,8 +1,9 @@
 //! The `#[optimize::io]`, `#[optimize::cpu]`, `#[optimize::memory]` and
 //! `#[optimize::optimize(kind, ...)]` attributes. Use them through the `optimize` crate.
 //!
-//! All four are one implementation: parse the options ([`args`]), validate them against the
-//! function into a plan ([`model`]), and generate code that calls the runtime ([`expand`]).
+//! All four are one implementation: parse the options ([`args`], against the table in
+//! [`options`]), model the function and check every rule ([`model`], [`check`]), and generate
+//! code that calls the runtime ([`expand`]).
 //! On any error the user's function is emitted unchanged next to the errors, so one mistake
 //! does not cascade into errors at every call site.
 
@@ -11,9 +12,11 @@ use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::ToTokens;
 
 mod args;
+mod check;
 mod errors;
 mod expand;
 mod model;
+mod options;
 
 use args::Entry;
 use errors::Errors;
@@ -53,24 +56,25 @@ fn entry(entry: Entry, attr: TokenStream2, item: TokenStream2) -> TokenStream2 {
         Ok(syn::Item::Fn(func)) => func,
         Ok(other) => {
             errors.at_span(item_keyword_span(&other), not_a_function(&other));
-            return fallback(item, errors);
+            return fallback(item, errors.finish());
         }
         Err(e) => {
             errors.push(e);
-            return fallback(item, errors);
+            return fallback(item, errors.finish());
         }
     };
     let plan = args.and_then(|args| model::build(args, &func, &mut errors));
-    match plan {
-        Some(plan) if errors.is_empty() => expand::expand(&plan, func),
-        _ => fallback(item, errors),
+    match (errors.finish(), plan) {
+        (Ok(()), Some(plan)) => expand::expand(&plan, func),
+        (Err(compile_errors), _) => fallback(item, Err(compile_errors)),
+        (Ok(()), None) => unreachable!("a plan is missing only when an error says why"),
     }
 }
 
 /// The user's item exactly as written, followed by the errors.
-fn fallback(item: TokenStream2, errors: Errors) -> TokenStream2 {
+fn fallback(item: TokenStream2, errors: Result<(), TokenStream2>) -> TokenStream2 {
     let mut out = item;
-    out.extend(errors.into_compile_errors());
+    out.extend(errors.err());
     out
 }
 

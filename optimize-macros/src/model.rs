@@ -1,14 +1,14 @@
-//! From options and function to a validated plan. Every rule that can be checked at compile
-//! time is checked here, and each failure becomes an error on the offending token.
+//! From options and function to a plan: the function's shape, checked by every rule of
+//! [`crate::check`], then the decisions expansion needs.
 
 use std::time::Duration;
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, ToTokens};
-use syn::visit::Visit;
-use syn::{Expr, FnArg, GenericParam, Ident, ItemFn, Pat, ReturnType, Type};
+use syn::{Expr, FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
 use crate::args::{Args, Kind, Priority, Tiers};
+use crate::check::mentions_lifetime;
 use crate::errors::Errors;
 
 /// A validated plan for one annotated function.
@@ -74,227 +74,94 @@ pub(crate) struct Param {
     pub(crate) mutable: bool,
 }
 
-pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Plan> {
-    let sig = &func.sig;
+/// The function as the rules see it: its parameters (with the bindings the rewritten
+/// signature uses), receiver and return type.
+pub(crate) struct Shape<'f> {
+    pub(crate) func: &'f ItemFn,
+    pub(crate) params: Vec<Param>,
+    /// Parameters bound to a plain name (those `skip(...)` may name).
+    pub(crate) named: Vec<Ident>,
+    pub(crate) receiver: Option<&'f syn::Receiver>,
+    /// Each argument type as written (for the schema hash).
+    pub(crate) arg_types: Vec<String>,
+    pub(crate) ret: Option<&'f Type>,
+}
 
-    if let Some(c) = &sig.constness {
-        errors.at(
-            c,
-            "a `const fn` cannot be managed: it may run at compile time, where there is no \
-             cache; remove `const`",
-        );
-    }
-    if let Some(v) = &sig.variadic {
-        errors.at(v, "variadic functions cannot be managed");
-    }
-    for param in &sig.generics.params {
-        match param {
-            GenericParam::Lifetime(_) => {}
-            GenericParam::Type(_) | GenericParam::Const(_) => errors.at(
-                param,
-                "generic functions are not supported: one function has one cache, which \
-                 cannot hold a value for every type; write a non-generic function per type \
-                 (it may call this one)",
-            ),
-        }
-    }
-
-    let mut params = Vec::new();
-    let mut named: Vec<Ident> = Vec::new();
-    let mut receiver = None;
-    let mut arg_types = Vec::new();
-    for (i, input) in sig.inputs.iter().enumerate() {
-        match input {
-            FnArg::Receiver(r) => receiver = Some(r),
-            FnArg::Typed(pt) => {
-                ImplTraitFinder::report(
-                    &pt.ty,
-                    errors,
-                    "`impl Trait` arguments make the function generic, which is not supported; \
-                     name a concrete type (e.g. `&str` instead of `impl AsRef<str>`)",
-                );
-                arg_types.push(pt.ty.to_token_stream().to_string());
-                match &*pt.pat {
-                    Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
-                        named.push(pi.ident.clone());
-                        params.push(Param {
-                            binding: pi.ident.clone(),
-                            destructure: None,
+impl<'f> Shape<'f> {
+    fn of(func: &'f ItemFn) -> Self {
+        let mut shape = Shape {
+            func,
+            params: Vec::new(),
+            named: Vec::new(),
+            receiver: None,
+            arg_types: Vec::new(),
+            ret: match &func.sig.output {
+                ReturnType::Default => None,
+                ReturnType::Type(_, ty) => Some(ty),
+            },
+        };
+        for (i, input) in func.sig.inputs.iter().enumerate() {
+            match input {
+                FnArg::Receiver(r) => shape.receiver = Some(r),
+                FnArg::Typed(pt) => {
+                    shape.arg_types.push(pt.ty.to_token_stream().to_string());
+                    match &*pt.pat {
+                        Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
+                            shape.named.push(pi.ident.clone());
+                            shape.params.push(Param {
+                                binding: pi.ident.clone(),
+                                destructure: None,
+                                ty: pt.ty.clone(),
+                                mutable: pi.mutability.is_some(),
+                            });
+                        }
+                        pat => shape.params.push(Param {
+                            binding: format_ident!("__optimize_arg{}", i),
+                            destructure: Some(Box::new(pat.clone())),
                             ty: pt.ty.clone(),
-                            mutable: pi.mutability.is_some(),
-                        });
-                    }
-                    pat => params.push(Param {
-                        binding: format_ident!("__optimize_arg{}", i),
-                        destructure: Some(Box::new(pat.clone())),
-                        ty: pt.ty.clone(),
-                        mutable: false,
-                    }),
-                }
-            }
-        }
-    }
-
-    let (ret, ret_borrows) = match &sig.output {
-        ReturnType::Default => (quote!(()), false),
-        ReturnType::Type(_, ty) => {
-            if args.cache {
-                check_owned_return(ty, errors);
-            } else {
-                ImplTraitFinder::report(
-                    ty,
-                    errors,
-                    "an `impl Trait` return type is not supported: statistics tell `Err` and \
-                     `None` apart by the named type; return a named type",
-                );
-            }
-            let borrows = mentions_lifetime(ty);
-            if borrows {
-                if let Some((t, _)) = &args.tiers {
-                    if t.l2 || t.l3 {
-                        errors.at(
-                            ty,
-                            "a value with references or lifetimes cannot be stored in L2/L3, which \
-                             deserialize into owned data; return an owned type (e.g. `String`) or \
-                             use `tiers = \"l1\"`",
-                        );
+                            mutable: false,
+                        }),
                     }
                 }
             }
-            (ty.to_token_stream(), borrows)
         }
-    };
-
-    // Which arguments form the key.
-    let skip: Vec<Ident> = match &args.skip {
-        Some((kw, list)) => {
-            if args.key.is_some() {
-                errors.at(
-                    kw,
-                    "`skip` has no effect together with `key = ...`: the key expression alone \
-                     decides the key; remove `skip(...)`",
-                );
-            }
-            let mut seen: Vec<&Ident> = Vec::new();
-            for ident in list {
-                if seen.contains(&ident) {
-                    errors.at(ident, format!("`{ident}` is skipped twice"));
-                }
-                seen.push(ident);
-                if ident == "self" {
-                    if receiver.is_none() {
-                        errors.at(ident, "`skip(self)`: this function has no `self` argument");
-                    }
-                } else if !named.contains(ident) {
-                    let list = std::iter::once("self")
-                        .filter(|_| receiver.is_some())
-                        .map(str::to_owned)
-                        .chain(named.iter().map(Ident::to_string))
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>();
-                    errors.at(
-                        ident,
-                        format!(
-                            "`{ident}` is not an argument of `{}`; arguments that can be \
-                             skipped: {}",
-                            sig.ident,
-                            if list.is_empty() {
-                                "none".to_owned()
-                            } else {
-                                list.join(", ")
-                            }
-                        ),
-                    );
-                }
-            }
-            list.clone()
-        }
-        None => Vec::new(),
-    };
-
-    let args_borrow = receiver.is_some() || params.iter().any(|p| mentions_lifetime(&p.ty));
-    if let Some(kind) = args.kind {
-        check_routing(&args, kind, func, &params, receiver, errors);
+        shape
     }
+}
 
-    if !args.cache {
-        for option in args.given.iter().filter(|o| {
-            let o = o.to_string();
-            !matches!(o.as_str(), "cache" | "name" | "crate")
-                && !crate::args::ROUTING_OPTIONS.contains(&o.as_str())
-        }) {
-            errors.at(
-                option,
-                format!(
-                    "`{option}` has no effect with `cache = false`: the function is measured, \
-                     never cached; remove `{option}`"
-                ),
-            );
-        }
-    }
+/// Checks the options against the function (every rule of [`crate::check`]) and builds the
+/// plan. The plan is `None` only when no kind was given; other errors go to `errors`.
+pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Plan> {
+    let shape = Shape::of(func);
+    crate::check::all(&args, &shape, errors);
 
-    if let Some(r) = receiver.filter(|_| args.cache) {
-        let self_skipped = skip.iter().any(|s| s == "self");
-        if args.key.is_none() && !self_skipped {
-            errors.at(
-                r,
-                "a method's cache key must say which instance it belongs to: `self` is not \
-                 hashed, so every instance would share one cache; add `key = ...` naming what \
-                 identifies the call (e.g. `key = (self.id, arg)`), or `skip(self)` to share one \
-                 cache across instances on purpose",
-            );
-        }
-    }
-
+    let ret = shape
+        .ret
+        .map_or_else(|| quote!(()), |ty| ty.to_token_stream());
+    let ret_borrows = shape.ret.is_some_and(mentions_lifetime);
+    let args_borrow =
+        shape.receiver.is_some() || shape.params.iter().any(|p| mentions_lifetime(&p.ty));
+    let skip: Vec<Ident> = args
+        .skip
+        .as_ref()
+        .map(|(_, list)| list.clone())
+        .unwrap_or_default();
     let key = match args.key {
         Some(expr) => KeySource::Expr(expr),
         None => KeySource::Args(
-            params
+            shape
+                .params
                 .iter()
                 .filter(|p| !skip.contains(&p.binding))
                 .map(|p| p.binding.clone())
                 .collect(),
         ),
     };
-
     let krate = match args.krate {
         Some(path) => path.to_token_stream(),
         None => default_crate_path(),
     };
-
-    // Options that only matter for tiers the function does not use.
-    if let Some((tiers, _)) = &args.tiers {
-        let unused = [
-            (
-                "l2_ttl",
-                args.l2_ttl.as_ref().map(|(_, l)| l),
-                tiers.l2,
-                "l2",
-            ),
-            (
-                "l3_ttl",
-                args.l3_ttl.as_ref().map(|(_, l)| l),
-                tiers.l3,
-                "l3",
-            ),
-            (
-                "compress_above",
-                args.compress_above.as_ref().map(|(_, l)| l),
-                tiers.l2 || tiers.l3,
-                "l2 or l3",
-            ),
-        ];
-        for (option, lit, used, needs) in unused {
-            if let (Some(lit), false) = (lit, used) {
-                errors.at(
-                    lit,
-                    format!("`{option}` has no effect: `tiers` does not include {needs}; add it to `tiers` or remove `{option}`"),
-                );
-            }
-        }
-    }
-
-    let schema = schema_hash(&arg_types, &ret.to_string());
+    let schema = schema_hash(&shape.arg_types, &ret.to_string());
     Some(Plan {
         kind: args.kind?,
         ttl: args.ttl.map(|(d, _)| d),
@@ -309,9 +176,9 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         name: args.name.map(|n| n.value()),
         krate,
         key,
-        params,
-        has_receiver: receiver.is_some(),
-        is_async: sig.asyncness.is_some(),
+        has_receiver: shape.receiver.is_some(),
+        params: shape.params,
+        is_async: func.sig.asyncness.is_some(),
         schema,
         ret,
         ret_borrows,
@@ -323,123 +190,6 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         mem: args.mem,
         args_borrow,
     })
-}
-
-/// Routing options against the kind and the function's shape (design §8).
-fn check_routing(
-    args: &Args,
-    kind: Kind,
-    func: &ItemFn,
-    params: &[Param],
-    receiver: Option<&syn::Receiver>,
-    errors: &mut Errors,
-) {
-    let given = |name: &str| args.given.iter().find(|g| *g == name);
-    let only_for = |option: &str, owner: Kind, why: &str, errors: &mut Errors| {
-        if let Some(token) = given(option).filter(|_| kind != owner) {
-            errors.at(
-                token,
-                format!(
-                    "`{option}` applies to `{}` functions; this is {} `{}` function, where {why}; \
-                     remove `{option}`",
-                    owner.name(),
-                    if kind == Kind::Io { "an" } else { "a" },
-                    kind.name()
-                ),
-            );
-        }
-    };
-    let bounded_by = match kind {
-        Kind::Cpu => "the CPU pool's thread count bounds the calls",
-        Kind::Memory => "the memory budget bounds the calls (set `mem` per call)",
-        Kind::Io => "",
-    };
-    only_for("concurrency", Kind::Io, bounded_by, errors);
-    let no_retry = "the body runs to completion once; make it `io` to retry";
-    only_for(
-        "timeout",
-        Kind::Io,
-        "a running body cannot be interrupted",
-        errors,
-    );
-    only_for("retries", Kind::Io, no_retry, errors);
-    only_for("backoff", Kind::Io, no_retry, errors);
-    only_for(
-        "mem",
-        Kind::Memory,
-        "the memory budget is not consulted",
-        errors,
-    );
-    if kind == Kind::Io {
-        if let (Some(token), None) = (given("timeout"), &func.sig.asyncness) {
-            errors.at(
-                token,
-                "`timeout` needs an `async fn`: a sync body cannot be interrupted once it runs; \
-                 make the function async, or bound the work inside it (e.g. a client timeout)",
-            );
-        }
-        if let (Some(token), None) = (given("backoff"), args.retries) {
-            errors.at(
-                token,
-                "`backoff` has no effect without `retries`; add `retries = N` or remove `backoff`",
-            );
-        }
-        if args.retries.is_some_and(|n| n > 0) {
-            for p in params {
-                if let Some(pat) = &p.destructure {
-                    errors.at(
-                        pat,
-                        "with `retries`, each attempt gets a fresh copy of the arguments, which \
-                         needs a name to copy; bind this argument to a name and destructure it \
-                         in the body",
-                    );
-                }
-            }
-            if let Some(r) = receiver.filter(|r| r.reference.is_none()) {
-                errors.at(
-                    r,
-                    "with `retries`, each attempt needs the receiver again; take `&self` \
-                     instead of `self`",
-                );
-            }
-        }
-    }
-    if let Some(lit) = args.capacity_size.as_ref().filter(|_| kind != Kind::Memory) {
-        errors.at(
-            lit,
-            format!(
-                "{} `{}` function's capacity counts entries; write a number such as \
-                 `capacity = 10000` (sizes are for `memory` functions, whose values are weighed \
-                 in bytes)",
-                if kind == Kind::Io { "an" } else { "a" },
-                kind.name()
-            ),
-        );
-    }
-    if kind == Kind::Cpu && func.sig.asyncness.is_some() {
-        AwaitFinder { errors }.visit_block(&func.block);
-    }
-}
-
-/// Reports each `.await` of an async cpu body (not those in nested async blocks or closures,
-/// which only build futures).
-struct AwaitFinder<'e> {
-    errors: &'e mut Errors,
-}
-
-impl<'ast> Visit<'ast> for AwaitFinder<'_> {
-    fn visit_expr_await(&mut self, e: &'ast syn::ExprAwait) {
-        self.errors.at(
-            e.await_token,
-            "a `cpu` function's body runs on the CPU pool, a plain thread with no async runtime, \
-             so it cannot `.await`; await this before the CPU work (in an `io` function or the \
-             caller), or make this an `io` function",
-        );
-        syn::visit::visit_expr_await(self, e);
-    }
-    fn visit_expr_async(&mut self, _: &'ast syn::ExprAsync) {}
-    fn visit_expr_closure(&mut self, _: &'ast syn::ExprClosure) {}
-    fn visit_item(&mut self, _: &'ast syn::Item) {}
 }
 
 /// Hash of the signature's types: changing an argument or return type changes every key, so
@@ -459,74 +209,6 @@ fn default_crate_path() -> TokenStream {
         // `Itself` also covers the facade's own examples, tests and doctests, which reach it
         // as `::optimize`; the library itself declares `extern crate self as optimize`.
         Ok(FoundCrate::Itself) | Err(_) => quote!(::optimize),
-    }
-}
-
-/// Cached values outlive the call, so the return type must own its data.
-fn check_owned_return(ty: &Type, errors: &mut Errors) {
-    struct Borrowed<'e> {
-        errors: &'e mut Errors,
-    }
-    impl<'ast> Visit<'ast> for Borrowed<'_> {
-        fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
-            self.errors.at(
-                t,
-                "an `impl Trait` return value cannot be cached: the cache stores one concrete \
-                 type; return a named type (e.g. `Vec<T>` instead of `impl Iterator`)",
-            );
-        }
-        fn visit_type_reference(&mut self, r: &'ast syn::TypeReference) {
-            if r.lifetime.as_ref().is_some_and(|l| l.ident == "static") {
-                return syn::visit::visit_type_reference(self, r);
-            }
-            self.errors.at(
-                r,
-                "a cached value must own its data, because it outlives this call; return an \
-                 owned type (e.g. `String` instead of `&str`, `Vec<T>` instead of `&[T]`)",
-            );
-        }
-        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
-            if l.ident != "static" {
-                self.errors.at(
-                    l,
-                    "a cached value must own its data, because it outlives this call; return a \
-                     type without borrowed lifetimes",
-                );
-            }
-        }
-    }
-    Borrowed { errors }.visit_type(ty);
-}
-
-fn mentions_lifetime(ty: &Type) -> bool {
-    struct Finder(bool);
-    impl<'ast> Visit<'ast> for Finder {
-        fn visit_type_reference(&mut self, _: &'ast syn::TypeReference) {
-            self.0 = true;
-        }
-        fn visit_lifetime(&mut self, _: &'ast syn::Lifetime) {
-            self.0 = true;
-        }
-    }
-    let mut finder = Finder(false);
-    finder.visit_type(ty);
-    finder.0
-}
-
-struct ImplTraitFinder<'e> {
-    errors: &'e mut Errors,
-    message: &'static str,
-}
-
-impl ImplTraitFinder<'_> {
-    fn report(ty: &Type, errors: &mut Errors, message: &'static str) {
-        ImplTraitFinder { errors, message }.visit_type(ty);
-    }
-}
-
-impl<'ast> Visit<'ast> for ImplTraitFinder<'_> {
-    fn visit_type_impl_trait(&mut self, t: &'ast syn::TypeImplTrait) {
-        self.errors.at(t, self.message);
     }
 }
 
