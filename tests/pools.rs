@@ -1,4 +1,4 @@
-//! Routing through the pools (design §8), through the attribute: where bodies run, limits,
+//! Routing through the pools (docs/pools.md), through the attribute: where bodies run, limits,
 //! timeouts, retries, re-entrancy, runtimes, and the task API. Behaviour only; no timings.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};

@@ -241,7 +241,7 @@ fn strip_mut_for_retries(plan: &Plan, pt: &mut syn::PatType) {
     }
 }
 
-/// The body, wrapped for its kind (design §8): a closure for a sync function, a future for an
+/// The body, wrapped for its kind (docs/pools.md): a closure for a sync function, a future for an
 /// async one. The runtime's `Site` methods named here decide where and when it runs.
 fn routed_body(plan: &Plan, block: &syn::Block, ret_span: proc_macro2::Span) -> TokenStream {
     let krate = &plan.krate;
@@ -360,8 +360,12 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
         let nanos = d.as_nanos().min(u128::from(u64::MAX)) as u64;
         quote!(#krate::__private::Duration::from_nanos(#nanos))
     };
+    // One builder call per option the user wrote; the option table names the method.
     let mut calls: Vec<TokenStream> = Vec::new();
-    let mut call = |method: &str, arg: Option<TokenStream>| {
+    let mut call = |option: &str, arg: Option<TokenStream>| {
+        let method = crate::options::find(option)
+            .and_then(|spec| spec.meta)
+            .unwrap_or_else(|| panic!("`{option}` has no SiteMeta method in options.rs"));
         let method = format_ident!("{method}");
         calls.push(match arg {
             Some(arg) => quote!(.#method(#arg)),
@@ -371,11 +375,8 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if let Some(name) = &plan.name {
         call("name", Some(name.into_token_stream()));
     }
-    if plan.has_receiver {
-        call("receiver", None);
-    }
     if !plan.cache {
-        call("uncached", None);
+        call("cache", None);
     }
     if let Some(d) = plan.ttl {
         call("ttl", Some(duration(d)));
@@ -424,6 +425,10 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if let Some(v) = plan.level {
         let v = format_ident!("{v}");
         call("level", Some(quote!(#krate::__private::Level::#v)));
+    }
+    // Not an option: the signature says it.
+    if plan.has_receiver {
+        calls.push(quote!(.receiver()));
     }
     let schema = plan.schema;
     let is_async = plan.is_async;

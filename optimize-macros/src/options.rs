@@ -48,6 +48,9 @@ pub(crate) struct Spec {
     pub(crate) example: &'static str,
     /// What it does (one line; docs/macro.md says more).
     pub(crate) doc: &'static str,
+    /// The runtime's `SiteMeta` builder method expansion calls for it (`None`: the option
+    /// shapes the generated code instead, like `key`, `skip` and `crate`).
+    pub(crate) meta: Option<&'static str>,
 }
 
 const NOT_FOR_CPU_MEMORY_RETRY: &[(Kind, &str)] = &[
@@ -70,6 +73,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`ttl = \"30s\"`",
         doc: "how long a result stays valid",
+        meta: Some("ttl"),
     },
     Spec {
         name: "capacity",
@@ -78,6 +82,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`capacity = 10000`",
         doc: "maximum entries in the in-process cache (a size for memory functions)",
+        meta: Some("capacity"),
     },
     Spec {
         name: "key",
@@ -86,6 +91,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`key = (user.id, region)`",
         doc: "hash this expression instead of the arguments",
+        meta: None,
     },
     Spec {
         name: "skip",
@@ -94,6 +100,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`skip(arg, ...)`",
         doc: "leave these arguments (or `self`) out of the key",
+        meta: None,
     },
     Spec {
         name: "name",
@@ -102,6 +109,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`name = \"users::fetch\"`",
         doc: "the function's name in statistics and keys",
+        meta: Some("name"),
     },
     Spec {
         name: "version",
@@ -110,6 +118,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`version = 2`",
         doc: "part of every key: bump it to retire old entries",
+        meta: Some("version"),
     },
     Spec {
         name: "tiers",
@@ -118,6 +127,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`tiers = \"l1,l3\"`",
         doc: "which cache tiers the function uses",
+        meta: Some("tiers"),
     },
     Spec {
         name: "l2_ttl",
@@ -126,6 +136,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`l2_ttl = \"1h\"`",
         doc: "expiry in L2, where it differs from `ttl`",
+        meta: Some("l2_ttl"),
     },
     Spec {
         name: "l3_ttl",
@@ -134,6 +145,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`l3_ttl = \"7days\"`",
         doc: "expiry in L3, where it differs from `ttl`",
+        meta: Some("l3_ttl"),
     },
     Spec {
         name: "compress_above",
@@ -142,6 +154,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`compress_above = \"4KiB\"`",
         doc: "zstd threshold of shared-tier entries",
+        meta: Some("compress_above"),
     },
     Spec {
         name: "level",
@@ -150,6 +163,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`level = \"ultra\"`",
         doc: "this function's optimization level",
+        meta: Some("level"),
     },
     Spec {
         name: "cache",
@@ -158,6 +172,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`cache = false`",
         doc: "`false`: measure every call, never cache",
+        meta: Some("uncached"),
     },
     Spec {
         name: "crate",
@@ -166,6 +181,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`crate = \"my_optimize\"`",
         doc: "where the optimize crate is, if renamed",
+        meta: None,
     },
     Spec {
         name: "priority",
@@ -174,6 +190,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`priority = \"high\"`",
         doc: "where calls queue at the CPU pool, io limits or memory budget",
+        meta: Some("priority"),
     },
     Spec {
         name: "concurrency",
@@ -191,6 +208,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`concurrency = 8`",
         doc: "calls of this function running at once",
+        meta: Some("concurrency"),
     },
     Spec {
         name: "timeout",
@@ -205,6 +223,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`timeout = \"2s\"`",
         doc: "deadline of each attempt (async functions)",
+        meta: Some("timeout"),
     },
     Spec {
         name: "retries",
@@ -213,6 +232,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`retries = 3`",
         doc: "extra attempts after an `Err`",
+        meta: Some("retries"),
     },
     Spec {
         name: "backoff",
@@ -221,6 +241,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`backoff = \"100ms\"`",
         doc: "first delay between attempts, doubled each retry",
+        meta: Some("backoff"),
     },
     Spec {
         name: "mem",
@@ -235,6 +256,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: true,
         example: "`mem = \"256MiB\"`",
         doc: "bytes each call reserves from the memory budget",
+        meta: Some("mem"),
     },
 ];
 

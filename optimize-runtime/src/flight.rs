@@ -1,4 +1,4 @@
-//! Single-flight: concurrent misses on one key share one execution (design §7).
+//! Single-flight: concurrent misses on one key share one execution (docs/architecture.md).
 //!
 //! The first caller of a cold key becomes the *leader* and runs the body; later callers become
 //! *waiters* and receive the leader's value. The leader holds a [`Lead`] guard:

@@ -1,4 +1,4 @@
-//! Cache keys (design §4).
+//! Cache keys (docs/tiers.md).
 //!
 //! A call's key is the xxh3-128 hash of the bincode encoding of its key arguments. Both are
 //! fixed algorithms with fixed options, so a key is the same in every process and every build;

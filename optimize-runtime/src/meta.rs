@@ -7,7 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Where a managed function's body runs and what admits it (design §8; see [`crate::pool`]).
+/// Where a managed function's body runs and what admits it (docs/pools.md; see [`crate::pool`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     /// I/O-bound work.

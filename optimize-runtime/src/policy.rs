@@ -1,4 +1,4 @@
-//! What a function's return value means for the cache (design §5).
+//! What a function's return value means for the cache (docs/macro.md).
 //!
 //! The decision is made by trait dispatch on the declared return type, never by its name, so
 //! `type Res<T> = Result<T, MyError>` behaves like `Result`:

@@ -1,7 +1,7 @@
 //! Per-function statistics, cheap to record from many threads at once.
 //!
 //! Every counter is sharded: a thread writes to its own cache-line-aligned shard and a read
-//! merges the shards, so the L1 hit path never contends on one atomic (design §9).
+//! merges the shards, so the L1 hit path never contends on one atomic (docs/metrics.md).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
@@ -108,7 +108,7 @@ impl Shard {
     }
 }
 
-/// How much the call path records (design §9); see [`set_recording`].
+/// How much the call path records (docs/metrics.md); see [`set_recording`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Recording {
     /// Nothing: no counters, no timings (for measuring what recording costs).

@@ -1,4 +1,4 @@
-//! Write-behind: the one queue through which L2 and L3 writes happen (design §2).
+//! Write-behind: the one queue through which L2 and L3 writes happen (docs/architecture.md).
 //!
 //! Calls never wait for a shared-tier write. Writes go into one queue, drained by a background
 //! task that pipelines L2 writes and batches L3 writes. Puts are bounded: when the queue holds

@@ -1,4 +1,4 @@
-//! The call engine (design §2): what a managed call does between the generated wrapper and
+//! The call engine (docs/architecture.md): what a managed call does between the generated wrapper and
 //! the function's [`Site`]. Generated code reaches it through `__private`.
 //!
 //! The sync and async paths differ only in how they wait (a parked thread or an awaited

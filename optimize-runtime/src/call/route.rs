@@ -1,4 +1,4 @@
-//! Routing a managed function's body by its kind (design §8): the glue between a [`Site`]'s
+//! Routing a managed function's body by its kind (docs/pools.md): the glue between a [`Site`]'s
 //! options and the [`pool`](crate::pool)s. Generated code calls these; each takes the body
 //! the attribute wrapped and decides where and when it runs.
 

@@ -1,4 +1,4 @@
-//! Configuration (design §10): one [`Config`] resolved from, later winning,
+//! Configuration (docs/configuration.md): one [`Config`] resolved from, later winning,
 //! defaults ← the [`Level`] preset ← `optimize.toml` ← `OPTIMIZE_*` environment ← the builder.
 //!
 //! Resolving is pure: it reads the file and the environment and returns typed options, or

@@ -1,5 +1,5 @@
 //! Reads every source of metrics into a [`Snapshot`]: managed functions, shared tiers, pools,
-//! the system sampler, user metrics and alert states. Names and labels are design §9's;
+//! the system sampler, user metrics and alert states. Names and labels are those of docs/metrics.md;
 //! docs/metrics.md has a row for each.
 
 use std::borrow::Cow;

@@ -1,4 +1,4 @@
-//! The runtime monitor (design §9): metrics of every managed function, tier and pool, system
+//! The runtime monitor (docs/metrics.md): metrics of every managed function, tier and pool, system
 //! metrics, user metrics and alert rules, exported as Prometheus text and JSON over HTTP.
 //!
 //! - Metrics are always recorded (see [`crate::stats::set_recording`]); [`Sources::snapshot`]

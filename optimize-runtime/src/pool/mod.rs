@@ -1,4 +1,4 @@
-//! Where a managed function's body runs, and when it may start (design §8).
+//! Where a managed function's body runs, and when it may start (docs/pools.md).
 //!
 //! - [`cpu`]: a dedicated thread pool (rayon) behind a priority gate, so CPU-bound bodies never
 //!   occupy async runtime workers and urgent work overtakes batch work.

@@ -1,4 +1,4 @@
-//! Alert rules over the monitor's metrics, modelled on Prometheus alerting rules (design §9).
+//! Alert rules over the monitor's metrics, modelled on Prometheus alerting rules (docs/metrics.md).
 //!
 //! - [`Rule`]: a condition ([`Condition`]: value, rate, ratio or quantile over a
 //!   [`Selector`]), a comparison and threshold, `for`, `keep_firing_for`, a [`Severity`],
