@@ -24,3 +24,14 @@ cargo test --workspace
 
 step "demo (cargo run --release --example demo)"
 cargo run --release --example demo
+
+step "demo refuses a bad configuration (OPTIMIZE_CONFIG with a typo'd key)"
+bad_dir=$(mktemp -d)
+trap 'rm -rf "$bad_dir"' EXIT
+printf 'levle = "ultra"\n' > "$bad_dir/optimize.toml"
+if OPTIMIZE_CONFIG="$bad_dir/optimize.toml" cargo run -q --release --example demo \
+    > "$bad_dir/out" 2> "$bad_dir/err"; then
+  echo "the demo ran with an invalid configuration" >&2
+  exit 1
+fi
+grep -F 'did you mean `level`' "$bad_dir/err"
