@@ -68,7 +68,9 @@ impl Entry {
     }
 }
 
-/// The options, as written. Checked against the function in `model`.
+/// The options, as written. Checked against the function by `check`, carried to expansion
+/// in the `Plan`.
+#[derive(Default)]
 pub(crate) struct Args {
     pub(crate) kind: Option<Kind>,
     pub(crate) ttl: Option<(Duration, LitStr)>,
@@ -197,27 +199,8 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
     };
     let mut args = Args {
         kind: entry.kind(),
-        ttl: None,
-        capacity: None,
-        key: None,
-        skip: None,
-        name: None,
-        version: None,
-        krate: None,
-        tiers: None,
-        l2_ttl: None,
-        l3_ttl: None,
-        compress_above: None,
-        level: None,
         cache: true,
-        priority: None,
-        concurrency: None,
-        timeout: None,
-        retries: None,
-        backoff: None,
-        mem: None,
-        capacity_size: None,
-        given: Vec::new(),
+        ..Args::default()
     };
     let mut kind_token: Option<Ident> = None;
     let mut seen: Vec<Ident> = Vec::new();

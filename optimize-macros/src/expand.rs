@@ -10,7 +10,7 @@ use crate::args::Kind;
 use crate::model::{KeySource, Plan};
 
 pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
-    if !plan.cache {
+    if !plan.options.cache {
         return expand_measured(plan, func);
     }
     let krate = &plan.krate;
@@ -69,8 +69,8 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         syn::ReturnType::Default => sig.ident.span(),
     };
     // Explicit L2/L3 need a serializable value: checked here, reported on the return type.
-    let require_shared = match plan.tiers {
-        Some(t) if t.l2 || t.l3 => {
+    let require_shared = match &plan.options.tiers {
+        Some((t, _)) if t.l2 || t.l3 => {
             let arg = quote_spanned!(ret_span=> __optimize_policy);
             quote! { let __optimize_policy = #krate::__private::require_shared(#arg); }
         }
@@ -234,7 +234,7 @@ fn expand_measured(plan: &Plan, func: ItemFn) -> TokenStream {
 /// With `retries`, each attempt rebinds a fresh copy of every argument; the signature's own
 /// bindings are then only copied from, so `mut` moves to the copies.
 fn strip_mut_for_retries(plan: &Plan, pt: &mut syn::PatType) {
-    if plan.retries > 0 {
+    if plan.retries() > 0 {
         if let Pat::Ident(pi) = &mut *pt.pat {
             pi.mutability = None;
         }
@@ -246,7 +246,7 @@ fn strip_mut_for_retries(plan: &Plan, pt: &mut syn::PatType) {
 fn routed_body(plan: &Plan, block: &syn::Block, ret_span: proc_macro2::Span) -> TokenStream {
     let krate = &plan.krate;
     let ret = &plan.ret;
-    let on_timeout = match plan.timeout {
+    let on_timeout = match plan.options.timeout {
         Some(_) => {
             let f = quote_spanned! {ret_span=>
                 <#ret as #krate::__private::TimeoutOutput>::timed_out
@@ -271,7 +271,7 @@ fn routed_body(plan: &Plan, block: &syn::Block, ret_span: proc_macro2::Span) -> 
         })
         .collect();
     let site = quote!(__optimize_site);
-    let retrying = plan.retries > 0;
+    let retrying = plan.retries() > 0;
     match (plan.is_async, plan.kind) {
         (false, Kind::Io) if retrying => quote! {
             move || #site.io_sync(#should_retry, || -> #ret { #(#clones)* #block })
@@ -372,57 +372,58 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
             None => quote!(.#method()),
         });
     };
-    if let Some(name) = &plan.name {
+    if let Some(name) = &plan.options.name {
         call("name", Some(name.into_token_stream()));
     }
-    if !plan.cache {
+    let o = &plan.options;
+    if !o.cache {
         call("cache", None);
     }
-    if let Some(d) = plan.ttl {
+    if let Some((d, _)) = o.ttl {
         call("ttl", Some(duration(d)));
     }
-    if let Some(c) = plan.capacity {
+    if let Some(c) = o.capacity {
         call("capacity", Some(c.into_token_stream()));
     }
-    if let Some(t) = plan.tiers {
+    if let Some((t, _)) = &o.tiers {
         let (l1, l2, l3) = (t.l1, t.l2, t.l3);
         call("tiers", Some(quote!(#l1, #l2, #l3)));
     }
-    if let Some(d) = plan.l2_ttl {
+    if let Some((d, _)) = o.l2_ttl {
         call("l2_ttl", Some(duration(d)));
     }
-    if let Some(d) = plan.l3_ttl {
+    if let Some((d, _)) = o.l3_ttl {
         call("l3_ttl", Some(duration(d)));
     }
-    if let Some(n) = plan.compress_above {
+    if let Some((n, _)) = o.compress_above {
         call("compress_above", Some(n.into_token_stream()));
     }
-    if plan.version != 0 {
-        call("version", Some(plan.version.into_token_stream()));
+    if let Some(v) = o.version.filter(|v| *v != 0) {
+        call("version", Some(v.into_token_stream()));
     }
-    if let Some(p) = plan.priority {
+    if let Some((p, _)) = o.priority {
         let variant = format_ident!("{}", p.variant());
         call(
             "priority",
             Some(quote!(#krate::__private::Priority::#variant)),
         );
     }
-    if let Some(c) = plan.concurrency {
+    if let Some(c) = o.concurrency {
         call("concurrency", Some(c.into_token_stream()));
     }
-    if let Some(d) = plan.timeout {
+    if let Some((d, _)) = o.timeout {
         call("timeout", Some(duration(d)));
     }
-    if plan.retries != 0 {
-        call("retries", Some(plan.retries.into_token_stream()));
+    if let Some(n) = o.retries.filter(|n| *n != 0) {
+        call("retries", Some(n.into_token_stream()));
     }
-    if let Some(d) = plan.backoff {
+    if let Some((d, _)) = o.backoff {
         call("backoff", Some(duration(d)));
     }
-    if let Some(m) = plan.mem {
+    if let Some(m) = o.mem {
         call("mem", Some(m.into_token_stream()));
     }
-    if let Some(v) = plan.level {
+    if let Some(v) = o.level {
         let v = format_ident!("{v}");
         call("level", Some(quote!(#krate::__private::Level::#v)));
     }

@@ -1,32 +1,20 @@
 //! From options and function to a plan: the function's shape, checked by every rule of
 //! [`crate::check`], then the decisions expansion needs.
 
-use std::time::Duration;
-
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote, ToTokens};
 use syn::{Expr, FnArg, Ident, ItemFn, Pat, ReturnType, Type};
 
-use crate::args::{Args, Kind, Priority, Tiers};
+use crate::args::{Args, Kind};
 use crate::check::mentions_lifetime;
 use crate::errors::Errors;
 
-/// A validated plan for one annotated function.
+/// A validated plan for one annotated function: the options as parsed (checked by every
+/// rule) and what expansion needs to know about the function.
 pub(crate) struct Plan {
+    /// The options, as parsed; the runtime supplies the defaults of those not given.
+    pub(crate) options: Args,
     pub(crate) kind: Kind,
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) capacity: Option<u64>,
-    /// Explicit `tiers`; `None`: every tier the process has, for serializable values.
-    pub(crate) tiers: Option<Tiers>,
-    pub(crate) l2_ttl: Option<Duration>,
-    pub(crate) l3_ttl: Option<Duration>,
-    pub(crate) compress_above: Option<u32>,
-    /// `level = "..."`: the `config::Level` variant.
-    pub(crate) level: Option<&'static str>,
-    pub(crate) version: u32,
-    /// `cache = false`: measured, never cached.
-    pub(crate) cache: bool,
-    pub(crate) name: Option<String>,
     pub(crate) krate: TokenStream,
     pub(crate) key: KeySource,
     pub(crate) params: Vec<Param>,
@@ -37,21 +25,16 @@ pub(crate) struct Plan {
     /// The return type mentions a reference or lifetime (only `'static` passes the checks):
     /// it cannot be deserialized into, so it stays in L1.
     pub(crate) ret_borrows: bool,
-    /// `priority = "..."`.
-    pub(crate) priority: Option<Priority>,
-    /// `concurrency = N`.
-    pub(crate) concurrency: Option<u64>,
-    /// `timeout = "..."`.
-    pub(crate) timeout: Option<Duration>,
-    /// `retries = N`.
-    pub(crate) retries: u32,
-    /// `backoff = "..."`.
-    pub(crate) backoff: Option<Duration>,
-    /// `mem = "..."`.
-    pub(crate) mem: Option<u64>,
     /// Some argument (or the receiver) borrows: an async cpu body cannot be sent to the pool
     /// on its own, so the caller waits for it.
     pub(crate) args_borrow: bool,
+}
+
+impl Plan {
+    /// Extra attempts after an `Err` (0 without `retries`).
+    pub(crate) fn retries(&self) -> u32 {
+        self.options.retries.unwrap_or(0)
+    }
 }
 
 pub(crate) enum KeySource {
@@ -131,7 +114,7 @@ impl<'f> Shape<'f> {
 
 /// Checks the options against the function (every rule of [`crate::check`]) and builds the
 /// plan. The plan is `None` only when no kind was given; other errors go to `errors`.
-pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Plan> {
+pub(crate) fn build(mut args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Plan> {
     let shape = Shape::of(func);
     crate::check::all(&args, &shape, errors);
 
@@ -146,7 +129,7 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         .as_ref()
         .map(|(_, list)| list.clone())
         .unwrap_or_default();
-    let key = match args.key {
+    let key = match args.key.take() {
         Some(expr) => KeySource::Expr(expr),
         None => KeySource::Args(
             shape
@@ -157,23 +140,14 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
                 .collect(),
         ),
     };
-    let krate = match args.krate {
+    let krate = match args.krate.take() {
         Some(path) => path.to_token_stream(),
         None => default_crate_path(),
     };
     let schema = schema_hash(&shape.arg_types, &ret.to_string());
     Some(Plan {
         kind: args.kind?,
-        ttl: args.ttl.map(|(d, _)| d),
-        capacity: args.capacity,
-        tiers: args.tiers.map(|(t, _)| t),
-        l2_ttl: args.l2_ttl.map(|(d, _)| d),
-        l3_ttl: args.l3_ttl.map(|(d, _)| d),
-        compress_above: args.compress_above.map(|(n, _)| n),
-        level: args.level,
-        version: args.version.unwrap_or(0),
-        cache: args.cache,
-        name: args.name.map(|n| n.value()),
+        options: args,
         krate,
         key,
         has_receiver: shape.receiver.is_some(),
@@ -182,12 +156,6 @@ pub(crate) fn build(args: Args, func: &ItemFn, errors: &mut Errors) -> Option<Pl
         schema,
         ret,
         ret_borrows,
-        priority: args.priority.map(|(p, _)| p),
-        concurrency: args.concurrency,
-        timeout: args.timeout.map(|(d, _)| d),
-        retries: args.retries.unwrap_or(0),
-        backoff: args.backoff.map(|(d, _)| d),
-        mem: args.mem,
         args_borrow,
     })
 }
