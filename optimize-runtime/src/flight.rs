@@ -15,6 +15,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::pin::pin;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::key::ArgsKey;
@@ -41,6 +42,9 @@ enum State<V> {
 
 struct Flight<V> {
     state: Mutex<State<V>>,
+    /// What the leader's call chain holds once its body is admitted (see
+    /// [`mark_leader_admitted`]); [`NOT_ADMITTED`] until then.
+    admission: Arc<AtomicU8>,
     /// Wakes blocked sync waiters.
     condvar: Condvar,
     /// Wakes async waiters; works on any executor.
@@ -51,6 +55,7 @@ impl<V> Flight<V> {
     fn new() -> Self {
         Self {
             state: Mutex::new(State::Running),
+            admission: Arc::new(AtomicU8::new(NOT_ADMITTED)),
             condvar: Condvar::new(),
             notify: tokio::sync::Notify::new(),
         }
@@ -128,18 +133,21 @@ impl<V: Clone> Default for Flights<V> {
     }
 }
 
+/// A flight's admission before its leader's body was admitted.
+pub const NOT_ADMITTED: u8 = u8::MAX;
+
 thread_local! {
     /// Flights whose leader is running on this thread right now (nested when a body calls
-    /// other managed functions). Identity only; never dereferenced.
-    static LEADING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// other managed functions): identity (never dereferenced) and admission cell.
+    static LEADING: RefCell<Vec<(usize, Arc<AtomicU8>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Marks a flight as led by the current thread while alive.
 struct LeadingMark(usize);
 
 impl LeadingMark {
-    fn enter(id: usize) -> Self {
-        LEADING.with(|l| l.borrow_mut().push(id));
+    fn enter(id: usize, admission: &Arc<AtomicU8>) -> Self {
+        LEADING.with(|l| l.borrow_mut().push((id, admission.clone())));
         Self(id)
     }
 }
@@ -148,7 +156,7 @@ impl Drop for LeadingMark {
     fn drop(&mut self) {
         LEADING.with(|l| {
             let mut l = l.borrow_mut();
-            if let Some(pos) = l.iter().rposition(|&id| id == self.0) {
+            if let Some(pos) = l.iter().rposition(|(id, _)| *id == self.0) {
                 l.remove(pos);
             }
         });
@@ -156,7 +164,20 @@ impl Drop for LeadingMark {
 }
 
 fn led_by_this_thread(id: usize) -> bool {
-    LEADING.with(|l| l.borrow().contains(&id))
+    LEADING.with(|l| l.borrow().iter().any(|(i, _)| *i == id))
+}
+
+/// Records that the body of the flight this thread is leading right now (the innermost one)
+/// was admitted, with `held` the admissions its call chain holds (the pools' bit set). A
+/// waiter that holds admissions itself reads it to decide whether it may wait (the waiting
+/// rule in docs/pools.md). A no-op outside a leader's body.
+pub fn mark_leader_admitted(held: u8) {
+    LEADING.with(|l| {
+        if let Some((_, cell)) = l.borrow().last() {
+            // Only the first admission counts: retried attempts re-enter with the same chain.
+            let _ = cell.compare_exchange(NOT_ADMITTED, held, Relaxed, Relaxed);
+        }
+    });
 }
 
 /// The leader's obligation: complete the flight, or let the guard's drop release the waiters.
@@ -170,7 +191,7 @@ pub struct Lead<'a, V: Clone> {
 impl<V: Clone> Lead<'_, V> {
     /// Runs `body` as this flight's leader (so a same-key call inside it is detected).
     pub fn run<R>(&self, body: impl FnOnce() -> R) -> R {
-        let _mark = LeadingMark::enter(self.flight.id());
+        let _mark = LeadingMark::enter(self.flight.id(), &self.flight.admission);
         body()
     }
 
@@ -178,9 +199,10 @@ impl<V: Clone> Lead<'_, V> {
     /// which is exactly when a nested same-key call could start waiting.
     pub async fn run_async<F: std::future::Future>(&self, body: F) -> F::Output {
         let id = self.flight.id();
+        let admission = self.flight.admission.clone();
         let mut body = pin!(body);
         std::future::poll_fn(|cx| {
-            let _mark = LeadingMark::enter(id);
+            let _mark = LeadingMark::enter(id, &admission);
             body.as_mut().poll(cx)
         })
         .await
@@ -263,6 +285,15 @@ pub struct Wait<V> {
 }
 
 impl<V: Clone> Wait<V> {
+    /// What the leader's call chain held when its body was admitted; `None` while the
+    /// leader is still looking up the shared tiers or queued for admission.
+    pub fn leader_admission(&self) -> Option<u8> {
+        match self.flight.admission.load(Relaxed) {
+            NOT_ADMITTED => None,
+            held => Some(held),
+        }
+    }
+
     fn read(state: &State<V>) -> Option<Waited<V>> {
         match state {
             State::Running => None,

@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
 use crate::meta::{Kind, Priority};
+use crate::pool::chain;
 use crate::pool::gate::Permit;
 use crate::pool::io::{Attempts, TimedOut};
 use crate::pool::tasks::{TaskState, TaskTracker};
@@ -198,8 +199,11 @@ impl Task {
             Kind::Cpu => pools.cpu().spawn_admitted(permit, call).await,
             // Closures of io and memory tasks may block: they get a blocking thread.
             Kind::Io | Kind::Memory => {
+                let kind = self.kind;
                 join(tokio::task::spawn_blocking(move || {
                     let _permit = permit;
+                    // Managed calls the closure makes are nested in its admission.
+                    let _chain = chain::Scope::enter(kind, 0);
                     call()
                 }))
                 .await
@@ -234,6 +238,7 @@ impl Task {
                     .await
             }
             Kind::Io | Kind::Memory => {
+                let fut = chain::InChain::new(self.kind, fut);
                 join(tokio::spawn(async move {
                     let _permit = permit;
                     fut.await

@@ -17,6 +17,7 @@ use crate::flight::{Lead, Role, Settled, Waited};
 use crate::key::ArgsKey;
 use crate::meta::SiteMeta;
 use crate::policy::{CacheValue, ReturnPolicy};
+use crate::pool::chain;
 use crate::site::Site;
 use crate::stats::Outcome;
 use crate::time::block_on;
@@ -137,7 +138,7 @@ impl Site {
         let sampled = crate::stats::sample_this_call().then(|| self.now());
         let Some(key) = key else {
             let start = sampled.unwrap_or_else(|| self.now());
-            return self.run_own_sync(policy, start, body);
+            return self.run_own_sync(policy, None, start, body);
         };
         let store = self.store::<P::Cached>(codec);
         if let Some(v) = store.l1_hit(key) {
@@ -167,12 +168,20 @@ impl Site {
                         compute_start,
                     );
                 }
+                Role::Waiter(wait)
+                    if !chain::may_wait_on(chain::held(), wait.leader_admission()) =>
+                {
+                    drop(wait);
+                    return self.run_own_sync(policy, Some((store, key)), start, body);
+                }
                 Role::Waiter(wait) => match wait.wait_blocking(&self.path) {
                     Waited::Retry => continue,
                     Waited::Settled(settled) => {
                         return match self.after_wait(policy, settled, start) {
                             AfterWait::Done(out) => out,
-                            AfterWait::RunOwn => self.run_own_sync(policy, start, body),
+                            AfterWait::RunOwn => {
+                                self.run_own_sync(policy, Some((store, key)), start, body)
+                            }
                         };
                     }
                 },
@@ -198,7 +207,7 @@ impl Site {
         let sampled = crate::stats::sample_this_call().then(|| self.now());
         let Some(key) = key else {
             let start = sampled.unwrap_or_else(|| self.now());
-            return self.run_own_async(policy, start, body).await;
+            return self.run_own_async(policy, None, start, body).await;
         };
         let store = self.store::<P::Cached>(codec);
         if let Some(v) = store.l1_hit(key) {
@@ -231,12 +240,23 @@ impl Site {
                         compute_start,
                     );
                 }
+                Role::Waiter(wait)
+                    if !chain::may_wait_on(chain::held(), wait.leader_admission()) =>
+                {
+                    drop(wait);
+                    return self
+                        .run_own_async(policy, Some((store, key)), start, body)
+                        .await;
+                }
                 Role::Waiter(wait) => match wait.wait(&self.path).await {
                     Waited::Retry => continue,
                     Waited::Settled(settled) => {
                         return match self.after_wait(policy, settled, start) {
                             AfterWait::Done(out) => out,
-                            AfterWait::RunOwn => self.run_own_async(policy, start, body).await,
+                            AfterWait::RunOwn => {
+                                self.run_own_async(policy, Some((store, key)), start, body)
+                                    .await
+                            }
                         };
                     }
                 },
@@ -340,10 +360,13 @@ impl Site {
         }
     }
 
-    /// Runs the caller's own body outside any flight (no key, or after an unshareable result).
+    /// Runs the caller's own body outside any flight: without a key, after a leader's
+    /// unshareable result, or instead of waiting on a leader it must not wait on (the waiting
+    /// rule). With `own` (the store and key), a cacheable result is stored as a leader's is.
     fn run_own_sync<P: ReturnPolicy>(
         &self,
         policy: P,
+        own: Option<(&FnStore<P::Cached>, ArgsKey)>,
         start: u64,
         body: impl FnOnce() -> P::Output,
     ) -> P::Output
@@ -354,12 +377,13 @@ impl Site {
         let guard = PanicRecorder::new(self, start, compute_start);
         let out = body();
         guard.disarm();
-        self.finish_own(policy, out, start, compute_start)
+        self.finish_own(policy, own, out, start, compute_start)
     }
 
     async fn run_own_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
         &self,
         policy: P,
+        own: Option<(&FnStore<P::Cached>, ArgsKey)>,
         start: u64,
         body: F,
     ) -> P::Output
@@ -370,12 +394,13 @@ impl Site {
         let guard = PanicRecorder::new(self, start, compute_start);
         let out = body.await;
         guard.disarm();
-        self.finish_own(policy, out, start, compute_start)
+        self.finish_own(policy, own, out, start, compute_start)
     }
 
     fn finish_own<P: ReturnPolicy>(
         &self,
         policy: P,
+        own: Option<(&FnStore<P::Cached>, ArgsKey)>,
         out: P::Output,
         start: u64,
         compute_start: u64,
@@ -383,12 +408,15 @@ impl Site {
     where
         P::Cached: CacheValue,
     {
-        let now = self.now();
-        let outcome = if policy.to_cache(&out).is_some() {
-            Outcome::Computed
-        } else {
-            Outcome::Uncached
+        let outcome = match (policy.to_cache(&out), own) {
+            (Some(cached), Some((store, key))) => {
+                store.store(key, None, &cached);
+                Outcome::Computed
+            }
+            (Some(_), None) => Outcome::Computed,
+            (None, _) => Outcome::Uncached,
         };
+        let now = self.now();
         self.record(
             outcome,
             now.saturating_sub(start),

@@ -1,9 +1,9 @@
 //! The CPU pool: a dedicated rayon pool with a priority gate in front.
 //!
 //! The gate admits as many calls as the pool has threads, highest priority first; rayon runs
-//! them. A call made on one of the pool's own threads (a cpu body calling another cpu
-//! function, or itself recursively) runs in place without a second admission, so recursion
-//! deeper than the pool has threads cannot deadlock it.
+//! them. A call made inside an admitted cpu body (a cpu body calling another cpu function, or
+//! itself recursively) runs in place without a second admission, so recursion deeper than the
+//! pool has threads cannot deadlock it (rule 1 of [`super::chain`]).
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::gate::{Gate, Permit};
-use super::{blocking, Priority};
+use super::{blocking, chain, Priority};
+use crate::meta::Kind;
 
 /// The CPU pool. See the module documentation.
 pub struct CpuPool {
@@ -73,13 +74,31 @@ impl CpuPool {
     /// assert_eq!(total, 6);
     /// ```
     pub fn run<R: Send>(&self, priority: Priority, f: impl FnOnce() -> R + Send) -> R {
-        if self.on_pool_thread() {
+        if self.runs_in_place() {
+            chain::admitted(Kind::Cpu);
             return f();
         }
+        let inherited = chain::held();
         blocking(|| match self.gate.acquire_blocking(1, priority) {
-            Ok(_permit) => self.pool.install(f),
-            Err(_closed) => f(),
+            Ok(_permit) => {
+                chain::admitted(Kind::Cpu);
+                self.pool.install(move || {
+                    let _chain = chain::Scope::enter(Kind::Cpu, inherited);
+                    f()
+                })
+            }
+            Err(_closed) => {
+                chain::admitted(Kind::Cpu);
+                let _chain = chain::Scope::enter(Kind::Cpu, inherited);
+                f()
+            }
         })
+    }
+
+    /// Whether a call made here runs under its chain's admission: inside an admitted cpu body
+    /// (rule 1 of [`super::chain`]), or on a pool thread at all (a task's closure, say).
+    fn runs_in_place(&self) -> bool {
+        !chain::needs_admission(Kind::Cpu) || self.on_pool_thread()
     }
 
     /// Runs `f` on the pool while the calling task awaits without holding its thread. If the
@@ -90,13 +109,17 @@ impl CpuPool {
         priority: Priority,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> R {
-        if self.on_pool_thread() {
+        if self.runs_in_place() {
+            chain::admitted(Kind::Cpu);
             return f();
         }
+        let inherited = chain::held();
         let Ok(permit) = self.gate.acquire(1, priority).await else {
+            chain::admitted(Kind::Cpu);
             return blocking(f);
         };
-        match self.spawn_admitted(permit, f).await {
+        chain::admitted(Kind::Cpu);
+        match self.spawn_in_chain(permit, inherited, f).await {
             Ok(value) => value,
             Err(payload) => panic::resume_unwind(payload),
         }
@@ -109,9 +132,22 @@ impl CpuPool {
         permit: Permit,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> std::thread::Result<R> {
+        self.spawn_in_chain(permit, 0, f).await
+    }
+
+    /// [`CpuPool::spawn_admitted`] for a job whose caller's chain held `inherited`.
+    async fn spawn_in_chain<R: Send + 'static>(
+        &self,
+        permit: Permit,
+        inherited: u8,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::Result<R> {
         let (tx, rx) = oneshot::channel();
         self.pool.spawn(move || {
-            let out = panic::catch_unwind(AssertUnwindSafe(f));
+            let out = {
+                let _chain = chain::Scope::enter(Kind::Cpu, inherited);
+                panic::catch_unwind(AssertUnwindSafe(f))
+            };
             drop(permit);
             let _ = tx.send(out);
         });

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::gate::Gate;
-use super::{blocking, Priority};
+use super::{blocking, chain, Priority};
+use crate::meta::Kind;
 
 /// The global io limit.
 #[derive(Debug)]
@@ -142,7 +143,7 @@ pub trait AttemptObserver {
 
 impl AttemptObserver for () {}
 
-/// The gates an io call passes: the global limit, then the function's own.
+/// The gates an io call passes: the function's own limit, then the global one.
 #[derive(Clone, Copy, Debug)]
 pub struct IoGates<'a> {
     /// The global io limit.
@@ -171,15 +172,23 @@ where
     let mut retry = 0;
     loop {
         let out = {
-            // A closed gate (shutdown) still lets the call run: it never fails the caller.
-            let _global = gates.global.acquire(1, gates.priority).await.ok();
-            let _local = match gates.local {
+            // The narrow limit first: queued behind a saturated function, a call holds nothing
+            // that unrelated calls need. A closed gate (shutdown) still lets the call run: it
+            // never fails the caller. A nested io call runs under its chain's admission.
+            let admit = chain::needs_admission(Kind::Io);
+            let _local = match gates.local.filter(|_| admit) {
                 Some(g) => g.acquire(1, gates.priority).await.ok(),
                 None => None,
             };
+            let _global = match admit {
+                true => gates.global.acquire(1, gates.priority).await.ok(),
+                false => None,
+            };
+            chain::admitted(Kind::Io);
+            let attempt = chain::InChain::new(Kind::Io, attempt());
             match (attempts.timeout, on_timeout) {
                 (Some(after), Some(on_timeout)) => {
-                    match tokio::time::timeout(after, attempt()).await {
+                    match tokio::time::timeout(after, attempt).await {
                         Ok(out) => out,
                         Err(_) => {
                             observer.timed_out();
@@ -190,7 +199,7 @@ where
                         }
                     }
                 }
-                _ => attempt().await,
+                _ => attempt.await,
             }
         };
         match should_retry {
@@ -218,10 +227,17 @@ pub fn run_sync<R>(
         let mut retry = 0;
         loop {
             let out = {
-                let _global = gates.global.acquire_blocking(1, gates.priority).ok();
+                // Narrow limit first, then the global one (see `run_async`).
+                let admit = chain::needs_admission(Kind::Io);
                 let _local = gates
                     .local
+                    .filter(|_| admit)
                     .and_then(|g| g.acquire_blocking(1, gates.priority).ok());
+                let _global = admit
+                    .then(|| gates.global.acquire_blocking(1, gates.priority).ok())
+                    .flatten();
+                chain::admitted(Kind::Io);
+                let _chain = chain::Scope::enter(Kind::Io, 0);
                 attempt()
             };
             match should_retry {

@@ -4,58 +4,18 @@
 //! A sampler thread reads system memory with sysinfo on an interval. Above the threshold the
 //! budget holds new admissions (while anything is admitted: an idle budget still admits one
 //! call, so a process squeezed by others keeps making progress) and expired L1 entries are
-//! purged. A memory call made inside an admitted one (same thread, or polled by the same
-//! admitted future) runs without a second admission: it does not wait on the budget its
-//! caller already holds.
+//! purged. A memory call made inside an admitted memory or cpu body (same thread, or polled by
+//! the same admitted future) runs without a second admission: it does not wait on the budget
+//! its caller already holds (rule 1 of [`super::chain`]).
 
-use std::cell::Cell;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::gate::Gate;
-use super::{blocking, PoolConfig, Priority, PurgeHook};
-
-thread_local! {
-    /// Depth of admitted memory calls on this thread (or in the future being polled).
-    static ADMITTED: Cell<u32> = const { Cell::new(0) };
-}
-
-fn inside_admitted() -> bool {
-    ADMITTED.with(|d| d.get() > 0)
-}
-
-/// Marks this thread as inside an admitted call until dropped.
-struct AdmittedScope;
-
-impl AdmittedScope {
-    fn enter() -> Self {
-        ADMITTED.with(|d| d.set(d.get() + 1));
-        AdmittedScope
-    }
-}
-
-impl Drop for AdmittedScope {
-    fn drop(&mut self) {
-        ADMITTED.with(|d| d.set(d.get() - 1));
-    }
-}
-
-/// Polls a future with the admitted mark set, so memory calls it makes are nested ones.
-struct Admitted<F> {
-    inner: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Admitted<F> {
-    type Output = F::Output;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let _scope = AdmittedScope::enter();
-        self.inner.as_mut().poll(cx)
-    }
-}
+use super::{blocking, chain, PoolConfig, Priority, PurgeHook};
+use crate::meta::Kind;
 
 /// The memory budget. See the module documentation.
 pub struct MemoryBudget {
@@ -197,13 +157,15 @@ impl MemoryBudget {
     /// assert_eq!(v, 16);
     /// ```
     pub fn run<R>(&self, weight: Option<u64>, priority: Priority, f: impl FnOnce() -> R) -> R {
-        if inside_admitted() {
+        if !chain::needs_admission(Kind::Memory) {
+            chain::admitted(Kind::Memory);
             return f();
         }
         let weight = weight.unwrap_or(self.default_weight);
         blocking(|| {
             let _permit = self.gate.acquire_blocking(weight, priority).ok();
-            let _scope = AdmittedScope::enter();
+            chain::admitted(Kind::Memory);
+            let _chain = chain::Scope::enter(Kind::Memory, 0);
             f()
         })
     }
@@ -216,15 +178,14 @@ impl MemoryBudget {
         priority: Priority,
         fut: F,
     ) -> F::Output {
-        if inside_admitted() {
+        if !chain::needs_admission(Kind::Memory) {
+            chain::admitted(Kind::Memory);
             return fut.await;
         }
         let weight = weight.unwrap_or(self.default_weight);
         let _permit = self.gate.acquire(weight, priority).await.ok();
-        Admitted {
-            inner: Box::pin(fut),
-        }
-        .await
+        chain::admitted(Kind::Memory);
+        chain::InChain::new(Kind::Memory, fut).await
     }
 }
 

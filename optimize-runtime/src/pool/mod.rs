@@ -19,6 +19,7 @@
 //! assert!(pools.stats().cpu.completed >= 1);
 //! ```
 
+pub mod chain;
 pub mod cpu;
 pub mod gate;
 pub mod io;

@@ -172,6 +172,11 @@ impl Site {
         self.settings.concurrency
     }
 
+    /// Counters of the function's own `concurrency` limit (running and queued calls).
+    pub fn concurrency_stats(&self) -> Option<crate::pool::GateStats> {
+        self.concurrency.as_ref().map(|g| g.stats())
+    }
+
     /// Bytes a call reserves from the memory budget (`mem = "..."`, else the budget's default).
     pub fn mem(&self) -> u64 {
         self.settings.mem
