@@ -64,6 +64,12 @@ pub enum InstallError {
     /// The monitor could not start (its HTTP address is taken, say).
     #[error(transparent)]
     Monitor(#[from] MonitorError),
+    /// The CPU pool's threads cannot be started (`pools.cpu_threads` beyond what the system
+    /// allows, say).
+    #[error(
+        "cannot start the CPU pool's threads (pools.cpu_threads): {0}; lower pools.cpu_threads"
+    )]
+    Pools(rayon::ThreadPoolBuildError),
 }
 
 /// Resolves `builder` (defaults ← level ← file ← environment ← builder), checks it against
@@ -192,15 +198,23 @@ impl Runtime {
         // must not know, is handed to its hook once it exists.
         let purge_target: Arc<OnceLock<Weak<Registry>>> = Arc::default();
         let hook_target = purge_target.clone();
-        let pools = Pools::start(
-            &config.pools,
-            Box::new(move || {
-                hook_target
-                    .get()
-                    .and_then(Weak::upgrade)
-                    .map_or(0, |r| r.purge_expired())
-            }),
-        );
+        let purge: crate::pool::PurgeHook = Box::new(move || {
+            hook_target
+                .get()
+                .and_then(Weak::upgrade)
+                .map_or(0, |r| r.purge_expired())
+        });
+        let pools = if strict {
+            match Pools::try_start(&config.pools, purge) {
+                Ok(pools) => pools,
+                Err(e) => {
+                    tiers.shutdown();
+                    return Err(InstallError::Pools(e));
+                }
+            }
+        } else {
+            Pools::start(&config.pools, purge)
+        };
         let env = SiteEnv {
             clock: clock.clone(),
             tiers: tiers.clone(),

@@ -54,7 +54,8 @@ pub enum TaskError<E> {
     /// The task panicked; the panic message.
     #[error("task panicked: {0}")]
     Panicked(String),
-    /// The pools were shut down before the task was admitted.
+    /// The pools were shut down before the task was admitted (or, outside a tokio runtime,
+    /// the task runtime's threads could not be started; the error is logged).
     #[error("task rejected: the pools are shut down")]
     Rejected,
 }
@@ -261,16 +262,19 @@ impl Task {
         let shared = Arc::new(TaskState::default());
         let (tx, rx) = oneshot::channel();
         let id = tracker.next_id();
-        if pools.cpu().gate().is_closed() {
-            shared.set(TaskStatus::Rejected);
-            let _ = tx.send(Err(TaskError::Rejected));
-            return TaskHandle {
-                id,
-                shared,
-                rx,
-                tracker,
-            };
-        }
+        let runtime = match driver_runtime() {
+            Some(runtime) if !pools.cpu().gate().is_closed() => runtime,
+            _ => {
+                shared.set(TaskStatus::Rejected);
+                let _ = tx.send(Err(TaskError::Rejected));
+                return TaskHandle {
+                    id,
+                    shared,
+                    rx,
+                    tracker,
+                };
+            }
+        };
         let attempts = self.attempts;
         let state = shared.clone();
         let driver = move |registered| async move {
@@ -306,7 +310,7 @@ impl Task {
             let _ = tx.send(result);
         };
         tracker.register(id, shared.clone(), |registered| {
-            driver_runtime().spawn(driver(registered)).abort_handle()
+            runtime.spawn(driver(registered)).abort_handle()
         });
         TaskHandle {
             id,
@@ -375,21 +379,26 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic payload".to_owned())
 }
 
-/// The runtime that drives tasks: the caller's, or a small one of the pools'.
-fn driver_runtime() -> Handle {
-    static OWN: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    Handle::try_current().unwrap_or_else(|_| {
-        OWN.get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("optimize-tasks")
-                .enable_all()
-                .build()
-                .expect("the task runtime could not be started")
-        })
-        .handle()
-        .clone()
+/// The runtime that drives tasks: the caller's, or a small one of the pools' (`None` when
+/// its threads cannot be started; the task is then rejected, and the error logged).
+fn driver_runtime() -> Option<Handle> {
+    static OWN: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    if let Ok(handle) = Handle::try_current() {
+        return Some(handle);
+    }
+    OWN.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("optimize-tasks")
+            .enable_all()
+            .build()
+            .inspect_err(|e| {
+                tracing::error!(error = %e, "optimize: the task runtime cannot start; tasks submitted outside a tokio runtime are rejected");
+            })
+            .ok()
     })
+    .as_ref()
+    .map(|rt| rt.handle().clone())
 }
 
 /// A submitted task: its status, and its result once it ends.

@@ -16,7 +16,9 @@ use crate::meta::Kind;
 
 /// The CPU pool. See the module documentation.
 pub struct CpuPool {
-    pool: rayon::ThreadPool,
+    /// `None` when its threads could not be started: bodies then run in place (degraded,
+    /// reported once), so a call never fails because of the environment.
+    pool: Option<rayon::ThreadPool>,
     gate: Arc<Gate>,
     threads: usize,
 }
@@ -31,16 +33,34 @@ impl std::fmt::Debug for CpuPool {
 }
 
 impl CpuPool {
-    /// A pool of `threads` threads (at least 1), named `optimize-cpu-N`.
+    /// A pool of `threads` threads (at least 1), named `optimize-cpu-N`; if they cannot be
+    /// started, a pool that runs bodies in place (the error is logged).
     pub fn new(threads: usize) -> Self {
+        Self::try_new(threads).unwrap_or_else(|e| {
+            tracing::error!(error = %e, threads, "optimize: the CPU pool's threads cannot start; cpu bodies run in their callers' threads");
+            Self::in_place(threads)
+        })
+    }
+
+    /// A pool of `threads` threads, or why they cannot be started.
+    pub fn try_new(threads: usize) -> Result<Self, rayon::ThreadPoolBuildError> {
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("optimize-cpu-{i}"))
-            .build()
-            .expect("the CPU pool's threads could not be started");
+            .build()?;
+        Ok(Self {
+            pool: Some(pool),
+            gate: Gate::new(threads as u64),
+            threads,
+        })
+    }
+
+    /// A pool without threads: admission as for `threads`, bodies in their callers' threads.
+    fn in_place(threads: usize) -> Self {
+        let threads = threads.max(1);
         Self {
-            pool,
+            pool: None,
             gate: Gate::new(threads as u64),
             threads,
         }
@@ -58,7 +78,21 @@ impl CpuPool {
 
     /// Whether the current thread is one of this pool's.
     pub fn on_pool_thread(&self) -> bool {
-        self.pool.current_thread_index().is_some()
+        self.pool
+            .as_ref()
+            .is_some_and(|p| p.current_thread_index().is_some())
+    }
+
+    /// Runs `f` on a pool thread (in place without threads), in a chain holding cpu.
+    fn install<R: Send>(&self, inherited: u8, f: impl FnOnce() -> R + Send) -> R {
+        let run = move || {
+            let _chain = chain::Scope::enter(Kind::Cpu, inherited);
+            f()
+        };
+        match &self.pool {
+            Some(pool) => pool.install(run),
+            None => run(),
+        }
     }
 
     /// Runs `f` on the pool and blocks until it returns; `f` may borrow from the caller. On a
@@ -82,10 +116,7 @@ impl CpuPool {
         blocking(|| match self.gate.acquire_blocking(1, priority) {
             Ok(_permit) => {
                 chain::admitted(Kind::Cpu);
-                self.pool.install(move || {
-                    let _chain = chain::Scope::enter(Kind::Cpu, inherited);
-                    f()
-                })
+                self.install(inherited, f)
             }
             Err(_closed) => {
                 chain::admitted(Kind::Cpu);
@@ -143,14 +174,18 @@ impl CpuPool {
         f: impl FnOnce() -> R + Send + 'static,
     ) -> std::thread::Result<R> {
         let (tx, rx) = oneshot::channel();
-        self.pool.spawn(move || {
+        let job = move || {
             let out = {
                 let _chain = chain::Scope::enter(Kind::Cpu, inherited);
                 panic::catch_unwind(AssertUnwindSafe(f))
             };
             drop(permit);
             let _ = tx.send(out);
-        });
+        };
+        match &self.pool {
+            Some(pool) => pool.spawn(job),
+            None => job(),
+        }
         rx.await
             .unwrap_or_else(|_| unreachable!("the CPU pool dropped a job without running it"))
     }

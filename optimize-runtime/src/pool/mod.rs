@@ -96,10 +96,24 @@ pub struct Pools {
 pub type PurgeHook = Box<dyn Fn() -> u64 + Send + Sync>;
 
 impl Pools {
-    /// Starts the pools. `purge` is called under memory pressure.
+    /// Starts the pools. `purge` is called under memory pressure. If the CPU pool's threads
+    /// cannot be started, cpu bodies run in their callers' threads (logged).
     pub fn start(config: &PoolConfig, purge: PurgeHook) -> Arc<Self> {
+        Self::with_cpu(cpu::CpuPool::new(config.cpu_threads), config, purge)
+    }
+
+    /// [`Pools::start`], or why the CPU pool's threads cannot be started.
+    pub fn try_start(
+        config: &PoolConfig,
+        purge: PurgeHook,
+    ) -> Result<Arc<Self>, rayon::ThreadPoolBuildError> {
+        let cpu = cpu::CpuPool::try_new(config.cpu_threads)?;
+        Ok(Self::with_cpu(cpu, config, purge))
+    }
+
+    fn with_cpu(cpu: cpu::CpuPool, config: &PoolConfig, purge: PurgeHook) -> Arc<Self> {
         Arc::new(Self {
-            cpu: cpu::CpuPool::new(config.cpu_threads),
+            cpu,
             io: io::IoPool::new(config.io_concurrency),
             memory: memory::MemoryBudget::start(config, purge),
             tasks: tasks::TaskTracker::default(),
