@@ -4,6 +4,8 @@
 
 #[path = "support/promtool.rs"]
 mod promtool;
+#[path = "support/skip.rs"]
+mod skip;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;

@@ -3,6 +3,8 @@
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+#[path = "support/skip.rs"]
+mod skip;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;

@@ -2,6 +2,8 @@
 
 #[path = "../../tests/support/redis_server.rs"]
 mod redis_server;
+#[path = "../../tests/support/skip.rs"]
+mod skip;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

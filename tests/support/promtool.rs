@@ -1,23 +1,17 @@
 //! `promtool` from Debian's `prometheus` package, for checking exported metrics and rules.
 //!
-//! Without it, a test that needs it is skipped locally but fails when `CI` is set
-//! (`scripts/test.sh` installs it).
+//! Without it, a test that needs it fails (`scripts/test.sh` installs it), unless the run sets
+//! `OPTIMIZE_TEST_SKIP_SERVICES=1` on purpose.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// Whether promtool can run; panics under CI when it cannot.
+/// Whether promtool can run; a test fails when it cannot (see `skip::service_or_skip`).
 pub fn available() -> bool {
-    if Command::new("promtool").arg("--version").output().is_ok() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("promtool is not installed, and CI is set: promtool checks must run (scripts/test.sh installs Debian's prometheus package)");
-    }
-    eprintln!("skipping: promtool is not installed (scripts/test.sh installs it)");
-    false
+    let present = Command::new("promtool").arg("--version").output().is_ok();
+    crate::skip::service_or_skip(present, "promtool")
 }
 
 /// Runs `promtool check metrics` on `text`; its output on failure.

@@ -1,7 +1,7 @@
 //! A real `redis-server` for tests: started on a free loopback port, killed when dropped.
 //!
-//! Without `redis-server` on the PATH, a test that needs it is skipped locally, but fails when
-//! `CI` is set (`scripts/test.sh` installs it).
+//! Without `redis-server` on the PATH, a test that needs it fails (`scripts/test.sh` installs
+//! it), unless the run sets `OPTIMIZE_TEST_SKIP_SERVICES=1` on purpose.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -25,16 +25,10 @@ fn binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Whether tests needing Redis can run; panics under CI when they cannot.
+/// Whether tests needing Redis can run; a test fails when they cannot (see
+/// `skip::service_or_skip` for the explicit way out).
 pub fn available() -> bool {
-    if binary().is_some() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("redis-server is not installed, and CI is set: Redis tests must run (scripts/test.sh installs it)");
-    }
-    eprintln!("skipping: redis-server is not installed (scripts/test.sh installs it)");
-    false
+    crate::skip::service_or_skip(binary().is_some(), "redis-server")
 }
 
 fn free_port() -> u16 {
@@ -46,7 +40,7 @@ fn free_port() -> u16 {
 }
 
 impl RedisServer {
-    /// Starts a server, or `None` when redis-server is unavailable outside CI.
+    /// Starts a server; `None` only when the run skips missing services on purpose.
     pub fn start() -> Option<Self> {
         Self::start_with(None)
     }
