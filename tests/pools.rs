@@ -248,6 +248,10 @@ async fn sync_bodies_work_on_a_multi_thread_runtime() {
 
 // ---- memory ---------------------------------------------------------------------------
 
+/// Tests that fill or count the memory budget's queue take turns, so each sees only its own
+/// calls there.
+static MEMORY_BUDGET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[optimize::memory(mem = "1TiB", cache = false)]
 fn memory_outer() -> u32 {
     // Weighs the whole budget (the weight is capped at it): a nested call that waited on the
@@ -273,11 +277,13 @@ async fn memory_inner_async() -> u32 {
 
 #[test]
 fn a_nested_memory_call_does_not_wait_on_its_callers_budget() {
+    let _turn = MEMORY_BUDGET.blocking_lock();
     assert_eq!(memory_outer(), 42);
 }
 
 #[tokio::test]
 async fn a_nested_async_memory_call_does_not_wait_either() {
+    let _turn = MEMORY_BUDGET.lock().await;
     assert_eq!(memory_outer_async().await, 42);
 }
 
@@ -288,6 +294,7 @@ fn big_table(n: usize) -> Vec<u64> {
 
 #[test]
 fn memory_calls_cache_like_any_other() {
+    let _turn = MEMORY_BUDGET.blocking_lock();
     assert_eq!(big_table(1000).len(), 1000);
     assert_eq!(big_table(1000).len(), 1000);
     assert_eq!(big_table_cache().stats().hits(), 1);
@@ -298,6 +305,7 @@ fn memory_calls_cache_like_any_other() {
 
 #[tokio::test]
 async fn tasks_run_on_their_pools_with_retries() {
+    let _turn = MEMORY_BUDGET.lock().await;
     let handle = Task::cpu()
         .priority(Priority::High)
         .spawn(|| Ok::<_, String>(thread_name()));
@@ -390,6 +398,7 @@ fn pool_state_is_readable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_queued_task_means_it_never_runs() {
+    let _turn = MEMORY_BUDGET.lock().await;
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let release_rx = std::sync::Mutex::new(release_rx);
     // Takes the whole memory budget (weights are capped at it) until released.
