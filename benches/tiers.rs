@@ -10,6 +10,8 @@
 //!
 //! `cargo bench --bench tiers` (starts its own redis-server; prints ratios at the end).
 
+#[path = "../tests/support/skip.rs"]
+mod skip;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
