@@ -10,10 +10,10 @@
 //!
 //! `cargo bench --bench tiers` (starts its own redis-server; prints ratios at the end).
 
-#[path = "../tests/support/skip.rs"]
-mod skip;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
+#[path = "../tests/support/skip.rs"]
+mod skip;
 
 #[path = "support/summary.rs"]
 mod summary;

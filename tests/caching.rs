@@ -123,6 +123,42 @@ mod schema_c {
     }
 }
 
+mod alias_a {
+    pub type Id = u32;
+    pub struct Account {
+        pub id: u64,
+    }
+    #[optimize::io(tiers = "l1")]
+    pub fn find(id: Id) -> Option<std::sync::Arc<Account>> {
+        Some(std::sync::Arc::new(Account { id: id.into() }))
+    }
+}
+mod alias_b {
+    pub type Id = u64;
+    pub struct Account {
+        pub id: u64,
+        pub name: String,
+    }
+    #[optimize::io(tiers = "l1")]
+    pub fn find(id: Id) -> Option<std::sync::Arc<Account>> {
+        Some(std::sync::Arc::new(Account {
+            id,
+            name: String::new(),
+        }))
+    }
+}
+
+#[test]
+fn schema_hash_follows_what_the_types_resolve_to() {
+    // Spelled the same (`Id`, `Account`), resolved to different types: different schemas.
+    assert_ne!(
+        alias_a::find_cache().schema(),
+        alias_b::find_cache().schema()
+    );
+    assert_eq!(alias_a::find(1).unwrap().id, 1);
+    assert!(alias_b::find(1).unwrap().name.is_empty());
+}
+
 #[test]
 fn schema_hash_follows_the_types() {
     assert_ne!(

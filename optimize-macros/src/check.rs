@@ -21,6 +21,7 @@ pub(crate) fn all(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
     borrowed_return_stays_in_l1(args, shape, errors);
     skip_without_key(args, errors);
     skip_names_arguments(args, shape, errors);
+    unordered_collections_stay_out_of_the_key(args, shape, errors);
     if let Some(kind) = args.kind {
         options_fit_the_kind(args, kind, errors);
         if kind == Kind::Io {
@@ -167,6 +168,57 @@ fn skip_names_arguments(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
             );
         }
     }
+}
+
+/// A `HashMap` or `HashSet` iterates in a random order, so two equal maps encode to
+/// different bytes and would get different keys: refused in a hashed argument, with the three
+/// ways out. (Seen by name only: an alias of one, or a struct holding one, is not caught;
+/// docs/macro.md says so.)
+fn unordered_collections_stay_out_of_the_key(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
+    if args.key.is_some() || !args.cache {
+        return;
+    }
+    let skipped = |name: &Ident| {
+        args.skip
+            .as_ref()
+            .is_some_and(|(_, list)| list.iter().any(|s| s == name))
+    };
+    for param in shape.params.iter().filter(|p| !skipped(&p.binding)) {
+        if let Some(segment) = unordered_collection(&param.ty) {
+            let ordered = if segment == "HashMap" {
+                "BTreeMap"
+            } else {
+                "BTreeSet"
+            };
+            errors.at(
+                &param.ty,
+                format!(
+                    "a `{segment}` argument makes an unstable cache key: it iterates in a random \
+                     order, so equal values hash differently; take a `{ordered}` instead, leave \
+                     the argument out with `skip({})`, or choose the key with `key = ...`",
+                    param.binding
+                ),
+            );
+        }
+    }
+}
+
+/// `HashMap` or `HashSet` if the type mentions one by name.
+fn unordered_collection(ty: &Type) -> Option<&'static str> {
+    struct Finder(Option<&'static str>);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_path_segment(&mut self, s: &'ast syn::PathSegment) {
+            if s.ident == "HashMap" {
+                self.0 = Some("HashMap");
+            } else if s.ident == "HashSet" {
+                self.0 = Some("HashSet");
+            }
+            syn::visit::visit_path_segment(self, s);
+        }
+    }
+    let mut finder = Finder(None);
+    finder.visit_type(ty);
+    finder.0
 }
 
 /// An option that belongs to one kind (the option table says which) is refused on others,
@@ -406,6 +458,34 @@ fn check_owned_return(ty: &Type, errors: &mut Errors) {
         }
     }
     Borrowed { errors }.visit_type(ty);
+}
+
+/// Whether a type can be named outside its signature (in an item nested in the function
+/// body): no `Self`, no lifetime but `'static`, no `impl Trait`, no `_`.
+pub(crate) fn nameable_outside(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_path_segment(&mut self, s: &'ast syn::PathSegment) {
+            if s.ident == "Self" {
+                self.0 = false;
+            }
+            syn::visit::visit_path_segment(self, s);
+        }
+        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
+            if l.ident != "static" {
+                self.0 = false;
+            }
+        }
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = false;
+        }
+        fn visit_type_infer(&mut self, _: &'ast syn::TypeInfer) {
+            self.0 = false;
+        }
+    }
+    let mut finder = Finder(true);
+    finder.visit_type(ty);
+    finder.0
 }
 
 /// Whether a type mentions a reference or a lifetime.

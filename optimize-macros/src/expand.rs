@@ -427,10 +427,21 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
         let v = format_ident!("{v}");
         call("level", Some(quote!(#krate::__private::Level::#v)));
     }
-    // Not an option: the signature says it.
+    // Not options: the signature says them.
     if plan.has_receiver {
         calls.push(quote!(.receiver()));
     }
+    let types_fn = plan.nameable_types.as_ref().map(|types| {
+        calls.push(quote!(.types(__optimize_types)));
+        quote! {
+            fn __optimize_types() -> u64 {
+                #krate::__private::type_schema(
+                    &[#(::core::any::type_name::<#types>()),*],
+                    &[#(::core::mem::size_of::<#types>()),*],
+                )
+            }
+        }
+    });
     let schema = plan.schema;
     let is_async = plan.is_async;
     let owner = if plan.has_receiver {
@@ -449,6 +460,7 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
         Register::No => quote!(),
     };
     quote! {
+        #types_fn
         #registration
         static __OPTIMIZE_META: #krate::__private::SiteMeta = #krate::__private::SiteMeta::new(
             ::core::concat!(

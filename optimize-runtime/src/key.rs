@@ -194,6 +194,28 @@ impl fmt::Display for FullKey<'_> {
     }
 }
 
+/// Hash of resolved types (their `type_name`s and sizes), for [`crate::meta::SiteMeta::types`].
+/// A compiler upgrade may print a type differently; entries then retire, which is safe.
+///
+/// ```
+/// use optimize_runtime::key::type_schema;
+///
+/// let a = type_schema(&[std::any::type_name::<u32>()], &[4]);
+/// assert_eq!(a, type_schema(&["u32"], &[4]));
+/// assert_ne!(a, type_schema(&["u64"], &[8]));
+/// ```
+pub fn type_schema(names: &[&str], sizes: &[usize]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for name in names {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+    }
+    for size in sizes {
+        h.update(&(*size as u64).to_le_bytes());
+    }
+    h.digest()
+}
+
 /// One function's shared-tier keys: the fixed part (everything but the arguments' hash) is
 /// built once, so a key costs one allocation and 32 hex digits per call. The only place that
 /// knows the layout besides [`FullKey`], which it mirrors.

@@ -69,7 +69,7 @@ pub fn site(path: &str) -> Option<&'static Site> {
 pub mod __private {
     pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
     pub use crate::call::SiteSlot;
-    pub use crate::key::{ArgsKey, KeyHasher, KeyPart};
+    pub use crate::key::{type_schema, ArgsKey, KeyHasher, KeyPart};
     pub use crate::meta::{Kind, Level, Priority, SiteMeta};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
     pub use crate::pool::io::{RetryOutput, TimeoutOutput};

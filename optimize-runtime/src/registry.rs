@@ -149,6 +149,8 @@ impl Registry {
         owner: Option<fn() -> &'static str>,
     ) -> &'static Site {
         if let Some(&i) = self.by_id.get(meta.id) {
+            // The registered metadata, whichever slot (function or companion) asks first.
+            let meta = self.entries[i].meta;
             return self.entries[i]
                 .site
                 .get_or_init(|| self.create(meta, derive_path(meta, owner)));

@@ -58,6 +58,8 @@ pub struct Site {
     pub(crate) settings: Settings,
     pub(crate) recorder: FnRecorder,
     pub(crate) env: SiteEnv,
+    /// [`SiteMeta::effective_schema`], computed once.
+    schema: u64,
     keys: Arc<KeyLayout>,
     /// The typed store, created on first call when the value type is known, twice: as `Any`
     /// for the hit path (one virtual call to downcast) and as `AnyStore` for type-independent
@@ -81,13 +83,15 @@ impl fmt::Debug for Site {
 impl Site {
     /// A function's handle, with its settings resolved.
     pub fn new(meta: &'static SiteMeta, path: String, settings: Settings, env: SiteEnv) -> Self {
+        let schema = meta.effective_schema();
         let keys = Arc::new(KeyLayout::new(
             &env.tiers.config().namespace,
             &path,
             meta.version,
-            meta.schema,
+            schema,
         ));
         Self {
+            schema,
             concurrency: settings.concurrency.map(Gate::new),
             meta,
             path,
@@ -187,9 +191,10 @@ impl Site {
         self.meta.version
     }
 
-    /// Hash of the function's argument and return types.
+    /// Hash of the function's argument and return types: as written, and as resolved
+    /// (full paths and sizes) where they can be named.
     pub fn schema(&self) -> u64 {
-        self.meta.schema
+        self.schema
     }
 
     /// The key an entry for `args` has in shared tiers.
@@ -275,7 +280,7 @@ impl Site {
             .get_or_init(|| {
                 let recorder = &self.recorder;
                 let store: &'static FnStore<V> = Box::leak(Box::new(FnStore::new(
-                    &self.settings.store_options(self.meta),
+                    &self.settings.store_options(self.meta, self.schema),
                     codec,
                     &self.env.tiers,
                     self.keys.clone(),

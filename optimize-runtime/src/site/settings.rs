@@ -149,8 +149,9 @@ impl Settings {
         }
     }
 
-    /// What the function's typed store is built from.
-    pub fn store_options(&self, meta: &SiteMeta) -> StoreOptions {
+    /// What the function's typed store is built from (`schema`: the function's effective
+    /// schema).
+    pub fn store_options(&self, meta: &SiteMeta, schema: u64) -> StoreOptions {
         StoreOptions {
             tiers: self.tiers,
             capacity: self.capacity,
@@ -161,7 +162,7 @@ impl Settings {
             weigh_by_size: meta.kind == Kind::Memory,
             demote: self.demote,
             compress_above: self.compress_above,
-            schema: meta.schema,
+            schema,
         }
     }
 }
