@@ -27,12 +27,12 @@ for var in $(env | sed -n 's/^\(OPTIMIZE_[A-Za-z0-9_]*\)=.*/\1/p'); do
   unset "$var"
 done
 # Tests that need a service fail when it is missing. Only an explicit
-# OPTIMIZE_TEST_SKIP_SERVICES=1 lets them skip; each skip is logged here and counted below.
+# SKIP_SERVICE_TESTS=1 lets them skip; each skip is logged here and counted below.
 skip_log=$(mktemp)
-export OPTIMIZE_TEST_SKIP_LOG="$skip_log"
+export SKIP_SERVICE_TESTS_LOG="$skip_log"
 cargo test --workspace
 if [ -s "$skip_log" ]; then
-  printf '\n%s test(s) skipped because a service was missing (OPTIMIZE_TEST_SKIP_SERVICES):\n' \
+  printf '\n%s test(s) skipped because a service was missing (SKIP_SERVICE_TESTS):\n' \
     "$(wc -l < "$skip_log")"
   sed 's/^/  /' "$skip_log"
 fi

@@ -13,7 +13,7 @@ use std::process::Command;
 use optimize::config::{Config, Level};
 use optimize::{InstallError, Runtime};
 
-const CHILD: &str = "OPTIMIZE_TEST_LAZY_CHILD";
+const CHILD: &str = "LAZY_DEFAULT_CHILD";
 
 #[optimize::io]
 fn hello(x: u32) -> u32 {

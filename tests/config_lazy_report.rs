@@ -14,7 +14,7 @@ fn answer(x: u32) -> u32 {
     x + 1
 }
 
-const CHILD: &str = "OPTIMIZE_TEST_LAZY_REPORT_CHILD";
+const CHILD: &str = "LAZY_REPORT_CHILD";
 
 /// Run only as the child of `bad_configuration_reaches_stderr_once` (hence ignored).
 #[test]

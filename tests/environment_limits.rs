@@ -10,7 +10,7 @@ use std::process::Command;
 
 use optimize::config::Config;
 
-const CHILD: &str = "OPTIMIZE_TEST_LIMITS_CHILD";
+const CHILD: &str = "LIMITS_CHILD";
 
 #[optimize::cpu]
 fn squared(x: u64) -> u64 {

@@ -29,12 +29,14 @@ async fn quote(id: u64) -> Quote {
 
 const KEYS: u64 = 50;
 
-/// The child: does nothing unless `OPTIMIZE_TEST_CHILD` is set.
+/// The child process's work (hence ignored: the tests below run it in children).
 #[test]
+#[ignore = "run in child processes by the tests below"]
 fn child() {
-    if std::env::var_os("OPTIMIZE_TEST_CHILD").is_none() {
-        return;
-    }
+    assert!(
+        std::env::var_os("TIERS_PROCESS_CHILD").is_some(),
+        "run as a child only"
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     for id in 0..KEYS {
         assert_eq!(rt.block_on(quote(id)), Quote { id, price: id * 3 });
@@ -69,8 +71,8 @@ fn result(executions: u64, hit_l2: u64, hit_l3: u64) -> ChildResult {
 
 fn run_child(env: &[(&str, &str)]) -> ChildResult {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env("OPTIMIZE_TEST_CHILD", "1")
+        .args(["--exact", "child", "--ignored", "--nocapture"])
+        .env("TIERS_PROCESS_CHILD", "1")
         .env_remove("OPTIMIZE_REDIS_URL")
         .env_remove("OPTIMIZE_L3_DIR")
         .env_remove("OPTIMIZE_L3")

@@ -460,34 +460,6 @@ fn check_owned_return(ty: &Type, errors: &mut Errors) {
     Borrowed { errors }.visit_type(ty);
 }
 
-/// Whether a type can be named outside its signature (in an item nested in the function
-/// body): no `Self`, no lifetime but `'static`, no `impl Trait`, no `_`.
-pub(crate) fn nameable_outside(ty: &Type) -> bool {
-    struct Finder(bool);
-    impl<'ast> Visit<'ast> for Finder {
-        fn visit_path_segment(&mut self, s: &'ast syn::PathSegment) {
-            if s.ident == "Self" {
-                self.0 = false;
-            }
-            syn::visit::visit_path_segment(self, s);
-        }
-        fn visit_lifetime(&mut self, l: &'ast syn::Lifetime) {
-            if l.ident != "static" {
-                self.0 = false;
-            }
-        }
-        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
-            self.0 = false;
-        }
-        fn visit_type_infer(&mut self, _: &'ast syn::TypeInfer) {
-            self.0 = false;
-        }
-    }
-    let mut finder = Finder(true);
-    finder.visit_type(ty);
-    finder.0
-}
-
 /// Whether a type mentions a reference or a lifetime.
 pub(crate) fn mentions_lifetime(ty: &Type) -> bool {
     struct Finder(bool);

@@ -431,17 +431,17 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if plan.has_receiver {
         calls.push(quote!(.receiver()));
     }
-    let types_fn = plan.nameable_types.as_ref().map(|types| {
-        calls.push(quote!(.types(__optimize_types)));
-        quote! {
-            fn __optimize_types() -> u64 {
-                #krate::__private::type_schema(
-                    &[#(::core::any::type_name::<#types>()),*],
-                    &[#(::core::mem::size_of::<#types>()),*],
-                )
-            }
-        }
-    });
+    // What the signature's types resolve to, hashed at the first call (a closure in the body
+    // can name the impl's generics and `Self`, which an item could not).
+    // Named with `'static` for every lifetime (type names and sizes do not depend on them),
+    // so the companions, whose signatures lack the function's lifetimes, can name them too.
+    let types: Vec<syn::Type> = plan.types.iter().cloned().map(static_lifetimes).collect();
+    let types_fn = quote! {
+        ::core::option::Option::Some((|| #krate::__private::type_schema(
+            &[#(::core::any::type_name::<#types>()),*],
+            &[#(::core::mem::size_of::<#types>()),*],
+        )) as fn() -> u64)
+    };
     let schema = plan.schema;
     let is_async = plan.is_async;
     let owner = if plan.has_receiver {
@@ -460,7 +460,6 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
         Register::No => quote!(),
     };
     quote! {
-        #types_fn
         #registration
         static __OPTIMIZE_META: #krate::__private::SiteMeta = #krate::__private::SiteMeta::new(
             ::core::concat!(
@@ -476,6 +475,24 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
         #(#calls)*;
         static __OPTIMIZE_SITE: #krate::__private::SiteSlot =
             #krate::__private::SiteSlot::new(&__OPTIMIZE_META);
-        let __optimize_site = __OPTIMIZE_SITE.get(#owner);
+        let __optimize_site = __OPTIMIZE_SITE.get(#owner, #types_fn);
     }
+}
+
+/// `ty` with every lifetime replaced by `'static`.
+fn static_lifetimes(mut ty: syn::Type) -> syn::Type {
+    struct ToStatic;
+    impl syn::visit_mut::VisitMut for ToStatic {
+        fn visit_lifetime_mut(&mut self, l: &mut syn::Lifetime) {
+            l.ident = syn::Ident::new("static", l.ident.span());
+        }
+        fn visit_type_reference_mut(&mut self, r: &mut syn::TypeReference) {
+            if r.lifetime.is_none() {
+                r.lifetime = Some(syn::Lifetime::new("'static", r.and_token.span));
+            }
+            syn::visit_mut::visit_type_reference_mut(self, r);
+        }
+    }
+    syn::visit_mut::VisitMut::visit_type_mut(&mut ToStatic, &mut ty);
+    ty
 }

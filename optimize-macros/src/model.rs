@@ -28,9 +28,8 @@ pub(crate) struct Plan {
     /// Some argument (or the receiver) borrows: an async cpu body cannot be sent to the pool
     /// on its own, so the caller waits for it.
     pub(crate) args_borrow: bool,
-    /// The argument and return types, when every one can be named outside the signature
-    /// (no `Self`, no named lifetime): the runtime then hashes what they resolve to.
-    pub(crate) nameable_types: Option<Vec<Type>>,
+    /// The argument and return types: the runtime hashes what they resolve to.
+    pub(crate) types: Vec<Type>,
 }
 
 impl Plan {
@@ -150,12 +149,8 @@ pub(crate) fn build(mut args: Args, func: &ItemFn, errors: &mut Errors) -> Optio
     let schema = schema_hash(&shape.arg_types, &ret.to_string());
     let mut types: Vec<Type> = shape.params.iter().map(|p| (*p.ty).clone()).collect();
     types.push(shape.ret.cloned().unwrap_or_else(|| syn::parse_quote!(())));
-    let nameable_types = types
-        .iter()
-        .all(crate::check::nameable_outside)
-        .then_some(types);
     Some(Plan {
-        nameable_types,
+        types,
         kind: args.kind?,
         options: args,
         krate,

@@ -244,12 +244,8 @@ pub struct SiteMeta {
     pub compress_above: Option<u32>,
     /// `version = N`.
     pub version: u32,
-    /// Hash of the signature's types, as written.
+    /// Hash of the signature's types, as written (the call adds what they resolve to).
     pub schema: u64,
-    /// Hashes what the compiler resolved the signature's types to (full paths and sizes), so
-    /// an alias or import that now names another type also retires old entries. `None` when
-    /// a type cannot be named outside the signature (it mentions `Self` or a named lifetime).
-    pub types: Option<fn() -> u64>,
     /// `priority = "..."` (cpu and memory).
     pub priority: Priority,
     /// `concurrency = N` (io): calls of this function running at once.
@@ -293,7 +289,6 @@ impl SiteMeta {
             compress_above: None,
             version: 0,
             schema,
-            types: None,
             priority: Priority::Normal,
             concurrency: None,
             timeout: None,
@@ -388,19 +383,5 @@ impl SiteMeta {
     pub const fn level(mut self, level: Level) -> Self {
         self.level = Some(level);
         self
-    }
-    /// The resolved-types hash (generated code passes a function that computes it).
-    pub const fn types(mut self, types: fn() -> u64) -> Self {
-        self.types = Some(types);
-        self
-    }
-
-    /// The schema every key and entry of the function carries: the written signature's hash,
-    /// combined with the resolved types' when known.
-    pub fn effective_schema(&self) -> u64 {
-        match self.types {
-            Some(types) => self.schema.rotate_left(17) ^ types(),
-            None => self.schema,
-        }
     }
 }

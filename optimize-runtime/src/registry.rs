@@ -21,8 +21,10 @@ use crate::site::Site;
 #[linkme::distributed_slice]
 pub static FUNCTIONS: [SiteMeta];
 
-/// Creates a function's site from its metadata and path (the runtime resolves its settings).
-pub type SiteFactory = Box<dyn Fn(&'static SiteMeta, String) -> Site + Send + Sync>;
+/// Creates a function's site from its metadata, path and (for a method) self type's name; the
+/// runtime resolves its settings.
+pub type SiteFactory =
+    Box<dyn Fn(&'static SiteMeta, String, Option<&'static str>) -> Site + Send + Sync>;
 
 struct Entry {
     meta: &'static SiteMeta,
@@ -34,8 +36,8 @@ pub struct Registry {
     /// Sorted by module path, name and id, for stable listings.
     entries: Box<[Entry]>,
     by_id: HashMap<&'static str, usize>,
-    /// Functions missing from [`FUNCTIONS`] (a platform where the linker dropped them),
-    /// created at first use so that a call never fails.
+    /// Functions missing from [`FUNCTIONS`] (a platform where the linker dropped them), and
+    /// the further types of a generic impl's method: created at first use.
     late: Mutex<Vec<&'static Site>>,
     make: SiteFactory,
 }
@@ -61,6 +63,7 @@ pub fn static_path(meta: &SiteMeta) -> Option<String> {
 /// Whether `path` can be the path of `meta`'s function: its static path, or for a method
 /// with a receiver, `module::Type::method` with any type in (or below) the module.
 pub fn may_be_path_of(meta: &SiteMeta, path: &str) -> bool {
+    let path = without_generics(path);
     match static_path(meta) {
         Some(p) => p == path,
         None => path
@@ -79,20 +82,34 @@ pub fn shown_path(meta: &SiteMeta) -> String {
     static_path(meta).unwrap_or_else(|| format!("{}::<Type>::{}", meta.module_path, meta.fn_name))
 }
 
-fn derive_path(meta: &SiteMeta, owner: Option<fn() -> &'static str>) -> String {
+/// A function's path: `name = "..."`, else `module::fn`, else (a method) the self type's full
+/// name and the method's: `app::Repo::get`, or `app::Repo<app::User>::get` for one type of a
+/// generic impl, whose types each get their own site, keys and metrics.
+fn derive_path(meta: &SiteMeta, owner: Option<&'static str>) -> String {
     if let Some(path) = static_path(meta) {
         return path;
     }
     match owner {
         // `type_name` already includes the module path of the type.
-        Some(type_name) => format!("{}::{}", strip_generics(type_name()), meta.fn_name),
+        Some(type_name) => format!("{type_name}::{}", meta.fn_name),
         None => format!("{}::{}", meta.module_path, meta.fn_name),
     }
 }
 
-/// `app::Repo<u8>` -> `app::Repo`: keys and metric labels name the function, not instances.
-fn strip_generics(type_name: &str) -> &str {
-    type_name.split('<').next().unwrap_or(type_name)
+/// `app::Repo<app::User>::get` -> `app::Repo::get`: the form a `[functions]` table may use
+/// for every type of a generic impl.
+pub fn without_generics(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut depth = 0usize;
+    for c in path.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            c if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
 }
 
 impl Registry {
@@ -132,14 +149,19 @@ impl Registry {
                      `name = \"...\"` so their statistics and shared-tier keys stay apart"
                 );
             }
-            let _ = entry.site.set(registry.create(entry.meta, path));
+            let _ = entry.site.set(registry.create(entry.meta, path, None));
         }
         registry
     }
 
-    fn create(&self, meta: &'static SiteMeta, path: String) -> &'static Site {
+    fn create(
+        &self,
+        meta: &'static SiteMeta,
+        path: String,
+        owner: Option<&'static str>,
+    ) -> &'static Site {
         // Sites live as long as the process, like the statics that point at them.
-        Box::leak(Box::new((self.make)(meta, path)))
+        Box::leak(Box::new((self.make)(meta, path, owner)))
     }
 
     /// The site of the function `meta` describes. `owner` names the type of a method.
@@ -148,18 +170,35 @@ impl Registry {
         meta: &'static SiteMeta,
         owner: Option<fn() -> &'static str>,
     ) -> &'static Site {
+        let owner = owner.map(|type_name| type_name());
         if let Some(&i) = self.by_id.get(meta.id) {
             // The registered metadata, whichever slot (function or companion) asks first.
             let meta = self.entries[i].meta;
             return self.entries[i]
                 .site
-                .get_or_init(|| self.create(meta, derive_path(meta, owner)));
+                .get_or_init(|| self.create(meta, derive_path(meta, owner), owner));
         }
+        self.late_site(meta, owner)
+    }
+
+    /// The site of `meta`'s method for the self type `type_name`, when a generic impl's
+    /// method is used with a type other than the first.
+    pub fn site_for_type(&self, meta: &'static SiteMeta, type_name: &'static str) -> &'static Site {
+        let meta = self
+            .by_id
+            .get(meta.id)
+            .map_or(meta, |&i| self.entries[i].meta);
+        self.late_site(meta, Some(type_name))
+    }
+
+    fn late_site(&self, meta: &'static SiteMeta, owner: Option<&'static str>) -> &'static Site {
         let mut late = self.late.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(site) = late.iter().find(|s| s.meta().id == meta.id) {
+        let same =
+            |s: &&&'static Site| s.meta().id == meta.id && owner.is_none_or(|o| s.is_owned_by(o));
+        if let Some(site) = late.iter().find(same) {
             return site;
         }
-        let site = self.create(meta, derive_path(meta, owner));
+        let site = self.create(meta, derive_path(meta, owner), owner);
         late.push(site);
         site
     }
@@ -207,12 +246,16 @@ mod tests {
     use crate::meta::Kind;
 
     #[test]
-    fn generics_are_stripped_from_owner_paths() {
+    fn generics_are_removed_for_table_lookups() {
         assert_eq!(
-            strip_generics("app::Repo<alloc::string::String>"),
-            "app::Repo"
+            without_generics("app::Repo<alloc::string::String>::get"),
+            "app::Repo::get"
         );
-        assert_eq!(strip_generics("app::Repo"), "app::Repo");
+        assert_eq!(
+            without_generics("app::Map<u8, app::Pair<u8, u16>>::get"),
+            "app::Map::get"
+        );
+        assert_eq!(without_generics("app::Repo::get"), "app::Repo::get");
     }
 
     #[test]

@@ -224,10 +224,15 @@ impl Runtime {
         let overrides = config.functions.clone();
         let registry = Arc::new(Registry::new(
             FUNCTIONS.iter(),
-            Box::new(move |meta, path| {
-                let o = overrides.get(&path).cloned().unwrap_or_default();
+            Box::new(move |meta, path, owner| {
+                // A table names a generic impl's method without its type arguments, or with.
+                let o = overrides
+                    .get(&path)
+                    .or_else(|| overrides.get(&registry::without_generics(&path)))
+                    .cloned()
+                    .unwrap_or_default();
                 let settings = Settings::resolve(meta, &o, &defaults);
-                Site::new(meta, path, settings, env.clone())
+                Site::new(meta, path, owner, settings, env.clone())
             }),
         ));
         let _ = purge_target.set(Arc::downgrade(&registry));

@@ -1,7 +1,7 @@
 //! `promtool` from Debian's `prometheus` package, for checking exported metrics and rules.
 //!
 //! Without it, a test that needs it fails (`scripts/test.sh` installs it), unless the run sets
-//! `OPTIMIZE_TEST_SKIP_SERVICES=1` on purpose.
+//! `SKIP_SERVICE_TESTS=1` on purpose.
 
 #![allow(dead_code, unreachable_pub)]
 

@@ -1,7 +1,7 @@
 //! A real `redis-server` for tests: started on a free loopback port, killed when dropped.
 //!
 //! Without `redis-server` on the PATH, a test that needs it fails (`scripts/test.sh` installs
-//! it), unless the run sets `OPTIMIZE_TEST_SKIP_SERVICES=1` on purpose.
+//! it), unless the run sets `SKIP_SERVICE_TESTS=1` on purpose.
 
 #![allow(dead_code, unreachable_pub)]
 

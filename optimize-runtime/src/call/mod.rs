@@ -9,7 +9,7 @@
 mod route;
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use crate::cache::shared::ValueCodec;
 use crate::cache::store::FnStore;
@@ -31,6 +31,9 @@ use crate::time::block_on;
 pub struct SiteSlot {
     meta: &'static SiteMeta,
     site: OnceLock<&'static Site>,
+    /// A generic impl's method has one static slot for every type it is instantiated for;
+    /// the sites of the types after the first, by `type_name::<Self>()`.
+    others: RwLock<Vec<&'static Site>>,
 }
 
 impl SiteSlot {
@@ -39,16 +42,65 @@ impl SiteSlot {
         Self {
             meta,
             site: OnceLock::new(),
+            others: RwLock::new(Vec::new()),
         }
     }
 
     /// The function's site. `owner` is `type_name::<Self>` for methods, so their path names
-    /// the type they belong to. The first use of any slot starts the runtime (the lazy
-    /// default) if nothing was installed.
+    /// the type they belong to (each type of a generic impl has its own site); `types`
+    /// hashes what the signature's types resolve to. The first use of any slot starts the
+    /// runtime (the lazy default) if nothing was installed.
     #[inline]
-    pub fn get(&'static self, owner: Option<fn() -> &'static str>) -> &'static Site {
-        self.site
-            .get_or_init(|| crate::runtime::get().registry().site_for(self.meta, owner))
+    pub fn get(
+        &'static self,
+        owner: Option<fn() -> &'static str>,
+        types: Option<fn() -> u64>,
+    ) -> &'static Site {
+        let site = *self.site.get_or_init(|| self.resolve(owner, types));
+        match owner {
+            Some(owner) if !site.is_owned_by(owner()) => self.other(owner, types),
+            _ => site,
+        }
+    }
+
+    fn resolve(
+        &self,
+        owner: Option<fn() -> &'static str>,
+        types: Option<fn() -> u64>,
+    ) -> &'static Site {
+        let site = crate::runtime::get().registry().site_for(self.meta, owner);
+        if let Some(types) = types {
+            site.bind_types(types);
+        }
+        site
+    }
+
+    /// The site of a further type of a generic impl.
+    #[cold]
+    fn other(&self, owner: fn() -> &'static str, types: Option<fn() -> u64>) -> &'static Site {
+        let name = owner();
+        let found = self
+            .others
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .find(|s| s.is_owned_by(name));
+        if let Some(site) = found {
+            return site;
+        }
+        let mut others = self.others.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(site) = others.iter().copied().find(|s| s.is_owned_by(name)) {
+            return site;
+        }
+        let site = crate::runtime::get()
+            .registry()
+            .site_for_type(self.meta, name);
+        if let Some(types) = types {
+            site.bind_types(types);
+        }
+        others.push(site);
+        site
     }
 }
 

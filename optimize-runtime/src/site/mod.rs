@@ -58,9 +58,12 @@ pub struct Site {
     pub(crate) settings: Settings,
     pub(crate) recorder: FnRecorder,
     pub(crate) env: SiteEnv,
-    /// [`SiteMeta::effective_schema`], computed once.
-    schema: u64,
-    keys: Arc<KeyLayout>,
+    /// `type_name::<Self>()` of a method with a receiver: a generic impl gets a site per type.
+    owner: Option<&'static str>,
+    /// The written signature's hash combined with what its types resolve to, which only a
+    /// call knows (see [`Site::bind_types`]).
+    schema: OnceLock<u64>,
+    keys: OnceLock<Arc<KeyLayout>>,
     /// The typed store, created on first call when the value type is known, twice: as `Any`
     /// for the hit path (one virtual call to downcast) and as `AnyStore` for type-independent
     /// operations. Both point at one leaked allocation: sites live for the whole process, and
@@ -81,26 +84,52 @@ impl fmt::Debug for Site {
 }
 
 impl Site {
-    /// A function's handle, with its settings resolved.
-    pub fn new(meta: &'static SiteMeta, path: String, settings: Settings, env: SiteEnv) -> Self {
-        let schema = meta.effective_schema();
-        let keys = Arc::new(KeyLayout::new(
-            &env.tiers.config().namespace,
-            &path,
-            meta.version,
-            schema,
-        ));
+    /// A function's handle, with its settings resolved. `owner` is the self type's name of a
+    /// method with a receiver.
+    pub fn new(
+        meta: &'static SiteMeta,
+        path: String,
+        owner: Option<&'static str>,
+        settings: Settings,
+        env: SiteEnv,
+    ) -> Self {
         Self {
-            schema,
             concurrency: settings.concurrency.map(Gate::new),
             meta,
             path,
             settings,
             recorder: FnRecorder::new(),
             env,
-            keys,
+            owner,
+            schema: OnceLock::new(),
+            keys: OnceLock::new(),
             store: OnceLock::new(),
         }
+    }
+
+    /// Adds what the signature's types resolve to (full paths and sizes, hashed by `types`)
+    /// to the schema. Generated code calls it at the function's first use in the process,
+    /// where the types can be named (generics and `Self` included); the first call wins.
+    pub fn bind_types(&self, types: fn() -> u64) {
+        let _ = self.schema.set(self.meta.schema.rotate_left(17) ^ types());
+    }
+
+    /// Whether this is the site of methods of `type_name` (a generic impl has one per type).
+    #[inline]
+    pub(crate) fn is_owned_by(&self, type_name: &'static str) -> bool {
+        self.owner
+            .is_none_or(|o| std::ptr::eq(o, type_name) || o == type_name)
+    }
+
+    fn keys(&self) -> &Arc<KeyLayout> {
+        self.keys.get_or_init(|| {
+            Arc::new(KeyLayout::new(
+                &self.env.tiers.config().namespace,
+                &self.path,
+                self.meta.version,
+                self.schema(),
+            ))
+        })
     }
 
     /// The function's path in keys and statistics: `name = "..."` if given, else
@@ -191,15 +220,18 @@ impl Site {
         self.meta.version
     }
 
-    /// Hash of the function's argument and return types: as written, and as resolved
-    /// (full paths and sizes) where they can be named.
+    /// Hash of the function's argument and return types: as written, and as resolved (full
+    /// paths and sizes) once the function or one of its companions (`f_cache()`,
+    /// `f_invalidate(..)`) has been used in this process. A site reached only through a
+    /// listing (`optimize::functions()`, `optimize::site(path)`) before that reports the
+    /// written types' hash, and keeps it for the life of the process.
     pub fn schema(&self) -> u64 {
-        self.schema
+        *self.schema.get_or_init(|| self.meta.schema)
     }
 
     /// The key an entry for `args` has in shared tiers.
     pub fn full_key(&self, args: ArgsKey) -> String {
-        self.keys.key(args)
+        self.keys().key(args)
     }
 
     /// A snapshot of the function's statistics.
@@ -249,7 +281,7 @@ impl Site {
         self.clear_l1();
         if let Some(tiers) = self.shared_tiers() {
             tiers.enqueue(WriteOp::DeletePrefix(
-                self.keys.function_prefix().to_owned(),
+                self.keys().function_prefix().to_owned(),
             ));
             block_on(tiers.barrier());
         }
@@ -280,10 +312,10 @@ impl Site {
             .get_or_init(|| {
                 let recorder = &self.recorder;
                 let store: &'static FnStore<V> = Box::leak(Box::new(FnStore::new(
-                    &self.settings.store_options(self.meta, self.schema),
+                    &self.settings.store_options(self.meta, self.schema()),
                     codec,
                     &self.env.tiers,
-                    self.keys.clone(),
+                    self.keys().clone(),
                     self.env.clock.clone(),
                     Arc::new(move || recorder.record_eviction()),
                 )));
