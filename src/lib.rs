@@ -80,9 +80,9 @@ pub use optimize_runtime::{
     cache, config, flight, key, meta, monitor, policy, pool, registry, stats, task, time,
 };
 pub use optimize_runtime::{
-    flush, functions, install, runtime, shutdown, shutdown_within, site, Histogram, InstallError,
-    Kind, Level, Outcome, Priority, Runtime, RuntimeGuard, Site, Task, TaskError, TaskHandle,
-    TaskStatus, Tier, TierSet, TimedOut,
+    flush, flush_async, functions, install, runtime, shutdown, shutdown_async, shutdown_within,
+    site, Histogram, InstallError, Kind, Level, Outcome, Priority, Runtime, RuntimeGuard, Site,
+    Task, TaskError, TaskHandle, TaskStatus, Tier, TierSet, TimedOut,
 };
 
 /// Statistics of one managed function; see [`Site::stats`].

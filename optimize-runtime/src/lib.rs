@@ -37,7 +37,8 @@ pub mod time;
 pub use meta::{Kind, Level, Priority, Tier, TierSet};
 pub use pool::io::TimedOut;
 pub use runtime::{
-    flush, install, runtime, shutdown, shutdown_within, InstallError, Runtime, RuntimeGuard,
+    flush, flush_async, install, runtime, shutdown, shutdown_async, shutdown_within, InstallError,
+    Runtime, RuntimeGuard,
 };
 pub use site::Site;
 pub use stats::{FnStats, Histogram, Outcome};

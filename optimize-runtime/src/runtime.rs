@@ -345,21 +345,51 @@ impl Runtime {
         &self.tiers.config().namespace
     }
 
-    /// Applies every queued shared-tier write and puts L3 on disk.
+    /// Applies every queued shared-tier write and puts L3 on disk (under `block_in_place`
+    /// on a multi-thread tokio worker; see [`Runtime::flush_async`]).
     pub fn flush(&self) {
-        self.tiers.flush_blocking();
+        crate::pool::blocking(|| self.tiers.flush_blocking());
+    }
+
+    /// [`Runtime::flush`] for async code: awaits instead of blocking.
+    pub async fn flush_async(&self) {
+        self.tiers.flush().await;
     }
 
     /// Stops the pools' admission, waits up to `deadline` for admitted calls and submitted
     /// tasks, cancels the tasks still running, then flushes the shared tiers, stops their
     /// background work and stops the monitor.
+    ///
+    /// It blocks (under `block_in_place` on a multi-thread tokio worker); in async code on a
+    /// current-thread runtime, use [`Runtime::shutdown_async`].
     pub fn shutdown_within(&self, deadline: Duration) -> ShutdownReport {
-        let report = self.pools.shutdown(deadline);
-        self.tiers.shutdown();
-        if let Some(monitor) = &self.monitor {
-            monitor.stop();
+        crate::pool::blocking(|| {
+            let report = self.pools.shutdown(deadline);
+            self.tiers.shutdown();
+            if let Some(monitor) = &self.monitor {
+                monitor.stop();
+            }
+            report
+        })
+    }
+
+    /// [`Runtime::shutdown_within`] for async code: the waiting happens on a thread of its
+    /// own while the caller's task awaits, so the caller's runtime keeps running.
+    pub async fn shutdown_async(&'static self, deadline: Duration) -> ShutdownReport {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("optimize-shutdown".into())
+            .spawn(move || {
+                let _ = tx.send(self.shutdown_within(deadline));
+            });
+        match spawned {
+            Ok(_) => match rx.await {
+                Ok(report) => report,
+                Err(_) => unreachable!("the shutdown thread always reports"),
+            },
+            // No thread to be had: shut down here, blocking.
+            Err(_) => self.shutdown_within(deadline),
         }
-        report
     }
 }
 
@@ -397,6 +427,21 @@ pub fn flush() {
     }
 }
 
+/// [`Runtime::flush_async`] on the runtime, if it has started.
+pub async fn flush_async() {
+    if let Some(rt) = RUNTIME.get() {
+        rt.flush_async().await;
+    }
+}
+
+/// [`Runtime::shutdown_async`] on the runtime, if it has started.
+pub async fn shutdown_async(deadline: Duration) -> ShutdownReport {
+    match RUNTIME.get() {
+        Some(rt) => rt.shutdown_async(deadline).await,
+        None => ShutdownReport::NOTHING_RUNNING,
+    }
+}
+
 /// [`shutdown_within`] with a 10-second deadline.
 ///
 /// ```
@@ -421,10 +466,6 @@ pub fn shutdown() -> ShutdownReport {
 pub fn shutdown_within(deadline: Duration) -> ShutdownReport {
     match RUNTIME.get() {
         Some(rt) => rt.shutdown_within(deadline),
-        None => ShutdownReport {
-            drained: true,
-            cancelled_tasks: 0,
-            waited: Duration::ZERO,
-        },
+        None => ShutdownReport::NOTHING_RUNNING,
     }
 }

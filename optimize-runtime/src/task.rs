@@ -144,9 +144,10 @@ impl Task {
         })
     }
 
-    /// Submits a future factory, called once per attempt. `cpu` futures are driven to
-    /// completion on a CPU pool thread (inside the submitting runtime's context, so its
-    /// timers work); `io` and `memory` futures run on the runtime.
+    /// Submits a future factory, called once per attempt. A `cpu` future is polled on the
+    /// CPU pool (inside the submitting runtime's context, so its timers work), each poll
+    /// admitted by the pool's gate; while it waits it holds neither a pool thread nor an
+    /// admission. `io` and `memory` futures run on the runtime.
     pub fn spawn_async<T, E, F, Fut>(self, mut make: F) -> TaskHandle<T, E>
     where
         F: FnMut() -> Fut + Send + 'static,
@@ -228,16 +229,10 @@ impl Task {
             return Attempt::Rejected;
         };
         let joined = match self.kind {
-            Kind::Cpu => {
-                let handle = Handle::current();
-                pools
-                    .cpu()
-                    .spawn_admitted(permit, move || {
-                        let _context = handle.enter();
-                        crate::time::block_on(fut)
-                    })
-                    .await
-            }
+            Kind::Cpu => match self.poll_on_cpu_pool(pools, permit, fut).await {
+                Some(joined) => joined,
+                None => return Attempt::Rejected,
+            },
             Kind::Io | Kind::Memory => {
                 let fut = chain::InChain::new(self.kind, fut);
                 join(tokio::spawn(async move {
@@ -248,6 +243,59 @@ impl Task {
             }
         };
         Attempt::from(joined)
+    }
+
+    /// Drives a cpu task's future: each poll runs on the CPU pool, admitted by the gate, and
+    /// the pool's thread and admission are given back while the future waits, so a future
+    /// that awaits I/O never parks a CPU thread. `None` once the pools are shut down.
+    async fn poll_on_cpu_pool<T, Fut>(
+        &self,
+        pools: &Pools,
+        first: Permit,
+        fut: Fut,
+    ) -> Option<std::thread::Result<T>>
+    where
+        Fut: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        struct Wake(tokio::sync::Notify);
+        impl std::task::Wake for Wake {
+            fn wake(self: Arc<Self>) {
+                self.0.notify_one();
+            }
+        }
+        let woken = Arc::new(Wake(tokio::sync::Notify::new()));
+        let waker = std::task::Waker::from(woken.clone());
+        let handle = Handle::current();
+        let mut fut = Box::pin(fut);
+        let mut permit = Some(first);
+        loop {
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => pools.cpu().gate().acquire(1, self.priority).await.ok()?,
+            };
+            let (waker, handle) = (waker.clone(), handle.clone());
+            let polled = pools
+                .cpu()
+                .spawn_admitted(permit, move || {
+                    // Inside the submitting runtime's context, so the future's timers work.
+                    let _context = handle.enter();
+                    let poll = fut
+                        .as_mut()
+                        .poll(&mut std::task::Context::from_waker(&waker));
+                    (fut, poll)
+                })
+                .await;
+            match polled {
+                Err(panic) => return Some(Err(panic)),
+                Ok((_, std::task::Poll::Ready(out))) => return Some(Ok(out)),
+                Ok((back, std::task::Poll::Pending)) => {
+                    fut = back;
+                    // `notify_one` keeps a wake-up that came before this wait.
+                    woken.0.notified().await;
+                }
+            }
+        }
     }
 
     fn submit<T, E, A, Fut>(self, mut attempt: A) -> TaskHandle<T, E>

@@ -120,6 +120,11 @@ impl<V: CacheValue> FnStore<V> {
         &self.flights
     }
 
+    /// Whether a miss asks a shared tier (and so may wait for Redis or the disk).
+    pub fn has_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// A live L1 entry.
     #[inline]
     pub fn l1_hit(&self, key: ArgsKey) -> Option<V> {

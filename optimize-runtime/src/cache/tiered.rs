@@ -306,8 +306,10 @@ impl Tiers {
     /// Waits until every queued write has been applied and L3 is on disk.
     pub async fn flush(&self) {
         self.barrier().await;
-        if let Some(l3) = &self.l3 {
-            l3.flush();
+        if let (Some(l3), Some(bg)) = (&self.l3, &self.background) {
+            // Writing L3 to disk blocks: on the tiers' own blocking threads, not the caller's.
+            let l3 = l3.clone();
+            let _ = bg.handle.spawn_blocking(move || l3.flush()).await;
         }
     }
 

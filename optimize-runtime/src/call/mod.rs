@@ -201,7 +201,13 @@ impl Site {
         loop {
             match store.flights().join(key) {
                 Role::Leader(lead) => {
-                    let (found, full_key) = block_on(store.lookup(key));
+                    // A shared-tier lookup may wait for Redis or the disk: on a multi-thread
+                    // tokio worker, under `block_in_place`, so the worker's tasks move on.
+                    let (found, full_key) = if store.has_shared() {
+                        crate::pool::blocking(|| block_on(store.lookup(key)))
+                    } else {
+                        block_on(store.lookup(key))
+                    };
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
                     }

@@ -197,6 +197,15 @@ pub struct ShutdownReport {
     pub waited: Duration,
 }
 
+impl ShutdownReport {
+    /// The report of a shutdown with nothing to wait for (nothing had started).
+    pub const NOTHING_RUNNING: ShutdownReport = ShutdownReport {
+        drained: true,
+        cancelled_tasks: 0,
+        waited: Duration::ZERO,
+    };
+}
+
 /// Counters of every pool, for the monitor and for tests.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolsStats {

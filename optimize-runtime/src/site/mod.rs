@@ -263,28 +263,62 @@ impl Site {
     /// Removes the entry for one call's key from every tier; whether this process had it in
     /// L1. Shared-tier deletions are applied before this returns, so a following call cannot
     /// read the old value back. Generated `name_invalidate(args..)` companions call this.
+    ///
+    /// The wait for the shared tiers happens under `block_in_place` on a multi-thread tokio
+    /// worker; in async code on a current-thread runtime, use [`Site::invalidate_async`].
     pub fn invalidate(&self, key: ArgsKey) -> bool {
+        let (removed, queued) = self.start_invalidate(key);
+        if let Some(tiers) = queued {
+            crate::pool::blocking(|| block_on(tiers.barrier()));
+        }
+        removed
+    }
+
+    /// [`Site::invalidate`] for async code: awaits the shared tiers instead of blocking.
+    pub async fn invalidate_async(&self, key: ArgsKey) -> bool {
+        let (removed, queued) = self.start_invalidate(key);
+        if let Some(tiers) = queued {
+            tiers.barrier().await;
+        }
+        removed
+    }
+
+    /// Removes the L1 entry and queues the shared-tier deletion; the tiers to wait for.
+    fn start_invalidate(&self, key: ArgsKey) -> (bool, Option<&Arc<Tiers>>) {
         let removed = self.store.get().is_some_and(|(_, s)| s.remove(key));
-        if let Some(tiers) = self.shared_tiers() {
+        let tiers = self.shared_tiers();
+        if let Some(tiers) = tiers {
             tiers.enqueue(WriteOp::Delete {
                 key: self.full_key(key),
                 l2: true,
                 l3: true,
             });
-            block_on(tiers.barrier());
         }
-        removed
+        (removed, tiers)
     }
 
-    /// Removes every cached entry of this function, from every tier.
+    /// Removes every cached entry of this function, from every tier (waiting as
+    /// [`Site::invalidate`] does; see [`Site::invalidate_all_async`]).
     pub fn invalidate_all(&self) {
-        self.clear_l1();
-        if let Some(tiers) = self.shared_tiers() {
-            tiers.enqueue(WriteOp::DeletePrefix(
-                self.keys().function_prefix().to_owned(),
-            ));
-            block_on(tiers.barrier());
+        if let Some(tiers) = self.start_invalidate_all() {
+            crate::pool::blocking(|| block_on(tiers.barrier()));
         }
+    }
+
+    /// [`Site::invalidate_all`] for async code: awaits the shared tiers instead of blocking.
+    pub async fn invalidate_all_async(&self) {
+        if let Some(tiers) = self.start_invalidate_all() {
+            tiers.barrier().await;
+        }
+    }
+
+    fn start_invalidate_all(&self) -> Option<&Arc<Tiers>> {
+        self.clear_l1();
+        let tiers = self.shared_tiers()?;
+        tiers.enqueue(WriteOp::DeletePrefix(
+            self.keys().function_prefix().to_owned(),
+        ));
+        Some(tiers)
     }
 
     /// Empties this process's L1 for the function; shared tiers keep their entries (what a
