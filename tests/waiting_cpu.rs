@@ -4,26 +4,14 @@
 
 #[path = "support/bounded.rs"]
 mod bounded;
+#[path = "support/install.rs"]
+mod install;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-use std::sync::{Condvar, Mutex, OnceLock};
-
-use optimize::config::Config;
+use std::sync::{Condvar, Mutex};
 
 fn runtime() -> &'static optimize::Runtime {
-    static GUARD: OnceLock<optimize::RuntimeGuard> = OnceLock::new();
-    GUARD
-        .get_or_init(|| {
-            optimize::install(
-                Config::builder()
-                    .without_file()
-                    .environment(Vec::<(String, String)>::new())
-                    .set("l3.enabled", "false")
-                    .set("pools.cpu_threads", "2"),
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-        })
-        .runtime()
+    install::once(&[("pools.cpu_threads", "2")])
 }
 
 /// The scenarios read the pool's counters, so they take turns.

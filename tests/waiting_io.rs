@@ -4,27 +4,15 @@
 
 #[path = "support/bounded.rs"]
 mod bounded;
+#[path = "support/install.rs"]
+mod install;
 
 use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use optimize::config::Config;
-
 fn runtime() -> &'static optimize::Runtime {
-    static GUARD: OnceLock<optimize::RuntimeGuard> = OnceLock::new();
-    GUARD
-        .get_or_init(|| {
-            optimize::install(
-                Config::builder()
-                    .without_file()
-                    .environment(Vec::<(String, String)>::new())
-                    .set("l3.enabled", "false")
-                    .set("pools.io_concurrency", "8"),
-            )
-            .unwrap_or_else(|e| panic!("{e}"))
-        })
-        .runtime()
+    install::once(&[("pools.io_concurrency", "8")])
 }
 
 #[optimize::io(concurrency = 2)]
