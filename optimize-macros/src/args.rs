@@ -370,6 +370,14 @@ fn duration(value: &Expr, option: &str, errors: &mut Errors) -> Option<(Duration
             );
             None
         }
+        // Expiries past ten years only overflow Redis's millisecond expiry.
+        Ok(d) if option.ends_with("ttl") && d > MAX_TTL => {
+            errors.at(
+                &lit,
+                format!("`{option}` is at most 3650 days; remove it to keep entries until they are evicted or invalidated"),
+            );
+            None
+        }
         Ok(d) => Some((d, lit)),
         Err(e) => {
             errors.at(
@@ -384,6 +392,9 @@ fn duration(value: &Expr, option: &str, errors: &mut Errors) -> Option<(Duration
         }
     }
 }
+
+/// The longest `ttl`, `l2_ttl` or `l3_ttl` (as the runtime's configuration allows).
+const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
 
 /// A non-zero size in bytes such as `"64MiB"`; `example` completes "write a size such as".
 fn size(value: &Expr, option: &str, example: &str, errors: &mut Errors) -> Option<(u64, LitStr)> {

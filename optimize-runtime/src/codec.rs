@@ -121,8 +121,34 @@ impl fmt::Display for Reject {
 
 /// A value could not be encoded (its `Serialize` failed, or it exceeds the maximum size).
 #[derive(Debug, thiserror::Error)]
-#[error("value cannot be stored in a shared tier: {0}")]
-pub struct EncodeError(String);
+#[error("value cannot be stored in a shared tier: {message}")]
+pub struct EncodeError {
+    oversized: bool,
+    message: String,
+}
+
+impl EncodeError {
+    fn other(message: String) -> Self {
+        Self {
+            oversized: false,
+            message,
+        }
+    }
+
+    /// Whether the value is larger than the maximum entry size (rather than unserializable).
+    pub fn is_oversized(&self) -> bool {
+        self.oversized
+    }
+}
+
+impl From<bincode::Error> for EncodeError {
+    fn from(e: bincode::Error) -> Self {
+        Self {
+            oversized: matches!(*e, bincode::ErrorKind::SizeLimit),
+            message: e.to_string(),
+        }
+    }
+}
 
 /// The fields of a header, as read from stored bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,21 +191,22 @@ pub fn encode<T: Serialize + ?Sized>(
     expires_at_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<Vec<u8>, EncodeError> {
-    let raw = value_codec(opts.max_entry_bytes)
-        .serialize(value)
-        .map_err(|e| EncodeError(e.to_string()))?;
+    let raw = value_codec(opts.max_entry_bytes).serialize(value)?;
     let mut flags = 0;
     let mut payload = raw.as_slice();
     let compressed;
     if raw.len() >= opts.compress_threshold {
         compressed = zstd::bulk::compress(&raw, opts.zstd_level)
-            .map_err(|e| EncodeError(format!("zstd: {e}")))?;
+            .map_err(|e| EncodeError::other(format!("zstd: {e}")))?;
         if compressed.len() < raw.len() {
             flags |= FLAG_ZSTD;
             payload = &compressed;
         }
     }
-    let raw_len = u32::try_from(raw.len()).map_err(|_| EncodeError("value over 4 GiB".into()))?;
+    let raw_len = u32::try_from(raw.len()).map_err(|_| EncodeError {
+        oversized: true,
+        message: "value over 4 GiB".into(),
+    })?;
     let payload_len = payload.len() as u32;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);

@@ -526,3 +526,28 @@ fn without_shared_tiers_nothing_runs_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     assert!(Tiers::start(config(None, Some(dir.path())), Clock::new()).runs_in_background());
 }
+
+#[test]
+fn a_value_over_the_entry_limit_is_counted_and_not_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new());
+    let options = SharedOptions {
+        l2: false,
+        l3: true,
+        l2_ttl: None,
+        l3_ttl: None,
+        envelope: EnvelopeOptions {
+            max_entry_bytes: 1024,
+            ..EnvelopeOptions::default()
+        },
+    };
+    let s = SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA).unwrap();
+    for i in 0..3 {
+        s.store(format!("t:big:{i}"), &"x".repeat(4096));
+    }
+    s.store("t:small".into(), &"x".repeat(16));
+    block_on(tiers.flush());
+    assert_eq!(tiers.counters(Tier::L3).rejected(Reject::Oversized), 3);
+    assert!(tiers.l3_get("t:big:0").is_none(), "nothing written");
+    assert!(tiers.l3_get("t:small").is_some());
+}

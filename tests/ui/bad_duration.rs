@@ -18,3 +18,8 @@ fn main() {
     zero(1);
     not_a_string(1);
 }
+
+#[optimize::io(ttl = "300000000000d")]
+fn forever(x: u32) -> u32 {
+    x
+}

@@ -87,6 +87,8 @@ pub struct SharedStore<V> {
     codec: ValueCodec<V>,
     options: SharedOptions,
     schema: u64,
+    /// Whether a value that could not be written was reported at `warn` already.
+    warned: std::sync::atomic::AtomicBool,
 }
 
 impl<V: Send + 'static> SharedStore<V> {
@@ -104,6 +106,7 @@ impl<V: Send + 'static> SharedStore<V> {
             codec,
             options,
             schema,
+            warned: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -197,6 +200,24 @@ impl<V: Send + 'static> SharedStore<V> {
         });
     }
 
+    /// A value that cannot be written: an oversized one is counted as rejected
+    /// (`oversized`) in each tier it was meant for; the first refusal of each kind is a
+    /// warning, later ones are debug events (one per miss would flood the log).
+    fn refused(&self, e: &crate::codec::EncodeError, key: &str) {
+        if e.is_oversized() {
+            for (tier, wanted) in [(Tier::L2, self.options.l2), (Tier::L3, self.options.l3)] {
+                if wanted {
+                    self.tiers.counters(tier).reject(Reject::Oversized);
+                }
+            }
+        }
+        if self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(error = %e, key, "value not written to the shared tiers");
+        } else {
+            tracing::warn!(error = %e, key, "value not written to the shared tiers (reported once per function; counted as rejected, reason oversized, when too large)");
+        }
+    }
+
     /// Queues the writes of a freshly computed value to every shared tier of the function.
     pub fn store(&self, key: String, value: &V) {
         let now = unix_ms();
@@ -207,7 +228,7 @@ impl<V: Send + 'static> SharedStore<V> {
             match (self.codec.encode)(value, self.schema, now, expires, &self.options.envelope) {
                 Ok(b) => Some(b.into()),
                 Err(e) => {
-                    tracing::warn!(error = %e, key, "value not written to the shared tiers");
+                    self.refused(&e, &key);
                     None
                 }
             }

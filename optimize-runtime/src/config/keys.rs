@@ -84,6 +84,9 @@ pub(crate) struct Key {
     pub(crate) path: &'static str,
     pub(crate) ty: Type,
     pub(crate) env_alias: Option<&'static str>,
+    /// For durations: the range that makes sense (a value outside hurts: a 1 h Redis timeout
+    /// turns an outage into hour-long hangs, a 0 s sweep interval burns a core).
+    pub(crate) range: Option<(Duration, Duration)>,
 }
 
 const fn key(path: &'static str, ty: Type) -> Key {
@@ -91,6 +94,7 @@ const fn key(path: &'static str, ty: Type) -> Key {
         path,
         ty,
         env_alias: None,
+        range: None,
     }
 }
 
@@ -99,8 +103,28 @@ const fn aliased(path: &'static str, ty: Type, alias: &'static str) -> Key {
         path,
         ty,
         env_alias: Some(alias),
+        range: None,
     }
 }
+
+/// A duration key accepted between `min` and `max`.
+const fn duration(path: &'static str, min: Duration, max: Duration) -> Key {
+    Key {
+        path,
+        ty: Type::Duration,
+        env_alias: None,
+        range: Some((min, max)),
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// The longest TTL: ten years (Redis expiries are milliseconds in a signed 64-bit integer,
+/// and no cache entry needs more).
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Every global key.
 pub(crate) const KEYS: &[Key] = &[
@@ -110,13 +134,17 @@ pub(crate) const KEYS: &[Key] = &[
     key("l1.capacity", Type::Int),
     key("l2.enabled", Type::Bool),
     aliased("l2.url", Type::Secret, "OPTIMIZE_REDIS_URL"),
-    key("l2.timeout", Type::Duration),
+    duration("l2.timeout", MS, Duration::from_secs(30)),
     key("l2.breaker_threshold", Type::Int),
-    key("l2.breaker_cooldown", Type::Duration),
+    duration(
+        "l2.breaker_cooldown",
+        Duration::from_millis(10),
+        Duration::from_secs(600),
+    ),
     aliased("l3.enabled", Type::Bool, "OPTIMIZE_L3"),
     key("l3.dir", Type::Path),
     key("l3.max_size", Type::Size),
-    key("l3.sweep_interval", Type::Duration),
+    duration("l3.sweep_interval", SECOND, DAY),
     aliased("tiers.lookup_order", Type::Order, "OPTIMIZE_LOOKUP_ORDER"),
     key("tiers.writeback_capacity", Type::Int),
     key("tiers.compress_above", Type::Size),
@@ -127,11 +155,15 @@ pub(crate) const KEYS: &[Key] = &[
     key("pools.memory_budget_fraction", Type::Ratio),
     key("pools.memory_default_weight", Type::Size),
     key("pools.memory_pressure_threshold", Type::Ratio),
-    key("pools.memory_sample_interval", Type::Duration),
+    duration(
+        "pools.memory_sample_interval",
+        Duration::from_millis(10),
+        MINUTE,
+    ),
     key("metrics.recording", Type::Recording),
-    key("metrics.slow_call", Type::Duration),
+    duration("metrics.slow_call", MS, DAY),
     key("monitor.enabled", Type::Bool),
-    key("monitor.interval", Type::Duration),
+    duration("monitor.interval", Duration::from_millis(100), DAY),
     key("monitor.history", Type::Int),
     key("monitor.system", Type::Bool),
     key("monitor.default_rules", Type::Bool),
@@ -143,7 +175,7 @@ pub(crate) const KEYS: &[Key] = &[
 pub(crate) const FUNCTION_KEYS: &[Key] = &[
     key("enabled", Type::Bool),
     key("level", Type::Level),
-    key("ttl", Type::Duration),
+    duration("ttl", MS, MAX_TTL),
     key("tiers", Type::Tiers),
     key("capacity", Type::IntOrSize),
     key("priority", Type::Priority),
@@ -252,6 +284,61 @@ fn parse_tiers(text: &str) -> Option<TierSet> {
         }
     }
     (set.l1 || set.l2 || set.l3).then_some(set)
+}
+
+/// How a written value may appear in an error: never for a secret, whatever its type.
+fn shown(key: &Key, written: impl FnOnce() -> String) -> String {
+    if key.ty == Type::Secret {
+        "the value (not shown: it is a secret)".to_owned()
+    } else {
+        written()
+    }
+}
+
+/// A parsed value checked against the key's range, or the message saying what is wrong.
+fn checked(key: &Key, parsed: Option<Value>, shown: String) -> Result<Value, String> {
+    match (parsed, key.range) {
+        (None, _) => Err(format!(
+            "{shown} is not valid: expected {}",
+            key.ty.expected()
+        )),
+        (Some(Value::Duration(d)), Some((min, max))) if d < min || d > max => Err(format!(
+            "{shown} is out of range: expected a duration from {} to {}",
+            human(min),
+            human(max)
+        )),
+        (Some(v), _) => Ok(v),
+    }
+}
+
+/// A duration as configuration would write it: whole days as `Ndays` (humantime would say
+/// "9years 11months ...", which nobody writes), else humantime's form.
+pub(crate) fn human(d: Duration) -> String {
+    match d.as_secs() {
+        s if s > 86_400 && s % 86_400 == 0 && d.subsec_nanos() == 0 => {
+            format!("{}days", s / 86_400)
+        }
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
+/// Reads `key`'s value written as a string (the environment, the builder).
+pub(crate) fn read_str(key: &Key, text: &str) -> Result<Value, String> {
+    checked(
+        key,
+        parse_str(key.ty, text),
+        shown(key, || format!("{text:?}")),
+    )
+}
+
+/// Reads `key`'s value from the file.
+pub(crate) fn read_toml(key: &Key, value: &toml::Value) -> Result<Value, String> {
+    let written = || match value {
+        toml::Value::String(s) => format!("{s:?}"),
+        toml::Value::Table(_) => "a table".into(),
+        other => other.to_string(),
+    };
+    checked(key, parse_toml(key.ty, value), shown(key, written))
 }
 
 /// Parses a value written as a string (the environment, the builder, and string values of

@@ -414,6 +414,19 @@ impl Config {
             );
         }
         for (path, o) in &self.functions {
+            // A table's ttl was range-checked when read; an override from the builder's
+            // `function(..)` was not.
+            if let Some(ttl) = o.ttl.filter(|t| t.is_zero() || *t > keys::MAX_TTL) {
+                problems.push(Problem {
+                    source: "configuration".into(),
+                    key: format!("functions.\"{path}\".ttl"),
+                    message: format!(
+                        "{} is out of range: expected a duration from 1ms to {}",
+                        keys::human(ttl),
+                        keys::human(keys::MAX_TTL)
+                    ),
+                });
+            }
             if o.concurrency == Some(0) {
                 problems.push(Problem {
                     source: "configuration".into(),
@@ -548,6 +561,32 @@ impl fmt::Debug for ConfigBuilder {
     }
 }
 
+/// The largest configuration file read: a real one is a few KiB.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads a configuration file: a regular file of at most [`MAX_FILE_BYTES`] (so a path such as
+/// `/dev/zero` is refused instead of read until memory runs out).
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file; point it at an optimize.toml",
+        ));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "larger than 1 MiB; a configuration file is a few KiB",
+        ));
+    }
+    Ok(text)
+}
+
 /// The process environment's `OPTIMIZE_*`-relevant variables. A variable whose name or
 /// value is not UTF-8 cannot be one of ours by name, or cannot be parsed by value: it is
 /// skipped (with a warning when its name starts with `OPTIMIZE_`) instead of panicking.
@@ -580,14 +619,11 @@ impl ConfigBuilder {
             message,
         };
         match keys::find(keys::KEYS, key) {
-            Some(k) => match keys::parse_str(k.ty, value) {
-                Some(v) => {
+            Some(k) => match keys::read_str(k, value) {
+                Ok(v) => {
                     self.layer.values.insert(k.path, v);
                 }
-                None => self.problems.push(problem(format!(
-                    "{value:?} is not valid: expected {}",
-                    k.ty.expected()
-                ))),
+                Err(message) => self.problems.push(problem(message)),
             },
             None => self.problems.push(problem(
                 match keys::did_you_mean(key, keys::KEYS.iter().map(|k| k.path)) {
@@ -698,7 +734,7 @@ impl ConfigBuilder {
         let file = self.file_to_read(&env);
         if let Some((path, required)) = &file {
             let shown = path.display().to_string();
-            match std::fs::read_to_string(path) {
+            match read_file(path) {
                 Ok(text) => match source::from_toml(&shown, &text) {
                     Ok(layer) => layers.push(layer),
                     Err(e) => problems.extend(e.0),

@@ -38,14 +38,6 @@ fn type_name(v: &toml::Value) -> &'static str {
     }
 }
 
-fn shown(v: &toml::Value) -> String {
-    match v {
-        toml::Value::String(s) => format!("{s:?}"),
-        toml::Value::Table(_) => "a table".into(),
-        other => other.to_string(),
-    }
-}
-
 fn unknown(path: &str, word: &str, candidates: Vec<&str>) -> String {
     match keys::did_you_mean(word, candidates.iter().copied()) {
         Some(s) => format!("unknown key `{path}`; did you mean `{s}`?"),
@@ -75,18 +67,9 @@ pub(crate) fn from_toml(source: &str, text: &str) -> Result<Layer, ConfigError> 
         }
     };
     let mut read = |path: &str, key: &'static Key, value: &toml::Value| -> Option<Value> {
-        let parsed = keys::parse_toml(key.ty, value);
-        if parsed.is_none() {
-            problems.push(problem(
-                path.to_owned(),
-                format!(
-                    "{} is not valid here: expected {}",
-                    shown(value),
-                    key.ty.expected()
-                ),
-            ));
-        }
-        parsed
+        keys::read_toml(key, value)
+            .map_err(|message| problems.push(problem(path.to_owned(), message)))
+            .ok()
     };
     let mut structural = Vec::new();
     for (name, value) in &table {
@@ -223,23 +206,15 @@ pub(crate) fn from_env(
             });
             continue;
         };
-        match keys::parse_str(key.ty, &value) {
-            Some(parsed) => {
+        match keys::read_str(key, &value) {
+            Ok(parsed) => {
                 layer.values.insert(key.path, parsed);
                 layer.variables.insert(key.path, var.clone());
             }
-            None => problems.push(Problem {
+            Err(message) => problems.push(Problem {
                 source: "environment".into(),
                 key: format!("{var} ({})", key.path),
-                message: format!(
-                    "{:?} is not valid: expected {}",
-                    if key.ty == keys::Type::Secret {
-                        "<redacted>".to_owned()
-                    } else {
-                        value
-                    },
-                    key.ty.expected()
-                ),
+                message,
             }),
         }
     }

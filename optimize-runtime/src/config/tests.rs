@@ -465,3 +465,103 @@ fn every_key_is_documented() {
         );
     }
 }
+
+#[test]
+fn durations_outside_their_range_are_refused() {
+    for (text, key, range) in [
+        ("[l2]\ntimeout = \"1h\"\n", "l2.timeout", "from 1ms to 30s"),
+        (
+            "[monitor]\ninterval = \"1ns\"\n",
+            "monitor.interval",
+            "from 100ms to 1day",
+        ),
+        (
+            "[l3]\nsweep_interval = \"0s\"\n",
+            "l3.sweep_interval",
+            "from 1s to 1day",
+        ),
+        (
+            "[functions.\"app::f\"]\nttl = \"300000000000d\"\n",
+            "functions.\"app::f\".ttl",
+            "from 1ms to 3650days",
+        ),
+    ] {
+        says(&problem(text), &[key, "is out of range", range]);
+    }
+    // The same checks for the environment and the builder.
+    let err = Config::builder()
+        .without_file()
+        .environment([("OPTIMIZE_L2_TIMEOUT", "2h")])
+        .set("l3.sweep_interval", "0s")
+        .function(
+            "app::f",
+            FnOverride {
+                ttl: Some(Duration::from_secs(u64::MAX / 4)),
+                ..FnOverride::default()
+            },
+        )
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    says(
+        &err,
+        &[
+            "OPTIMIZE_L2_TIMEOUT (l2.timeout): \"2h\" is out of range",
+            "builder: l3.sweep_interval: \"0s\" is out of range",
+            "functions.\"app::f\".ttl",
+        ],
+    );
+}
+
+#[test]
+fn the_file_must_be_a_small_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Config::builder()
+        .file(dir.path())
+        .environment(no_env())
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    says(&err, &["not a regular file"]);
+    #[cfg(unix)]
+    {
+        let err = Config::builder()
+            .file("/dev/zero")
+            .environment(no_env())
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        says(&err, &["/dev/zero", "not a regular file"]);
+    }
+    let big = file(&format!("# {}\n", "x".repeat(MAX_FILE_BYTES as usize)));
+    let err = Config::builder()
+        .file(big.path())
+        .environment(no_env())
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    says(&err, &["larger than 1 MiB"]);
+}
+
+#[test]
+fn secrets_of_the_wrong_type_are_not_echoed() {
+    let err = resolve_file("[monitor]\ntoken = 918273645\n[l2]\nurl = [\"redis://:hunter2@h\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !err.contains("918273645") && !err.contains("hunter2"),
+        "{err}"
+    );
+    says(
+        &err,
+        &["monitor.token", "l2.url", "not shown: it is a secret"],
+    );
+    let err = Config::builder()
+        .without_file()
+        .environment([("OPTIMIZE_MONITOR_TOKEN", "")])
+        .set("l2.url", "http://:hunter2@h")
+        .resolve()
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains("hunter2"), "{err}");
+}
