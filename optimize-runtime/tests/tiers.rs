@@ -551,3 +551,81 @@ fn a_value_over_the_entry_limit_is_counted_and_not_written() {
     assert!(tiers.l3_get("t:big:0").is_none(), "nothing written");
     assert!(tiers.l3_get("t:small").is_some());
 }
+
+/// Deterministic noise for damaging files.
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_damaged_l3_never_reaches_a_caller() {
+    use std::io::{Seek, SeekFrom};
+    for trial in 0..6u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let l3 = dir.path().join("l3");
+        {
+            let tiers = Tiers::start(config(None, Some(&l3)), Clock::new());
+            let s = store(&tiers, false, true);
+            for i in 0..2_000 {
+                s.store(
+                    format!("t:d:{i}"),
+                    &format!("value {i} {}", "x".repeat(200)),
+                );
+            }
+            tiers.shutdown();
+        }
+        let db = l3.join("db");
+        let len = std::fs::metadata(&db).unwrap().len();
+        match trial % 3 {
+            // 4 KiB of noise in the middle of the file.
+            0 => {
+                let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+                f.seek(SeekFrom::Start(len / 2)).unwrap();
+                f.write_all(&noise(trial, 4096)).unwrap();
+            }
+            // 64 KiB of noise over the start.
+            1 => {
+                let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+                f.write_all(&noise(trial, 65_536)).unwrap();
+            }
+            // Truncated.
+            _ => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&db)
+                .unwrap()
+                .set_len(len / 3)
+                .unwrap(),
+        }
+        // Opening, reading, writing and sweeping: whatever sled does, nothing panics here.
+        let tiers = Tiers::start(config(None, Some(&l3)), Clock::new());
+        let s = store(&tiers, false, true);
+        for i in 0..50 {
+            let _ = s.lookup_blocking(&format!("t:d:{i}"));
+        }
+        s.store("t:after".into(), &"fresh".to_owned());
+        block_on(tiers.flush());
+        let _ = tiers.sweep_now();
+        if tiers.has_l3() {
+            let got = s.lookup_blocking("t:after").map(|f| f.value);
+            assert_eq!(
+                got.as_deref(),
+                Some("fresh"),
+                "trial {trial}: a working L3 works"
+            );
+        } else {
+            assert!(
+                tiers.counters(Tier::L3).total_errors() > 0,
+                "trial {trial}: a disabled L3 was counted"
+            );
+        }
+        tiers.shutdown();
+    }
+}

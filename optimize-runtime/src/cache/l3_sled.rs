@@ -45,18 +45,39 @@ pub struct SweepReport {
 impl SledTier {
     /// Opens (or creates) the tier in `dir`. On failure the tier is returned disabled, and the
     /// error is reported; callers keep working without L3.
+    ///
+    /// sled (unmaintained) can panic on a damaged database: the panic is contained. A
+    /// directory whose database is damaged (a panic, or sled's corruption errors) is moved
+    /// aside to `<dir>.damaged-<unix ms>` and a fresh one is created — a cache may lose its
+    /// entries, never the process. Other failures (permissions, a full disk) disable L3.
     pub fn open(
         dir: &Path,
         max_bytes: u64,
         errors: crate::cache::TierCounters,
         clock: crate::time::Clock,
     ) -> Self {
-        let db = std::fs::create_dir_all(dir)
-            .map_err(sled::Error::from)
-            .and_then(|()| sled::Config::new().path(dir).open());
-        let (db, disabled) = match db {
+        let (db, disabled) = match open_contained(dir) {
             Ok(db) => (Some(db), false),
-            Err(e) => {
+            Err(Opened::Damaged(why)) => {
+                errors.error("open");
+                let aside = dir.with_file_name(format!(
+                    "{}.damaged-{}",
+                    dir.file_name().map_or("l3".into(), |n| n.to_string_lossy()),
+                    crate::time::unix_ms()
+                ));
+                tracing::error!(dir = %dir.display(), aside = %aside.display(), error = %why, "L3 (sled) is damaged; moving it aside and starting an empty one");
+                match std::fs::rename(dir, &aside)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| open_contained(dir).map_err(|e| e.to_string()))
+                {
+                    Ok(db) => (Some(db), false),
+                    Err(e) => {
+                        tracing::error!(dir = %dir.display(), error = %e, "L3 (sled) could not be recreated; continuing without it");
+                        (None, true)
+                    }
+                }
+            }
+            Err(Opened::Failed(e)) => {
                 tracing::error!(dir = %dir.display(), error = %e, "L3 (sled) could not be opened; continuing without it");
                 errors.error("open");
                 (None, true)
@@ -90,96 +111,97 @@ impl SledTier {
         }
     }
 
-    fn fail(&self, op: &'static str, e: &sled::Error) {
+    fn fail(&self, op: &'static str, e: &dyn std::fmt::Display) {
         self.errors.error(op);
         if !self.disabled.swap(true, AcqRel) {
             tracing::error!(dir = %self.dir.display(), op, error = %e, "L3 (sled) failed; disabling it, calls continue without L3");
         }
     }
 
-    /// The stored bytes for `key`.
-    pub fn get(&self, key: &str) -> Option<sled::IVec> {
-        let started = self.clock.now_nanos();
-        let got = self.db()?.get(key);
-        self.errors
-            .time("get", self.clock.now_nanos().saturating_sub(started));
-        match got {
-            Ok(v) => v,
-            Err(e) => {
-                self.fail("get", &e);
+    /// Runs one sled operation with its error *or panic* contained: either disables L3
+    /// (counted under `op`, logged once) and gives `None`, so no sled failure reaches a
+    /// caller.
+    fn guard<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&sled::Db) -> sled::Result<R>,
+    ) -> Option<R> {
+        let db = self.db()?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(db))) {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.fail(op, &e);
+                None
+            }
+            Err(panic) => {
+                self.fail(op, &format!("sled panicked: {}", panic_text(&*panic)));
                 None
             }
         }
     }
 
+    /// The stored bytes for `key`.
+    pub fn get(&self, key: &str) -> Option<sled::IVec> {
+        let started = self.clock.now_nanos();
+        let got = self.guard("get", |db| db.get(key));
+        self.errors
+            .time("get", self.clock.now_nanos().saturating_sub(started));
+        got.flatten()
+    }
+
     /// Whether `key` is present.
     pub fn contains(&self, key: &str) -> bool {
-        self.db()
-            .is_some_and(|db| db.contains_key(key).unwrap_or(false))
+        self.guard("get", |db| db.contains_key(key))
+            .unwrap_or(false)
     }
 
     /// Applies puts and removals in one atomic batch.
     pub fn apply(&self, puts: &[(String, std::sync::Arc<[u8]>)], removes: &[String]) {
-        let Some(db) = self.db() else { return };
-        let mut batch = sled::Batch::default();
-        for (k, v) in puts {
-            batch.insert(k.as_bytes(), &v[..]);
-        }
-        for k in removes {
-            batch.remove(k.as_bytes());
-        }
-        if let Err(e) = db.apply_batch(batch) {
-            self.fail("put", &e);
-        }
+        self.guard("put", |db| {
+            let mut batch = sled::Batch::default();
+            for (k, v) in puts {
+                batch.insert(k.as_bytes(), &v[..]);
+            }
+            for k in removes {
+                batch.remove(k.as_bytes());
+            }
+            db.apply_batch(batch)
+        });
     }
 
     /// Removes one key.
     pub fn remove(&self, key: &str) {
-        if let Some(db) = self.db() {
-            if let Err(e) = db.remove(key) {
-                self.fail("delete", &e);
-            }
-        }
+        self.guard("delete", |db| db.remove(key));
     }
 
     /// Removes every key starting with `prefix`.
     pub fn remove_prefix(&self, prefix: &str) {
-        let Some(db) = self.db() else { return };
-        let mut batch = sled::Batch::default();
-        for item in db.scan_prefix(prefix) {
-            match item {
-                Ok((k, _)) => batch.remove(k),
-                Err(e) => return self.fail("delete", &e),
+        self.guard("delete", |db| {
+            let mut batch = sled::Batch::default();
+            for item in db.scan_prefix(prefix) {
+                batch.remove(item?.0);
             }
-        }
-        if let Err(e) = db.apply_batch(batch) {
-            self.fail("delete", &e);
-        }
+            db.apply_batch(batch)
+        });
     }
 
     /// Writes everything to disk.
     pub fn flush(&self) {
-        if let Some(db) = self.db() {
-            if let Err(e) = db.flush() {
-                self.fail("flush", &e);
-            }
-        }
+        self.guard("flush", |db| db.flush());
     }
 
     /// Removes expired and invalid entries, then the oldest entries while over the size cap.
     pub fn sweep(&self, now_ms: u64) -> SweepReport {
+        self.guard("sweep", |db| self.sweep_db(db, now_ms))
+            .unwrap_or_default()
+    }
+
+    fn sweep_db(&self, db: &sled::Db, now_ms: u64) -> sled::Result<SweepReport> {
         let mut report = SweepReport::default();
-        let Some(db) = self.db() else { return report };
         let mut live: Vec<(u64, sled::IVec, u64)> = Vec::new();
         let mut removals = sled::Batch::default();
         for item in db.iter() {
-            let (k, v) = match item {
-                Ok(kv) => kv,
-                Err(e) => {
-                    self.fail("sweep", &e);
-                    return report;
-                }
-            };
+            let (k, v) = item?;
             match codec::read_header(&v) {
                 Ok(h) if h.expires_at_ms != 0 && now_ms >= h.expires_at_ms => {
                     report.expired += 1;
@@ -207,9 +229,47 @@ impl SledTier {
                 report.evicted += 1;
             }
         }
-        if let Err(e) = db.apply_batch(removals) {
-            self.fail("sweep", &e);
-        }
-        report
+        db.apply_batch(removals)?;
+        Ok(report)
     }
+}
+
+/// Why a database did not open.
+enum Opened {
+    /// sled panicked or reported corruption: the directory holds a damaged database.
+    Damaged(String),
+    /// Anything else (permissions, a full disk, not a directory).
+    Failed(String),
+}
+
+impl std::fmt::Display for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Opened::Damaged(why) | Opened::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Opens (creating) the database in `dir` with sled's panics contained.
+fn open_contained(dir: &Path) -> Result<sled::Db, Opened> {
+    std::fs::create_dir_all(dir).map_err(|e| Opened::Failed(e.to_string()))?;
+    match std::panic::catch_unwind(|| sled::Config::new().path(dir).open()) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e @ (sled::Error::Corruption { .. } | sled::Error::ReportableBug(_)))) => {
+            Err(Opened::Damaged(e.to_string()))
+        }
+        Ok(Err(e)) => Err(Opened::Failed(e.to_string())),
+        Err(panic) => Err(Opened::Damaged(format!(
+            "sled panicked while opening: {}",
+            panic_text(&*panic)
+        ))),
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string panic")
 }
