@@ -245,6 +245,16 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 /// Reads and checks the header alone (magic, version, codec, flags, lengths). Used by the L3
 /// sweeper, which needs expiry and age without decoding values.
 pub fn read_header(bytes: &[u8]) -> Result<Header, Reject> {
+    let header = header_fields(bytes)?;
+    if bytes.len() - HEADER_LEN != header.payload_len as usize {
+        return Err(Reject::Truncated);
+    }
+    Ok(header)
+}
+
+/// The header's fields, checked except for the payload's length (a bounded read may have cut
+/// an oversized entry short: it must be reported as oversized, not truncated).
+fn header_fields(bytes: &[u8]) -> Result<Header, Reject> {
     if bytes.len() < HEADER_LEN {
         return Err(if bytes.len() >= 4 && bytes[..4] != MAGIC {
             Reject::Magic
@@ -269,9 +279,6 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, Reject> {
         payload_len: u32_at(bytes, 32),
         raw_len: u32_at(bytes, 36),
     };
-    if bytes.len() - HEADER_LEN != header.payload_len as usize {
-        return Err(Reject::Truncated);
-    }
     Ok(header)
 }
 
@@ -292,16 +299,19 @@ pub fn decode_with_header<T: DeserializeOwned>(
     now_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<(T, Header), Reject> {
-    let header = read_header(bytes)?;
+    let header = header_fields(bytes)?;
+    let raw_len = header.raw_len as usize;
+    if raw_len > opts.max_entry_bytes || header.payload_len as usize > opts.max_entry_bytes {
+        return Err(Reject::Oversized);
+    }
+    if bytes.len() - HEADER_LEN != header.payload_len as usize {
+        return Err(Reject::Truncated);
+    }
     if header.schema != schema {
         return Err(Reject::Schema);
     }
     if header.expires_at_ms != 0 && now_ms >= header.expires_at_ms {
         return Err(Reject::Expired);
-    }
-    let raw_len = header.raw_len as usize;
-    if raw_len > opts.max_entry_bytes || header.payload_len as usize > opts.max_entry_bytes {
-        return Err(Reject::Oversized);
     }
     let payload = &bytes[HEADER_LEN..];
     if checksum(bytes, payload) != u64_at(bytes, 40) {

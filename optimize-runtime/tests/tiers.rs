@@ -629,3 +629,41 @@ fn a_damaged_l3_never_reaches_a_caller() {
         tiers.shutdown();
     }
 }
+
+#[test]
+fn an_oversized_redis_value_is_read_bounded_and_rejected() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let tiers = Tiers::start(config(Some(&redis), None), Clock::new());
+    connected(&tiers);
+    let huge = vec![b'x'; 40 << 20];
+    let _: () = redis::cmd("SET")
+        .arg("t:huge")
+        .arg(&huge[..])
+        .query(&mut redis.client())
+        .unwrap();
+    drop(huge);
+    let limit = EnvelopeOptions::default().max_entry_bytes + codec::HEADER_LEN;
+    match tiers.l2_get_blocking("t:huge") {
+        L2Result::Done(Some(bytes)) => assert_eq!(bytes.len(), limit + 1, "read bounded"),
+        other => panic!("expected a bounded read, got {other:?}"),
+    }
+    let s = store(&tiers, true, false);
+    assert!(s.lookup_blocking("t:huge").is_none());
+    assert_eq!(
+        tiers.counters(Tier::L2).rejected(Reject::Magic),
+        1,
+        "40 MiB of 'x' is no entry"
+    );
+    // An entry whose header declares more than the limit is refused as oversized, unread.
+    let mut forged = envelope("small", SCHEMA, 0);
+    forged[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
+    let _: () = redis::cmd("SET")
+        .arg("t:forged")
+        .arg(&forged[..])
+        .query(&mut redis.client())
+        .unwrap();
+    assert!(s.lookup_blocking("t:forged").is_none());
+    assert_eq!(tiers.counters(Tier::L2).rejected(Reject::Oversized), 1);
+}

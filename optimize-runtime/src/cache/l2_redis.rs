@@ -128,6 +128,8 @@ pub struct RedisTier {
     breaker: Breaker,
     counters: TierCounters,
     clock: Clock,
+    /// The largest entry a read returns in full (bytes).
+    max_read: usize,
 }
 
 impl fmt::Debug for RedisTier {
@@ -146,6 +148,7 @@ impl RedisTier {
         options: RedisOptions,
         counters: TierCounters,
         clock: Clock,
+        max_entry_bytes: usize,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let conn = Arc::new(OnceLock::new());
@@ -163,6 +166,7 @@ impl RedisTier {
             ),
             counters: counters.clone(),
             clock,
+            max_read: max_entry_bytes.saturating_add(crate::codec::HEADER_LEN),
         };
         runtime.spawn(connect_until_connected(options, conn, counters, attempted));
         tier
@@ -225,10 +229,20 @@ impl RedisTier {
         tracing::debug!(op, error = %self.url.redact(error), "L2 (redis) operation failed");
     }
 
-    /// `GET key`.
+    /// The stored bytes of `key`, read with `GETRANGE key 0 max_read`: at most one byte more
+    /// than the largest valid entry ever crosses the network or lands in memory, however
+    /// large the stored value is (the decoder then rejects it as oversized). A missing key
+    /// reads as empty, which no entry is.
     pub async fn get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
+        let last = self.max_read;
         self.run("get", async |c| {
-            redis::cmd("GET").arg(key).query_async(c).await
+            let bytes: Vec<u8> = redis::cmd("GETRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(last)
+                .query_async(c)
+                .await?;
+            Ok((!bytes.is_empty()).then_some(bytes))
         })
         .await
     }

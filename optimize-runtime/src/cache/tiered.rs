@@ -179,6 +179,7 @@ impl Tiers {
                 o,
                 l2_counters.clone(),
                 clock.clone(),
+                config.envelope.max_entry_bytes,
                 &handle,
             ))
         });
