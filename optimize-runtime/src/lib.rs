@@ -22,6 +22,8 @@ mod call;
 pub mod codec;
 pub mod config;
 pub mod flight;
+#[cfg(test)]
+mod fuzz;
 pub mod key;
 pub mod meta;
 pub mod monitor;

@@ -169,6 +169,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("monitor.default_rules", Type::Bool),
     key("monitor.addr", Type::Addr),
     key("monitor.token", Type::Secret),
+    key("monitor.allow_public", Type::Bool),
 ];
 
 /// Keys of a `[functions."path::fn"]` table.

@@ -21,7 +21,7 @@
 //! call, from the same sources minus the builder. docs/configuration.md lists every key.
 
 pub(crate) mod keys;
-mod source;
+pub(crate) mod source;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -155,6 +155,8 @@ pub struct Config {
     /// Where the monitor serves HTTP (off when `None`).
     pub monitor_addr: Option<SocketAddr>,
     monitor_token: Option<String>,
+    /// Whether a non-loopback `monitor.addr` may serve without a token.
+    pub monitor_allow_public: bool,
     /// Alert rules from `[[alerts]]`.
     pub alerts: Vec<Rule>,
     /// Per-function overrides, by function path.
@@ -260,6 +262,7 @@ impl Default for Config {
             monitor_default_rules: false,
             monitor_addr: None,
             monitor_token: None,
+            monitor_allow_public: false,
             alerts: Vec::new(),
             functions: BTreeMap::new(),
             function_sources: BTreeMap::new(),
@@ -337,6 +340,7 @@ impl Config {
             ("monitor.default_rules", V::Bool(b)) => self.monitor_default_rules = b,
             ("monitor.addr", V::Addr(a)) => self.monitor_addr = Some(a),
             ("monitor.token", V::Text(t)) => self.monitor_token = Some(t),
+            ("monitor.allow_public", V::Bool(b)) => self.monitor_allow_public = b,
             (key, value) => unreachable!("key {key} with {value:?}"),
         }
     }
@@ -378,6 +382,16 @@ impl Config {
             fail(
                 "pools.memory_budget_fraction",
                 "cannot be set together with pools.memory_budget: the budget is either a size or a share of system memory; keep one".into(),
+            );
+        }
+        if let Some(addr) = self
+            .monitor_addr
+            .filter(|a| !a.ip().is_loopback() && self.monitor_token.is_none())
+            .filter(|_| !self.monitor_allow_public)
+        {
+            fail(
+                "monitor.addr",
+                format!("{addr} is reachable from other hosts and no monitor.token is set, so anyone could read the metrics; set monitor.token, bind 127.0.0.1, or set monitor.allow_public = true if that is intended"),
             );
         }
         if self.monitor_token.is_some() && self.monitor_addr.is_none() {

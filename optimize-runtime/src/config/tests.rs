@@ -565,3 +565,36 @@ fn secrets_of_the_wrong_type_are_not_echoed() {
         .to_string();
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn a_public_monitor_address_needs_a_token_or_consent() {
+    let open = |extra: &[(&str, &str)]| {
+        let mut b = Config::builder()
+            .without_file()
+            .environment(no_env())
+            .set("monitor.enabled", "true")
+            .set("monitor.addr", "0.0.0.0:9464");
+        for (k, v) in extra {
+            b = b.set(k, v);
+        }
+        b.resolve()
+    };
+    says(
+        &open(&[]).unwrap_err().to_string(),
+        &[
+            "monitor.addr",
+            "0.0.0.0:9464",
+            "set monitor.token",
+            "monitor.allow_public",
+        ],
+    );
+    assert!(open(&[("monitor.token", "t")]).is_ok());
+    assert!(open(&[("monitor.allow_public", "true")]).is_ok());
+    assert!(Config::builder()
+        .without_file()
+        .environment(no_env())
+        .set("monitor.enabled", "true")
+        .set("monitor.addr", "127.0.0.1:9464")
+        .resolve()
+        .is_ok());
+}

@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -51,13 +52,49 @@ pub(crate) fn serve(monitor: Arc<Monitor>, config: HttpConfig) -> Result<SocketA
                 return;
             }
         };
-        if let Err(e) = axum::serve(listener, router(state)).await {
-            tracing::error!(error = %e, "optimize: the monitor's HTTP endpoint stopped");
-        }
+        accept_bounded(listener, router(state)).await;
     })
         .map_err(bind_error)?;
     tracing::info!(%addr, "optimize: monitor HTTP endpoint listening");
     Ok(addr)
+}
+
+/// Connections served at once; more are closed as soon as they are accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this long (slow-header clients are dropped).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection stays open, idle or not.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+
+/// Serves `app` on `listener` with bounded connections, a header timeout and a lifetime cap,
+/// so slow or idle clients cannot hold the endpoint (or the process's file descriptors).
+async fn accept_bounded(listener: tokio::net::TcpListener, app: Router) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %e, "optimize: the monitor's HTTP endpoint cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
 }
 
 fn router(state: AppState) -> Router {
