@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic            b"OPTZ"
-//!      4    1 format version   1
+//!      4    1 format version   2
 //!      5    1 codec id         1 = bincode 1.3 (fixint, little-endian)
 //!      6    1 flags            bit 0: payload is zstd-compressed
 //!      7    1 reserved         0
@@ -12,8 +12,10 @@
 //!     24    8 expires at       unix milliseconds, 0 = never
 //!     32    4 payload length   bytes stored after the header
 //!     36    4 raw length       bytes of the encoded value before compression
-//!     40    8 checksum         xxh3-64 of the payload, seeded with xxh3-64 of bytes 0..40
-//!     48      payload
+//!     40    8 key hash         xxh3-64 of the entry's own key: copied to another key, it
+//!                              is refused (an entry belongs to one key of one function)
+//!     48    8 checksum         xxh3-64 of the payload, seeded with xxh3-64 of bytes 0..48
+//!     56      payload
 //! ```
 //!
 //! All integers are little-endian. The checksum covers the header as well as the payload, so
@@ -26,13 +28,15 @@ use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 
 const MAGIC: [u8; 4] = *b"OPTZ";
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
 /// bincode 1.3.3 with fixed-width little-endian integers.
 pub const CODEC_BINCODE1: u8 = 1;
 const FLAG_ZSTD: u8 = 0b0000_0001;
 const KNOWN_FLAGS: u8 = FLAG_ZSTD;
 /// Size of the fixed header.
-pub const HEADER_LEN: usize = 48;
+pub const HEADER_LEN: usize = 56;
+/// Where the checksum sits in the header.
+const CHECKSUM_AT: usize = 48;
 
 /// Limits and thresholds of the envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +79,8 @@ pub enum Reject {
     Expired,
     /// Larger than the maximum entry size.
     Oversized,
+    /// Written for another key (copied or forged onto this one).
+    Key,
     /// zstd failed, or produced more or fewer bytes than the header says.
     Decompress,
     /// The payload does not decode as the expected type.
@@ -93,13 +99,14 @@ impl Reject {
             Reject::Checksum => "checksum",
             Reject::Expired => "expired",
             Reject::Oversized => "oversized",
+            Reject::Key => "key",
             Reject::Decompress => "decompress",
             Reject::Decode => "decode",
         }
     }
 
     /// Every reason, in a fixed order.
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::Truncated,
         Reject::Magic,
         Reject::Version,
@@ -108,6 +115,7 @@ impl Reject {
         Reject::Checksum,
         Reject::Expired,
         Reject::Oversized,
+        Reject::Key,
         Reject::Decompress,
         Reject::Decode,
     ];
@@ -165,6 +173,23 @@ pub struct Header {
     pub payload_len: u32,
     /// Encoded length before compression.
     pub raw_len: u32,
+    /// Hash of the key the entry was written for ([`key_hash`]).
+    pub key: u64,
+}
+
+/// The hash of an entry's key that its header carries.
+///
+/// ```
+/// use optimize_runtime::codec::{decode, encode, key_hash, EnvelopeOptions, Reject};
+///
+/// let opts = EnvelopeOptions::default();
+/// let bytes = encode(&7u32, 0xabc, key_hash("app:f:1"), 1_000, 0, &opts).unwrap();
+/// assert_eq!(decode::<u32>(&bytes, 0xabc, key_hash("app:f:1"), 2_000, &opts), Ok(7));
+/// // The same bytes under another key are refused.
+/// assert_eq!(decode::<u32>(&bytes, 0xabc, key_hash("app:g:1"), 2_000, &opts), Err(Reject::Key));
+/// ```
+pub fn key_hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
 }
 
 fn value_codec(limit: usize) -> impl Options {
@@ -180,13 +205,14 @@ fn value_codec(limit: usize) -> impl Options {
 /// use optimize_runtime::codec::{decode, encode, EnvelopeOptions};
 ///
 /// let opts = EnvelopeOptions::default();
-/// let bytes = encode(&vec![1u32, 2, 3], 0xabc, 1_000, 0, &opts).unwrap();
-/// let back: Vec<u32> = decode(&bytes, 0xabc, 2_000, &opts).unwrap();
+/// let bytes = encode(&vec![1u32, 2, 3], 0xabc, 9, 1_000, 0, &opts).unwrap();
+/// let back: Vec<u32> = decode(&bytes, 0xabc, 9, 2_000, &opts).unwrap();
 /// assert_eq!(back, vec![1, 2, 3]);
 /// ```
 pub fn encode<T: Serialize + ?Sized>(
     value: &T,
     schema: u64,
+    key: u64,
     created_at_ms: u64,
     expires_at_ms: u64,
     opts: &EnvelopeOptions,
@@ -219,6 +245,7 @@ pub fn encode<T: Serialize + ?Sized>(
     out.extend_from_slice(&expires_at_ms.to_le_bytes());
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(&key.to_le_bytes());
     let sum = checksum(&out, payload);
     out.extend_from_slice(&sum.to_le_bytes());
     out.extend_from_slice(payload);
@@ -227,7 +254,10 @@ pub fn encode<T: Serialize + ?Sized>(
 
 /// Checksum of an envelope: the payload's hash seeded with the hash of the header fields.
 fn checksum(header: &[u8], payload: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64_with_seed(payload, xxhash_rust::xxh3::xxh3_64(&header[..40]))
+    xxhash_rust::xxh3::xxh3_64_with_seed(
+        payload,
+        xxhash_rust::xxh3::xxh3_64(&header[..CHECKSUM_AT]),
+    )
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -278,6 +308,7 @@ fn header_fields(bytes: &[u8]) -> Result<Header, Reject> {
         compressed: bytes[6] & FLAG_ZSTD != 0,
         payload_len: u32_at(bytes, 32),
         raw_len: u32_at(bytes, 36),
+        key: u64_at(bytes, 40),
     };
     Ok(header)
 }
@@ -286,16 +317,18 @@ fn header_fields(bytes: &[u8]) -> Result<Header, Reject> {
 pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     schema: u64,
+    key: u64,
     now_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<T, Reject> {
-    decode_with_header(bytes, schema, now_ms, opts).map(|(v, _)| v)
+    decode_with_header(bytes, schema, key, now_ms, opts).map(|(v, _)| v)
 }
 
 /// [`decode`], also returning the header (for the entry's expiry).
 pub fn decode_with_header<T: DeserializeOwned>(
     bytes: &[u8],
     schema: u64,
+    key: u64,
     now_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<(T, Header), Reject> {
@@ -310,11 +343,14 @@ pub fn decode_with_header<T: DeserializeOwned>(
     if header.schema != schema {
         return Err(Reject::Schema);
     }
+    if header.key != key {
+        return Err(Reject::Key);
+    }
     if header.expires_at_ms != 0 && now_ms >= header.expires_at_ms {
         return Err(Reject::Expired);
     }
     let payload = &bytes[HEADER_LEN..];
-    if checksum(bytes, payload) != u64_at(bytes, 40) {
+    if checksum(bytes, payload) != u64_at(bytes, CHECKSUM_AT) {
         return Err(Reject::Checksum);
     }
     let decompressed;
@@ -344,6 +380,7 @@ mod tests {
     use serde::Deserialize;
 
     const SCHEMA: u64 = 0x5eed;
+    const KEY: u64 = 0x4e1;
 
     #[derive(Serialize, Deserialize, Debug, PartialEq)]
     struct User {
@@ -365,7 +402,7 @@ mod tests {
     }
 
     fn check(bytes: &[u8]) -> Result<User, Reject> {
-        decode::<User>(bytes, SCHEMA, 10, &opts())
+        decode::<User>(bytes, SCHEMA, KEY, 10, &opts())
     }
 
     #[test]
@@ -375,14 +412,14 @@ mod tests {
             name: "a".into(),
             tags: vec![],
         };
-        let bytes = encode(&v, SCHEMA, 1, 0, &opts()).unwrap();
+        let bytes = encode(&v, SCHEMA, KEY, 1, 0, &opts()).unwrap();
         assert!(!read_header(&bytes).unwrap().compressed);
         assert_eq!(check(&bytes), Ok(v));
     }
 
     #[test]
     fn round_trip_large_compressed() {
-        let bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        let bytes = encode(&user(), SCHEMA, KEY, 1, 0, &opts()).unwrap();
         let h = read_header(&bytes).unwrap();
         assert!(h.compressed);
         assert!((h.payload_len as usize) < h.raw_len as usize);
@@ -391,7 +428,7 @@ mod tests {
 
     #[test]
     fn truncated() {
-        let bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        let bytes = encode(&user(), SCHEMA, KEY, 1, 0, &opts()).unwrap();
         for cut in [0, 3, 10, HEADER_LEN - 1, HEADER_LEN, bytes.len() - 1] {
             assert_eq!(check(&bytes[..cut]), Err(Reject::Truncated), "cut at {cut}");
         }
@@ -399,7 +436,7 @@ mod tests {
 
     #[test]
     fn bit_flips_anywhere_are_rejected_never_accepted_wrongly() {
-        let bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        let bytes = encode(&user(), SCHEMA, KEY, 1, 0, &opts()).unwrap();
         for i in 0..bytes.len() {
             for bit in [0, 3, 7] {
                 let mut b = bytes.clone();
@@ -422,7 +459,7 @@ mod tests {
             check(b"{\"id\":7,\"name\":\"ada\"} and more text to pass the header length"),
             Err(Reject::Magic)
         );
-        let mut bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        let mut bytes = encode(&user(), SCHEMA, KEY, 1, 0, &opts()).unwrap();
         bytes[7] = 1;
         assert_eq!(check(&bytes), Err(Reject::Codec));
         bytes[7] = 0;
@@ -438,22 +475,22 @@ mod tests {
 
     #[test]
     fn wrong_schema() {
-        let bytes = encode(&user(), SCHEMA + 1, 1, 0, &opts()).unwrap();
+        let bytes = encode(&user(), SCHEMA + 1, KEY, 1, 0, &opts()).unwrap();
         assert_eq!(check(&bytes), Err(Reject::Schema));
     }
 
     #[test]
     fn wrong_type_with_right_schema_is_a_decode_error() {
-        let bytes = encode(&(1u8, 2u8), SCHEMA, 1, 0, &opts()).unwrap();
+        let bytes = encode(&(1u8, 2u8), SCHEMA, KEY, 1, 0, &opts()).unwrap();
         assert_eq!(check(&bytes), Err(Reject::Decode));
     }
 
     #[test]
     fn expired() {
-        let bytes = encode(&user(), SCHEMA, 1, 10, &opts()).unwrap();
-        assert_eq!(decode::<User>(&bytes, SCHEMA, 9, &opts()), Ok(user()));
+        let bytes = encode(&user(), SCHEMA, KEY, 1, 10, &opts()).unwrap();
+        assert_eq!(decode::<User>(&bytes, SCHEMA, KEY, 9, &opts()), Ok(user()));
         assert_eq!(
-            decode::<User>(&bytes, SCHEMA, 10, &opts()),
+            decode::<User>(&bytes, SCHEMA, KEY, 10, &opts()),
             Err(Reject::Expired)
         );
     }
@@ -464,17 +501,17 @@ mod tests {
             max_entry_bytes: 1 << 20,
             ..opts()
         };
-        let bytes = encode(&vec![7u8; 100_000], SCHEMA, 1, 0, &big).unwrap();
+        let bytes = encode(&vec![7u8; 100_000], SCHEMA, KEY, 1, 0, &big).unwrap();
         let small = EnvelopeOptions {
             max_entry_bytes: 50_000,
             ..opts()
         };
         assert_eq!(
-            decode::<Vec<u8>>(&bytes, SCHEMA, 2, &small),
+            decode::<Vec<u8>>(&bytes, SCHEMA, KEY, 2, &small),
             Err(Reject::Oversized)
         );
         // Encoding refuses values over the limit too.
-        assert!(encode(&vec![7u8; 100_000], SCHEMA, 1, 0, &small).is_err());
+        assert!(encode(&vec![7u8; 100_000], SCHEMA, KEY, 1, 0, &small).is_err());
     }
 
     #[test]
@@ -491,24 +528,25 @@ mod tests {
         bytes.extend_from_slice(&0u64.to_le_bytes());
         bytes.extend_from_slice(&(bomb.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&100u32.to_le_bytes());
+        bytes.extend_from_slice(&KEY.to_le_bytes());
         let sum = checksum(&bytes, &bomb);
         bytes.extend_from_slice(&sum.to_le_bytes());
         bytes.extend_from_slice(&bomb);
         assert_eq!(
-            decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()),
+            decode::<Vec<u8>>(&bytes, SCHEMA, KEY, 2, &opts()),
             Err(Reject::Decompress)
         );
         // Declaring the true size is caught by the entry size limit instead.
         bytes[36..40].copy_from_slice(&((64u32) << 20).to_le_bytes());
         assert_eq!(
-            decode::<Vec<u8>>(&bytes, SCHEMA, 2, &opts()),
+            decode::<Vec<u8>>(&bytes, SCHEMA, KEY, 2, &opts()),
             Err(Reject::Oversized)
         );
     }
 
     #[test]
     fn length_field_lies_are_caught() {
-        let mut bytes = encode(&user(), SCHEMA, 1, 0, &opts()).unwrap();
+        let mut bytes = encode(&user(), SCHEMA, KEY, 1, 0, &opts()).unwrap();
         let declared = u32_at(&bytes, 32);
         bytes[32..36].copy_from_slice(&(declared + 1).to_le_bytes());
         assert_eq!(check(&bytes), Err(Reject::Truncated));

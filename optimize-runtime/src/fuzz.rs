@@ -29,6 +29,7 @@ fn runner() -> TestRunner {
 }
 
 const SCHEMA: u64 = 0x5eed;
+const KEY: u64 = 0x4e1;
 
 fn small_limit() -> EnvelopeOptions {
     EnvelopeOptions {
@@ -49,7 +50,8 @@ fn envelopes() -> impl Strategy<Value = Vec<u8>> {
                 compress_threshold: if compress { 0 } else { usize::MAX },
                 ..small_limit()
             };
-            codec::encode(&payload, SCHEMA, 1_000, expires, &opts).expect("small values encode")
+            codec::encode(&payload, SCHEMA, KEY, 1_000, expires, &opts)
+                .expect("small values encode")
         })
 }
 
@@ -79,11 +81,11 @@ fn decode_never_panics(bytes: &[u8]) {
     let opts = small_limit();
     // Through every value type a function could have, and the header reader.
     let _ = codec::read_header(bytes);
-    if let Ok(v) = codec::decode::<Vec<u8>>(bytes, SCHEMA, 2_000, &opts) {
+    if let Ok(v) = codec::decode::<Vec<u8>>(bytes, SCHEMA, KEY, 2_000, &opts) {
         assert!(v.len() <= opts.max_entry_bytes);
     }
-    let _ = codec::decode::<String>(bytes, SCHEMA, 2_000, &opts);
-    let _ = codec::decode::<(u64, Option<String>, Vec<u32>)>(bytes, SCHEMA, 2_000, &opts);
+    let _ = codec::decode::<String>(bytes, SCHEMA, KEY, 2_000, &opts);
+    let _ = codec::decode::<(u64, Option<String>, Vec<u32>)>(bytes, SCHEMA, KEY, 2_000, &opts);
 }
 
 #[test]

@@ -15,7 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["runtime"],
     &["call", "task"],
-    &["lib"],
+    &["lib", "fuzz"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -93,10 +93,12 @@ fn store(tiers: &Arc<Tiers>, l2: bool, l3: bool) -> Arc<SharedStore<String>> {
     Arc::new(SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA).expect("a tier"))
 }
 
-fn envelope(value: &str, schema: u64, expires_at_ms: u64) -> Vec<u8> {
+/// A valid entry for `key`.
+fn envelope(key: &str, value: &str, schema: u64, expires_at_ms: u64) -> Vec<u8> {
     codec::encode(
         &value.to_string(),
         schema,
+        codec::key_hash(key),
         unix_ms(),
         expires_at_ms,
         &EnvelopeOptions::default(),
@@ -144,7 +146,7 @@ fn l3_hit_is_promoted_to_l2() {
     let s = store(&tiers, true, true);
     tiers.enqueue(WriteOp::Put {
         key: "t:f:2".into(),
-        bytes: envelope("disk", SCHEMA, 0).into(),
+        bytes: envelope("t:f:2", "disk", SCHEMA, 0).into(),
         l2_ttl: None,
         l2: false,
         l3: true,
@@ -170,11 +172,11 @@ fn lookup_order_is_configurable() {
     connected(&tiers);
     let _: () = redis
         .client()
-        .set("t:f:3", envelope("from-l2", SCHEMA, 0))
+        .set("t:f:3", envelope("t:f:3", "from-l2", SCHEMA, 0))
         .unwrap();
     tiers.enqueue(WriteOp::Put {
         key: "t:f:3".into(),
-        bytes: envelope("from-l3", SCHEMA, 0).into(),
+        bytes: envelope("t:f:3", "from-l3", SCHEMA, 0).into(),
         l2_ttl: None,
         l2: false,
         l3: true,
@@ -191,8 +193,9 @@ fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
     };
     let tiers = start(Some(&redis), None);
     let s = store(&tiers, true, false);
-    let good = envelope("value", SCHEMA, 0);
-    let mut flipped = good.clone();
+    let at = |name: &str| format!("t:bad:{name}");
+    let good = envelope(&at("truncated"), "value", SCHEMA, 0);
+    let mut flipped = envelope(&at("flipped"), "value", SCHEMA, 0);
     let last = flipped.len() - 1;
     flipped[last] ^= 1;
     let cases: Vec<(&str, Vec<u8>, Reject)> = vec![
@@ -203,11 +206,21 @@ fn corrupted_entries_written_by_a_raw_client_are_rejected_and_deleted() {
             b"{\"json\": \"from another program, long enough for a header\"}".to_vec(),
             Reject::Magic,
         ),
-        ("schema", envelope("value", SCHEMA + 1, 0), Reject::Schema),
+        (
+            "schema",
+            envelope(&at("schema"), "value", SCHEMA + 1, 0),
+            Reject::Schema,
+        ),
         (
             "expired",
-            envelope("value", SCHEMA, unix_ms() - 1),
+            envelope(&at("expired"), "value", SCHEMA, unix_ms() - 1),
             Reject::Expired,
+        ),
+        // A valid entry of another key (of this or another function) copied here.
+        (
+            "copied",
+            envelope("t:other:7", "1000", SCHEMA, 0),
+            Reject::Key,
         ),
     ];
     let mut conn = redis.client();
@@ -331,7 +344,7 @@ fn redis_absent_at_start_is_used_once_it_appears() {
     connected(&tiers);
     let _: () = redis
         .client()
-        .set("t:late", envelope("arrived", SCHEMA, 0))
+        .set("t:late", envelope("t:late", "arrived", SCHEMA, 0))
         .unwrap();
     wait_until("L2 serves the entry", || {
         s.lookup_blocking("t:late").is_some()
@@ -350,7 +363,10 @@ fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
     }
     let tiers = Tiers::start(c, Clock::new());
     connected(&tiers);
-    let _: () = redis.client().set("t:b", envelope("v", SCHEMA, 0)).unwrap();
+    let _: () = redis
+        .client()
+        .set("t:b", envelope("t:b", "v", SCHEMA, 0))
+        .unwrap();
     assert!(matches!(
         tiers.l2_get_blocking("t:b"),
         L2Result::Done(Some(_))
@@ -372,7 +388,7 @@ fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
     redis.restart();
     let _: () = redis
         .client()
-        .set("t:b", envelope("back", SCHEMA, 0))
+        .set("t:b", envelope("t:b", "back", SCHEMA, 0))
         .unwrap();
     wait_until("L2 is used again", || {
         matches!(tiers.l2_get_blocking("t:b"), L2Result::Done(Some(_)))
@@ -423,7 +439,7 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
     c.l3.as_mut().unwrap().max_bytes = 20_000;
     let tiers = Tiers::start(c, Clock::new());
     for i in 0..10 {
-        let expired = envelope("old", SCHEMA, unix_ms() - 1);
+        let expired = envelope(&format!("t:e:{i}"), "old", SCHEMA, unix_ms() - 1);
         tiers.enqueue(WriteOp::Put {
             key: format!("t:e:{i}"),
             bytes: expired.into(),
@@ -437,6 +453,7 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
         let bytes = codec::encode(
             &"y".repeat(400),
             SCHEMA,
+            codec::key_hash(&format!("t:l:{i:03}")),
             1_000 + i,
             0,
             &EnvelopeOptions {
@@ -657,7 +674,7 @@ fn an_oversized_redis_value_is_read_bounded_and_rejected() {
         "40 MiB of 'x' is no entry"
     );
     // An entry whose header declares more than the limit is refused as oversized, unread.
-    let mut forged = envelope("small", SCHEMA, 0);
+    let mut forged = envelope("t:forged", "small", SCHEMA, 0);
     forged[36..40].copy_from_slice(&u32::MAX.to_le_bytes());
     let _: () = redis::cmd("SET")
         .arg("t:forged")

@@ -13,8 +13,10 @@ use crate::cache::Tier;
 use crate::codec::{self, EncodeError, EnvelopeOptions, Header, Reject};
 use crate::time::unix_ms;
 
-type Encode<V> = fn(&V, u64, u64, u64, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
-type Decode<V> = fn(&[u8], u64, u64, &EnvelopeOptions) -> Result<(V, Header), Reject>;
+/// (value, schema, key hash, created, expires, options)
+type Encode<V> = fn(&V, u64, u64, u64, u64, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
+/// (bytes, schema, key hash, now, options)
+type Decode<V> = fn(&[u8], u64, u64, u64, &EnvelopeOptions) -> Result<(V, Header), Reject>;
 
 /// How values of one type become envelope bytes and back. Exists only for types that are
 /// `Serialize + DeserializeOwned`; other types stay in L1.
@@ -35,8 +37,8 @@ impl<V: Serialize + DeserializeOwned> ValueCodec<V> {
     /// The serde (bincode) codec.
     pub fn serde() -> Self {
         Self {
-            encode: |v, schema, created, expires, opts| {
-                codec::encode(v, schema, created, expires, opts)
+            encode: |v, schema, key, created, expires, opts| {
+                codec::encode(v, schema, key, created, expires, opts)
             },
             decode: codec::decode_with_header,
             size: |v| bincode::serialized_size(v).unwrap_or(0),
@@ -116,7 +118,14 @@ impl<V: Send + 'static> SharedStore<V> {
     }
 
     fn accept(&self, tier: Tier, key: &str, bytes: &[u8]) -> Option<Found<V>> {
-        match (self.codec.decode)(bytes, self.schema, unix_ms(), &self.options.envelope) {
+        let bound_to = codec::key_hash(key);
+        match (self.codec.decode)(
+            bytes,
+            self.schema,
+            bound_to,
+            unix_ms(),
+            &self.options.envelope,
+        ) {
             Ok((value, header)) => Some(Found {
                 value,
                 tier,
@@ -183,6 +192,7 @@ impl<V: Send + 'static> SharedStore<V> {
         let Ok(bytes) = (self.codec.encode)(
             &found.value,
             self.schema,
+            codec::key_hash(key),
             now,
             found.expires_at_ms,
             &self.options.envelope,
@@ -221,11 +231,19 @@ impl<V: Send + 'static> SharedStore<V> {
     /// Queues the writes of a freshly computed value to every shared tier of the function.
     pub fn store(&self, key: String, value: &V) {
         let now = unix_ms();
+        let bound_to = codec::key_hash(&key);
         let encode = |ttl: Option<Duration>| -> Option<Bytes> {
             let expires = ttl.map_or(0, |t| {
                 now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
             });
-            match (self.codec.encode)(value, self.schema, now, expires, &self.options.envelope) {
+            match (self.codec.encode)(
+                value,
+                self.schema,
+                bound_to,
+                now,
+                expires,
+                &self.options.envelope,
+            ) {
                 Ok(b) => Some(b.into()),
                 Err(e) => {
                     self.refused(&e, &key);
@@ -292,9 +310,16 @@ impl<V: Send + 'static> SharedStore<V> {
                     now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
                 })
             };
-            let bytes =
-                (this.codec.encode)(&value, this.schema, now, expires, &this.options.envelope)
-                    .ok()?;
+            let bound_to = codec::key_hash(&key);
+            let bytes = (this.codec.encode)(
+                &value,
+                this.schema,
+                bound_to,
+                now,
+                expires,
+                &this.options.envelope,
+            )
+            .ok()?;
             Some((key, bytes.into()))
         })));
     }
