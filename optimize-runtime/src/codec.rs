@@ -32,7 +32,11 @@ const FORMAT_VERSION: u8 = 2;
 /// bincode 1.3.3 with fixed-width little-endian integers.
 pub const CODEC_BINCODE1: u8 = 1;
 const FLAG_ZSTD: u8 = 0b0000_0001;
-const KNOWN_FLAGS: u8 = FLAG_ZSTD;
+/// An HMAC-SHA256 tag of header and payload follows the payload.
+const FLAG_SIGNED: u8 = 0b0000_0010;
+const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_SIGNED;
+/// Length of the tag of a signed entry.
+pub const TAG_LEN: usize = 32;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 56;
 /// Where the checksum sits in the header.
@@ -47,6 +51,9 @@ pub struct EnvelopeOptions {
     pub zstd_level: i32,
     /// Largest encoded value accepted, before and after decompression.
     pub max_entry_bytes: usize,
+    /// When set, entries are signed with the current key, and an entry without a valid tag
+    /// (by the current or the previous key) is refused.
+    pub signing: Option<&'static SigningKeys>,
 }
 
 impl Default for EnvelopeOptions {
@@ -55,7 +62,98 @@ impl Default for EnvelopeOptions {
             compress_threshold: 1024,
             zstd_level: 3,
             max_entry_bytes: 16 * 1024 * 1024,
+            signing: None,
         }
+    }
+}
+
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
+/// The secrets entries are signed with: the current one, and during a rotation the previous
+/// one, still accepted on read. Never shown in `Debug`.
+///
+/// ```
+/// use optimize_runtime::codec::{decode, encode, EnvelopeOptions, Reject, SigningKeys};
+///
+/// let old: &'static SigningKeys = Box::leak(Box::new(SigningKeys::new(b"old secret", None)));
+/// let new: &'static SigningKeys =
+///     Box::leak(Box::new(SigningKeys::new(b"new secret", Some(b"old secret"))));
+/// let signed_by = |keys| EnvelopeOptions { signing: Some(keys), ..EnvelopeOptions::default() };
+/// let bytes = encode(&7u32, 1, 2, 1_000, 0, &signed_by(old)).unwrap();
+/// // Rolling: the new key still accepts what the old one signed.
+/// assert_eq!(decode::<u32>(&bytes, 1, 2, 2_000, &signed_by(new)), Ok(7));
+/// // Unsigned entries are refused once signing is on.
+/// let plain = encode(&7u32, 1, 2, 1_000, 0, &EnvelopeOptions::default()).unwrap();
+/// assert_eq!(decode::<u32>(&plain, 1, 2, 2_000, &signed_by(new)), Err(Reject::Signature));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeys {
+    current: Vec<u8>,
+    previous: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys")
+            .field("current", &"<redacted>")
+            .field("previous", &self.previous.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl SigningKeys {
+    /// Keys from their secrets.
+    pub fn new(current: &[u8], previous: Option<&[u8]>) -> Self {
+        Self {
+            current: current.to_vec(),
+            previous: previous.map(<[u8]>::to_vec),
+        }
+    }
+
+    /// The keys, for the life of the process (envelope options are `Copy` and reach every
+    /// function's store). Equal keys are stored once, so resolving a configuration again does
+    /// not grow memory.
+    pub fn interned(self) -> &'static SigningKeys {
+        static ALL: std::sync::Mutex<Vec<&'static SigningKeys>> = std::sync::Mutex::new(Vec::new());
+        let mut all = ALL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = all.iter().find(|k| ***k == self) {
+            return known;
+        }
+        let keys: &'static SigningKeys = Box::leak(Box::new(self));
+        all.push(keys);
+        keys
+    }
+
+    fn mac(key: &[u8], header: &[u8], payload: &[u8]) -> HmacSha256 {
+        use hmac::{KeyInit, Mac};
+        // HMAC takes keys of any length; this cannot fail.
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+        mac.update(header);
+        mac.update(payload);
+        mac
+    }
+
+    fn tag(&self, header: &[u8], payload: &[u8]) -> [u8; TAG_LEN] {
+        use hmac::Mac;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(
+            &Self::mac(&self.current, header, payload)
+                .finalize()
+                .into_bytes(),
+        );
+        out
+    }
+
+    /// Whether `tag` is header and payload's tag under the current or the previous key
+    /// (compared in constant time).
+    fn verifies(&self, header: &[u8], payload: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac;
+        std::iter::once(&self.current)
+            .chain(self.previous.as_ref())
+            .any(|key| Self::mac(key, header, payload).verify_slice(tag).is_ok())
     }
 }
 
@@ -81,6 +179,9 @@ pub enum Reject {
     Oversized,
     /// Written for another key (copied or forged onto this one).
     Key,
+    /// Signing is on and the entry has no valid tag (unsigned, forged, or signed with a key
+    /// that is neither the current nor the previous one).
+    Signature,
     /// zstd failed, or produced more or fewer bytes than the header says.
     Decompress,
     /// The payload does not decode as the expected type.
@@ -100,13 +201,14 @@ impl Reject {
             Reject::Expired => "expired",
             Reject::Oversized => "oversized",
             Reject::Key => "key",
+            Reject::Signature => "signature",
             Reject::Decompress => "decompress",
             Reject::Decode => "decode",
         }
     }
 
     /// Every reason, in a fixed order.
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 12] = [
         Reject::Truncated,
         Reject::Magic,
         Reject::Version,
@@ -116,6 +218,7 @@ impl Reject {
         Reject::Expired,
         Reject::Oversized,
         Reject::Key,
+        Reject::Signature,
         Reject::Decompress,
         Reject::Decode,
     ];
@@ -169,12 +272,21 @@ pub struct Header {
     pub expires_at_ms: u64,
     /// Whether the payload is zstd-compressed.
     pub compressed: bool,
+    /// Whether a signature tag follows the payload.
+    pub signed: bool,
     /// Stored payload length.
     pub payload_len: u32,
     /// Encoded length before compression.
     pub raw_len: u32,
     /// Hash of the key the entry was written for ([`key_hash`]).
     pub key: u64,
+}
+
+impl Header {
+    /// Bytes after the header: the payload, and the tag of a signed entry.
+    fn stored_len(&self) -> usize {
+        self.payload_len as usize + if self.signed { TAG_LEN } else { 0 }
+    }
 }
 
 /// The hash of an entry's key that its header carries.
@@ -229,6 +341,9 @@ pub fn encode<T: Serialize + ?Sized>(
             payload = &compressed;
         }
     }
+    if opts.signing.is_some() {
+        flags |= FLAG_SIGNED;
+    }
     let raw_len = u32::try_from(raw.len()).map_err(|_| EncodeError {
         oversized: true,
         message: "value over 4 GiB".into(),
@@ -249,6 +364,10 @@ pub fn encode<T: Serialize + ?Sized>(
     let sum = checksum(&out, payload);
     out.extend_from_slice(&sum.to_le_bytes());
     out.extend_from_slice(payload);
+    if let Some(keys) = opts.signing {
+        let tag = keys.tag(&out[..HEADER_LEN], payload);
+        out.extend_from_slice(&tag);
+    }
     Ok(out)
 }
 
@@ -276,7 +395,7 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
 /// sweeper, which needs expiry and age without decoding values.
 pub fn read_header(bytes: &[u8]) -> Result<Header, Reject> {
     let header = header_fields(bytes)?;
-    if bytes.len() - HEADER_LEN != header.payload_len as usize {
+    if bytes.len() - HEADER_LEN != header.stored_len() {
         return Err(Reject::Truncated);
     }
     Ok(header)
@@ -306,6 +425,7 @@ fn header_fields(bytes: &[u8]) -> Result<Header, Reject> {
         created_at_ms: u64_at(bytes, 16),
         expires_at_ms: u64_at(bytes, 24),
         compressed: bytes[6] & FLAG_ZSTD != 0,
+        signed: bytes[6] & FLAG_SIGNED != 0,
         payload_len: u32_at(bytes, 32),
         raw_len: u32_at(bytes, 36),
         key: u64_at(bytes, 40),
@@ -337,8 +457,17 @@ pub fn decode_with_header<T: DeserializeOwned>(
     if raw_len > opts.max_entry_bytes || header.payload_len as usize > opts.max_entry_bytes {
         return Err(Reject::Oversized);
     }
-    if bytes.len() - HEADER_LEN != header.payload_len as usize {
+    if bytes.len() - HEADER_LEN != header.stored_len() {
         return Err(Reject::Truncated);
+    }
+    let payload_end = HEADER_LEN + header.payload_len as usize;
+    let payload = &bytes[HEADER_LEN..payload_end];
+    if let Some(keys) = opts.signing {
+        // Checked before anything the payload says is trusted: an unsigned or forged entry
+        // tells nothing, not even why it would have been refused otherwise.
+        if !header.signed || !keys.verifies(&bytes[..HEADER_LEN], payload, &bytes[payload_end..]) {
+            return Err(Reject::Signature);
+        }
     }
     if header.schema != schema {
         return Err(Reject::Schema);
@@ -349,7 +478,6 @@ pub fn decode_with_header<T: DeserializeOwned>(
     if header.expires_at_ms != 0 && now_ms >= header.expires_at_ms {
         return Err(Reject::Expired);
     }
-    let payload = &bytes[HEADER_LEN..];
     if checksum(bytes, payload) != u64_at(bytes, CHECKSUM_AT) {
         return Err(Reject::Checksum);
     }

@@ -684,3 +684,70 @@ fn an_oversized_redis_value_is_read_bounded_and_rejected() {
     assert!(s.lookup_blocking("t:forged").is_none());
     assert_eq!(tiers.counters(Tier::L2).rejected(Reject::Oversized), 1);
 }
+
+#[test]
+fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
+    use optimize_runtime::codec::SigningKeys;
+    let dir = tempfile::tempdir().unwrap();
+    let signed = |current: &str, previous: Option<&str>| {
+        let mut c = config(None, Some(dir.path()));
+        c.envelope.signing =
+            Some(SigningKeys::new(current.as_bytes(), previous.map(str::as_bytes)).interned());
+        c
+    };
+    let lookup = |tiers: &Arc<Tiers>, key: &str| {
+        let options = SharedOptions {
+            l2: false,
+            l3: true,
+            l2_ttl: None,
+            l3_ttl: None,
+            envelope: tiers.config().envelope,
+        };
+        SharedStore::<String>::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA)
+            .unwrap()
+            .lookup_blocking(key)
+            .map(|f| f.value)
+    };
+    {
+        let tiers = Tiers::start(signed("old secret 0123456789", None), Clock::new());
+        let options = SharedOptions {
+            l2: false,
+            l3: true,
+            l2_ttl: None,
+            l3_ttl: None,
+            envelope: tiers.config().envelope,
+        };
+        SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA)
+            .unwrap()
+            .store("t:s:1".into(), &"genuine".to_owned());
+        // A well-formed but unsigned entry, as someone with write access could put there.
+        tiers.enqueue(WriteOp::Put {
+            key: "t:s:forged".into(),
+            bytes: envelope("t:s:forged", "forged", SCHEMA, 0).into(),
+            l2_ttl: None,
+            l2: false,
+            l3: true,
+        });
+        block_on(tiers.flush());
+        assert_eq!(lookup(&tiers, "t:s:1").as_deref(), Some("genuine"));
+        assert_eq!(lookup(&tiers, "t:s:forged"), None);
+        assert_eq!(tiers.counters(Tier::L3).rejected(Reject::Signature), 1);
+        tiers.shutdown();
+    }
+    {
+        // Rolling: the new secret signs, the previous one is still accepted.
+        let tiers = Tiers::start(
+            signed("new secret 0123456789", Some("old secret 0123456789")),
+            Clock::new(),
+        );
+        assert_eq!(lookup(&tiers, "t:s:1").as_deref(), Some("genuine"));
+        tiers.shutdown();
+    }
+    {
+        // After the roll, entries signed with the dropped secret are refused.
+        let tiers = Tiers::start(signed("new secret 0123456789", None), Clock::new());
+        assert_eq!(lookup(&tiers, "t:s:1"), None);
+        assert_eq!(tiers.counters(Tier::L3).rejected(Reject::Signature), 1);
+        tiers.shutdown();
+    }
+}

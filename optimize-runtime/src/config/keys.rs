@@ -149,6 +149,8 @@ pub(crate) const KEYS: &[Key] = &[
     key("tiers.writeback_capacity", Type::Int),
     key("tiers.compress_above", Type::Size),
     key("tiers.demote_on_evict", Type::Bool),
+    key("tiers.signing_key", Type::Secret),
+    key("tiers.signing_key_previous", Type::Secret),
     key("pools.cpu_threads", Type::Int),
     key("pools.io_concurrency", Type::Int),
     key("pools.memory_budget", Type::Size),

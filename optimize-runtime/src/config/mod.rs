@@ -136,6 +136,11 @@ pub struct Config {
     pub compress_above: u64,
     /// Whether L1 capacity evictions are written to L3.
     pub demote_on_evict: bool,
+    /// Secret that signs shared-tier entries (HMAC-SHA256); entries without a valid tag are
+    /// refused. Never shown.
+    signing_key: Option<String>,
+    /// The previous signing secret, still accepted on read while keys roll.
+    signing_key_previous: Option<String>,
     /// Pool settings.
     pub pools: PoolConfig,
     /// What calls record.
@@ -252,6 +257,8 @@ impl Default for Config {
             writeback_capacity: TierConfig::DEFAULT_WRITEBACK_CAPACITY,
             compress_above: EnvelopeOptions::default().compress_threshold as u64,
             demote_on_evict: false,
+            signing_key: None,
+            signing_key_previous: None,
             pools,
             recording: Recording::Full,
             slow_call: crate::stats::DEFAULT_SLOW_CALL,
@@ -320,6 +327,8 @@ impl Config {
             ("tiers.writeback_capacity", V::Int(n)) => self.writeback_capacity = int(n),
             ("tiers.compress_above", V::Int(n)) => self.compress_above = n,
             ("tiers.demote_on_evict", V::Bool(b)) => self.demote_on_evict = b,
+            ("tiers.signing_key", V::Text(s)) => self.signing_key = Some(s),
+            ("tiers.signing_key_previous", V::Text(s)) => self.signing_key_previous = Some(s),
             ("pools.cpu_threads", V::Int(n)) => self.pools.cpu_threads = int(n),
             ("pools.io_concurrency", V::Int(n)) => self.pools.io_concurrency = n,
             ("pools.memory_budget", V::Int(n)) => self.pools.memory_budget = Some(n),
@@ -392,6 +401,18 @@ impl Config {
             fail(
                 "monitor.addr",
                 format!("{addr} is reachable from other hosts and no monitor.token is set, so anyone could read the metrics; set monitor.token, bind 127.0.0.1, or set monitor.allow_public = true if that is intended"),
+            );
+        }
+        if self.signing_key_previous.is_some() && self.signing_key.is_none() {
+            fail(
+                "tiers.signing_key_previous",
+                "is set but tiers.signing_key is not: the previous key is only accepted on read while a current one signs; set tiers.signing_key".into(),
+            );
+        }
+        if self.signing_key.as_ref().is_some_and(|k| k.len() < 16) {
+            fail(
+                "tiers.signing_key",
+                "is shorter than 16 characters: use a long random secret, e.g. the output of `openssl rand -hex 32`".into(),
             );
         }
         if self.monitor_token.is_some() && self.monitor_addr.is_none() {
@@ -480,6 +501,13 @@ impl Config {
         t.order = self.lookup_order;
         t.writeback_capacity = self.writeback_capacity;
         t.envelope.compress_threshold = usize::try_from(self.compress_above).unwrap_or(usize::MAX);
+        t.envelope.signing = self.signing_key.as_ref().map(|current| {
+            crate::codec::SigningKeys::new(
+                current.as_bytes(),
+                self.signing_key_previous.as_deref().map(str::as_bytes),
+            )
+            .interned()
+        });
         t
     }
 
