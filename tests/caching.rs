@@ -285,3 +285,25 @@ fn cache_false_measures_every_call_and_caches_nothing() {
     assert_eq!(rt.block_on(Logger.first_word("hello world")), "hello");
     assert_eq!(Logger::first_word_cache().stats().calls(), 1);
 }
+
+#[optimize::cpu(capacity = "2KiB")]
+fn sized_blob(id: u32) -> Vec<u8> {
+    vec![id as u8; 500]
+}
+
+#[test]
+fn a_size_capacity_bounds_l1_in_bytes_for_any_kind() {
+    let site = sized_blob_cache();
+    assert_eq!(site.capacity(), 2048);
+    assert!(site.settings().weigh_by_size);
+    for id in 0..20 {
+        sized_blob(id);
+    }
+    // Each value weighs ~508 encoded bytes: about four fit, never twenty.
+    assert!(
+        site.len() <= 4,
+        "{} entries of ~500 bytes in 2 KiB",
+        site.len()
+    );
+    assert!(!site.is_empty());
+}

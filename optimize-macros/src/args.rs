@@ -101,7 +101,8 @@ pub(crate) struct Args {
     pub(crate) backoff: Option<(Duration, LitStr)>,
     /// `mem = "256MiB"` (memory).
     pub(crate) mem: Option<u64>,
-    /// `capacity = "256MiB"`: a size, which only memory functions (weighed in bytes) accept.
+    /// `capacity = "256MiB"`: a size: the function's L1 is bounded in bytes (values weighed
+    /// by their encoded size), whatever its kind.
     pub(crate) capacity_size: Option<LitStr>,
     /// Every option written, by its name token (for "no effect with ..." errors).
     pub(crate) given: Vec<Ident>,
@@ -545,7 +546,7 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
                 size(&value, option, "\"64MiB\", \"512KiB\" or \"2GiB\"", errors).map(|(n, _)| n)
         }
         "capacity" if matches!(&value, Expr::Lit(l) if matches!(l.lit, syn::Lit::Str(_))) => {
-            let example = "\"256MiB\" (memory functions), or a number of entries such as \
+            let example = "\"256MiB\" (bytes), or a number of entries such as \
                            `capacity = 10000`";
             if let Some((n, lit)) = size(&value, option, example, errors) {
                 args.capacity = Some(n);

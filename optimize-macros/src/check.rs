@@ -30,7 +30,6 @@ pub(crate) fn all(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
             retries_need_named_arguments(args, shape, errors);
             retries_need_a_borrowed_receiver(args, shape, errors);
         }
-        capacity_size_only_for_memory(args, kind, errors);
         if kind == Kind::Cpu {
             no_await_in_async_cpu(shape, errors);
         }
@@ -301,22 +300,6 @@ fn retries_need_a_borrowed_receiver(args: &Args, shape: &Shape<'_>, errors: &mut
             r,
             "with `retries`, each attempt needs the receiver again; take `&self` \
              instead of `self`",
-        );
-    }
-}
-
-/// Only memory functions weigh their values in bytes; others count entries.
-fn capacity_size_only_for_memory(args: &Args, kind: Kind, errors: &mut Errors) {
-    if let Some(lit) = args.capacity_size.as_ref().filter(|_| kind != Kind::Memory) {
-        errors.at(
-            lit,
-            format!(
-                "{} `{}` function's capacity counts entries; write a number such as \
-                 `capacity = 10000` (sizes are for `memory` functions, whose values are weighed \
-                 in bytes)",
-                if kind == Kind::Io { "an" } else { "a" },
-                kind.name()
-            ),
         );
     }
 }

@@ -382,9 +382,6 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if let Some((d, _)) = o.ttl {
         call("ttl", Some(duration(d)));
     }
-    if let Some(c) = o.capacity {
-        call("capacity", Some(c.into_token_stream()));
-    }
     if let Some((t, _)) = &o.tiers {
         let (l1, l2, l3) = (t.l1, t.l2, t.l3);
         call("tiers", Some(quote!(#l1, #l2, #l3)));
@@ -426,6 +423,12 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if let Some(v) = o.level {
         let v = format_ident!("{v}");
         call("level", Some(quote!(#krate::__private::Level::#v)));
+    }
+    match (o.capacity, &o.capacity_size) {
+        // Last of the option calls (the closure's borrow ends in this match). A size bounds the function's L1 in bytes, whatever its kind.
+        (Some(c), Some(_)) => calls.push(quote!(.capacity_bytes(#c))),
+        (Some(c), None) => call("capacity", Some(c.into_token_stream())),
+        (None, _) => {}
     }
     // Not options: the signature says them.
     if plan.has_receiver {

@@ -81,7 +81,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
         kinds: Kinds::All,
         without_cache: false,
         example: "`capacity = 10000`",
-        doc: "maximum entries in the in-process cache (a size for memory functions)",
+        doc: "maximum entries in the in-process cache, or bytes when written as a size",
         meta: Some("capacity"),
     },
     Spec {

@@ -232,8 +232,10 @@ pub struct SiteMeta {
     pub cached: bool,
     /// `ttl = "..."`.
     pub ttl: Option<Duration>,
-    /// `capacity = N`.
+    /// `capacity = N` (entries; bytes for a memory function) or `capacity = "256MiB"`.
     pub capacity: Option<u64>,
+    /// The capacity was written as a size: the function's L1 counts bytes, whatever its kind.
+    pub capacity_in_bytes: bool,
     /// `tiers = "..."`; `None` means every tier the process has configured.
     pub tiers: Option<TierSet>,
     /// `l2_ttl = "..."` (defaults to `ttl`).
@@ -283,6 +285,7 @@ impl SiteMeta {
             cached: true,
             ttl: None,
             capacity: None,
+            capacity_in_bytes: false,
             tiers: None,
             l2_ttl: None,
             l3_ttl: None,
@@ -322,6 +325,12 @@ impl SiteMeta {
     /// `capacity = N`.
     pub const fn capacity(mut self, capacity: u64) -> Self {
         self.capacity = Some(capacity);
+        self
+    }
+    /// `capacity = "256MiB"`: L1 bounded in bytes.
+    pub const fn capacity_bytes(mut self, bytes: u64) -> Self {
+        self.capacity = Some(bytes);
+        self.capacity_in_bytes = true;
         self
     }
     /// `tiers = "..."`.

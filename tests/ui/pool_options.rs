@@ -59,10 +59,4 @@ fn main() {
     sized(1);
     let _ = pair((1, 2));
     let _ = Client.consume(1);
-    sized_io(1);
-}
-
-#[optimize::io(capacity = "64MiB")]
-fn sized_io(n: u64) -> u64 {
-    n
 }

@@ -44,7 +44,9 @@ impl Type {
             Type::Ratio => "a number from 0 to 1 such as 0.8",
             Type::Duration => "a duration such as \"100ms\", \"30s\" or \"5m\"",
             Type::Size => "a size such as \"512MiB\", \"1GiB\" or a number of bytes",
-            Type::IntOrSize => "a whole number, or a size such as \"512MiB\" for memory functions",
+            Type::IntOrSize => {
+                "a number of entries such as 10000, or a size in bytes such as \"512MiB\""
+            }
             Type::Text => "a string",
             Type::Secret => "a string",
             Type::Path => "a path string",
@@ -64,6 +66,8 @@ impl Type {
 pub(crate) enum Value {
     Bool(bool),
     Int(u64),
+    /// A size written with a unit, where a bare number means something else (a count).
+    Bytes(u64),
     Float(f64),
     Duration(Duration),
     Text(String),
@@ -360,7 +364,11 @@ pub(crate) fn parse_str(ty: Type, text: &str) -> Option<Value> {
         }
         Type::Duration => Value::Duration(humantime::parse_duration(t).ok()?),
         Type::Size => Value::Int(parse_size(t)?),
-        Type::IntOrSize => Value::Int(parse_size(t)?),
+        // A bare number is a count; with a unit, bytes.
+        Type::IntOrSize => match t.replace('_', "").parse() {
+            Ok(n) => Value::Int(n),
+            Err(_) => Value::Bytes(parse_size(t)?),
+        },
         Type::Text | Type::Secret => Value::Text(text.to_owned()),
         Type::Path => Value::Path(PathBuf::from(text)),
         Type::Addr => Value::Addr(t.parse().ok()?),

@@ -94,6 +94,7 @@ fn set_override(o: &mut FnOverride, key: &str, value: Value) {
         ("ttl", Value::Duration(d)) => o.ttl = Some(d),
         ("tiers", Value::Tiers(t)) => o.tiers = Some(t),
         ("capacity", Value::Int(n)) => o.capacity = Some(n),
+        ("capacity", Value::Bytes(n)) => o.capacity_bytes = Some(n),
         ("priority", Value::Priority(p)) => o.priority = Some(p),
         ("concurrency", Value::Int(n)) => o.concurrency = Some(n),
         (key, value) => unreachable!("function key {key} with {value:?}"),
@@ -469,7 +470,7 @@ impl Config {
                     message: "must be at least 1".into(),
                 });
             }
-            if o.capacity == Some(0) {
+            if o.capacity == Some(0) || o.capacity_bytes == Some(0) {
                 problems.push(Problem {
                     source: "configuration".into(),
                     key: format!("functions.\"{path}\".capacity"),
@@ -680,12 +681,16 @@ impl ConfigBuilder {
     /// Overrides one function (by its path, as `f_cache().path()` shows it).
     pub fn function(mut self, path: impl Into<String>, o: FnOverride) -> Self {
         let values = self.layer.functions.entry(path.into()).or_default();
+        let capacity = o
+            .capacity_bytes
+            .map(Value::Bytes)
+            .or(o.capacity.map(Value::Int));
         let fields: [(&'static str, Option<Value>); 7] = [
             ("enabled", o.enabled.map(Value::Bool)),
             ("level", o.level.map(Value::Level)),
             ("ttl", o.ttl.map(Value::Duration)),
             ("tiers", o.tiers.map(Value::Tiers)),
-            ("capacity", o.capacity.map(Value::Int)),
+            ("capacity", capacity),
             ("priority", o.priority.map(Value::Priority)),
             ("concurrency", o.concurrency.map(Value::Int)),
         ];

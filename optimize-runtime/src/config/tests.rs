@@ -210,7 +210,7 @@ fn function_tables_override_the_attribute() {
             l3: true
         })
     );
-    assert_eq!(o.capacity, Some(64 << 20));
+    assert_eq!((o.capacity, o.capacity_bytes), (None, Some(64 << 20)));
     assert_eq!(o.priority, Some(Priority::High));
     assert_eq!(o.concurrency, Some(4));
     assert_eq!(o.level, Some(Level::Extreme));
@@ -597,4 +597,16 @@ fn a_public_monitor_address_needs_a_token_or_consent() {
         .set("monitor.addr", "127.0.0.1:9464")
         .resolve()
         .is_ok());
+}
+
+#[test]
+fn a_function_capacity_is_entries_or_bytes() {
+    let c = resolve_file(
+        "[functions.\"app::a\"]\ncapacity = 5000\n[functions.\"app::b\"]\ncapacity = \"64MiB\"\n",
+    )
+    .unwrap();
+    let a = c.function("app::a").unwrap();
+    assert_eq!((a.capacity, a.capacity_bytes), (Some(5000), None));
+    let b = c.function("app::b").unwrap();
+    assert_eq!((b.capacity, b.capacity_bytes), (None, Some(64 << 20)));
 }

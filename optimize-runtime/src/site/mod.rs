@@ -346,7 +346,7 @@ impl Site {
             .get_or_init(|| {
                 let recorder = &self.recorder;
                 let store: &'static FnStore<V> = Box::leak(Box::new(FnStore::new(
-                    &self.settings.store_options(self.meta, self.schema()),
+                    &self.settings.store_options(self.schema()),
                     codec,
                     &self.env.tiers,
                     self.keys().clone(),

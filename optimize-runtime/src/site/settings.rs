@@ -23,6 +23,9 @@ pub struct FnOverride {
     pub tiers: Option<TierSet>,
     /// L1 capacity (entries; bytes for memory functions).
     pub capacity: Option<u64>,
+    /// L1 capacity in bytes, for a function of any kind (`capacity = "256MiB"` in a table):
+    /// its values are weighed by their encoded size. Wins over `capacity`.
+    pub capacity_bytes: Option<u64>,
     /// Admission priority.
     pub priority: Option<Priority>,
     /// io concurrency limit.
@@ -65,8 +68,11 @@ pub struct Settings {
     pub level: Level,
     /// L1 expiry.
     pub ttl: Option<Duration>,
-    /// L1 capacity: entries, or bytes for a memory function.
+    /// L1 capacity: entries, or bytes when `weigh_by_size`.
     pub capacity: u64,
+    /// L1 values are weighed by their encoded size, so `capacity` counts bytes: a memory
+    /// function, or a capacity written as a size.
+    pub weigh_by_size: bool,
     /// The tiers the function may use.
     pub tiers: TierSet,
     /// Expiry in L2.
@@ -111,10 +117,17 @@ impl Settings {
     pub fn resolve(meta: &SiteMeta, o: &FnOverride, defaults: &FnDefaults) -> Self {
         let own_level = o.level.or(meta.level);
         let ttl = o.ttl.or(meta.ttl);
-        let capacity = o.capacity.or(meta.capacity).unwrap_or(match meta.kind {
-            Kind::Memory => Self::DEFAULT_MEMORY_CAPACITY,
-            _ => defaults.l1_capacity,
-        });
+        // A size (from the table, then the attribute) bounds L1 in bytes for any kind; a
+        // number from the table replaces the attribute's size as a number of entries.
+        let (capacity, in_bytes) = match (o.capacity_bytes, o.capacity, meta.capacity) {
+            (Some(bytes), _, _) => (bytes, true),
+            (None, Some(n), _) => (n, meta.kind == Kind::Memory),
+            (None, None, Some(n)) => (n, meta.capacity_in_bytes || meta.kind == Kind::Memory),
+            (None, None, None) => match meta.kind {
+                Kind::Memory => (Self::DEFAULT_MEMORY_CAPACITY, true),
+                _ => (defaults.l1_capacity, false),
+            },
+        };
         let tiers = o
             .tiers
             .or(meta.tiers)
@@ -132,6 +145,7 @@ impl Settings {
             level: own_level.unwrap_or(defaults.level),
             ttl,
             capacity,
+            weigh_by_size: in_bytes,
             tiers,
             l2_ttl: meta.l2_ttl.or(ttl),
             l3_ttl: meta.l3_ttl.or(ttl),
@@ -151,7 +165,7 @@ impl Settings {
 
     /// What the function's typed store is built from (`schema`: the function's effective
     /// schema).
-    pub fn store_options(&self, meta: &SiteMeta, schema: u64) -> StoreOptions {
+    pub fn store_options(&self, schema: u64) -> StoreOptions {
         StoreOptions {
             tiers: self.tiers,
             capacity: self.capacity,
@@ -159,7 +173,7 @@ impl Settings {
             l2_ttl: self.l2_ttl,
             l3_ttl: self.l3_ttl,
             engine: self.engine,
-            weigh_by_size: meta.kind == Kind::Memory,
+            weigh_by_size: self.weigh_by_size,
             demote: self.demote,
             compress_above: self.compress_above,
             schema,
