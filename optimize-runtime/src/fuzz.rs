@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 
 use crate::codec::{self, EnvelopeOptions};
-use crate::config::{source, ConfigBuilder};
+use crate::config::{keys, source, ConfigBuilder};
 
 fn cases() -> u32 {
     std::env::var("FUZZ_CASES")
@@ -110,32 +110,22 @@ fn fuzz_decoder_with_damaged_envelopes() {
 
 /// TOML-ish text: real keys and sections, values of every type, and noise.
 fn configuration_text() -> impl Strategy<Value = String> {
-    let key = prop::sample::select(vec![
-        "level",
-        "namespace",
-        "l1",
-        "l2",
-        "l3",
-        "tiers",
-        "pools",
-        "metrics",
-        "monitor",
-        "functions",
-        "alerts",
-        "capacity",
-        "timeout",
-        "url",
-        "token",
-        "dir",
-        "max_size",
-        "interval",
-        "ttl",
-        "enabled",
-        "cpu_threads",
-        "\"app::f\"",
-        "[[alerts]]",
-        "expr",
-    ]);
+    // Every real key (dotted paths are valid TOML), section names, and near-misses.
+    let mut names: Vec<String> = keys::KEYS.iter().map(|k| k.path.to_owned()).collect();
+    names.extend(keys::SECTIONS.iter().map(|s| (*s).to_owned()));
+    names.extend(
+        [
+            "functions",
+            "alerts",
+            "\"app::f\"",
+            "[[alerts]]",
+            "expr",
+            "levle",
+            "l2.timout",
+        ]
+        .map(str::to_owned),
+    );
+    let key = prop::sample::select(names);
     let value = prop::sample::select(vec![
         "\"ultra\"",
         "\"1h\"",

@@ -695,7 +695,8 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
             Some(SigningKeys::new(current.as_bytes(), previous.map(str::as_bytes)).interned());
         c
     };
-    let lookup = |tiers: &Arc<Tiers>, key: &str| {
+    // An L3 store with the tiers' own envelope options (and so their signing keys).
+    let l3_store = |tiers: &Arc<Tiers>| {
         let options = SharedOptions {
             l2: false,
             l3: true,
@@ -703,23 +704,13 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
             l3_ttl: None,
             envelope: tiers.config().envelope,
         };
-        SharedStore::<String>::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA)
-            .unwrap()
-            .lookup_blocking(key)
-            .map(|f| f.value)
+        SharedStore::<String>::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA).unwrap()
     };
+    let lookup =
+        |tiers: &Arc<Tiers>, key: &str| l3_store(tiers).lookup_blocking(key).map(|f| f.value);
     {
         let tiers = Tiers::start(signed("old secret 0123456789", None), Clock::new());
-        let options = SharedOptions {
-            l2: false,
-            l3: true,
-            l2_ttl: None,
-            l3_ttl: None,
-            envelope: tiers.config().envelope,
-        };
-        SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA)
-            .unwrap()
-            .store("t:s:1".into(), &"genuine".to_owned());
+        l3_store(&tiers).store("t:s:1".into(), &"genuine".to_owned());
         // A well-formed but unsigned entry, as someone with write access could put there.
         tiers.enqueue(WriteOp::Put {
             key: "t:s:forged".into(),
