@@ -227,6 +227,10 @@ pub fn type_schema(names: &[&str], sizes: &[usize]) -> u64 {
 /// let full = FullKey { namespace: "optimize", fn_path: "app::f", version: 2, schema: 0xab, args: ArgsKey(9) };
 /// assert_eq!(layout.key(ArgsKey(9)), full.to_string());
 /// assert!(layout.key(ArgsKey(9)).starts_with(layout.function_prefix()));
+/// // Another function whose path extends this one is not under its prefix.
+/// let users = KeyLayout::new("ns", "app::users", 0, 1);
+/// let fetch = KeyLayout::new("ns", "app::users::fetch", 0, 1);
+/// assert!(!fetch.key(ArgsKey(1)).starts_with(users.function_prefix()));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLayout {
@@ -239,7 +243,7 @@ pub struct KeyLayout {
 impl KeyLayout {
     /// The layout of one function's keys.
     pub fn new(namespace: &str, fn_path: &str, version: u32, schema: u64) -> Self {
-        let function_len = namespace.len() + fn_path.len() + 2;
+        let function_len = namespace.len() + fn_path.len() + 3;
         let prefix = format!("{namespace}:{fn_path}:v{version}:{schema:016x}:");
         Self {
             prefix,
@@ -255,8 +259,10 @@ impl KeyLayout {
         key
     }
 
-    /// `{namespace}:{fn_path}:`: the prefix of every entry of the function, whatever its
-    /// version or schema (what invalidating the whole function deletes).
+    /// `{namespace}:{fn_path}:v`: the prefix of every entry of the function, whatever its
+    /// version or schema (what invalidating the whole function deletes). The `v` keeps it
+    /// from matching another function whose path extends this one (`app::users` against
+    /// `app::users::fetch`).
     pub fn function_prefix(&self) -> &str {
         &self.prefix[..self.function_len]
     }

@@ -742,3 +742,62 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
         tiers.shutdown();
     }
 }
+
+#[test]
+fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_every_key() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(Some(&redis), Some(dir.path()));
+    // Every SCAN + UNLINK round must fit this timeout on its own; the whole walk cannot.
+    if let Some(r) = c.redis.as_mut() {
+        r.op_timeout = Duration::from_millis(20);
+    }
+    let tiers = Tiers::start(c, Clock::new());
+    connected(&tiers);
+    let users = optimize_runtime::key::KeyLayout::new("t", "app::users", 0, SCHEMA);
+    let fetch = optimize_runtime::key::KeyLayout::new("t", "app::users::fetch", 0, SCHEMA);
+    let s = store(&tiers, true, true);
+    let key = |layout: &optimize_runtime::key::KeyLayout, i: u128| {
+        layout.key(optimize_runtime::key::ArgsKey(i))
+    };
+    for i in 0..10 {
+        s.store(key(&users, i), &format!("user {i}"));
+        s.store(key(&fetch, i), &format!("fetched {i}"));
+    }
+    block_on(tiers.flush());
+    // A large keyspace under the invalidated function, written directly.
+    let mut conn = redis.client();
+    for chunk in 0..20u128 {
+        let mut pipe = redis::pipe();
+        for i in 0..5_000u128 {
+            pipe.cmd("SET")
+                .arg(key(&users, 1_000 + chunk * 5_000 + i))
+                .arg("x")
+                .ignore();
+        }
+        let _: () = pipe.query(&mut conn).unwrap();
+    }
+    tiers.enqueue(WriteOp::DeletePrefix(users.function_prefix().to_owned()));
+    block_on(tiers.flush());
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", users.function_prefix()))
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        left.is_empty(),
+        "{} of app::users's keys survived",
+        left.len()
+    );
+    for i in 0..10 {
+        let k = key(&fetch, i);
+        let exists: bool = conn.exists(&k).unwrap();
+        assert!(exists, "app::users::fetch lost {k} in L2");
+        assert!(
+            tiers.l3_get(&k).is_some(),
+            "app::users::fetch lost {k} in L3"
+        );
+        assert!(tiers.l3_get(&key(&users, i)).is_none());
+    }
+}

@@ -281,27 +281,34 @@ impl RedisTier {
     /// Deletes every key starting with `prefix` (SCAN + UNLINK; never KEYS).
     pub async fn delete_prefix(&self, prefix: &str) -> L2Result<()> {
         let pattern = format!("{}*", escape_glob(prefix));
-        self.run("delete", async |c| {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(c)
-                    .await?;
-                if !keys.is_empty() {
-                    redis::cmd("UNLINK").arg(keys).query_async::<()>(c).await?;
-                }
-                if next == 0 {
-                    return Ok(());
-                }
-                cursor = next;
+        let mut cursor = 0u64;
+        // One SCAN + UNLINK round per operation, each with its own timeout, so a large
+        // keyspace is walked to the end instead of stopping when one timeout covers it all; a
+        // round that fails is counted and ends the walk.
+        loop {
+            let round = self
+                .run("delete", async |c| {
+                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(c)
+                        .await?;
+                    if !keys.is_empty() {
+                        redis::cmd("UNLINK").arg(keys).query_async::<()>(c).await?;
+                    }
+                    Ok(next)
+                })
+                .await;
+            match round {
+                L2Result::Done(0) => return L2Result::Done(()),
+                L2Result::Done(next) => cursor = next,
+                L2Result::Skipped => return L2Result::Skipped,
+                L2Result::Failed => return L2Result::Failed,
             }
-        })
-        .await
+        }
     }
 }
 
