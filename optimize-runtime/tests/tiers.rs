@@ -801,3 +801,43 @@ fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_ev
         assert!(tiers.l3_get(&key(&users, i)).is_none());
     }
 }
+
+#[test]
+fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut c = config(Some(&redis), None);
+    if let Some(r) = c.redis.as_mut() {
+        r.op_timeout = Duration::from_millis(100);
+        r.breaker_threshold = 1;
+        r.breaker_cooldown = Duration::from_millis(200);
+    }
+    let tiers = Tiers::start(c, Clock::new());
+    connected(&tiers);
+    let s = store(&tiers, true, false);
+    s.store("t:out:1".into(), &"old".to_owned());
+    s.store("t:out:2".into(), &"old".to_owned());
+    block_on(tiers.flush());
+    let mut conn = redis.client();
+    let exists = |conn: &mut redis::Connection, key: &str| -> bool { conn.exists(key).unwrap() };
+    assert!(exists(&mut conn, "t:out:1"));
+    // Redis stops answering; the invalidations cannot reach it now.
+    redis.pause();
+    tiers.enqueue(WriteOp::Delete {
+        key: "t:out:1".into(),
+        l2: true,
+        l3: false,
+    });
+    tiers.enqueue(WriteOp::DeletePrefix("t:out:2".into()));
+    block_on(tiers.flush());
+    assert_eq!(tiers.status().invalidations_pending, 2);
+    // When it answers again, they are replayed without anything else being written.
+    redis.resume();
+    wait_until("the missed deletions are replayed", || {
+        tiers.status().invalidations_pending == 0
+    });
+    assert!(!exists(&mut conn, "t:out:1"));
+    assert!(!exists(&mut conn, "t:out:2"));
+    assert_eq!(tiers.status().invalidations_replayed, 2);
+}

@@ -110,6 +110,12 @@ pub struct TiersStatus {
     pub writeback_depth: usize,
     /// Puts dropped because the queue was full.
     pub writeback_dropped: u64,
+    /// Deletions Redis missed (outage), waiting to be replayed when it answers.
+    pub invalidations_pending: usize,
+    /// Deletions replayed after an outage.
+    pub invalidations_replayed: u64,
+    /// Missed deletions given up because too many were waiting.
+    pub invalidations_dropped: u64,
 }
 
 /// The shared tiers and their write-behind queue.
@@ -251,13 +257,18 @@ impl Tiers {
 
     /// Current state, for health checks and metrics.
     pub fn status(&self) -> TiersStatus {
-        let (depth, dropped) = self.background.as_ref().map_or((0, 0), |bg| {
-            let wb = bg.writeback.stats();
-            (
-                wb.depth.load(std::sync::atomic::Ordering::Relaxed),
-                wb.dropped.load(std::sync::atomic::Ordering::Relaxed),
-            )
-        });
+        use std::sync::atomic::Ordering::Relaxed;
+        let (depth, dropped, pending, replayed, gave_up) =
+            self.background.as_ref().map_or((0, 0, 0, 0, 0), |bg| {
+                let wb = bg.writeback.stats();
+                (
+                    wb.depth.load(Relaxed),
+                    wb.dropped.load(Relaxed),
+                    wb.invalidations_pending.load(Relaxed),
+                    wb.invalidations_replayed.load(Relaxed),
+                    wb.invalidations_dropped.load(Relaxed),
+                )
+            });
         TiersStatus {
             l2_enabled: self.l2.is_some(),
             l2_connected: self.l2.as_ref().is_some_and(|l2| l2.is_connected()),
@@ -265,6 +276,9 @@ impl Tiers {
             l3_enabled: self.has_l3(),
             writeback_depth: depth,
             writeback_dropped: dropped,
+            invalidations_pending: pending,
+            invalidations_replayed: replayed,
+            invalidations_dropped: gave_up,
         }
     }
 

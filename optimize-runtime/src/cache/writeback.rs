@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cache::l2_redis::RedisTier;
+use crate::cache::l2_redis::{L2Result, RedisTier};
 use crate::cache::l3_sled::SledTier;
 
 /// Bytes of one encoded entry, shared between the tiers it is written to.
@@ -61,6 +61,57 @@ pub struct WriteBackStats {
     pub dropped: AtomicU64,
     /// Puts applied.
     pub written: AtomicU64,
+    /// Deletions Redis did not take (down, or its breaker open), waiting to be replayed.
+    pub invalidations_pending: AtomicUsize,
+    /// Deletions replayed once Redis answered again.
+    pub invalidations_replayed: AtomicU64,
+    /// Deletions given up because too many were waiting ([`MISSED_CAPACITY`]).
+    pub invalidations_dropped: AtomicU64,
+}
+
+/// How many deletions Redis missed are kept for replay; beyond, the oldest are dropped and
+/// counted (those keys then live in Redis until their TTL).
+pub const MISSED_CAPACITY: usize = 10_000;
+
+/// How often a drainer holding missed deletions tries Redis again when nothing else comes.
+const REPLAY_EVERY: Duration = Duration::from_millis(200);
+
+/// A deletion Redis did not take.
+enum Missed {
+    Key(String),
+    Prefix(String),
+}
+
+/// Deletions Redis missed, in order: replayed before anything else reaches Redis once it
+/// answers, so an invalidation made during an outage still takes effect there.
+#[derive(Default)]
+struct MissedDeletions(std::collections::VecDeque<Missed>);
+
+impl MissedDeletions {
+    fn push(&mut self, missed: Missed, stats: &WriteBackStats) {
+        if self.0.len() == MISSED_CAPACITY {
+            self.0.pop_front();
+            stats.invalidations_dropped.fetch_add(1, Relaxed);
+        }
+        self.0.push_back(missed);
+        stats.invalidations_pending.store(self.0.len(), Relaxed);
+    }
+
+    /// Replays in order until one fails (Redis still away) or none is left.
+    async fn replay(&mut self, l2: &RedisTier, stats: &WriteBackStats) {
+        while let Some(next) = self.0.front() {
+            let done = match next {
+                Missed::Key(key) => l2.delete(std::slice::from_ref(key)).await,
+                Missed::Prefix(prefix) => l2.delete_prefix(prefix).await,
+            };
+            if !matches!(done, L2Result::Done(())) {
+                break;
+            }
+            self.0.pop_front();
+            stats.invalidations_replayed.fetch_add(1, Relaxed);
+        }
+        stats.invalidations_pending.store(self.0.len(), Relaxed);
+    }
 }
 
 /// Sending side of the queue.
@@ -157,7 +208,28 @@ async fn drain(
     let (l2, l3) = (l2.as_deref(), l3.as_deref());
     let mut batch = Vec::with_capacity(512);
     let mut pending = Pending::default();
-    while rx.recv_many(&mut batch, 512).await > 0 {
+    let mut missed = MissedDeletions::default();
+    loop {
+        let received = if missed.0.is_empty() {
+            rx.recv_many(&mut batch, 512).await
+        } else {
+            // Wake up now and then to replay even when nothing else is written.
+            match tokio::time::timeout(REPLAY_EVERY, rx.recv_many(&mut batch, 512)).await {
+                Ok(n) => n,
+                Err(_) => {
+                    if let Some(l2) = l2 {
+                        missed.replay(l2, &stats).await;
+                    }
+                    continue;
+                }
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        if let (Some(l2), false) = (l2, missed.0.is_empty()) {
+            missed.replay(l2, &stats).await;
+        }
         for op in batch.drain(..) {
             match op {
                 WriteOp::Put {
@@ -191,20 +263,27 @@ async fn drain(
                     l3: from_l3,
                 } => {
                     pending.apply(l2, l3, &stats).await;
-                    if let Some(l2) = l2.filter(|_| from_l2) {
-                        let _ = l2.delete(std::slice::from_ref(&key)).await;
-                    }
                     if let Some(l3) = l3.filter(|_| from_l3) {
                         l3.remove(&key);
+                    }
+                    if let Some(l2) = l2.filter(|_| from_l2) {
+                        if !matches!(
+                            l2.delete(std::slice::from_ref(&key)).await,
+                            L2Result::Done(())
+                        ) {
+                            missed.push(Missed::Key(key), &stats);
+                        }
                     }
                 }
                 WriteOp::DeletePrefix(prefix) => {
                     pending.apply(l2, l3, &stats).await;
-                    if let Some(l2) = l2 {
-                        let _ = l2.delete_prefix(&prefix).await;
-                    }
                     if let Some(l3) = l3 {
                         l3.remove_prefix(&prefix);
+                    }
+                    if let Some(l2) = l2 {
+                        if !matches!(l2.delete_prefix(&prefix).await, L2Result::Done(())) {
+                            missed.push(Missed::Prefix(prefix), &stats);
+                        }
                     }
                 }
                 WriteOp::Flush(done) => {

@@ -162,6 +162,24 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
         Counter,
     )
     .number(Vec::new(), status.writeback_dropped as f64);
+    b.family(
+        "optimize_invalidations_pending",
+        "Deletions Redis missed during an outage, waiting to be replayed.",
+        Gauge,
+    )
+    .number(Vec::new(), status.invalidations_pending as f64);
+    b.family(
+        "optimize_invalidations_replayed_total",
+        "Deletions replayed once Redis answered again.",
+        Counter,
+    )
+    .number(Vec::new(), status.invalidations_replayed as f64);
+    b.family(
+        "optimize_invalidations_dropped_total",
+        "Missed deletions given up because too many were waiting.",
+        Counter,
+    )
+    .number(Vec::new(), status.invalidations_dropped as f64);
 }
 
 fn gate(b: &mut SnapshotBuilder, pool: &'static str, g: &GateStats) {
