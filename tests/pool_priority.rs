@@ -6,6 +6,9 @@ use std::sync::{Arc, Mutex};
 
 use optimize::Priority;
 
+#[path = "support/bounded.rs"]
+mod bounded;
+
 static ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 #[optimize::cpu(cache = false)]
@@ -60,36 +63,38 @@ fn setup() {
 
 #[test]
 fn higher_priority_runs_first_under_contention() {
-    setup();
-    assert_eq!(batch_job_cache().priority(), Priority::Batch);
+    bounded::within("cpu priority order", || {
+        setup();
+        assert_eq!(batch_job_cache().priority(), Priority::Batch);
 
-    let (release_tx, release_rx) = mpsc::channel();
-    let (started_tx, started_rx) = mpsc::channel();
-    let release = Arc::new(Mutex::new(release_rx));
-    let blocker = std::thread::spawn(move || occupy(release, started_tx));
-    started_rx.recv().unwrap();
+        let (release_tx, release_rx) = mpsc::channel();
+        let (started_tx, started_rx) = mpsc::channel();
+        let release = Arc::new(Mutex::new(release_rx));
+        let blocker = std::thread::spawn(move || occupy(release, started_tx));
+        started_rx.recv().unwrap();
 
-    // Queue in the worst order: lowest priority first.
-    let jobs: [fn(); 5] = [batch_job, low_job, normal_job, high_job, critical_job];
-    let mut threads = Vec::new();
-    for (i, job) in jobs.into_iter().enumerate() {
-        threads.push(std::thread::spawn(job));
-        while optimize::runtime().pools().stats().cpu.queued_total() < i as u64 + 1 {
-            std::thread::yield_now();
+        // Queue in the worst order: lowest priority first.
+        let jobs: [fn(); 5] = [batch_job, low_job, normal_job, high_job, critical_job];
+        let mut threads = Vec::new();
+        for (i, job) in jobs.into_iter().enumerate() {
+            threads.push(std::thread::spawn(job));
+            bounded::until("the job is queued", || {
+                optimize::runtime().pools().stats().cpu.queued_total() > i as u64
+            });
         }
-    }
-    let queued = optimize::runtime().pools().stats().cpu.queued;
-    assert_eq!(queued, [1, 1, 1, 1, 1], "one waiter per priority");
+        let queued = optimize::runtime().pools().stats().cpu.queued;
+        assert_eq!(queued, [1, 1, 1, 1, 1], "one waiter per priority");
 
-    release_tx.send(()).unwrap();
-    blocker.join().unwrap();
-    for t in threads {
-        t.join().unwrap();
-    }
-    assert_eq!(
-        *ORDER.lock().unwrap(),
-        ["critical", "high", "normal", "low", "batch"]
-    );
+        release_tx.send(()).unwrap();
+        blocker.join().unwrap();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            *ORDER.lock().unwrap(),
+            ["critical", "high", "normal", "low", "batch"]
+        );
+    })
 }
 
 static IO_ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
@@ -112,23 +117,25 @@ fn io_critical() {
 
 #[test]
 fn io_calls_queue_by_priority_at_the_io_limit() {
-    setup();
-    let (release_tx, release_rx) = mpsc::channel();
-    let (started_tx, started_rx) = mpsc::channel();
-    let release = Arc::new(Mutex::new(release_rx));
-    let blocker = std::thread::spawn(move || io_occupy(release, started_tx));
-    started_rx.recv().unwrap();
-    let low = std::thread::spawn(io_low);
-    while optimize::runtime().pools().stats().io.queued[Priority::Low.index()] == 0 {
-        std::thread::yield_now();
-    }
-    let critical = std::thread::spawn(io_critical);
-    while optimize::runtime().pools().stats().io.queued[Priority::Critical.index()] == 0 {
-        std::thread::yield_now();
-    }
-    release_tx.send(()).unwrap();
-    for t in [blocker, low, critical] {
-        t.join().unwrap();
-    }
-    assert_eq!(*IO_ORDER.lock().unwrap(), ["critical", "low"]);
+    bounded::within("io priority order", || {
+        setup();
+        let (release_tx, release_rx) = mpsc::channel();
+        let (started_tx, started_rx) = mpsc::channel();
+        let release = Arc::new(Mutex::new(release_rx));
+        let blocker = std::thread::spawn(move || io_occupy(release, started_tx));
+        started_rx.recv().unwrap();
+        let low = std::thread::spawn(io_low);
+        bounded::until("the low call is queued", || {
+            optimize::runtime().pools().stats().io.queued[Priority::Low.index()] > 0
+        });
+        let critical = std::thread::spawn(io_critical);
+        bounded::until("the critical call is queued", || {
+            optimize::runtime().pools().stats().io.queued[Priority::Critical.index()] > 0
+        });
+        release_tx.send(()).unwrap();
+        for t in [blocker, low, critical] {
+            t.join().unwrap();
+        }
+        assert_eq!(*IO_ORDER.lock().unwrap(), ["critical", "low"]);
+    })
 }

@@ -406,18 +406,26 @@ async fn cancelling_a_queued_task_means_it_never_runs() {
         release_rx.lock().unwrap().recv().unwrap();
         Ok::<_, ()>(())
     });
-    while holder.status() != TaskStatus::Running {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while holder.status() != TaskStatus::Running {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the holder starts running");
     let ran = Arc::new(AtomicBool::new(false));
     let r = ran.clone();
     let queued = Task::memory().mem(u64::MAX).spawn(move || {
         r.store(true, SeqCst);
         Ok::<_, ()>(())
     });
-    while optimize::runtime().pools().stats().memory.queued_total() == 0 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while optimize::runtime().pools().stats().memory.queued_total() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the second task is queued");
     assert_eq!(queued.status(), TaskStatus::Queued);
     assert!(queued.cancel());
     assert!(matches!(queued.join().await, Err(TaskError::Cancelled)));

@@ -125,9 +125,13 @@ async fn cancellable(id: u64) -> u64 {
 async fn a_waiter_takes_over_when_the_leader_is_cancelled() {
     let leader = tokio::spawn(cancellable(5));
     // Let the leader start, then queue a waiter behind it.
-    while CANCELLED.load(SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while CANCELLED.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the leader starts");
     let waiter = tokio::spawn(cancellable(5));
     tokio::time::sleep(Duration::from_millis(20)).await;
     leader.abort();

@@ -129,12 +129,6 @@ pub fn runtime() -> &'static Runtime {
     }
 }
 
-/// [`runtime`] for the crate's own use (the call engine and the task API).
-#[inline]
-pub(crate) fn get() -> &'static Runtime {
-    runtime()
-}
-
 #[cold]
 fn start_lazily() -> &'static Runtime {
     let _one = STARTING.lock().unwrap_or_else(PoisonError::into_inner);

@@ -305,7 +305,7 @@ impl Task {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let pools = crate::runtime::get().pools().clone();
+        let pools = crate::runtime::runtime().pools().clone();
         let tracker = pools.tasks().clone();
         let shared = Arc::new(TaskState::default());
         let (tx, rx) = oneshot::channel();

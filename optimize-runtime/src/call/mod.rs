@@ -68,7 +68,9 @@ impl SiteSlot {
         owner: Option<fn() -> &'static str>,
         types: Option<fn() -> u64>,
     ) -> &'static Site {
-        let site = crate::runtime::get().registry().site_for(self.meta, owner);
+        let site = crate::runtime::runtime()
+            .registry()
+            .site_for(self.meta, owner);
         if let Some(types) = types {
             site.bind_types(types);
         }
@@ -93,7 +95,7 @@ impl SiteSlot {
         if let Some(site) = others.iter().copied().find(|s| s.is_owned_by(name)) {
             return site;
         }
-        let site = crate::runtime::get()
+        let site = crate::runtime::runtime()
             .registry()
             .site_for_type(self.meta, name);
         if let Some(types) = types {
