@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use crate::cache::backplane::Remote;
 use crate::meta::SiteMeta;
 use crate::site::Site;
 
@@ -232,6 +233,27 @@ impl Registry {
     /// The function with this path, if its site exists.
     pub fn site(&self, path: &str) -> Option<&'static Site> {
         self.sites().into_iter().find(|s| s.path() == path)
+    }
+
+    /// Applies another instance's invalidation (from the backplane) to L1.
+    pub fn apply_remote(&self, remote: Remote<'_>) {
+        match remote {
+            Remote::Key { path, args } => {
+                if let Some(site) = self.site(path) {
+                    site.forget_l1(args);
+                }
+            }
+            Remote::Function { path } => {
+                if let Some(site) = self.site(path) {
+                    site.clear_l1();
+                }
+            }
+            Remote::Everything => {
+                for site in self.sites() {
+                    site.clear_l1();
+                }
+            }
+        }
     }
 
     /// Removes expired L1 entries of every function; how many.

@@ -18,6 +18,7 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
+use crate::cache::backplane::RemoteHook;
 use crate::cache::tiered::Tiers;
 use crate::config::{Config, ConfigBuilder, ConfigError, Problem};
 use crate::monitor::alert::Rule;
@@ -187,7 +188,16 @@ impl Runtime {
         let clock = config.clock.clone();
         crate::stats::set_recording(config.recording);
         crate::stats::set_slow_call_threshold(config.slow_call);
-        let tiers = Tiers::start(config.tier_config(), clock.clone());
+        // Other instances' invalidations reach L1 through the registry, which the tiers must
+        // not know: it is handed to their hook once it exists (before that, L1 is empty).
+        let remote_target: Arc<OnceLock<Weak<Registry>>> = Arc::default();
+        let hook_registry = remote_target.clone();
+        let remote: RemoteHook = Arc::new(move |remote| {
+            if let Some(registry) = hook_registry.get().and_then(Weak::upgrade) {
+                registry.apply_remote(remote);
+            }
+        });
+        let tiers = Tiers::start(config.tier_config(), clock.clone(), Some(remote));
         // The memory budget purges expired entries under pressure; the registry, which it
         // must not know, is handed to its hook once it exists.
         let purge_target: Arc<OnceLock<Weak<Registry>>> = Arc::default();
@@ -230,6 +240,7 @@ impl Runtime {
             }),
         ));
         let _ = purge_target.set(Arc::downgrade(&registry));
+        let _ = remote_target.set(Arc::downgrade(&registry));
         let monitor = if config.monitor_enabled {
             let sources = Sources {
                 registry: registry.clone(),

@@ -373,6 +373,12 @@ pub(crate) struct AtomicHistogram {
     buckets: [AtomicU64; BUCKETS],
 }
 
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl AtomicHistogram {
     pub(crate) const fn new() -> Self {
         Self {

@@ -75,7 +75,7 @@ fn connected(tiers: &Tiers) {
 
 /// Tiers over `redis` and `l3`, connected to Redis when it is given.
 fn start(redis: Option<&RedisServer>, l3: Option<&std::path::Path>) -> Arc<Tiers> {
-    let tiers = Tiers::start(config(redis, l3), Clock::new());
+    let tiers = Tiers::start(config(redis, l3), Clock::new(), None);
     if redis.is_some() {
         connected(&tiers);
     }
@@ -168,7 +168,7 @@ fn lookup_order_is_configurable() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(Some(&redis), Some(dir.path()));
     c.order = [Tier::L3, Tier::L2];
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     connected(&tiers);
     let _: () = redis
         .client()
@@ -248,7 +248,7 @@ fn shutdown_loses_no_queued_write() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(Some(&redis), Some(dir.path()));
     c.writeback_capacity = 100_000;
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     connected(&tiers);
     let s = store(&tiers, true, true);
     for i in 0..5_000 {
@@ -260,7 +260,7 @@ fn shutdown_loses_no_queued_write() {
     drop(s);
     drop(tiers);
     // A new process (here: new tiers) over the same directory finds every entry.
-    let reopened = Tiers::start(config(None, Some(dir.path())), Clock::new());
+    let reopened = Tiers::start(config(None, Some(dir.path())), Clock::new(), None);
     let s = store(&reopened, false, true);
     for i in 0..5_000 {
         let found = s
@@ -275,7 +275,7 @@ fn write_behind_overflow_is_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(None, Some(dir.path()));
     c.writeback_capacity = 10;
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     let s = store(&tiers, false, true);
     for i in 0..2_000 {
         s.store(format!("t:o:{i}"), &"x".repeat(100));
@@ -302,7 +302,7 @@ fn unwritable_l3_directory_disables_the_tier_without_failing() {
     let parent = tempfile::tempdir().unwrap();
     let file = parent.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let tiers = Tiers::start(config(None, Some(&file.join("l3"))), Clock::new());
+    let tiers = Tiers::start(config(None, Some(&file.join("l3"))), Clock::new(), None);
     assert!(!tiers.has_l3());
     assert_eq!(tiers.counters(Tier::L3).errors("open"), 1);
     let s = store(&tiers, false, true);
@@ -316,7 +316,7 @@ fn corrupt_l3_directory_disables_the_tier_without_failing() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("conf"), vec![0xAB; 64]).unwrap();
     std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
-    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new());
+    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new(), None);
     assert!(!tiers.has_l3());
     assert!(tiers.counters(Tier::L3).errors("open") >= 1);
     assert!(store(&tiers, false, true)
@@ -334,7 +334,7 @@ fn redis_absent_at_start_is_used_once_it_appears() {
     if let Some(r) = c.redis.as_mut() {
         r.breaker_cooldown = Duration::from_millis(100);
     }
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     let s = store(&tiers, true, false);
     assert!(
         s.lookup_blocking("t:late").is_none(),
@@ -361,7 +361,7 @@ fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
         r.breaker_cooldown = Duration::from_millis(200);
         r.breaker_threshold = 3;
     }
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     connected(&tiers);
     let _: () = redis
         .client()
@@ -409,7 +409,7 @@ fn password_never_appears_in_debug_errors_or_logs() {
     // A wrong password: fails, retries and logs, without printing either password.
     let wrong = "wr0ng-Pa55word";
     let bad_url = format!("redis://:{wrong}@127.0.0.1:{}", redis.port());
-    let bad = Tiers::start(config(None, None).with_redis(bad_url), Clock::new());
+    let bad = Tiers::start(config(None, None).with_redis(bad_url), Clock::new(), None);
     std::thread::sleep(Duration::from_millis(600));
     assert!(!bad.status().l2_connected);
     assert!(bad.counters(Tier::L2).errors("connect") >= 1);
@@ -437,7 +437,7 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(None, Some(dir.path()));
     c.l3.as_mut().unwrap().max_bytes = 20_000;
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     for i in 0..10 {
         let expired = envelope(&format!("t:e:{i}"), "old", SCHEMA, unix_ms() - 1);
         tiers.enqueue(WriteOp::Put {
@@ -491,7 +491,10 @@ fn prefix_deletion_reaches_both_tiers() {
     for key in ["t:f:1", "t:f:2", "t:g:1", "t:f*x:1"] {
         s.store(key.into(), &"v".to_string());
     }
-    tiers.enqueue(WriteOp::DeletePrefix("t:f:".into()));
+    tiers.enqueue(WriteOp::DeletePrefix {
+        prefix: "t:f:".into(),
+        notice: None,
+    });
     block_on(tiers.barrier());
     let mut conn = redis.client();
     for (key, kept) in [
@@ -509,7 +512,7 @@ fn prefix_deletion_reaches_both_tiers() {
 #[test]
 fn demotion_writes_to_l3_only_when_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new());
+    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new(), None);
     let s = store(&tiers, false, true);
     s.store("t:d:kept".into(), &"original".to_string());
     block_on(tiers.barrier());
@@ -527,7 +530,7 @@ fn demotion_writes_to_l3_only_when_absent() {
 
 #[test]
 fn without_shared_tiers_nothing_runs_in_the_background() {
-    let tiers = Tiers::start(config(None, None), Clock::new());
+    let tiers = Tiers::start(config(None, None), Clock::new(), None);
     assert!(!tiers.has_l2() && !tiers.has_l3());
     assert!(
         !tiers.runs_in_background(),
@@ -536,18 +539,19 @@ fn without_shared_tiers_nothing_runs_in_the_background() {
     assert!(!tiers.enqueue(WriteOp::Delete {
         key: "t:x".into(),
         l2: true,
-        l3: true
+        l3: true,
+        notice: None,
     }));
     block_on(tiers.barrier()); // returns at once
     assert_eq!(tiers.l2_get_blocking("t:x"), L2Result::Skipped);
     let dir = tempfile::tempdir().unwrap();
-    assert!(Tiers::start(config(None, Some(dir.path())), Clock::new()).runs_in_background());
+    assert!(Tiers::start(config(None, Some(dir.path())), Clock::new(), None).runs_in_background());
 }
 
 #[test]
 fn a_value_over_the_entry_limit_is_counted_and_not_written() {
     let dir = tempfile::tempdir().unwrap();
-    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new());
+    let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new(), None);
     let options = SharedOptions {
         l2: false,
         l3: true,
@@ -589,7 +593,7 @@ fn a_damaged_l3_never_reaches_a_caller() {
         let dir = tempfile::tempdir().unwrap();
         let l3 = dir.path().join("l3");
         {
-            let tiers = Tiers::start(config(None, Some(&l3)), Clock::new());
+            let tiers = Tiers::start(config(None, Some(&l3)), Clock::new(), None);
             let s = store(&tiers, false, true);
             for i in 0..2_000 {
                 s.store(
@@ -622,7 +626,7 @@ fn a_damaged_l3_never_reaches_a_caller() {
                 .unwrap(),
         }
         // Opening, reading, writing and sweeping: whatever sled does, nothing panics here.
-        let tiers = Tiers::start(config(None, Some(&l3)), Clock::new());
+        let tiers = Tiers::start(config(None, Some(&l3)), Clock::new(), None);
         let s = store(&tiers, false, true);
         for i in 0..50 {
             let _ = s.lookup_blocking(&format!("t:d:{i}"));
@@ -652,7 +656,7 @@ fn an_oversized_redis_value_is_read_bounded_and_rejected() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let tiers = Tiers::start(config(Some(&redis), None), Clock::new());
+    let tiers = Tiers::start(config(Some(&redis), None), Clock::new(), None);
     connected(&tiers);
     let huge = vec![b'x'; 40 << 20];
     let _: () = redis::cmd("SET")
@@ -709,7 +713,7 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
     let lookup =
         |tiers: &Arc<Tiers>, key: &str| l3_store(tiers).lookup_blocking(key).map(|f| f.value);
     {
-        let tiers = Tiers::start(signed("old secret 0123456789", None), Clock::new());
+        let tiers = Tiers::start(signed("old secret 0123456789", None), Clock::new(), None);
         l3_store(&tiers).store("t:s:1".into(), &"genuine".to_owned());
         // A well-formed but unsigned entry, as someone with write access could put there.
         tiers.enqueue(WriteOp::Put {
@@ -730,13 +734,14 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
         let tiers = Tiers::start(
             signed("new secret 0123456789", Some("old secret 0123456789")),
             Clock::new(),
+            None,
         );
         assert_eq!(lookup(&tiers, "t:s:1").as_deref(), Some("genuine"));
         tiers.shutdown();
     }
     {
         // After the roll, entries signed with the dropped secret are refused.
-        let tiers = Tiers::start(signed("new secret 0123456789", None), Clock::new());
+        let tiers = Tiers::start(signed("new secret 0123456789", None), Clock::new(), None);
         assert_eq!(lookup(&tiers, "t:s:1"), None);
         assert_eq!(tiers.counters(Tier::L3).rejected(Reject::Signature), 1);
         tiers.shutdown();
@@ -754,7 +759,7 @@ fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_ev
     if let Some(r) = c.redis.as_mut() {
         r.op_timeout = Duration::from_millis(20);
     }
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     connected(&tiers);
     let users = optimize_runtime::key::KeyLayout::new("t", "app::users", 0, SCHEMA);
     let fetch = optimize_runtime::key::KeyLayout::new("t", "app::users::fetch", 0, SCHEMA);
@@ -779,7 +784,10 @@ fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_ev
         }
         let _: () = pipe.query(&mut conn).unwrap();
     }
-    tiers.enqueue(WriteOp::DeletePrefix(users.function_prefix().to_owned()));
+    tiers.enqueue(WriteOp::DeletePrefix {
+        prefix: users.function_prefix().to_owned(),
+        notice: None,
+    });
     block_on(tiers.flush());
     let left: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}*", users.function_prefix()))
@@ -813,7 +821,7 @@ fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
         r.breaker_threshold = 1;
         r.breaker_cooldown = Duration::from_millis(200);
     }
-    let tiers = Tiers::start(c, Clock::new());
+    let tiers = Tiers::start(c, Clock::new(), None);
     connected(&tiers);
     let s = store(&tiers, true, false);
     s.store("t:out:1".into(), &"old".to_owned());
@@ -828,8 +836,12 @@ fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
         key: "t:out:1".into(),
         l2: true,
         l3: false,
+        notice: None,
     });
-    tiers.enqueue(WriteOp::DeletePrefix("t:out:2".into()));
+    tiers.enqueue(WriteOp::DeletePrefix {
+        prefix: "t:out:2".into(),
+        notice: None,
+    });
     block_on(tiers.flush());
     assert_eq!(tiers.status().invalidations_pending, 2);
     // When it answers again, they are replayed without anything else being written.

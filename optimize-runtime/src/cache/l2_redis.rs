@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::cache::backplane::{Channel, Notice};
 use crate::cache::breaker::Breaker;
 use crate::cache::TierCounters;
 
@@ -172,6 +173,11 @@ impl RedisTier {
         tier
     }
 
+    /// How long connecting may take before a caller stops waiting for it.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
     /// Whether the first connection has been made.
     pub fn is_connected(&self) -> bool {
         self.conn.get().is_some()
@@ -269,11 +275,28 @@ impl RedisTier {
 
     /// `DEL key...`.
     pub async fn delete(&self, keys: &[String]) -> L2Result<()> {
-        if keys.is_empty() {
+        self.delete_and_announce(keys, None).await
+    }
+
+    /// `DEL key...`, then the backplane entry announcing it, in one pipeline: other instances
+    /// hear of a deletion only once Redis no longer holds the value.
+    pub async fn delete_and_announce(
+        &self,
+        keys: &[String],
+        announce: Option<(&Channel, &Notice)>,
+    ) -> L2Result<()> {
+        if keys.is_empty() && announce.is_none() {
             return L2Result::Done(());
         }
         self.run("delete", async |c| {
-            redis::cmd("DEL").arg(keys).query_async::<()>(c).await
+            let mut pipe = redis::pipe();
+            if !keys.is_empty() {
+                pipe.cmd("DEL").arg(keys).ignore();
+            }
+            if let Some((channel, notice)) = announce {
+                channel.announce(&mut pipe, notice);
+            }
+            pipe.query_async::<()>(c).await
         })
         .await
     }

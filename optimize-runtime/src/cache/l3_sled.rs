@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 
 use crate::codec;
 
+/// The sled tree holding the tier's bookkeeping (the backplane's position).
+const META_TREE: &str = "optimize-meta";
+
 /// The L3 tier. Every operation is a no-op once the tier is disabled.
 pub struct SledTier {
     db: Option<sled::Db>,
@@ -183,6 +186,25 @@ impl SledTier {
             }
             db.apply_batch(batch)
         });
+    }
+
+    /// Whether any entry's key starts with `prefix`.
+    pub fn has_prefix(&self, prefix: &str) -> bool {
+        self.guard("get", |db| db.scan_prefix(prefix).next().transpose())
+            .flatten()
+            .is_some()
+    }
+
+    /// A value of the tier's own bookkeeping (kept apart from entries, which the sweeper
+    /// checks and removes when they are not entries).
+    pub fn meta_get(&self, name: &str) -> Option<sled::IVec> {
+        self.guard("get", |db| db.open_tree(META_TREE)?.get(name))
+            .flatten()
+    }
+
+    /// Stores a bookkeeping value (see [`SledTier::meta_get`]).
+    pub fn meta_put(&self, name: &str, value: &[u8]) {
+        self.guard("put", |db| db.open_tree(META_TREE)?.insert(name, value));
     }
 
     /// Writes everything to disk.

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::codec::Reject;
 use crate::stats::{AtomicHistogram, Histogram};
 
+pub mod backplane;
 pub mod breaker;
 pub mod l1;
 pub mod l2_redis;

@@ -138,6 +138,7 @@ impl<V: Send + 'static> SharedStore<V> {
                     key: key.to_owned(),
                     l2: tier == Tier::L2,
                     l3: tier == Tier::L3,
+                    notice: None,
                 });
                 None
             }
@@ -158,10 +159,12 @@ impl<V: Send + 'static> SharedStore<V> {
                     L2Result::Done(Some(bytes)) => self.accept(Tier::L2, key, &bytes),
                     _ => None,
                 },
-                Tier::L3 if self.options.l3 => self
-                    .tiers
-                    .l3_get(key)
-                    .and_then(|b| self.accept(Tier::L3, key, &b)),
+                Tier::L3 if self.options.l3 => {
+                    self.tiers.backplane_caught_up().await;
+                    self.tiers
+                        .l3_get(key)
+                        .and_then(|b| self.accept(Tier::L3, key, &b))
+                }
                 _ => None,
             };
             if found.is_some() {

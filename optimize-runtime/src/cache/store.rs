@@ -2,6 +2,7 @@
 //! the shared tiers. The cross-tier lookup, promotion, storing and demotion happen here;
 //! the call engine only decides when to ask.
 
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,9 +46,21 @@ pub struct StoreOptions {
 /// Called for every L1 capacity eviction (the function counts them).
 pub type EvictionCounter = Arc<dyn Fn() + Send + Sync>;
 
+/// What a miss remembers until its value is stored: the shared-tier key built for the lookup,
+/// and the store's invalidation count when the lookup started.
+#[derive(Debug, Default)]
+pub struct Miss {
+    full_key: Option<String>,
+    /// `None`: not known (a call that did not look up first); the value is stored anyway.
+    invalidations: Option<u64>,
+}
+
 /// One function's cache for values of type `V`.
 pub struct FnStore<V> {
     l1: Option<L1Store<V>>,
+    /// Invalidations of this store so far (here or, through the backplane, elsewhere): a
+    /// value computed across one is not stored, since it may come from before it.
+    invalidations: AtomicU64,
     flights: Flights<V>,
     shared: Option<Arc<SharedStore<V>>>,
     keys: Arc<KeyLayout>,
@@ -107,6 +120,7 @@ impl<V: CacheValue> FnStore<V> {
         });
         Self {
             l1,
+            invalidations: AtomicU64::new(0),
             flights: Flights::new(),
             shared,
             keys,
@@ -135,17 +149,22 @@ impl<V: CacheValue> FnStore<V> {
     /// that finished just before this one joined) or in a shared tier, promoted to the other
     /// shared tier and to L1. Also returns the shared-tier key, built once per miss, for
     /// storing a computed value.
-    pub async fn lookup(&self, key: ArgsKey) -> (Option<Served<V>>, Option<String>) {
+    pub async fn lookup(&self, key: ArgsKey) -> (Option<Served<V>>, Miss) {
+        let mut miss = Miss {
+            full_key: None,
+            invalidations: Some(self.invalidations.load(Acquire)),
+        };
         if let Some(v) = self.l1_hit(key) {
-            return (Some((v, Outcome::HitL1)), None);
+            return (Some((v, Outcome::HitL1)), miss);
         }
         let Some(shared) = &self.shared else {
-            return (None, None);
+            return (None, miss);
         };
         let full = self.keys.key(key);
         let found = shared.lookup(&full).await;
         let served = found.map(|f| self.accept(key, &full, f));
-        (served, Some(full))
+        miss.full_key = Some(full);
+        (served, miss)
     }
 
     /// Fills L1 and the other shared tier from a shared-tier hit.
@@ -166,11 +185,18 @@ impl<V: CacheValue> FnStore<V> {
     }
 
     /// Stores a computed value: queued for the shared tiers, then in L1 (before the flight
-    /// completes, so callers arriving after it hit L1). `full_key` is the one
-    /// [`FnStore::lookup`] returned, or `None` to build it here.
-    pub fn store(&self, key: ArgsKey, full_key: Option<String>, value: &V) {
+    /// completes, so callers arriving after it hit L1). `miss` is what [`FnStore::lookup`]
+    /// returned, or `Miss::default()`. Nothing is stored when the function was invalidated
+    /// since the lookup: the value may have been computed from what the invalidation retired.
+    pub fn store(&self, key: ArgsKey, miss: Miss, value: &V) {
+        if miss
+            .invalidations
+            .is_some_and(|seen| seen != self.invalidations.load(Acquire))
+        {
+            return;
+        }
         if let Some(shared) = &self.shared {
-            shared.store(full_key.unwrap_or_else(|| self.keys.key(key)), value);
+            shared.store(miss.full_key.unwrap_or_else(|| self.keys.key(key)), value);
         }
         if let Some(l1) = &self.l1 {
             l1.insert(key, value.clone(), self.clock.now_nanos());
@@ -224,9 +250,11 @@ pub trait AnyStore: Send + Sync {
 
 impl<V: CacheValue> AnyStore for FnStore<V> {
     fn remove(&self, key: ArgsKey) -> bool {
+        self.invalidations.fetch_add(1, AcqRel);
         self.l1.as_ref().is_some_and(|l1| l1.remove(key))
     }
     fn clear(&self) {
+        self.invalidations.fetch_add(1, AcqRel);
         if let Some(l1) = &self.l1 {
             l1.clear();
         }

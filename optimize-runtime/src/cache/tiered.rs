@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::cache::backplane::{BackplaneStats, Channel, Listener, RemoteHook};
 use crate::cache::l2_redis::{L2Result, RedisOptions, RedisTier, RedisUrl};
 use crate::cache::l3_sled::SledTier;
-use crate::cache::writeback::{WriteBack, WriteOp};
+use crate::cache::writeback::{Announcer, WriteBack, WriteOp};
 use crate::cache::{Tier, TierCounters};
 use crate::codec::EnvelopeOptions;
 use crate::time::{block_on, unix_ms, Clock};
@@ -38,6 +39,9 @@ pub struct TierConfig {
     pub writeback_capacity: usize,
     /// Envelope limits and compression.
     pub envelope: EnvelopeOptions,
+    /// Announce invalidations to, and apply those of, every instance sharing the namespace in
+    /// Redis (only with L2).
+    pub backplane: bool,
 }
 
 impl TierConfig {
@@ -59,6 +63,7 @@ impl TierConfig {
             order: [Tier::L2, Tier::L3],
             writeback_capacity: Self::DEFAULT_WRITEBACK_CAPACITY,
             envelope: EnvelopeOptions::default(),
+            backplane: true,
         }
     }
 
@@ -116,6 +121,16 @@ pub struct TiersStatus {
     pub invalidations_replayed: u64,
     /// Missed deletions given up because too many were waiting.
     pub invalidations_dropped: u64,
+    /// The backplane runs (L2 configured and `l2.backplane` on).
+    pub backplane_enabled: bool,
+    /// The backplane is reading the stream now.
+    pub backplane_connected: bool,
+    /// Invalidations this instance announced.
+    pub backplane_sent: u64,
+    /// Invalidations of other instances applied here.
+    pub backplane_received: u64,
+    /// Times this instance may have missed invalidations and cleared L1 and its L3.
+    pub backplane_gaps: u64,
 }
 
 /// The shared tiers and their write-behind queue.
@@ -129,6 +144,7 @@ pub struct Tiers {
     config: TierConfig,
     l2_counters: TierCounters,
     l3_counters: TierCounters,
+    backplane: Option<Arc<BackplaneStats>>,
 }
 
 impl std::fmt::Debug for Tiers {
@@ -149,8 +165,9 @@ struct Background {
 impl Tiers {
     /// Starts the tiers: opens L3, starts connecting to L2 in the background, starts the
     /// write-behind drainer and the L3 sweeper. Never fails: a tier that cannot start is off
-    /// (and says so in the log). `clock` times operations and drives the L2 breaker.
-    pub fn start(config: TierConfig, clock: Clock) -> Arc<Self> {
+    /// (and says so in the log). `clock` times operations and drives the L2 breaker; `remote`
+    /// applies other instances' invalidations to L1 (the backplane runs only with it).
+    pub fn start(config: TierConfig, clock: Clock, remote: Option<RemoteHook>) -> Arc<Self> {
         let l2_counters = TierCounters::new(Tier::L2);
         let l3_counters = TierCounters::new(Tier::L3);
         if config.redis.is_none() && config.l3.is_none() {
@@ -162,6 +179,7 @@ impl Tiers {
                 config,
                 l2_counters,
                 l3_counters,
+                backplane: None,
             });
         }
         let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -176,7 +194,7 @@ impl Tiers {
                 let mut config = config;
                 config.redis = None;
                 config.l3 = None;
-                return Self::start(config, clock);
+                return Self::start(config, clock, remote);
             }
         };
         let handle = runtime.handle().clone();
@@ -200,8 +218,16 @@ impl Tiers {
         if let (Some(l3), Some(o)) = (&l3, &config.l3) {
             handle.spawn(sweep_periodically(l3.clone(), o.sweep_interval));
         }
-        let writeback =
-            WriteBack::start(config.writeback_capacity, l2.clone(), l3.clone(), &handle);
+        let announcer = remote
+            .filter(|_| config.backplane)
+            .and_then(|hook| start_backplane(&config, l3.clone(), hook, &handle));
+        let writeback = WriteBack::start(
+            config.writeback_capacity,
+            l2.clone(),
+            l3.clone(),
+            announcer.clone(),
+            &handle,
+        );
         Arc::new(Self {
             runtime: Mutex::new(Some(runtime)),
             background: Some(Background { handle, writeback }),
@@ -210,6 +236,7 @@ impl Tiers {
             config,
             l2_counters,
             l3_counters,
+            backplane: announcer.map(|a| a.stats),
         })
     }
 
@@ -279,7 +306,17 @@ impl Tiers {
             invalidations_pending: pending,
             invalidations_replayed: replayed,
             invalidations_dropped: gave_up,
+            backplane_enabled: self.backplane.is_some(),
+            backplane_connected: self.backplane.as_ref().is_some_and(|b| b.connected()),
+            backplane_sent: self.backplane.as_ref().map_or(0, |b| b.sent()),
+            backplane_received: self.backplane.as_ref().map_or(0, |b| b.received()),
+            backplane_gaps: self.backplane.as_ref().map_or(0, |b| b.gaps()),
         }
+    }
+
+    /// The backplane's counters, when it runs.
+    pub fn backplane(&self) -> Option<&Arc<BackplaneStats>> {
+        self.backplane.as_ref()
     }
 
     /// `GET` from L2 on the tiers' runtime, awaited from any executor.
@@ -297,6 +334,24 @@ impl Tiers {
     /// `GET` from L2, blocking this thread (for sync callers; never inside the tiers' runtime).
     pub fn l2_get_blocking(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
         block_on(self.l2_get(key))
+    }
+
+    /// Waits, once per process and bounded by the L2 connect timeout, until the backplane has
+    /// applied what other instances invalidated while this one was not listening, so L3 does
+    /// not serve (and promote to Redis) an entry retired meanwhile. With Redis unreachable it
+    /// gives up after the bound and L3 serves what it has.
+    pub async fn backplane_caught_up(&self) {
+        let (Some(bp), Some(l2), Some(bg)) = (&self.backplane, &self.l2, &self.background) else {
+            return;
+        };
+        if bp.is_caught_up() || l2.circuit_open() {
+            return;
+        }
+        let (bp, bound) = (bp.clone(), l2.connect_timeout());
+        let _ = bg
+            .handle
+            .spawn(async move { bp.caught_up_within(bound).await })
+            .await;
     }
 
     /// Reads L3.
@@ -366,6 +421,32 @@ impl Drop for Tiers {
     fn drop(&mut self) {
         self.stop_runtime();
     }
+}
+
+/// Starts reading the backplane's stream; the announcer the write-behind queue uses.
+fn start_backplane(
+    config: &TierConfig,
+    l3: Option<Arc<SledTier>>,
+    hook: RemoteHook,
+    runtime: &tokio::runtime::Handle,
+) -> Option<Announcer> {
+    let url = config.redis.as_ref()?.url.clone();
+    // An invalid URL is reported by L2 itself, which stays off too.
+    let client = redis::Client::open(url.expose()).ok()?;
+    let channel = Channel::new(&config.namespace);
+    let stats = Arc::new(BackplaneStats::default());
+    let listener = Listener {
+        channel: channel.clone(),
+        client,
+        l3,
+        hook,
+        stats: stats.clone(),
+    };
+    runtime.spawn(listener.run());
+    Some(Announcer {
+        channel: Arc::new(channel),
+        stats,
+    })
 }
 
 async fn sweep_periodically(l3: Arc<SledTier>, every: Duration) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cache::backplane::{BackplaneStats, Channel, Notice};
 use crate::cache::l2_redis::{L2Result, RedisTier};
 use crate::cache::l3_sled::SledTier;
 
@@ -45,9 +46,16 @@ pub enum WriteOp {
         l2: bool,
         /// From L3.
         l3: bool,
+        /// What to tell other instances (through the backplane), if anything.
+        notice: Option<Notice>,
     },
     /// Remove every key with this prefix from both tiers.
-    DeletePrefix(String),
+    DeletePrefix {
+        /// The prefix.
+        prefix: String,
+        /// What to tell other instances (through the backplane), if anything.
+        notice: Option<Notice>,
+    },
     /// Answer once every earlier operation has been applied (a barrier; no fsync).
     Flush(oneshot::Sender<()>),
 }
@@ -76,10 +84,10 @@ pub const MISSED_CAPACITY: usize = 10_000;
 /// How often a drainer holding missed deletions tries Redis again when nothing else comes.
 const REPLAY_EVERY: Duration = Duration::from_millis(200);
 
-/// A deletion Redis did not take.
+/// A deletion Redis did not take (or whose announcement it did not take).
 enum Missed {
-    Key(String),
-    Prefix(String),
+    Key(Option<String>, Option<Notice>),
+    Prefix(String, Option<Notice>),
 }
 
 /// Deletions Redis missed, in order: replayed before anything else reaches Redis once it
@@ -98,11 +106,13 @@ impl MissedDeletions {
     }
 
     /// Replays in order until one fails (Redis still away) or none is left.
-    async fn replay(&mut self, l2: &RedisTier, stats: &WriteBackStats) {
+    async fn replay(&mut self, l2: &RedisTier, stats: &WriteBackStats, bp: Option<&Announcer>) {
         while let Some(next) = self.0.front() {
             let done = match next {
-                Missed::Key(key) => l2.delete(std::slice::from_ref(key)).await,
-                Missed::Prefix(prefix) => l2.delete_prefix(prefix).await,
+                Missed::Key(key, notice) => delete_key(l2, key.as_ref(), notice.as_ref(), bp).await,
+                Missed::Prefix(prefix, notice) => {
+                    delete_prefix(l2, prefix, notice.as_ref(), bp).await
+                }
             };
             if !matches!(done, L2Result::Done(())) {
                 break;
@@ -111,6 +121,46 @@ impl MissedDeletions {
             stats.invalidations_replayed.fetch_add(1, Relaxed);
         }
         stats.invalidations_pending.store(self.0.len(), Relaxed);
+    }
+}
+
+/// The backplane's sending side: where announcements go, and their counter.
+#[derive(Clone)]
+pub struct Announcer {
+    /// The stream and this instance's origin.
+    pub channel: Arc<Channel>,
+    /// Counts what is sent.
+    pub stats: Arc<BackplaneStats>,
+}
+
+/// Deletes `key` from Redis (when given) and announces `notice` (when the backplane runs).
+async fn delete_key(
+    l2: &RedisTier,
+    key: Option<&String>,
+    notice: Option<&Notice>,
+    bp: Option<&Announcer>,
+) -> L2Result<()> {
+    let keys = key.map(std::slice::from_ref).unwrap_or_default();
+    let announce = bp.zip(notice);
+    let done = l2
+        .delete_and_announce(keys, announce.map(|(bp, n)| (&*bp.channel, n)))
+        .await;
+    if let (L2Result::Done(()), Some((bp, _))) = (&done, announce) {
+        bp.stats.count_sent();
+    }
+    done
+}
+
+/// Deletes every key under `prefix` from Redis, then announces `notice`.
+async fn delete_prefix(
+    l2: &RedisTier,
+    prefix: &str,
+    notice: Option<&Notice>,
+    bp: Option<&Announcer>,
+) -> L2Result<()> {
+    match l2.delete_prefix(prefix).await {
+        L2Result::Done(()) => delete_key(l2, None, notice, bp).await,
+        other => other,
     }
 }
 
@@ -127,11 +177,12 @@ impl WriteBack {
         capacity: usize,
         l2: Option<Arc<RedisTier>>,
         l3: Option<Arc<SledTier>>,
+        backplane: Option<Announcer>,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriteBackStats::default());
-        runtime.spawn(drain(rx, stats.clone(), l2, l3));
+        runtime.spawn(drain(rx, stats.clone(), l2, l3, backplane));
         Self {
             tx,
             capacity,
@@ -204,8 +255,9 @@ async fn drain(
     stats: Arc<WriteBackStats>,
     l2: Option<Arc<RedisTier>>,
     l3: Option<Arc<SledTier>>,
+    backplane: Option<Announcer>,
 ) {
-    let (l2, l3) = (l2.as_deref(), l3.as_deref());
+    let (l2, l3, bp) = (l2.as_deref(), l3.as_deref(), backplane.as_ref());
     let mut batch = Vec::with_capacity(512);
     let mut pending = Pending::default();
     let mut missed = MissedDeletions::default();
@@ -218,7 +270,7 @@ async fn drain(
                 Ok(n) => n,
                 Err(_) => {
                     if let Some(l2) = l2 {
-                        missed.replay(l2, &stats).await;
+                        missed.replay(l2, &stats, bp).await;
                     }
                     continue;
                 }
@@ -228,7 +280,7 @@ async fn drain(
             break;
         }
         if let (Some(l2), false) = (l2, missed.0.is_empty()) {
-            missed.replay(l2, &stats).await;
+            missed.replay(l2, &stats, bp).await;
         }
         for op in batch.drain(..) {
             match op {
@@ -261,28 +313,34 @@ async fn drain(
                     key,
                     l2: from_l2,
                     l3: from_l3,
+                    notice,
                 } => {
                     pending.apply(l2, l3, &stats).await;
                     if let Some(l3) = l3.filter(|_| from_l3) {
                         l3.remove(&key);
                     }
-                    if let Some(l2) = l2.filter(|_| from_l2) {
+                    let notice = notice.filter(|_| bp.is_some());
+                    if let Some(l2) = l2.filter(|_| from_l2 || notice.is_some()) {
+                        let key = from_l2.then_some(key);
                         if !matches!(
-                            l2.delete(std::slice::from_ref(&key)).await,
+                            delete_key(l2, key.as_ref(), notice.as_ref(), bp).await,
                             L2Result::Done(())
                         ) {
-                            missed.push(Missed::Key(key), &stats);
+                            missed.push(Missed::Key(key, notice), &stats);
                         }
                     }
                 }
-                WriteOp::DeletePrefix(prefix) => {
+                WriteOp::DeletePrefix { prefix, notice } => {
                     pending.apply(l2, l3, &stats).await;
                     if let Some(l3) = l3 {
                         l3.remove_prefix(&prefix);
                     }
                     if let Some(l2) = l2 {
-                        if !matches!(l2.delete_prefix(&prefix).await, L2Result::Done(())) {
-                            missed.push(Missed::Prefix(prefix), &stats);
+                        if !matches!(
+                            delete_prefix(l2, &prefix, notice.as_ref(), bp).await,
+                            L2Result::Done(())
+                        ) {
+                            missed.push(Missed::Prefix(prefix, notice), &stats);
                         }
                     }
                 }

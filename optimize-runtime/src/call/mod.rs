@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
 use crate::cache::shared::ValueCodec;
-use crate::cache::store::FnStore;
+use crate::cache::store::{FnStore, Miss};
 use crate::flight::{Lead, Role, Settled, Waited};
 use crate::key::ArgsKey;
 use crate::meta::SiteMeta;
@@ -205,7 +205,7 @@ impl Site {
                 Role::Leader(lead) => {
                     // A shared-tier lookup may wait for Redis or the disk: on a multi-thread
                     // tokio worker, under `block_in_place`, so the worker's tasks move on.
-                    let (found, full_key) = if store.has_shared() {
+                    let (found, miss) = if store.has_shared() {
                         crate::pool::blocking(|| block_on(store.lookup(key)))
                     } else {
                         block_on(store.lookup(key))
@@ -217,16 +217,7 @@ impl Site {
                     let panic = PanicRecorder::new(self, start, compute_start);
                     let out = lead.run(body);
                     panic.disarm();
-                    return self.settle(
-                        policy,
-                        store,
-                        key,
-                        full_key,
-                        lead,
-                        out,
-                        start,
-                        compute_start,
-                    );
+                    return self.settle(policy, store, key, miss, lead, out, start, compute_start);
                 }
                 Role::Waiter(wait)
                     if !chain::may_wait_on(chain::held(), wait.leader_admission()) =>
@@ -278,7 +269,7 @@ impl Site {
         loop {
             match store.flights().join(key) {
                 Role::Leader(lead) => {
-                    let (found, full_key) = store.lookup(key).await;
+                    let (found, miss) = store.lookup(key).await;
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
                     }
@@ -289,16 +280,7 @@ impl Site {
                         panic.disarm();
                         out
                     };
-                    return self.settle(
-                        policy,
-                        store,
-                        key,
-                        full_key,
-                        lead,
-                        out,
-                        start,
-                        compute_start,
-                    );
+                    return self.settle(policy, store, key, miss, lead, out, start, compute_start);
                 }
                 Role::Waiter(wait)
                     if !chain::may_wait_on(chain::held(), wait.leader_admission()) =>
@@ -371,7 +353,7 @@ impl Site {
         policy: P,
         store: &FnStore<P::Cached>,
         key: ArgsKey,
-        full_key: Option<String>,
+        miss: Miss,
         lead: Lead<'_, P::Cached>,
         out: P::Output,
         start: u64,
@@ -382,7 +364,7 @@ impl Site {
     {
         let outcome = match policy.to_cache(&out) {
             Some(cached) => {
-                store.store(key, full_key, &cached);
+                store.store(key, miss, &cached);
                 lead.complete_with(|| Settled::Value(cached));
                 Outcome::Computed
             }
@@ -470,7 +452,7 @@ impl Site {
     {
         let outcome = match (policy.to_cache(&out), own) {
             (Some(cached), Some((store, key))) => {
-                store.store(key, None, &cached);
+                store.store(key, Miss::default(), &cached);
                 Outcome::Computed
             }
             (Some(_), None) => Outcome::Computed,

@@ -140,6 +140,7 @@ pub(crate) const KEYS: &[Key] = &[
     aliased("l2.url", Type::Secret, "OPTIMIZE_REDIS_URL"),
     duration("l2.timeout", MS, Duration::from_secs(30)),
     key("l2.breaker_threshold", Type::Int),
+    key("l2.backplane", Type::Bool),
     duration(
         "l2.breaker_cooldown",
         Duration::from_millis(10),

@@ -121,6 +121,8 @@ pub struct Config {
     pub l2_breaker_threshold: u32,
     /// How long the breaker stays open.
     pub l2_breaker_cooldown: Duration,
+    /// Whether invalidations travel to every instance sharing the namespace (with L2).
+    pub l2_backplane: bool,
     /// Whether L3 runs.
     pub l3_enabled: bool,
     /// L3 directory.
@@ -250,6 +252,7 @@ impl Default for Config {
             l2_timeout: RedisOptions::DEFAULT_OP_TIMEOUT,
             l2_breaker_threshold: RedisOptions::DEFAULT_BREAKER_THRESHOLD,
             l2_breaker_cooldown: RedisOptions::DEFAULT_BREAKER_COOLDOWN,
+            l2_backplane: true,
             l3_enabled: false,
             l3_dir: TierConfig::default_l3_dir(),
             l3_max_size: TierConfig::DEFAULT_L3_MAX_BYTES,
@@ -320,6 +323,7 @@ impl Config {
             ("l2.timeout", V::Duration(d)) => self.l2_timeout = d,
             ("l2.breaker_threshold", V::Int(n)) => self.l2_breaker_threshold = int(n),
             ("l2.breaker_cooldown", V::Duration(d)) => self.l2_breaker_cooldown = d,
+            ("l2.backplane", V::Bool(b)) => self.l2_backplane = b,
             ("l3.enabled", V::Bool(b)) => self.l3_enabled = b,
             ("l3.dir", V::Path(p)) => self.l3_dir = p,
             ("l3.max_size", V::Int(n)) => self.l3_max_size = n,
@@ -499,6 +503,7 @@ impl Config {
                 sweep_interval: self.l3_sweep_interval,
             });
         }
+        t.backplane = self.l2_backplane;
         t.order = self.lookup_order;
         t.writeback_capacity = self.writeback_capacity;
         t.envelope.compress_threshold = usize::try_from(self.compress_above).unwrap_or(usize::MAX);

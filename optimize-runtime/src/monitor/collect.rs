@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use super::snapshot::{labels, HistogramValue, MetricType, SnapshotBuilder};
 use super::system::SystemStats;
+use crate::cache::backplane::BackplaneStats;
 use crate::cache::tiered::Tiers;
 use crate::cache::{Tier, OPS};
 use crate::codec::Reject;
@@ -150,6 +151,9 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
         )
         .number(Vec::new(), f64::from(u8::from(status.l2_connected)));
     }
+    if let Some(bp) = tiers.backplane() {
+        backplane(b, bp);
+    }
     b.family(
         "optimize_writeback_queue_depth",
         "Shared-tier writes waiting in the write-behind queue.",
@@ -180,6 +184,41 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
         Counter,
     )
     .number(Vec::new(), status.invalidations_dropped as f64);
+}
+
+fn backplane(b: &mut SnapshotBuilder, bp: &BackplaneStats) {
+    b.family(
+        "optimize_backplane_connected",
+        "1 while this instance reads the invalidations of the others (the backplane).",
+        Gauge,
+    )
+    .number(Vec::new(), f64::from(u8::from(bp.connected())));
+    b.family(
+        "optimize_backplane_sent_total",
+        "Invalidations this instance announced to the others.",
+        Counter,
+    )
+    .number(Vec::new(), bp.sent() as f64);
+    b.family(
+        "optimize_backplane_received_total",
+        "Invalidations of other instances applied here.",
+        Counter,
+    )
+    .number(Vec::new(), bp.received() as f64);
+    b.family(
+        "optimize_backplane_gaps_total",
+        "Times invalidations may have been missed, so L1 and this namespace's L3 were cleared.",
+        Counter,
+    )
+    .number(Vec::new(), bp.gaps() as f64);
+    let lag = bp.lag();
+    let sum = lag.approx_sum();
+    b.family(
+        "optimize_backplane_lag_seconds",
+        "From an invalidation's announcement (sender's clock) to its application here.",
+        Histogram,
+    )
+    .histogram(Vec::new(), HistogramValue::durations(lag, sum));
 }
 
 fn gate(b: &mut SnapshotBuilder, pool: &'static str, g: &GateStats) {

@@ -67,9 +67,7 @@ impl Cell {
                 Cell::Counter(Box::new(std::array::from_fn(|_| Padded::default())))
             }
             MetricType::Gauge => Cell::Gauge(AtomicU64::new(0f64.to_bits())),
-            MetricType::Histogram => {
-                Cell::Histogram(Box::new(AtomicHistogram::new()), AtomicU64::new(0))
-            }
+            MetricType::Histogram => Cell::Histogram(Box::default(), AtomicU64::new(0)),
         }
     }
 }

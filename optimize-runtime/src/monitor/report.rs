@@ -204,6 +204,12 @@ impl Health {
             } else if s.l2_enabled && !s.l2_connected {
                 reasons.push((Degraded, "L2 (Redis) has not connected yet".into()));
             }
+            if s.backplane_enabled && !s.backplane_connected && s.l2_connected {
+                reasons.push((
+                    Degraded,
+                    "the backplane is not reading Redis: other instances' invalidations do not reach this one yet".into(),
+                ));
+            }
             if tiers.config().l3.is_some() && !s.l3_enabled {
                 reasons.push((
                     Degraded,

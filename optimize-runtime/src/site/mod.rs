@@ -9,6 +9,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::cache::backplane::Notice;
 use crate::cache::shared::ValueCodec;
 use crate::cache::store::{AnyStore, FnStore};
 use crate::cache::tiered::Tiers;
@@ -288,10 +289,16 @@ impl Site {
         let removed = self.store.get().is_some_and(|(_, s)| s.remove(key));
         let tiers = self.shared_tiers();
         if let Some(tiers) = tiers {
+            let full = self.full_key(key);
             tiers.enqueue(WriteOp::Delete {
-                key: self.full_key(key),
+                key: full.clone(),
                 l2: true,
                 l3: true,
+                notice: Some(Notice::Key {
+                    path: self.path.clone(),
+                    args: key,
+                    key: full,
+                }),
             });
         }
         (removed, tiers)
@@ -315,10 +322,21 @@ impl Site {
     fn start_invalidate_all(&self) -> Option<&Arc<Tiers>> {
         self.clear_l1();
         let tiers = self.shared_tiers()?;
-        tiers.enqueue(WriteOp::DeletePrefix(
-            self.keys().function_prefix().to_owned(),
-        ));
+        let prefix = self.keys().function_prefix().to_owned();
+        tiers.enqueue(WriteOp::DeletePrefix {
+            prefix: prefix.clone(),
+            notice: Some(Notice::Function {
+                path: self.path.clone(),
+                prefix,
+            }),
+        });
         Some(tiers)
+    }
+
+    /// Removes one entry from this process's L1 only (another instance's invalidation, which
+    /// took care of the shared tiers); whether it was there.
+    pub fn forget_l1(&self, key: ArgsKey) -> bool {
+        self.store.get().is_some_and(|(_, s)| s.remove(key))
     }
 
     /// Empties this process's L1 for the function; shared tiers keep their entries (what a

@@ -46,6 +46,7 @@ const ERRORS: [&str; 3] = ["uncached", "panic", "failed"];
 /// | `OptimizeSlowCalls` | a function's p99 over 5m > 1s | 5m | warning |
 /// | `OptimizeErrorRatio` | a function's `Err`/`None`/panic ratio over 5m > 5% (≥ 20 calls) | 5m | error |
 /// | `OptimizeL2CircuitOpen` | the Redis circuit breaker is open | 1m | error |
+/// | `OptimizeBackplaneDisconnected` | the backplane is not reading Redis: other instances' invalidations do not reach this one | 1m | error |
 /// | `OptimizeMemoryHigh` | system memory in use > 80% | 5m | warning |
 /// | `OptimizeWritebackDrops` | shared-tier writes are being dropped | 0 | warning |
 /// | `OptimizePoolQueueDepth` | more than 100 calls wait for one pool | 2m | warning |
@@ -53,7 +54,7 @@ const ERRORS: [&str; 3] = ["uncached", "panic", "failed"];
 /// ```
 /// let rules = optimize_runtime::monitor::alert::default_rules();
 /// assert!(rules.iter().all(|r| r.validate().is_ok()));
-/// assert_eq!(rules.len(), 7);
+/// assert_eq!(rules.len(), 8);
 /// ```
 pub fn default_rules() -> Vec<Rule> {
     let min = |m: u64| Duration::from_secs(m * 60);
@@ -99,6 +100,14 @@ pub fn default_rules() -> Vec<Rule> {
         .for_(min(1))
         .severity(Severity::Error)
         .message("Redis (L2) is failing; calls skip it and use L1/L3"),
+        Rule::value(
+            "OptimizeBackplaneDisconnected",
+            Selector::metric("optimize_backplane_connected"),
+        )
+        .below(1.0)
+        .for_(min(1))
+        .severity(Severity::Error)
+        .message("the backplane is not reading Redis: invalidations made by other instances do not reach this one (it catches up, or clears its L1 and L3, when it reconnects)"),
         Rule::ratio(
             "OptimizeMemoryHigh",
             Selector::metric("optimize_system_memory_used_bytes"),

@@ -1,0 +1,364 @@
+//! Many instances, one Redis: invalidations made in one process reach the L1 and L3 of the
+//! others (the backplane), also across a Redis restart and a restart of the instance itself.
+//!
+//! Each instance is this test binary run as a child (`instance`, ignored here), driven by
+//! commands on its stdin, configured only by the environment, as an application would be.
+//! The function's "source of truth" is a directory of files the parent rewrites, so a retired
+//! value is told apart from a fresh one.
+
+#[path = "support/bounded.rs"]
+mod bounded;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+#[path = "support/skip.rs"]
+mod skip;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bounded::BOUND;
+use redis_server::RedisServer;
+
+fn truth_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("BACKPLANE_TRUTH").expect("run as a child only"))
+}
+
+/// What the application computes: the current content of the id's file.
+#[optimize::io(ttl = "10m")]
+fn profile(id: u64) -> String {
+    std::fs::read_to_string(truth_dir().join(id.to_string())).unwrap_or_default()
+}
+
+fn unix_micros() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+}
+
+/// One instance: reads commands from stdin, answers each with a line starting with `@@`.
+#[test]
+#[ignore = "run in child processes by the tests below"]
+fn instance() {
+    let _ = truth_dir();
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.unwrap();
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap_or_default();
+        let arg = || -> u64 { line.split_whitespace().nth(1).unwrap().parse().unwrap() };
+        match command {
+            "get" => println!("@@ value {}", profile(arg())),
+            "fill" => {
+                for id in 0..arg() {
+                    profile(id);
+                }
+                println!("@@ ok {}", profile_cache().len());
+            }
+            "watch_len" => {
+                // Polls this process's L1 until another instance's invalidation empties it.
+                let target = arg();
+                println!("@@ watching");
+                let deadline = Instant::now() + BOUND;
+                while profile_cache().len() > target && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                match profile_cache().len() <= target {
+                    true => println!("@@ seen {}", unix_micros()),
+                    false => println!("@@ timeout {}", profile_cache().len()),
+                }
+            }
+            "invalidate_key" => {
+                let at = unix_micros();
+                profile_invalidate(arg());
+                println!("@@ sent {at}");
+            }
+            "invalidate_fn" => {
+                let at = unix_micros();
+                profile_cache().invalidate_all();
+                println!("@@ sent {at}");
+            }
+            "status" => {
+                let s = optimize::runtime().tiers().status();
+                println!(
+                    "@@ status connected={} gaps={} pending={} received={} sent={}",
+                    s.backplane_connected as u8,
+                    s.backplane_gaps,
+                    s.invalidations_pending,
+                    s.backplane_received,
+                    s.backplane_sent
+                );
+            }
+            "quit" => {
+                optimize::shutdown();
+                println!("@@ bye");
+                return;
+            }
+            other => panic!("unknown command {other}"),
+        }
+    }
+}
+
+/// The parent's handle on one instance.
+struct Instance {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Instance {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "instance", "--ignored", "--nocapture"])
+            .env_remove("OPTIMIZE_REDIS_URL")
+            .env_remove("OPTIMIZE_L3_DIR")
+            .env_remove("OPTIMIZE_L3")
+            .env_remove("OPTIMIZE_L2_BACKPLANE")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                // libtest may print `test instance ... ` before the first answer.
+                if let Some(at) = line.find("@@ ") {
+                    if tx.send(line[at + 3..].to_owned()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next answer, which must start with `word`; its remainder.
+    fn expect(&mut self, word: &str) -> String {
+        let line = self
+            .lines
+            .recv_timeout(BOUND)
+            .unwrap_or_else(|_| panic!("no answer `{word}` within {BOUND:?}"));
+        line.strip_prefix(word)
+            .unwrap_or_else(|| panic!("expected `{word}`, got `{line}`"))
+            .trim()
+            .to_owned()
+    }
+
+    fn ask(&mut self, command: &str, word: &str) -> String {
+        self.send(command);
+        self.expect(word)
+    }
+
+    fn get(&mut self, id: u64) -> String {
+        self.ask(&format!("get {id}"), "value")
+    }
+
+    fn status(&mut self, field: &str) -> u64 {
+        let status = self.ask("status", "status");
+        status
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Polls `status` until `field` satisfies `ok`.
+    fn wait_status(&mut self, field: &str, ok: impl Fn(u64) -> bool) {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let v = self.status(field);
+            if ok(v) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{field} = {v} after {BOUND:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn quit(mut self) {
+        self.ask("quit", "bye");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_truth(dir: &Path, ids: std::ops::Range<u64>, value: &str) {
+    for id in ids {
+        std::fs::write(dir.join(id.to_string()), value).unwrap();
+    }
+}
+
+fn env<'a>(url: &'a str, ns: &'a str, truth: &'a Path) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("OPTIMIZE_REDIS_URL", url),
+        ("OPTIMIZE_NAMESPACE", ns),
+        ("BACKPLANE_TRUTH", truth.to_str().unwrap()),
+    ]
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+/// One instance invalidates by key (100 times) and by function; the other two see each
+/// invalidation in their L1 within 250 ms (p50/p99 printed).
+#[test]
+fn invalidations_reach_every_other_instance() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let truth = tempfile::tempdir().unwrap();
+    const KEYS: u64 = 100;
+    write_truth(truth.path(), 0..KEYS, "v1");
+    let env = env(&url, "bp-propagation", truth.path());
+    let mut a = Instance::start(&env);
+    let mut others = [Instance::start(&env), Instance::start(&env)];
+    for other in &mut others {
+        assert_eq!(other.ask(&format!("fill {KEYS}"), "ok"), KEYS.to_string());
+        other.wait_status("connected", |c| c == 1);
+    }
+    a.wait_status("connected", |c| c == 1);
+
+    let mut lags_ms = Vec::new();
+    let mut measure = |a: &mut Instance, others: &mut [Instance; 2], command: &str, left: u64| {
+        for other in others.iter_mut() {
+            other.ask(&format!("watch_len {left}"), "watching");
+        }
+        let sent: u128 = a.ask(command, "sent").parse().unwrap();
+        for other in others.iter_mut() {
+            let seen: u128 = other.expect("seen").parse().unwrap();
+            lags_ms.push(seen.saturating_sub(sent) as f64 / 1000.0);
+        }
+    };
+    for id in 0..KEYS {
+        measure(
+            &mut a,
+            &mut others,
+            &format!("invalidate_key {id}"),
+            KEYS - id - 1,
+        );
+    }
+    for other in &mut others {
+        assert_eq!(other.ask(&format!("fill {KEYS}"), "ok"), KEYS.to_string());
+    }
+    measure(&mut a, &mut others, "invalidate_fn", 0);
+
+    lags_ms.sort_by(f64::total_cmp);
+    let (p50, p99, max) = (
+        quantile(&lags_ms, 0.5),
+        quantile(&lags_ms, 0.99),
+        lags_ms[lags_ms.len() - 1],
+    );
+    println!(
+        "backplane propagation over {} observations: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+        lags_ms.len()
+    );
+    assert!(p99 < 250.0, "p99 {p99} ms");
+    assert_eq!(a.status("sent"), KEYS + 1);
+    for other in &mut others {
+        assert_eq!(other.status("received"), KEYS + 1);
+    }
+    a.quit();
+    for other in others {
+        other.quit();
+    }
+}
+
+/// Redis dies, an invalidation is made meanwhile, Redis comes back empty: the instance that
+/// held the value in L1 serves the fresh one once it has reconnected.
+#[test]
+fn no_retired_value_after_a_redis_restart() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let truth = tempfile::tempdir().unwrap();
+    write_truth(truth.path(), 0..1, "v1");
+    let env = env(&url, "bp-restart", truth.path());
+    let mut a = Instance::start(&env);
+    let mut b = Instance::start(&env);
+    assert_eq!(b.get(0), "v1");
+    b.wait_status("connected", |c| c == 1);
+
+    redis.kill();
+    write_truth(truth.path(), 0..1, "v2");
+    a.ask("invalidate_key 0", "sent");
+    assert_eq!(b.get(0), "v1", "cut off, b still serves its L1 copy");
+    redis.restart();
+
+    a.wait_status("pending", |p| p == 0);
+    b.wait_status("gaps", |g| g >= 1);
+    assert_eq!(b.get(0), "v2");
+    a.quit();
+    b.quit();
+}
+
+/// An instance down while another invalidates a key its L3 holds: restarted, it neither
+/// serves the retired value nor promotes it back into Redis. With the backplane off, both
+/// happen (the control, showing the test can fail).
+#[test]
+fn a_restarted_instance_does_not_resurrect_a_retired_value_from_l3() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    for (backplane, ns) in [("true", "bp-l3-on"), ("false", "bp-l3-off")] {
+        let truth = tempfile::tempdir().unwrap();
+        let disk = tempfile::tempdir().unwrap();
+        write_truth(truth.path(), 0..1, "v1");
+        let mut env = env(&url, ns, truth.path());
+        env.push(("OPTIMIZE_L2_BACKPLANE", backplane));
+        let mut a = Instance::start(&env);
+        let mut b_env = env.clone();
+        b_env.push(("OPTIMIZE_L3_DIR", disk.path().to_str().unwrap()));
+        let mut b = Instance::start(&b_env);
+        assert_eq!(b.get(0), "v1");
+        if backplane == "true" {
+            b.wait_status("connected", |c| c == 1);
+        }
+        b.quit(); // flushes L3
+
+        write_truth(truth.path(), 0..1, "v2");
+        a.ask("invalidate_key 0", "sent");
+        a.wait_status("pending", |p| p == 0);
+
+        let mut b = Instance::start(&b_env);
+        let from_b = b.get(0);
+        b.quit();
+        let from_a = a.get(0);
+        a.quit();
+        match backplane {
+            "true" => assert_eq!((from_b.as_str(), from_a.as_str()), ("v2", "v2")),
+            _ => assert_eq!(
+                (from_b.as_str(), from_a.as_str()),
+                ("v1", "v1"),
+                "without the backplane the L3 copy is served and promoted back to Redis"
+            ),
+        }
+    }
+}
