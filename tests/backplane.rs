@@ -32,6 +32,12 @@ fn profile(id: u64) -> String {
     std::fs::read_to_string(truth_dir().join(id.to_string())).unwrap_or_default()
 }
 
+/// The same, kept in L1 only: nothing in Redis, but its invalidations still travel.
+#[optimize::io(ttl = "10m", tiers = "l1")]
+fn local(id: u64) -> String {
+    std::fs::read_to_string(truth_dir().join(id.to_string())).unwrap_or_default()
+}
+
 fn unix_micros() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -50,6 +56,12 @@ fn instance() {
         let mut words = line.split_whitespace();
         let command = words.next().unwrap_or_default();
         let arg = || -> u64 { line.split_whitespace().nth(1).unwrap().parse().unwrap() };
+        // Answers with the time the invalidation started.
+        let timed = |invalidate: &dyn Fn()| {
+            let at = unix_micros();
+            invalidate();
+            println!("@@ sent {at}");
+        };
         match command {
             "get" => println!("@@ value {}", profile(arg())),
             "fill" => {
@@ -58,29 +70,41 @@ fn instance() {
                 }
                 println!("@@ ok {}", profile_cache().len());
             }
-            "watch_len" => {
+            "fill_local" => {
+                for id in 0..arg() {
+                    local(id);
+                }
+                println!("@@ ok {}", local_cache().len());
+            }
+            "watch_len" | "watch_local_len" => {
                 // Polls this process's L1 until another instance's invalidation empties it.
+                let site = match command {
+                    "watch_len" => profile_cache(),
+                    _ => local_cache(),
+                };
                 let target = arg();
                 println!("@@ watching");
                 let deadline = Instant::now() + BOUND;
-                while profile_cache().len() > target && Instant::now() < deadline {
+                while site.len() > target && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_micros(200));
                 }
-                match profile_cache().len() <= target {
+                match site.len() <= target {
                     true => println!("@@ seen {}", unix_micros()),
-                    false => println!("@@ timeout {}", profile_cache().len()),
+                    false => println!("@@ timeout {}", site.len()),
                 }
             }
-            "invalidate_key" => {
-                let at = unix_micros();
+            "invalidate_local" => timed(&|| {
+                local_invalidate(arg());
+            }),
+            "invalidate_local_all" => timed(&|| {
+                local_cache().invalidate_all();
+            }),
+            "invalidate_key" => timed(&|| {
                 profile_invalidate(arg());
-                println!("@@ sent {at}");
-            }
-            "invalidate_fn" => {
-                let at = unix_micros();
+            }),
+            "invalidate_fn" => timed(&|| {
                 profile_cache().invalidate_all();
-                println!("@@ sent {at}");
-            }
+            }),
             "status" => {
                 let s = optimize::runtime().tiers().status();
                 println!(
@@ -287,6 +311,31 @@ fn invalidations_reach_every_other_instance() {
     for other in others {
         other.quit();
     }
+}
+
+/// A function kept in L1 (nothing of it in Redis) is invalidated everywhere too.
+#[test]
+fn invalidations_of_an_l1_only_function_reach_other_instances() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let truth = tempfile::tempdir().unwrap();
+    write_truth(truth.path(), 0..3, "v1");
+    let env = env(&url, "bp-local", truth.path());
+    let mut a = Instance::start(&env);
+    let mut b = Instance::start(&env);
+    assert_eq!(b.ask("fill_local 3", "ok"), "3");
+    b.wait_status("connected", |c| c == 1);
+    b.ask("watch_local_len 2", "watching");
+    a.ask("invalidate_local 0", "sent");
+    b.expect("seen");
+    b.ask("watch_local_len 0", "watching");
+    a.ask("invalidate_local_all", "sent");
+    b.expect("seen");
+    assert_eq!(b.status("received"), 2);
+    a.quit();
+    b.quit();
 }
 
 /// Redis dies, an invalidation is made meanwhile, Redis comes back empty: the instance that

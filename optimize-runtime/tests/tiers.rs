@@ -492,6 +492,7 @@ fn prefix_deletion_reaches_both_tiers() {
         s.store(key.into(), &"v".to_string());
     }
     tiers.enqueue(WriteOp::DeletePrefix {
+        shared: true,
         prefix: "t:f:".into(),
         notice: None,
     });
@@ -785,6 +786,7 @@ fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_ev
         let _: () = pipe.query(&mut conn).unwrap();
     }
     tiers.enqueue(WriteOp::DeletePrefix {
+        shared: true,
         prefix: users.function_prefix().to_owned(),
         notice: None,
     });
@@ -839,6 +841,7 @@ fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
         notice: None,
     });
     tiers.enqueue(WriteOp::DeletePrefix {
+        shared: true,
         prefix: "t:out:2".into(),
         notice: None,
     });

@@ -53,6 +53,8 @@ pub enum WriteOp {
     DeletePrefix {
         /// The prefix.
         prefix: String,
+        /// Delete from L2 and L3 (`false`: only announce, for a function kept in L1).
+        shared: bool,
         /// What to tell other instances (through the backplane), if anything.
         notice: Option<Notice>,
     },
@@ -330,17 +332,27 @@ async fn drain(
                         }
                     }
                 }
-                WriteOp::DeletePrefix { prefix, notice } => {
+                WriteOp::DeletePrefix {
+                    prefix,
+                    shared,
+                    notice,
+                } => {
                     pending.apply(l2, l3, &stats).await;
-                    if let Some(l3) = l3 {
+                    if let Some(l3) = l3.filter(|_| shared) {
                         l3.remove_prefix(&prefix);
                     }
-                    if let Some(l2) = l2 {
-                        if !matches!(
-                            delete_prefix(l2, &prefix, notice.as_ref(), bp).await,
-                            L2Result::Done(())
-                        ) {
-                            missed.push(Missed::Prefix(prefix, notice), &stats);
+                    let notice = notice.filter(|_| bp.is_some());
+                    if let Some(l2) = l2.filter(|_| shared || notice.is_some()) {
+                        let done = match shared {
+                            true => delete_prefix(l2, &prefix, notice.as_ref(), bp).await,
+                            false => delete_key(l2, None, notice.as_ref(), bp).await,
+                        };
+                        if !matches!(done, L2Result::Done(())) {
+                            let missed_op = match shared {
+                                true => Missed::Prefix(prefix, notice),
+                                false => Missed::Key(None, notice),
+                            };
+                            missed.push(missed_op, &stats);
                         }
                     }
                 }

@@ -287,13 +287,14 @@ impl Site {
     /// Removes the L1 entry and queues the shared-tier deletion; the tiers to wait for.
     fn start_invalidate(&self, key: ArgsKey) -> (bool, Option<&Arc<Tiers>>) {
         let removed = self.store.get().is_some_and(|(_, s)| s.remove(key));
-        let tiers = self.shared_tiers();
+        let shared = self.shared_tiers().is_some();
+        let tiers = self.reaches_beyond_l1();
         if let Some(tiers) = tiers {
             let full = self.full_key(key);
             tiers.enqueue(WriteOp::Delete {
                 key: full.clone(),
-                l2: true,
-                l3: true,
+                l2: shared,
+                l3: shared,
                 notice: Some(Notice::Key {
                     path: self.path.clone(),
                     args: key,
@@ -321,10 +322,12 @@ impl Site {
 
     fn start_invalidate_all(&self) -> Option<&Arc<Tiers>> {
         self.clear_l1();
-        let tiers = self.shared_tiers()?;
+        let shared = self.shared_tiers().is_some();
+        let tiers = self.reaches_beyond_l1()?;
         let prefix = self.keys().function_prefix().to_owned();
         tiers.enqueue(WriteOp::DeletePrefix {
             prefix: prefix.clone(),
+            shared,
             notice: Some(Notice::Function {
                 path: self.path.clone(),
                 prefix,
@@ -345,6 +348,13 @@ impl Site {
         if let Some((_, s)) = self.store.get() {
             s.clear();
         }
+    }
+
+    /// The tiers to go through when invalidating: the function's shared tiers, or the
+    /// backplane alone (other instances' L1) for a function kept in L1.
+    fn reaches_beyond_l1(&self) -> Option<&Arc<Tiers>> {
+        let tiers = &self.env.tiers;
+        (self.shared_tiers().is_some() || tiers.backplane().is_some()).then_some(tiers)
     }
 
     /// The process's shared tiers, if this function may use any of them.
