@@ -77,12 +77,13 @@ extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, memory, optimize};
 pub use optimize_runtime::{
-    cache, config, flight, key, meta, monitor, policy, pool, registry, stats, task, time,
+    cache, codec, config, flight, key, meta, monitor, policy, pool, registry, stats, task, time,
 };
 pub use optimize_runtime::{
-    flush, flush_async, functions, install, runtime, shutdown, shutdown_async, shutdown_within,
-    site, Histogram, InstallError, Kind, Level, Outcome, Priority, Runtime, RuntimeGuard, Site,
-    Task, TaskError, TaskHandle, TaskStatus, Tier, TierSet, TimedOut,
+    flush, flush_async, functions, install, invalidate_tag, invalidate_tag_async, runtime,
+    shutdown, shutdown_async, shutdown_within, site, Histogram, InstallError, Kind, Level, Outcome,
+    Priority, Runtime, RuntimeGuard, Site, Task, TaskError, TaskHandle, TaskStatus, Tier, TierSet,
+    TimedOut,
 };
 
 /// Statistics of one managed function; see [`Site::stats`].

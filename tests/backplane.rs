@@ -38,6 +38,12 @@ fn local(id: u64) -> String {
     std::fs::read_to_string(truth_dir().join(id.to_string())).unwrap_or_default()
 }
 
+/// The same, tagged.
+#[optimize::io(ttl = "10m", tags = ["item:{id}"])]
+fn tagged(id: u64) -> String {
+    std::fs::read_to_string(truth_dir().join(id.to_string())).unwrap_or_default()
+}
+
 fn unix_micros() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -70,16 +76,27 @@ fn instance() {
                 }
                 println!("@@ ok {}", profile_cache().len());
             }
+            "get_tagged" => println!("@@ value {}", tagged(arg())),
+            "fill_tagged" => {
+                for id in 0..arg() {
+                    tagged(id);
+                }
+                println!("@@ ok {}", tagged_cache().len());
+            }
+            "invalidate_tag" => timed(&|| {
+                optimize::invalidate_tag(&format!("item:{}", arg()));
+            }),
             "fill_local" => {
                 for id in 0..arg() {
                     local(id);
                 }
                 println!("@@ ok {}", local_cache().len());
             }
-            "watch_len" | "watch_local_len" => {
+            "watch_len" | "watch_local_len" | "watch_tagged_len" => {
                 // Polls this process's L1 until another instance's invalidation empties it.
                 let site = match command {
                     "watch_len" => profile_cache(),
+                    "watch_tagged_len" => tagged_cache(),
                     _ => local_cache(),
                 };
                 let target = arg();
@@ -334,6 +351,34 @@ fn invalidations_of_an_l1_only_function_reach_other_instances() {
     a.ask("invalidate_local_all", "sent");
     b.expect("seen");
     assert_eq!(b.status("received"), 2);
+    a.quit();
+    b.quit();
+}
+
+/// A tag invalidated in one instance: the others drop their L1 copies at once, and nobody
+/// reads the retired value from Redis.
+#[test]
+fn a_tag_is_invalidated_in_every_instance() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let truth = tempfile::tempdir().unwrap();
+    write_truth(truth.path(), 0..3, "v1");
+    let env = env(&url, "bp-tags", truth.path());
+    let mut a = Instance::start(&env);
+    let mut b = Instance::start(&env);
+    assert_eq!(b.ask("fill_tagged 3", "ok"), "3");
+    assert_eq!(a.ask("fill_tagged 3", "ok"), "3");
+    b.wait_status("connected", |c| c == 1);
+
+    write_truth(truth.path(), 0..1, "v2");
+    b.ask("watch_tagged_len 2", "watching");
+    a.ask("invalidate_tag 0", "sent");
+    b.expect("seen");
+    assert_eq!(b.ask("get_tagged 0", "value"), "v2");
+    assert_eq!(a.ask("get_tagged 0", "value"), "v2");
+    assert_eq!(b.ask("get_tagged 1", "value"), "v1", "other tags untouched");
     a.quit();
     b.quit();
 }

@@ -104,8 +104,16 @@ pub(crate) struct Args {
     /// `capacity = "256MiB"`: a size: the function's L1 is bounded in bytes (values weighed
     /// by their encoded size), whatever its kind.
     pub(crate) capacity_size: Option<LitStr>,
+    /// `tags = ["user:{id}", ...]`: each a `format!` string naming arguments.
+    pub(crate) tags: Option<Vec<TagTemplate>>,
     /// Every option written, by its name token (for "no effect with ..." errors).
     pub(crate) given: Vec<Ident>,
+}
+
+/// One tag of `tags = [...]`: the literal and the arguments its placeholders name.
+pub(crate) struct TagTemplate {
+    pub(crate) lit: LitStr,
+    pub(crate) names: Vec<String>,
 }
 
 /// The tiers named in `tiers = "..."`.
@@ -358,6 +366,85 @@ where
     }
 }
 
+/// `tags = ["...", ...]`: string literals whose placeholders are `{name}` or `{name:spec}`
+/// (`{{` and `}}` are braces).
+fn tag_templates(value: &Expr, errors: &mut Errors) -> Option<Vec<TagTemplate>> {
+    let Expr::Array(array) = value else {
+        errors.at(
+            value,
+            "`tags` takes an array of strings: `tags = [\"user:{id}\", \"org:{org}\"]`",
+        );
+        return None;
+    };
+    if array.elems.is_empty() {
+        errors.at(
+            value,
+            "`tags` needs at least one tag: `tags = [\"user:{id}\"]`, or remove it",
+        );
+        return None;
+    }
+    let mut templates = Vec::new();
+    for elem in &array.elems {
+        let Some(lit) = lit_str(elem, "tags", errors) else {
+            continue;
+        };
+        match placeholders(&lit.value()) {
+            Ok(names) if lit.value().is_empty() => {
+                let _ = names;
+                errors.at(&lit, "a tag cannot be empty");
+            }
+            Ok(names) => templates.push(TagTemplate { lit, names }),
+            Err(why) => errors.at(&lit, why),
+        }
+    }
+    Some(templates)
+}
+
+/// The argument names a tag template's placeholders use, or why it is not a valid template.
+fn placeholders(text: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+            }
+            '{' => {
+                let mut inside = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => inside.push(c),
+                        None => {
+                            return Err(format!(
+                                "unclosed `{{` in tag {text:?}; write `{{{{` for a literal brace"
+                            ))
+                        }
+                    }
+                }
+                let name = inside.split(':').next().unwrap_or_default().trim();
+                if name.is_empty() || name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+                    return Err(format!(
+                        "each placeholder of a tag names an argument, as in \"user:{{id}}\"; \
+                         `{{{inside}}}` in {text:?} does not"
+                    ));
+                }
+                names.push(name.to_owned());
+            }
+            '}' => {
+                return Err(format!(
+                    "unmatched `}}` in tag {text:?}; write `}}}}` for a literal brace"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 fn duration(value: &Expr, option: &str, errors: &mut Errors) -> Option<(Duration, LitStr)> {
     let lit = lit_str(value, option, errors)?;
     match humantime::parse_duration(&lit.value()) {
@@ -481,6 +568,7 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
             };
             args.tiers = tiers(&lit, errors).map(|t| (t, lit));
         }
+        "tags" => args.tags = tag_templates(&value, errors),
         "compress_above" => {
             let Some(lit) = lit_str(&value, option, errors) else {
                 return;

@@ -21,6 +21,7 @@ pub(crate) fn all(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
     borrowed_return_stays_in_l1(args, shape, errors);
     skip_without_key(args, errors);
     skip_names_arguments(args, shape, errors);
+    tags_name_arguments(args, shape, errors);
     unordered_collections_stay_out_of_the_key(args, shape, errors);
     if let Some(kind) = args.kind {
         options_fit_the_kind(args, kind, errors);
@@ -131,6 +132,45 @@ fn skip_without_key(args: &Args, errors: &mut Errors) {
 }
 
 /// `skip(...)` names arguments of the function, each once.
+/// A tag's placeholders are filled from the arguments, so each must name one bound to a plain
+/// name (not `self`, whose fields a `format!` placeholder cannot reach).
+fn tags_name_arguments(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
+    let Some(tags) = &args.tags else {
+        return;
+    };
+    for tag in tags {
+        for name in &tag.names {
+            if shape.named.iter().any(|n| n == name) {
+                continue;
+            }
+            let arguments = shape
+                .named
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>();
+            let hint = if name == "self" {
+                "; a tag cannot use `self`: pass what identifies the instance as an argument"
+                    .to_owned()
+            } else {
+                String::new()
+            };
+            errors.at(
+                &tag.lit,
+                format!(
+                    "`{{{name}}}` in this tag is not an argument of `{}`; arguments a tag can \
+                     use: {}{hint}",
+                    shape.func.sig.ident,
+                    if arguments.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        arguments.join(", ")
+                    }
+                ),
+            );
+        }
+    }
+}
+
 fn skip_names_arguments(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
     let Some((_, list)) = &args.skip else {
         return;

@@ -101,16 +101,36 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
     let call_sync = quote_spanned!(ret_span=> call_sync);
     let policy_arg = quote_spanned!(ret_span=> __optimize_policy);
     let body = routed_body(plan, &block, ret_span);
+    // Tags are hashed from the arguments before the body takes them; each `format_args!`
+    // carries its literal's span, so a placeholder whose argument is not `Display` is
+    // reported on the tag.
+    let (tags, call_async, call_sync, tags_arg) = match &plan.options.tags {
+        Some(templates) => {
+            let hashes = templates.iter().map(|t| {
+                let lit = &t.lit;
+                quote_spanned! {lit.span()=>
+                    #krate::__private::tag_hash_fmt(::core::format_args!(#lit))
+                }
+            });
+            (
+                quote! { let __optimize_tags = [#(#hashes),*]; },
+                quote_spanned!(ret_span=> call_async_tagged),
+                quote_spanned!(ret_span=> call_sync_tagged),
+                quote!(&__optimize_tags,),
+            )
+        }
+        None => (quote!(), call_async, call_sync, quote!()),
+    };
     let call = if sig.asyncness.is_some() {
         let await_ = quote_spanned!(ret_span=> await);
         quote! {
             #site
-                .#call_async(#policy_arg, __optimize_codec, __optimize_key, #body)
+                .#call_async(#policy_arg, __optimize_codec, __optimize_key, #tags_arg #body)
                 .#await_
         }
     } else {
         quote! {
-            #site.#call_sync(#policy_arg, __optimize_codec, __optimize_key, #body)
+            #site.#call_sync(#policy_arg, __optimize_codec, __optimize_key, #tags_arg #body)
         }
     };
 
@@ -119,6 +139,7 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         #vis #outer_sig {
             #main_statics
             #key_before
+            #tags
             #(#destructure)*
             #key_after
             #policy

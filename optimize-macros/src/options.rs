@@ -22,6 +22,8 @@ pub(crate) enum Value {
     Expr,
     /// A parenthesised list of identifiers (`skip(a, b)`).
     Idents,
+    /// An array of string literals (`tags = ["user:{id}"]`).
+    Strs,
 }
 
 /// Which kinds of function accept an option.
@@ -100,6 +102,15 @@ pub(crate) const OPTIONS: &[Spec] = &[
         without_cache: false,
         example: "`skip(arg, ...)`",
         doc: "leave these arguments (or `self`) out of the key",
+        meta: None,
+    },
+    Spec {
+        name: "tags",
+        value: Value::Strs,
+        kinds: Kinds::All,
+        without_cache: false,
+        example: "`tags = [\"user:{id}\"]`",
+        doc: "tags of each entry, made from the arguments: `optimize::invalidate_tag` retires them",
         meta: None,
     },
     Spec {

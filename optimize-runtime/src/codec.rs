@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic            b"OPTZ"
-//!      4    1 format version   2
+//!      4    1 format version   3
 //!      5    1 codec id         1 = bincode 1.3 (fixint, little-endian)
 //!      6    1 flags            bit 0: payload is zstd-compressed
 //!      7    1 reserved         0
@@ -14,8 +14,11 @@
 //!     36    4 raw length       bytes of the encoded value before compression
 //!     40    8 key hash         xxh3-64 of the entry's own key: copied to another key, it
 //!                              is refused (an entry belongs to one key of one function)
-//!     48    8 checksum         xxh3-64 of the payload, seeded with xxh3-64 of bytes 0..48
-//!     56      payload
+//!     48    8 generation       digest of the generations of the function and of the entry's
+//!                              tags when it was written: once either is invalidated, the
+//!                              entry is refused as retired
+//!     56    8 checksum         xxh3-64 of the payload, seeded with xxh3-64 of bytes 0..56
+//!     64      payload
 //! ```
 //!
 //! All integers are little-endian. The checksum covers the header as well as the payload, so
@@ -28,7 +31,7 @@ use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 
 const MAGIC: [u8; 4] = *b"OPTZ";
-const FORMAT_VERSION: u8 = 2;
+const FORMAT_VERSION: u8 = 3;
 /// bincode 1.3.3 with fixed-width little-endian integers.
 pub const CODEC_BINCODE1: u8 = 1;
 const FLAG_ZSTD: u8 = 0b0000_0001;
@@ -38,9 +41,11 @@ const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_SIGNED;
 /// Length of the tag of a signed entry.
 pub const TAG_LEN: usize = 32;
 /// Size of the fixed header.
-pub const HEADER_LEN: usize = 56;
+pub const HEADER_LEN: usize = 64;
+/// Where the generation digest sits in the header.
+const GENERATION_AT: usize = 48;
 /// Where the checksum sits in the header.
-const CHECKSUM_AT: usize = 48;
+const CHECKSUM_AT: usize = 56;
 
 /// Limits and thresholds of the envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -186,6 +191,9 @@ pub enum Reject {
     Decompress,
     /// The payload does not decode as the expected type.
     Decode,
+    /// Written before an invalidation of its function or of one of its tags (its generation
+    /// digest is not the current one).
+    Retired,
 }
 
 impl Reject {
@@ -204,11 +212,12 @@ impl Reject {
             Reject::Signature => "signature",
             Reject::Decompress => "decompress",
             Reject::Decode => "decode",
+            Reject::Retired => "retired",
         }
     }
 
     /// Every reason, in a fixed order.
-    pub const ALL: [Reject; 12] = [
+    pub const ALL: [Reject; 13] = [
         Reject::Truncated,
         Reject::Magic,
         Reject::Version,
@@ -221,6 +230,7 @@ impl Reject {
         Reject::Signature,
         Reject::Decompress,
         Reject::Decode,
+        Reject::Retired,
     ];
 }
 
@@ -280,6 +290,8 @@ pub struct Header {
     pub raw_len: u32,
     /// Hash of the key the entry was written for ([`key_hash`]).
     pub key: u64,
+    /// Digest of the generations it was written under (0 when the function has none).
+    pub generation: u64,
 }
 
 impl Header {
@@ -311,7 +323,7 @@ fn value_codec(limit: usize) -> impl Options {
         .with_limit(limit as u64)
 }
 
-/// Encodes `value` into an envelope.
+/// Encodes `value` into an envelope (generation 0: see [`encode_stamped`]).
 ///
 /// ```
 /// use optimize_runtime::codec::{decode, encode, EnvelopeOptions};
@@ -325,6 +337,30 @@ pub fn encode<T: Serialize + ?Sized>(
     value: &T,
     schema: u64,
     key: u64,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    opts: &EnvelopeOptions,
+) -> Result<Vec<u8>, EncodeError> {
+    encode_stamped(value, schema, key, 0, created_at_ms, expires_at_ms, opts)
+}
+
+/// Encodes `value` into an envelope stamped with a generation digest, which a read checks
+/// against the current one.
+///
+/// ```
+/// use optimize_runtime::codec::{decode_stamped, encode_stamped, EnvelopeOptions, Reject};
+///
+/// let opts = EnvelopeOptions::default();
+/// let bytes = encode_stamped(&7u32, 0xabc, 9, 41, 1_000, 0, &opts).unwrap();
+/// assert_eq!(decode_stamped::<u32>(&bytes, 0xabc, 9, 41, 2_000, &opts), Ok(7));
+/// // After an invalidation the digest moved on: the entry is retired.
+/// assert_eq!(decode_stamped::<u32>(&bytes, 0xabc, 9, 42, 2_000, &opts), Err(Reject::Retired));
+/// ```
+pub fn encode_stamped<T: Serialize + ?Sized>(
+    value: &T,
+    schema: u64,
+    key: u64,
+    generation: u64,
     created_at_ms: u64,
     expires_at_ms: u64,
     opts: &EnvelopeOptions,
@@ -361,6 +397,7 @@ pub fn encode<T: Serialize + ?Sized>(
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&raw_len.to_le_bytes());
     out.extend_from_slice(&key.to_le_bytes());
+    out.extend_from_slice(&generation.to_le_bytes());
     let sum = checksum(&out, payload);
     out.extend_from_slice(&sum.to_le_bytes());
     out.extend_from_slice(payload);
@@ -429,11 +466,13 @@ fn header_fields(bytes: &[u8]) -> Result<Header, Reject> {
         payload_len: u32_at(bytes, 32),
         raw_len: u32_at(bytes, 36),
         key: u64_at(bytes, 40),
+        generation: u64_at(bytes, GENERATION_AT),
     };
     Ok(header)
 }
 
-/// Checks an envelope and decodes its value. `now_ms` is unix milliseconds.
+/// Checks an envelope written with generation 0 and decodes its value. `now_ms` is unix
+/// milliseconds.
 pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     schema: u64,
@@ -441,14 +480,28 @@ pub fn decode<T: DeserializeOwned>(
     now_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<T, Reject> {
-    decode_with_header(bytes, schema, key, now_ms, opts).map(|(v, _)| v)
+    decode_with_header(bytes, schema, key, 0, now_ms, opts).map(|(v, _)| v)
 }
 
-/// [`decode`], also returning the header (for the entry's expiry).
+/// Checks an envelope and decodes its value, refusing it as [`Reject::Retired`] unless it was
+/// stamped with `generation` (see [`encode_stamped`]).
+pub fn decode_stamped<T: DeserializeOwned>(
+    bytes: &[u8],
+    schema: u64,
+    key: u64,
+    generation: u64,
+    now_ms: u64,
+    opts: &EnvelopeOptions,
+) -> Result<T, Reject> {
+    decode_with_header(bytes, schema, key, generation, now_ms, opts).map(|(v, _)| v)
+}
+
+/// [`decode_stamped`], also returning the header (for the entry's expiry).
 pub fn decode_with_header<T: DeserializeOwned>(
     bytes: &[u8],
     schema: u64,
     key: u64,
+    generation: u64,
     now_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<(T, Header), Reject> {
@@ -480,6 +533,9 @@ pub fn decode_with_header<T: DeserializeOwned>(
     }
     if checksum(bytes, payload) != u64_at(bytes, CHECKSUM_AT) {
         return Err(Reject::Checksum);
+    }
+    if header.generation != generation {
+        return Err(Reject::Retired);
     }
     let decompressed;
     let raw = if header.compressed {
@@ -643,6 +699,27 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_generation_is_retired_after_every_other_check() {
+        let bytes = encode_stamped(&user(), SCHEMA, KEY, 5, 1, 0, &opts()).unwrap();
+        assert_eq!(
+            decode_stamped::<User>(&bytes, SCHEMA, KEY, 5, 10, &opts()),
+            Ok(user())
+        );
+        assert_eq!(
+            decode_stamped::<User>(&bytes, SCHEMA, KEY, 6, 10, &opts()),
+            Err(Reject::Retired)
+        );
+        // A flipped generation is a corrupt header first.
+        let mut flipped = bytes.clone();
+        flipped[GENERATION_AT] ^= 1;
+        assert_eq!(
+            decode_stamped::<User>(&flipped, SCHEMA, KEY, 5, 10, &opts()),
+            Err(Reject::Checksum)
+        );
+        assert_eq!(read_header(&bytes).unwrap().generation, 5);
+    }
+
+    #[test]
     fn decompression_bomb_is_bounded() {
         // A tiny zstd frame that inflates to 64 MiB, in an envelope that declares 100 bytes
         // with a correct checksum: decompression must stop at the declared size.
@@ -657,6 +734,7 @@ mod tests {
         bytes.extend_from_slice(&(bomb.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&100u32.to_le_bytes());
         bytes.extend_from_slice(&KEY.to_le_bytes());
+        bytes.extend_from_slice(&0u64.to_le_bytes()); // generation
         let sum = checksum(&bytes, &bomb);
         bytes.extend_from_slice(&sum.to_le_bytes());
         bytes.extend_from_slice(&bomb);

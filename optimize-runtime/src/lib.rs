@@ -39,8 +39,8 @@ pub mod time;
 pub use meta::{Kind, Level, Priority, Tier, TierSet};
 pub use pool::io::TimedOut;
 pub use runtime::{
-    flush, flush_async, install, runtime, shutdown, shutdown_async, shutdown_within, InstallError,
-    Runtime, RuntimeGuard,
+    flush, flush_async, install, invalidate_tag, invalidate_tag_async, runtime, shutdown,
+    shutdown_async, shutdown_within, InstallError, Runtime, RuntimeGuard,
 };
 pub use site::Site;
 pub use stats::{FnStats, Histogram, Outcome};
@@ -70,6 +70,7 @@ pub fn site(path: &str) -> Option<&'static Site> {
 /// What generated code calls. Not part of the public API: no semver promise.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::cache::generations::tag_hash_fmt;
     pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
     pub use crate::call::SiteSlot;
     pub use crate::key::{type_schema, ArgsKey, KeyHasher, KeyPart};

@@ -248,6 +248,11 @@ impl Registry {
                     site.clear_l1();
                 }
             }
+            Remote::Tag { tag } => {
+                for site in self.sites() {
+                    site.forget_tag(tag);
+                }
+            }
             Remote::Everything => {
                 for site in self.sites() {
                     site.clear_l1();

@@ -18,8 +18,9 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use crate::cache::backplane::RemoteHook;
+use crate::cache::backplane::{Remote, RemoteHook};
 use crate::cache::tiered::Tiers;
+use crate::cache::writeback::WriteOp;
 use crate::config::{Config, ConfigBuilder, ConfigError, Problem};
 use crate::monitor::alert::Rule;
 use crate::monitor::{Health, Monitor, MonitorError, Snapshot, Sources};
@@ -350,6 +351,35 @@ impl Runtime {
         &self.tiers.config().namespace
     }
 
+    /// Retires every cached entry carrying `tag` (see the `tags` option), in every tier of
+    /// every instance: this process's L1 at once; L2 and L3 by raising the tag's generation
+    /// (in Redis, or in L3 without Redis) so entries stamped with the old one are refused;
+    /// other instances' L1 through the backplane. Returns once the generation is raised
+    /// (blocking under `block_in_place` on a multi-thread tokio worker; see
+    /// [`Runtime::invalidate_tag_async`]).
+    pub fn invalidate_tag(&self, tag: &str) {
+        if self.start_invalidate_tag(tag) {
+            crate::pool::blocking(|| crate::time::block_on(self.tiers.barrier()));
+        }
+    }
+
+    /// [`Runtime::invalidate_tag`] for async code: awaits instead of blocking.
+    pub async fn invalidate_tag_async(&self, tag: &str) {
+        if self.start_invalidate_tag(tag) {
+            self.tiers.barrier().await;
+        }
+    }
+
+    /// Clears L1 and queues the generation's raise; whether there is anything to wait for.
+    fn start_invalidate_tag(&self, tag: &str) -> bool {
+        let hash = crate::cache::generations::tag_hash(tag);
+        self.registry.apply_remote(Remote::Tag { tag: hash });
+        self.tiers.enqueue(WriteOp::InvalidateTag {
+            tag: hash,
+            generation_key: self.tiers.tag_generation_key(hash),
+        })
+    }
+
     /// Applies every queued shared-tier write and puts L3 on disk (under `block_in_place`
     /// on a multi-thread tokio worker; see [`Runtime::flush_async`]).
     pub fn flush(&self) {
@@ -430,6 +460,29 @@ pub fn flush() {
     if let Some(rt) = RUNTIME.get() {
         rt.flush();
     }
+}
+
+/// Retires every cached entry carrying `tag`, in every tier of every instance (see
+/// [`Runtime::invalidate_tag`]). Starts the runtime's lazy default if nothing was installed.
+///
+/// ```
+/// #[optimize::io(tags = ["user:{id}"])]
+/// fn profile(id: u64) -> String {
+///     format!("profile {id}")
+/// }
+///
+/// profile(42);
+/// assert_eq!(profile_cache().len(), 1);
+/// optimize::invalidate_tag("user:42");
+/// assert_eq!(profile_cache().len(), 0);
+/// ```
+pub fn invalidate_tag(tag: &str) {
+    runtime().invalidate_tag(tag);
+}
+
+/// [`invalidate_tag`] for async code.
+pub async fn invalidate_tag_async(tag: &str) {
+    runtime().invalidate_tag_async(tag).await;
 }
 
 /// [`Runtime::flush_async`] on the runtime, if it has started.

@@ -90,7 +90,10 @@ fn store(tiers: &Arc<Tiers>, l2: bool, l3: bool) -> Arc<SharedStore<String>> {
         l3_ttl: Some(Duration::from_secs(60)),
         envelope: EnvelopeOptions::default(),
     };
-    Arc::new(SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA).expect("a tier"))
+    Arc::new(
+        SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f")
+            .expect("a tier"),
+    )
 }
 
 /// A valid entry for `key`.
@@ -114,7 +117,7 @@ fn l2_round_trip_and_promotion_to_l3() {
     let dir = tempfile::tempdir().unwrap();
     let tiers = start(Some(&redis), Some(dir.path()));
     let s = store(&tiers, true, false);
-    s.store("t:f:1".into(), &"one".to_string());
+    s.store("t:f:1".into(), &"one".to_string(), 0);
     block_on(tiers.barrier());
     let raw: Vec<u8> = redis.client().get("t:f:1").unwrap();
     assert_eq!(&raw[..4], b"OPTZ");
@@ -126,7 +129,7 @@ fn l2_round_trip_and_promotion_to_l3() {
     let both = store(&tiers, true, true);
     let found = both.lookup_blocking("t:f:1").expect("an L2 hit");
     assert_eq!((found.value.as_str(), found.tier), ("one", Tier::L2));
-    both.promote("t:f:1", &found);
+    both.promote("t:f:1", &found, 0);
     block_on(tiers.barrier());
     assert!(
         tiers.l3_get("t:f:1").is_some(),
@@ -154,7 +157,7 @@ fn l3_hit_is_promoted_to_l2() {
     block_on(tiers.barrier());
     let found = s.lookup_blocking("t:f:2").expect("an L3 hit");
     assert_eq!((found.value.as_str(), found.tier), ("disk", Tier::L3));
-    s.promote("t:f:2", &found);
+    s.promote("t:f:2", &found, 0);
     block_on(tiers.barrier());
     let raw: Option<Vec<u8>> = redis.client().get("t:f:2").unwrap();
     assert!(raw.is_some(), "the L3 hit was promoted to L2");
@@ -252,7 +255,7 @@ fn shutdown_loses_no_queued_write() {
     connected(&tiers);
     let s = store(&tiers, true, true);
     for i in 0..5_000 {
-        s.store(format!("t:w:{i}"), &format!("v{i}"));
+        s.store(format!("t:w:{i}"), &format!("v{i}"), 0);
     }
     tiers.shutdown();
     let n: u64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
@@ -278,7 +281,7 @@ fn write_behind_overflow_is_dropped_and_counted() {
     let tiers = Tiers::start(c, Clock::new(), None);
     let s = store(&tiers, false, true);
     for i in 0..2_000 {
-        s.store(format!("t:o:{i}"), &"x".repeat(100));
+        s.store(format!("t:o:{i}"), &"x".repeat(100), 0);
     }
     block_on(tiers.barrier());
     let status = tiers.status();
@@ -306,7 +309,7 @@ fn unwritable_l3_directory_disables_the_tier_without_failing() {
     assert!(!tiers.has_l3());
     assert_eq!(tiers.counters(Tier::L3).errors("open"), 1);
     let s = store(&tiers, false, true);
-    s.store("t:f:1".into(), &"v".to_string());
+    s.store("t:f:1".into(), &"v".to_string(), 0);
     block_on(tiers.barrier());
     assert!(s.lookup_blocking("t:f:1").is_none());
 }
@@ -489,13 +492,9 @@ fn prefix_deletion_reaches_both_tiers() {
     let tiers = start(Some(&redis), Some(dir.path()));
     let s = store(&tiers, true, true);
     for key in ["t:f:1", "t:f:2", "t:g:1", "t:f*x:1"] {
-        s.store(key.into(), &"v".to_string());
+        s.store(key.into(), &"v".to_string(), 0);
     }
-    tiers.enqueue(WriteOp::DeletePrefix {
-        shared: true,
-        prefix: "t:f:".into(),
-        notice: None,
-    });
+    tiers.enqueue(WriteOp::DeletePrefix("t:f:".into()));
     block_on(tiers.barrier());
     let mut conn = redis.client();
     for (key, kept) in [
@@ -515,10 +514,15 @@ fn demotion_writes_to_l3_only_when_absent() {
     let dir = tempfile::tempdir().unwrap();
     let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new(), None);
     let s = store(&tiers, false, true);
-    s.store("t:d:kept".into(), &"original".to_string());
+    s.store("t:d:kept".into(), &"original".to_string(), 0);
     block_on(tiers.barrier());
-    s.demote("t:d:kept".into(), "from-l1".to_string(), 0);
-    s.demote("t:d:new".into(), "evicted".to_string(), unix_ms() + 60_000);
+    s.demote("t:d:kept".into(), "from-l1".to_string(), 0, 0);
+    s.demote(
+        "t:d:new".into(),
+        "evicted".to_string(),
+        unix_ms() + 60_000,
+        0,
+    );
     block_on(tiers.barrier());
     assert_eq!(s.lookup_blocking("t:d:kept").unwrap().value, "original");
     let new = s.lookup_blocking("t:d:new").unwrap();
@@ -563,11 +567,11 @@ fn a_value_over_the_entry_limit_is_counted_and_not_written() {
             ..EnvelopeOptions::default()
         },
     };
-    let s = SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA).unwrap();
+    let s = SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f").unwrap();
     for i in 0..3 {
-        s.store(format!("t:big:{i}"), &"x".repeat(4096));
+        s.store(format!("t:big:{i}"), &"x".repeat(4096), 0);
     }
-    s.store("t:small".into(), &"x".repeat(16));
+    s.store("t:small".into(), &"x".repeat(16), 0);
     block_on(tiers.flush());
     assert_eq!(tiers.counters(Tier::L3).rejected(Reject::Oversized), 3);
     assert!(tiers.l3_get("t:big:0").is_none(), "nothing written");
@@ -600,6 +604,7 @@ fn a_damaged_l3_never_reaches_a_caller() {
                 s.store(
                     format!("t:d:{i}"),
                     &format!("value {i} {}", "x".repeat(200)),
+                    0,
                 );
             }
             tiers.shutdown();
@@ -632,7 +637,7 @@ fn a_damaged_l3_never_reaches_a_caller() {
         for i in 0..50 {
             let _ = s.lookup_blocking(&format!("t:d:{i}"));
         }
-        s.store("t:after".into(), &"fresh".to_owned());
+        s.store("t:after".into(), &"fresh".to_owned(), 0);
         block_on(tiers.flush());
         let _ = tiers.sweep_now();
         if tiers.has_l3() {
@@ -709,13 +714,14 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
             l3_ttl: None,
             envelope: tiers.config().envelope,
         };
-        SharedStore::<String>::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA).unwrap()
+        SharedStore::<String>::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f")
+            .unwrap()
     };
     let lookup =
         |tiers: &Arc<Tiers>, key: &str| l3_store(tiers).lookup_blocking(key).map(|f| f.value);
     {
         let tiers = Tiers::start(signed("old secret 0123456789", None), Clock::new(), None);
-        l3_store(&tiers).store("t:s:1".into(), &"genuine".to_owned());
+        l3_store(&tiers).store("t:s:1".into(), &"genuine".to_owned(), 0);
         // A well-formed but unsigned entry, as someone with write access could put there.
         tiers.enqueue(WriteOp::Put {
             key: "t:s:forged".into(),
@@ -769,8 +775,8 @@ fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_ev
         layout.key(optimize_runtime::key::ArgsKey(i))
     };
     for i in 0..10 {
-        s.store(key(&users, i), &format!("user {i}"));
-        s.store(key(&fetch, i), &format!("fetched {i}"));
+        s.store(key(&users, i), &format!("user {i}"), 0);
+        s.store(key(&fetch, i), &format!("fetched {i}"), 0);
     }
     block_on(tiers.flush());
     // A large keyspace under the invalidated function, written directly.
@@ -785,11 +791,7 @@ fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_ev
         }
         let _: () = pipe.query(&mut conn).unwrap();
     }
-    tiers.enqueue(WriteOp::DeletePrefix {
-        shared: true,
-        prefix: users.function_prefix().to_owned(),
-        notice: None,
-    });
+    tiers.enqueue(WriteOp::DeletePrefix(users.function_prefix().to_owned()));
     block_on(tiers.flush());
     let left: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{}*", users.function_prefix()))
@@ -826,8 +828,8 @@ fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
     let tiers = Tiers::start(c, Clock::new(), None);
     connected(&tiers);
     let s = store(&tiers, true, false);
-    s.store("t:out:1".into(), &"old".to_owned());
-    s.store("t:out:2".into(), &"old".to_owned());
+    s.store("t:out:1".into(), &"old".to_owned(), 0);
+    s.store("t:out:2".into(), &"old".to_owned(), 0);
     block_on(tiers.flush());
     let mut conn = redis.client();
     let exists = |conn: &mut redis::Connection, key: &str| -> bool { conn.exists(key).unwrap() };
@@ -840,11 +842,7 @@ fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
         l3: false,
         notice: None,
     });
-    tiers.enqueue(WriteOp::DeletePrefix {
-        shared: true,
-        prefix: "t:out:2".into(),
-        notice: None,
-    });
+    tiers.enqueue(WriteOp::DeletePrefix("t:out:2".into()));
     block_on(tiers.flush());
     assert_eq!(tiers.status().invalidations_pending, 2);
     // When it answers again, they are replayed without anything else being written.

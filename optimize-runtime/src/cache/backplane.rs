@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
+use crate::cache::generations::Generations;
 use crate::cache::l3_sled::SledTier;
 use crate::key::ArgsKey;
 use crate::stats::{AtomicHistogram, Histogram};
@@ -56,6 +57,15 @@ pub enum Notice {
         path: String,
         /// The prefix of its shared-tier keys (for L3).
         prefix: String,
+        /// Its generation after the invalidation (0 when it has none: no L2).
+        generation: u64,
+    },
+    /// Every entry carrying one tag.
+    Tag {
+        /// The tag's hash ([`tag_hash`](crate::cache::generations::tag_hash)).
+        tag: u64,
+        /// Its generation after the invalidation.
+        generation: u64,
     },
 }
 
@@ -73,6 +83,11 @@ pub enum Remote<'a> {
     Function {
         /// The function's path.
         path: &'a str,
+    },
+    /// Remove every entry carrying this tag (its hash).
+    Tag {
+        /// The tag's hash.
+        tag: u64,
     },
     /// Invalidations may have been missed: clear every function.
     Everything,
@@ -204,13 +219,27 @@ impl Channel {
                     .arg("x")
                     .arg(key);
             }
-            Notice::Function { path, prefix } => {
+            Notice::Function {
+                path,
+                prefix,
+                generation,
+            } => {
                 cmd.arg("k")
                     .arg("fn")
                     .arg("p")
                     .arg(path)
                     .arg("x")
-                    .arg(prefix);
+                    .arg(prefix)
+                    .arg("g")
+                    .arg(*generation);
+            }
+            Notice::Tag { tag, generation } => {
+                cmd.arg("k")
+                    .arg("tag")
+                    .arg("a")
+                    .arg(format!("{tag:016x}"))
+                    .arg("g")
+                    .arg(*generation);
             }
         }
         cmd.ignore();
@@ -287,6 +316,8 @@ pub struct Listener {
     pub l3: Option<Arc<SledTier>>,
     /// Applies invalidations to L1.
     pub hook: RemoteHook,
+    /// The generations this process knows, updated from announcements.
+    pub generations: Arc<Generations>,
     /// Counters.
     pub stats: Arc<BackplaneStats>,
 }
@@ -401,6 +432,7 @@ impl Listener {
                 "backplane: invalidations may have been missed while away; clearing L1 and this namespace's L3"
             );
             (self.hook)(Remote::Everything);
+            self.generations.forget();
             if let Some(l3) = &self.l3 {
                 l3.remove_prefix(&self.channel.prefix);
             }
@@ -424,10 +456,12 @@ impl Listener {
         if field("o") == Some(self.channel.origin.as_str()) {
             return;
         }
-        let (Some(kind), Some(path)) = (field("k"), field("p")) else {
+        let Some(kind) = field("k") else {
             return;
         };
+        let path = field("p").unwrap_or_default();
         let target = field("x").filter(|x| x.starts_with(&self.channel.prefix));
+        let generation = field("g").and_then(|g| g.parse::<u64>().ok());
         match kind {
             "key" => {
                 let Some(args) = field("a").and_then(|a| u128::from_str_radix(a, 16).ok()) else {
@@ -442,10 +476,24 @@ impl Listener {
                 });
             }
             "fn" => {
+                if let Some(generation) = generation {
+                    self.generations.learn_function(path, generation);
+                }
                 if let (Some(l3), Some(prefix)) = (&self.l3, target) {
                     l3.remove_prefix(prefix);
                 }
                 (self.hook)(Remote::Function { path });
+            }
+            "tag" => {
+                let (Some(tag), Some(generation)) = (
+                    field("a").and_then(|a| u64::from_str_radix(a, 16).ok()),
+                    generation,
+                ) else {
+                    return;
+                };
+                // L3 entries with the tag are retired by their stamp; L1 holds no stamps.
+                self.generations.learn_tag(tag, generation);
+                (self.hook)(Remote::Tag { tag });
             }
             _ => return,
         }

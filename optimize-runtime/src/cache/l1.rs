@@ -19,6 +19,15 @@ pub struct Entry<V> {
     /// What the entry counts against the capacity: 1, or its size in bytes in a store
     /// [weighed by size](L1Store::weighed).
     pub weight: u32,
+    /// The entry's tags, as a 64-bit set of [`tag_bit`]s: invalidating a tag removes every
+    /// entry whose set has its bit (and, rarely, an entry of another tag sharing it).
+    pub tag_bits: u64,
+}
+
+/// The bit a tag (by its hash) sets in [`Entry::tag_bits`].
+#[inline]
+pub fn tag_bit(tag: u64) -> u64 {
+    1 << (tag % 64)
 }
 
 /// What an L1 engine must do. Values are handed out as clones, so a caller can never mutate a
@@ -202,7 +211,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         }
     }
 
-    fn put(&self, key: ArgsKey, value: V, expires_at: u64) {
+    fn put(&self, key: ArgsKey, value: V, expires_at: u64, tag_bits: u64) {
         let weight = self.weigher.map_or(1, |size| {
             u32::try_from(size(&value)).unwrap_or(u32::MAX).max(1)
         });
@@ -212,6 +221,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
                 value,
                 expires_at,
                 weight,
+                tag_bits,
             },
         );
     }
@@ -253,19 +263,31 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
 
     /// Stores `value` for `key` with the store's TTL counted from `now`.
     pub fn insert(&self, key: ArgsKey, value: V, now: u64) {
-        self.put(key, value, Clock::deadline(now, self.ttl));
+        self.insert_tagged(key, value, now, 0);
+    }
+
+    /// [`L1Store::insert`] for an entry with tags (see [`Entry::tag_bits`]).
+    pub fn insert_tagged(&self, key: ArgsKey, value: V, now: u64, tag_bits: u64) {
+        self.put(key, value, Clock::deadline(now, self.ttl), tag_bits);
     }
 
     /// Stores `value` for at most `remaining` (an entry copied from a shared tier keeps that
     /// tier's expiry if it comes sooner than the store's TTL).
-    pub fn insert_within(&self, key: ArgsKey, value: V, now: u64, remaining: Option<Duration>) {
+    pub fn insert_within(
+        &self,
+        key: ArgsKey,
+        value: V,
+        now: u64,
+        remaining: Option<Duration>,
+        tag_bits: u64,
+    ) {
         let own = Clock::deadline(now, self.ttl);
         let theirs = Clock::deadline(now, remaining);
         let expires_at = match (own, theirs) {
             (0, t) | (t, 0) => t,
             (a, b) => a.min(b),
         };
-        self.put(key, value, expires_at);
+        self.put(key, value, expires_at, tag_bits);
     }
 
     /// The store's TTL.
@@ -289,6 +311,17 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         dispatch!(&self.engine, e => e.purge(&|entry: &Entry<V>| {
             entry.expires_at != 0 && Clock::is_expired(entry.expires_at, now)
         }))
+    }
+
+    /// Removes every entry carrying a tag whose bit is in `bits`; how many. An engine that
+    /// cannot enumerate its entries is cleared instead.
+    pub fn purge_tags(&self, bits: u64) -> u64 {
+        if let Engine::Custom(_) = self.engine {
+            let n = self.engine.len();
+            self.engine.clear();
+            return n;
+        }
+        dispatch!(&self.engine, e => e.purge(&|entry: &Entry<V>| entry.tag_bits & bits != 0))
     }
 
     /// Number of entries.
@@ -539,6 +572,7 @@ mod tests {
                         value: i,
                         expires_at: 0,
                         weight: 1,
+                        tag_bits: 0,
                     },
                 );
             }
@@ -602,6 +636,7 @@ mod tests {
                     value: i,
                     expires_at: 0,
                     weight: 1,
+                    tag_bits: 0,
                 },
             );
         }
@@ -625,6 +660,7 @@ mod tests {
                 value: 1,
                 expires_at: 0,
                 weight: 1,
+                tag_bits: 0,
             },
         );
         engine.remove(ArgsKey(u128::MAX));
@@ -635,6 +671,7 @@ mod tests {
                     value: i,
                     expires_at: 0,
                     weight: 1,
+                    tag_bits: 0,
                 },
             );
         }
@@ -650,8 +687,8 @@ mod tests {
     #[test]
     fn insert_within_keeps_the_sooner_deadline() {
         let (s, mock) = store(10, Some(Duration::from_secs(60)));
-        s.insert_within(ArgsKey(1), "a".into(), 0, Some(Duration::from_secs(5)));
-        s.insert_within(ArgsKey(2), "b".into(), 0, Some(Duration::from_secs(500)));
+        s.insert_within(ArgsKey(1), "a".into(), 0, Some(Duration::from_secs(5)), 0);
+        s.insert_within(ArgsKey(2), "b".into(), 0, Some(Duration::from_secs(500)), 0);
         mock.increment(Duration::from_secs(6));
         let now = s.clock().now_nanos();
         assert!(s.get(ArgsKey(1), now).is_none());

@@ -86,6 +86,17 @@ pub enum L2Result<T> {
     Failed,
 }
 
+impl<T> L2Result<T> {
+    /// The result of the operation, transformed.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> L2Result<U> {
+        match self {
+            L2Result::Done(v) => L2Result::Done(f(v)),
+            L2Result::Skipped => L2Result::Skipped,
+            L2Result::Failed => L2Result::Failed,
+        }
+    }
+}
+
 /// Settings of the L2 tier.
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
@@ -249,6 +260,58 @@ impl RedisTier {
                 .query_async(c)
                 .await?;
             Ok((!bytes.is_empty()).then_some(bytes))
+        })
+        .await
+    }
+
+    /// [`RedisTier::get`] and the generations stored at `generations` (0 where absent), in one
+    /// round trip.
+    pub async fn get_stamped(
+        &self,
+        key: &str,
+        generations: &[String],
+    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>)> {
+        let last = self.max_read;
+        self.run("get", async |c| {
+            let mut pipe = redis::pipe();
+            pipe.cmd("GETRANGE").arg(key).arg(0).arg(last);
+            if !generations.is_empty() {
+                pipe.cmd("MGET").arg(generations);
+            }
+            let replies: Vec<redis::Value> = pipe.query_async(c).await?;
+            let mut replies = replies.into_iter();
+            let bytes: Vec<u8> = match replies.next() {
+                Some(v) => redis::from_redis_value(v)?,
+                None => Vec::new(),
+            };
+            let gens: Vec<Option<u64>> = match replies.next() {
+                Some(v) => redis::from_redis_value(v)?,
+                None => Vec::new(),
+            };
+            Ok((
+                (!bytes.is_empty()).then_some(bytes),
+                gens.into_iter().map(Option::unwrap_or_default).collect(),
+            ))
+        })
+        .await
+    }
+
+    /// The generations stored at `keys` (0 where absent).
+    pub async fn generations(&self, keys: &[String]) -> L2Result<Vec<u64>> {
+        if keys.is_empty() {
+            return L2Result::Done(Vec::new());
+        }
+        self.run("get", async |c| {
+            let gens: Vec<Option<u64>> = redis::cmd("MGET").arg(keys).query_async(c).await?;
+            Ok(gens.into_iter().map(Option::unwrap_or_default).collect())
+        })
+        .await
+    }
+
+    /// Raises the generation at `key` (`INCR`); the new one.
+    pub async fn bump(&self, key: &str) -> L2Result<u64> {
+        self.run("delete", async |c| {
+            redis::cmd("INCR").arg(key).query_async(c).await
         })
         .await
     }

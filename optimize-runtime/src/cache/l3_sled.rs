@@ -207,6 +207,19 @@ impl SledTier {
         self.guard("put", |db| db.open_tree(META_TREE)?.insert(name, value));
     }
 
+    /// A tag's generation, for a process without L2 (0 when never raised).
+    pub fn tag_generation(&self, tag: u64) -> u64 {
+        self.meta_get(&format!("gen:tag:{tag:016x}"))
+            .and_then(|v| <[u8; 8]>::try_from(&v[..]).ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    /// Raises a tag's generation (see [`SledTier::tag_generation`]).
+    pub fn bump_tag_generation(&self, tag: u64) {
+        let next = self.tag_generation(tag).saturating_add(1);
+        self.meta_put(&format!("gen:tag:{tag:016x}"), &next.to_le_bytes());
+    }
+
     /// Writes everything to disk.
     pub fn flush(&self) {
         self.guard("flush", |db| db.flush());

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::cache::generations::digest;
 use crate::cache::l2_redis::L2Result;
 use crate::cache::tiered::Tiers;
 use crate::cache::writeback::{Bytes, WriteOp};
@@ -13,10 +14,10 @@ use crate::cache::Tier;
 use crate::codec::{self, EncodeError, EnvelopeOptions, Header, Reject};
 use crate::time::unix_ms;
 
-/// (value, schema, key hash, created, expires, options)
-type Encode<V> = fn(&V, u64, u64, u64, u64, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
-/// (bytes, schema, key hash, now, options)
-type Decode<V> = fn(&[u8], u64, u64, u64, &EnvelopeOptions) -> Result<(V, Header), Reject>;
+/// (value, schema, key hash, generation, created, expires, options)
+type Encode<V> = fn(&V, u64, u64, u64, u64, u64, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
+/// (bytes, schema, key hash, generation, now, options)
+type Decode<V> = fn(&[u8], u64, u64, u64, u64, &EnvelopeOptions) -> Result<(V, Header), Reject>;
 
 /// How values of one type become envelope bytes and back. Exists only for types that are
 /// `Serialize + DeserializeOwned`; other types stay in L1.
@@ -37,8 +38,8 @@ impl<V: Serialize + DeserializeOwned> ValueCodec<V> {
     /// The serde (bincode) codec.
     pub fn serde() -> Self {
         Self {
-            encode: |v, schema, key, created, expires, opts| {
-                codec::encode(v, schema, key, created, expires, opts)
+            encode: |v, schema, key, generation, created, expires, opts| {
+                codec::encode_stamped(v, schema, key, generation, created, expires, opts)
             },
             decode: codec::decode_with_header,
             size: |v| bincode::serialized_size(v).unwrap_or(0),
@@ -89,6 +90,9 @@ pub struct SharedStore<V> {
     codec: ValueCodec<V>,
     options: SharedOptions,
     schema: u64,
+    /// The function's path (its generation's name) and its generation's Redis key.
+    path: String,
+    generation_key: String,
     /// Whether a value that could not be written was reported at `warn` already.
     warned: std::sync::atomic::AtomicBool,
 }
@@ -100,10 +104,13 @@ impl<V: Send + 'static> SharedStore<V> {
         codec: ValueCodec<V>,
         mut options: SharedOptions,
         schema: u64,
+        path: &str,
     ) -> Option<Self> {
         options.l2 &= tiers.has_l2();
         options.l3 &= tiers.l3().is_some();
-        (options.l2 || options.l3).then_some(Self {
+        (options.l2 || options.l3).then(|| Self {
+            path: path.to_owned(),
+            generation_key: tiers.function_generation_key(path),
             tiers,
             codec,
             options,
@@ -117,12 +124,13 @@ impl<V: Send + 'static> SharedStore<V> {
         &self.tiers
     }
 
-    fn accept(&self, tier: Tier, key: &str, bytes: &[u8]) -> Option<Found<V>> {
+    fn accept(&self, tier: Tier, key: &str, bytes: &[u8], generation: u64) -> Option<Found<V>> {
         let bound_to = codec::key_hash(key);
         match (self.codec.decode)(
             bytes,
             self.schema,
             bound_to,
+            generation,
             unix_ms(),
             &self.options.envelope,
         ) {
@@ -149,38 +157,127 @@ impl<V: Send + 'static> SharedStore<V> {
         self.tiers.config().order
     }
 
-    /// Looks the key up in the shared tiers, in the configured order. Sync callers use
-    /// [`block_on`](crate::time::block_on), which costs nothing extra when no L2
-    /// round trip is needed.
-    pub async fn lookup(&self, key: &str) -> Option<Found<V>> {
+    /// Looks the key up in the shared tiers, in the configured order, checking each entry's
+    /// generation stamp against the current generations of the function and of `tags` (tag
+    /// hashes). Returns what was found and the generation digest a value computed now must be
+    /// stamped with. Sync callers use [`block_on`](crate::time::block_on), which costs nothing
+    /// extra when no L2 round trip is needed.
+    pub async fn lookup(&self, key: &str, tags: &[u64]) -> (Option<Found<V>>, u64) {
+        // Known once L2 answered (with the current generations) or L3 was checked.
+        let mut current: Option<u64> = None;
         for tier in self.order() {
-            let found = match tier {
-                Tier::L2 if self.options.l2 => match self.tiers.l2_get(key).await {
-                    L2Result::Done(Some(bytes)) => self.accept(Tier::L2, key, &bytes),
-                    _ => None,
-                },
+            match tier {
+                Tier::L2 if self.options.l2 => {
+                    let keys = self.generation_keys(tags);
+                    if let L2Result::Done((bytes, gens)) =
+                        self.tiers.l2_get_stamped(key, keys).await
+                    {
+                        let generation = self.learn(tags, &gens);
+                        current = Some(generation);
+                        let found = bytes.and_then(|b| self.accept(Tier::L2, key, &b, generation));
+                        if found.is_some() {
+                            return (found, generation);
+                        }
+                    }
+                }
                 Tier::L3 if self.options.l3 => {
                     self.tiers.backplane_caught_up().await;
-                    self.tiers
+                    let generation = match current {
+                        Some(g) => g,
+                        None => self.known_generation(tags).await,
+                    };
+                    current = Some(generation);
+                    let found = self
+                        .tiers
                         .l3_get(key)
-                        .and_then(|b| self.accept(Tier::L3, key, &b))
+                        .and_then(|b| self.accept(Tier::L3, key, &b, generation));
+                    if found.is_some() {
+                        return (found, generation);
+                    }
                 }
-                _ => None,
-            };
-            if found.is_some() {
-                return found;
+                _ => {}
             }
         }
-        None
+        let generation = match current {
+            Some(g) => g,
+            None => self.known_generation(tags).await,
+        };
+        (None, generation)
     }
 
-    /// [`SharedStore::lookup`], blocking this thread.
+    /// [`SharedStore::lookup`] of an untagged entry, blocking this thread.
     pub fn lookup_blocking(&self, key: &str) -> Option<Found<V>> {
-        crate::time::block_on(self.lookup(key))
+        crate::time::block_on(self.lookup(key, &[])).0
     }
 
-    /// Copies a value found in one shared tier to the other, keeping its expiry.
-    pub fn promote(&self, key: &str, found: &Found<V>) {
+    /// The Redis keys of the function's generation and of each tag's.
+    fn generation_keys(&self, tags: &[u64]) -> Vec<String> {
+        std::iter::once(self.generation_key.clone())
+            .chain(tags.iter().map(|t| self.tiers.tag_generation_key(*t)))
+            .collect()
+    }
+
+    /// Records generations read from Redis (the function's, then one per tag); their digest.
+    fn learn(&self, tags: &[u64], gens: &[u64]) -> u64 {
+        let generations = self.tiers.generations();
+        let function = gens.first().copied().unwrap_or_default();
+        generations.learn_function(&self.path, function);
+        let stamped: Vec<(u64, u64)> = tags
+            .iter()
+            .zip(gens.iter().skip(1).chain(std::iter::repeat(&0)))
+            .map(|(t, g)| {
+                generations.learn_tag(*t, *g);
+                (*t, *g)
+            })
+            .collect();
+        digest(function, &stamped)
+    }
+
+    /// The digest of the generations this process knows, asking Redis for those it does not
+    /// (when L2 is used and answers; else they count as 0).
+    pub async fn known_generation(&self, tags: &[u64]) -> u64 {
+        if let Some(g) = self.locally_known_generation(tags) {
+            return g;
+        }
+        if self.options.l2 {
+            if let L2Result::Done(gens) =
+                self.tiers.l2_generations(self.generation_keys(tags)).await
+            {
+                return self.learn(tags, &gens);
+            }
+        }
+        let generations = self.tiers.generations();
+        let function = generations.function(&self.path).unwrap_or(0);
+        let stamped: Vec<(u64, u64)> = tags
+            .iter()
+            .map(|t| (*t, generations.tag(*t).unwrap_or(0)))
+            .collect();
+        digest(function, &stamped)
+    }
+
+    /// The digest, when this process knows every generation it needs (without L2 there are
+    /// none: generations live in Redis).
+    pub(crate) fn locally_known_generation(&self, tags: &[u64]) -> Option<u64> {
+        if !self.tiers.has_l2() {
+            // Without Redis, functions are invalidated by removing their L3 entries, and tags
+            // keep their generations in L3 itself.
+            let stamped: Vec<(u64, u64)> = tags
+                .iter()
+                .map(|t| (*t, self.tiers.l3_tag_generation(*t)))
+                .collect();
+            return Some(digest(0, &stamped));
+        }
+        let generations = self.tiers.generations();
+        let function = generations.function(&self.path)?;
+        let stamped = tags
+            .iter()
+            .map(|t| generations.tag(*t).map(|g| (*t, g)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(digest(function, &stamped))
+    }
+
+    /// Copies a value found in one shared tier to the other, keeping its expiry and stamp.
+    pub fn promote(&self, key: &str, found: &Found<V>, generation: u64) {
         let to_l2 = found.tier == Tier::L3 && self.options.l2;
         let to_l3 = found.tier == Tier::L2 && self.options.l3;
         if !(to_l2 || to_l3) {
@@ -196,6 +293,7 @@ impl<V: Send + 'static> SharedStore<V> {
             &found.value,
             self.schema,
             codec::key_hash(key),
+            generation,
             now,
             found.expires_at_ms,
             &self.options.envelope,
@@ -231,8 +329,9 @@ impl<V: Send + 'static> SharedStore<V> {
         }
     }
 
-    /// Queues the writes of a freshly computed value to every shared tier of the function.
-    pub fn store(&self, key: String, value: &V) {
+    /// Queues the writes of a freshly computed value to every shared tier of the function,
+    /// stamped with `generation` (what its lookup returned).
+    pub fn store(&self, key: String, value: &V, generation: u64) {
         let now = unix_ms();
         let bound_to = codec::key_hash(&key);
         let encode = |ttl: Option<Duration>| -> Option<Bytes> {
@@ -243,6 +342,7 @@ impl<V: Send + 'static> SharedStore<V> {
                 value,
                 self.schema,
                 bound_to,
+                generation,
                 now,
                 expires,
                 &self.options.envelope,
@@ -299,7 +399,7 @@ impl<V: Send + 'static> SharedStore<V> {
 
     /// Queues an L1 eviction for L3 (written only if L3 lacks the key). Encoding happens in the
     /// drainer, not in the L1 engine's eviction callback.
-    pub fn demote(self: &Arc<Self>, key: String, value: V, expires_at_ms: u64) {
+    pub fn demote(self: &Arc<Self>, key: String, value: V, expires_at_ms: u64, generation: u64) {
         if !self.options.l3 {
             return;
         }
@@ -318,6 +418,7 @@ impl<V: Send + 'static> SharedStore<V> {
                 &value,
                 this.schema,
                 bound_to,
+                generation,
                 now,
                 expires,
                 &this.options.envelope,

@@ -2,11 +2,11 @@
 //! the shared tiers. The cross-tier lookup, promotion, storing and demotion happen here;
 //! the call engine only decides when to ask.
 
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cache::l1::{EngineKind, EvictionHandler, L1Options, L1Store};
+use crate::cache::l1::{tag_bit, EngineKind, EvictionHandler, L1Options, L1Store};
 use crate::cache::shared::{Found, SharedOptions, SharedStore, ValueCodec};
 use crate::cache::tiered::Tiers;
 use crate::cache::Tier;
@@ -47,12 +47,32 @@ pub struct StoreOptions {
 pub type EvictionCounter = Arc<dyn Fn() + Send + Sync>;
 
 /// What a miss remembers until its value is stored: the shared-tier key built for the lookup,
-/// and the store's invalidation count when the lookup started.
+/// the store's invalidation count when the lookup started, the generation digest to stamp
+/// the value with, and the call's tags.
 #[derive(Debug, Default)]
 pub struct Miss {
     full_key: Option<String>,
     /// `None`: not known (a call that did not look up first); the value is stored anyway.
     invalidations: Option<u64>,
+    /// `None`: not known; the shared tiers get the value only if this process knows the
+    /// current generations.
+    generation: Option<u64>,
+    tag_bits: u64,
+}
+
+impl Miss {
+    /// A miss that did not look up first, for a call with these tags (their hashes).
+    pub fn without_lookup(tags: &[u64]) -> Self {
+        Self {
+            tag_bits: bits_of(tags),
+            ..Self::default()
+        }
+    }
+}
+
+/// The [`tag_bit`]s of `tags`.
+fn bits_of(tags: &[u64]) -> u64 {
+    tags.iter().fold(0, |bits, t| bits | tag_bit(*t))
 }
 
 /// One function's cache for values of type `V`.
@@ -61,6 +81,8 @@ pub struct FnStore<V> {
     /// Invalidations of this store so far (here or, through the backplane, elsewhere): a
     /// value computed across one is not stored, since it may come from before it.
     invalidations: AtomicU64,
+    /// Whether an entry with tags was ever stored in L1 (a tag's invalidation scans only then).
+    tagged: AtomicBool,
     flights: Flights<V>,
     shared: Option<Arc<SharedStore<V>>>,
     keys: Arc<KeyLayout>,
@@ -74,6 +96,7 @@ impl<V: CacheValue> FnStore<V> {
     /// Builds the store: L1 when wanted, shared tiers when wanted, configured and `codec`
     /// exists (the value type is serializable).
     pub fn new(
+        path: &str,
         options: &StoreOptions,
         codec: Option<ValueCodec<V>>,
         tiers: &Arc<Tiers>,
@@ -96,7 +119,7 @@ impl<V: CacheValue> FnStore<V> {
                     l3_ttl: options.l3_ttl,
                     envelope,
                 };
-                SharedStore::new(tiers.clone(), codec, shared, options.schema)
+                SharedStore::new(tiers.clone(), codec, shared, options.schema, path)
             })
             .map(Arc::new);
         let l1 = wanted.l1.then(|| {
@@ -121,6 +144,7 @@ impl<V: CacheValue> FnStore<V> {
         Self {
             l1,
             invalidations: AtomicU64::new(0),
+            tagged: AtomicBool::new(false),
             flights: Flights::new(),
             shared,
             keys,
@@ -146,13 +170,15 @@ impl<V: CacheValue> FnStore<V> {
     }
 
     /// What a new leader finds before running the body: a value in L1 (put there by a leader
-    /// that finished just before this one joined) or in a shared tier, promoted to the other
-    /// shared tier and to L1. Also returns the shared-tier key, built once per miss, for
-    /// storing a computed value.
-    pub async fn lookup(&self, key: ArgsKey) -> (Option<Served<V>>, Miss) {
+    /// that finished just before this one joined) or in a shared tier (checked against the
+    /// current generations of the function and of `tags`, the call's tag hashes), promoted to
+    /// the other shared tier and to L1. Also returns what storing a computed value needs.
+    pub async fn lookup(&self, key: ArgsKey, tags: &[u64]) -> (Option<Served<V>>, Miss) {
         let mut miss = Miss {
             full_key: None,
             invalidations: Some(self.invalidations.load(Acquire)),
+            generation: None,
+            tag_bits: bits_of(tags),
         };
         if let Some(v) = self.l1_hit(key) {
             return (Some((v, Outcome::HitL1)), miss);
@@ -161,21 +187,36 @@ impl<V: CacheValue> FnStore<V> {
             return (None, miss);
         };
         let full = self.keys.key(key);
-        let found = shared.lookup(&full).await;
-        let served = found.map(|f| self.accept(key, &full, f));
+        let (found, generation) = shared.lookup(&full, tags).await;
+        let served = found.map(|f| self.accept(key, &full, f, generation, miss.tag_bits));
         miss.full_key = Some(full);
+        miss.generation = Some(generation);
         (served, miss)
     }
 
     /// Fills L1 and the other shared tier from a shared-tier hit.
-    fn accept(&self, key: ArgsKey, full_key: &str, found: Found<V>) -> Served<V> {
+    fn accept(
+        &self,
+        key: ArgsKey,
+        full_key: &str,
+        found: Found<V>,
+        generation: u64,
+        tag_bits: u64,
+    ) -> Served<V> {
         if let Some(shared) = &self.shared {
-            shared.promote(full_key, &found);
+            shared.promote(full_key, &found, generation);
         }
         if let Some(l1) = &self.l1 {
             let remaining = (found.expires_at_ms != 0)
                 .then(|| Duration::from_millis(found.expires_at_ms.saturating_sub(unix_ms())));
-            l1.insert_within(key, found.value.clone(), self.clock.now_nanos(), remaining);
+            self.note_tags(tag_bits);
+            l1.insert_within(
+                key,
+                found.value.clone(),
+                self.clock.now_nanos(),
+                remaining,
+                tag_bits,
+            );
         }
         let outcome = match found.tier {
             Tier::L3 => Outcome::HitL3,
@@ -184,10 +225,17 @@ impl<V: CacheValue> FnStore<V> {
         (found.value, outcome)
     }
 
+    fn note_tags(&self, tag_bits: u64) {
+        if tag_bits != 0 && !self.tagged.load(Relaxed) {
+            self.tagged.store(true, Relaxed);
+        }
+    }
+
     /// Stores a computed value: queued for the shared tiers, then in L1 (before the flight
     /// completes, so callers arriving after it hit L1). `miss` is what [`FnStore::lookup`]
-    /// returned, or `Miss::default()`. Nothing is stored when the function was invalidated
-    /// since the lookup: the value may have been computed from what the invalidation retired.
+    /// returned, or [`Miss::without_lookup`]. Nothing is stored when the function was
+    /// invalidated since the lookup: the value may have been computed from what the
+    /// invalidation retired.
     pub fn store(&self, key: ArgsKey, miss: Miss, value: &V) {
         if miss
             .invalidations
@@ -196,10 +244,21 @@ impl<V: CacheValue> FnStore<V> {
             return;
         }
         if let Some(shared) = &self.shared {
-            shared.store(miss.full_key.unwrap_or_else(|| self.keys.key(key)), value);
+            // Without a lookup, only untagged values of a function whose generation is known
+            // here can be stamped; the others stay in L1.
+            let generation = miss.generation.or_else(|| {
+                (miss.tag_bits == 0)
+                    .then(|| shared.locally_known_generation(&[]))
+                    .flatten()
+            });
+            if let Some(generation) = generation {
+                let full_key = miss.full_key.unwrap_or_else(|| self.keys.key(key));
+                shared.store(full_key, value, generation);
+            }
         }
         if let Some(l1) = &self.l1 {
-            l1.insert(key, value.clone(), self.clock.now_nanos());
+            self.note_tags(miss.tag_bits);
+            l1.insert_tagged(key, value.clone(), self.clock.now_nanos(), miss.tag_bits);
         }
     }
 }
@@ -217,6 +276,15 @@ fn eviction_handler<V: Send + 'static>(
         let Some(shared) = &demote_to else {
             return;
         };
+        // A demoted entry is stamped with the generation known now; a tagged one's tags are
+        // not kept in L1 (only their bits), so it is not demoted.
+        let generation = match entry.tag_bits {
+            0 => shared.locally_known_generation(&[]),
+            _ => None,
+        };
+        let Some(generation) = generation else {
+            return;
+        };
         let expires_at_ms = match entry.expires_at {
             0 => 0,
             deadline => {
@@ -224,7 +292,7 @@ fn eviction_handler<V: Send + 'static>(
                 unix_ms().saturating_add(left)
             }
         };
-        shared.demote(keys.key(key), entry.value, expires_at_ms);
+        shared.demote(keys.key(key), entry.value, expires_at_ms, generation);
     })
 }
 
@@ -246,6 +314,8 @@ pub trait AnyStore: Send + Sync {
     }
     /// Removes expired L1 entries; how many.
     fn purge_expired(&self) -> u64;
+    /// Removes the L1 entries that may carry a tag (by its hash); how many.
+    fn purge_tag(&self, tag: u64) -> u64;
 }
 
 impl<V: CacheValue> AnyStore for FnStore<V> {
@@ -264,5 +334,12 @@ impl<V: CacheValue> AnyStore for FnStore<V> {
     }
     fn purge_expired(&self) -> u64 {
         self.l1.as_ref().map_or(0, L1Store::purge_expired)
+    }
+    fn purge_tag(&self, tag: u64) -> u64 {
+        if !self.tagged.load(Relaxed) {
+            return 0;
+        }
+        self.invalidations.fetch_add(1, AcqRel);
+        self.l1.as_ref().map_or(0, |l1| l1.purge_tags(tag_bit(tag)))
     }
 }

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::cache::backplane::{BackplaneStats, Channel, Listener, RemoteHook};
+use crate::cache::generations::Generations;
 use crate::cache::l2_redis::{L2Result, RedisOptions, RedisTier, RedisUrl};
 use crate::cache::l3_sled::SledTier;
 use crate::cache::writeback::{Announcer, WriteBack, WriteOp};
@@ -145,6 +146,7 @@ pub struct Tiers {
     l2_counters: TierCounters,
     l3_counters: TierCounters,
     backplane: Option<Arc<BackplaneStats>>,
+    generations: Arc<Generations>,
 }
 
 impl std::fmt::Debug for Tiers {
@@ -180,6 +182,7 @@ impl Tiers {
                 l2_counters,
                 l3_counters,
                 backplane: None,
+                generations: Arc::default(),
             });
         }
         let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -218,14 +221,16 @@ impl Tiers {
         if let (Some(l3), Some(o)) = (&l3, &config.l3) {
             handle.spawn(sweep_periodically(l3.clone(), o.sweep_interval));
         }
-        let announcer = remote
-            .filter(|_| config.backplane)
-            .and_then(|hook| start_backplane(&config, l3.clone(), hook, &handle));
+        let generations: Arc<Generations> = Arc::default();
+        let announcer = remote.filter(|_| config.backplane).and_then(|hook| {
+            start_backplane(&config, l3.clone(), hook, generations.clone(), &handle)
+        });
         let writeback = WriteBack::start(
             config.writeback_capacity,
             l2.clone(),
             l3.clone(),
             announcer.clone(),
+            generations.clone(),
             &handle,
         );
         Arc::new(Self {
@@ -237,6 +242,7 @@ impl Tiers {
             l2_counters,
             l3_counters,
             backplane: announcer.map(|a| a.stats),
+            generations,
         })
     }
 
@@ -311,6 +317,65 @@ impl Tiers {
             backplane_sent: self.backplane.as_ref().map_or(0, |b| b.sent()),
             backplane_received: self.backplane.as_ref().map_or(0, |b| b.received()),
             backplane_gaps: self.backplane.as_ref().map_or(0, |b| b.gaps()),
+        }
+    }
+
+    /// The generations of functions and tags this process knows.
+    pub fn generations(&self) -> &Arc<Generations> {
+        &self.generations
+    }
+
+    /// The Redis key of a function's generation.
+    pub fn function_generation_key(&self, path: &str) -> String {
+        crate::cache::generations::function_key(&self.config.namespace, path)
+    }
+
+    /// A tag's generation kept in L3, for a process without L2 (where generations otherwise
+    /// live); 0 when unknown.
+    pub fn l3_tag_generation(&self, tag: u64) -> u64 {
+        self.l3.as_ref().map_or(0, |l3| l3.tag_generation(tag))
+    }
+
+    /// The Redis key of a tag's generation.
+    pub fn tag_generation_key(&self, tag: u64) -> String {
+        crate::cache::generations::tag_key(&self.config.namespace, tag)
+    }
+
+    /// [`Tiers::l2_get`] and the generations at `generations`, in one round trip.
+    pub async fn l2_get_stamped(
+        &self,
+        key: &str,
+        generations: Vec<String>,
+    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>)> {
+        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+            return L2Result::Skipped;
+        };
+        let key = key.to_owned();
+        match bg
+            .handle
+            .spawn(async move { l2.get_stamped(&key, &generations).await })
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => L2Result::Failed,
+        }
+    }
+
+    /// The generations at `keys`, read from Redis.
+    pub async fn l2_generations(&self, keys: Vec<String>) -> L2Result<Vec<u64>> {
+        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+            return L2Result::Skipped;
+        };
+        if l2.circuit_open() {
+            return L2Result::Skipped;
+        }
+        match bg
+            .handle
+            .spawn(async move { l2.generations(&keys).await })
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => L2Result::Failed,
         }
     }
 
@@ -428,6 +493,7 @@ fn start_backplane(
     config: &TierConfig,
     l3: Option<Arc<SledTier>>,
     hook: RemoteHook,
+    generations: Arc<Generations>,
     runtime: &tokio::runtime::Handle,
 ) -> Option<Announcer> {
     let url = config.redis.as_ref()?.url.clone();
@@ -440,6 +506,7 @@ fn start_backplane(
         client,
         l3,
         hook,
+        generations,
         stats: stats.clone(),
     };
     runtime.spawn(listener.run());

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::backplane::{BackplaneStats, Channel, Notice};
+use crate::cache::generations::Generations;
 use crate::cache::l2_redis::{L2Result, RedisTier};
 use crate::cache::l3_sled::SledTier;
 
@@ -50,16 +51,32 @@ pub enum WriteOp {
         notice: Option<Notice>,
     },
     /// Remove every key with this prefix from both tiers.
-    DeletePrefix {
-        /// The prefix.
-        prefix: String,
-        /// Delete from L2 and L3 (`false`: only announce, for a function kept in L1).
-        shared: bool,
-        /// What to tell other instances (through the backplane), if anything.
-        notice: Option<Notice>,
+    DeletePrefix(String),
+    /// Retire every entry of a function: raise its generation in Redis, remove its entries
+    /// from L3, announce it, and reclaim its Redis keys in the background.
+    InvalidateFunction(FunctionInvalidation),
+    /// Retire every entry carrying a tag: raise the tag's generation, announce it.
+    InvalidateTag {
+        /// The tag's hash.
+        tag: u64,
+        /// Its generation's Redis key.
+        generation_key: String,
     },
     /// Answer once every earlier operation has been applied (a barrier; no fsync).
     Flush(oneshot::Sender<()>),
+}
+
+/// What invalidating a whole function takes.
+#[derive(Clone, Debug)]
+pub struct FunctionInvalidation {
+    /// The function's path.
+    pub path: String,
+    /// The prefix of its shared-tier keys.
+    pub prefix: String,
+    /// Its generation's Redis key, when it uses L2.
+    pub generation_key: Option<String>,
+    /// Whether it uses L3.
+    pub l3: bool,
 }
 
 /// Counters of the queue.
@@ -89,7 +106,9 @@ const REPLAY_EVERY: Duration = Duration::from_millis(200);
 /// A deletion Redis did not take (or whose announcement it did not take).
 enum Missed {
     Key(Option<String>, Option<Notice>),
-    Prefix(String, Option<Notice>),
+    Prefix(String),
+    Function(FunctionInvalidation),
+    Tag(u64, String),
 }
 
 /// Deletions Redis missed, in order: replayed before anything else reaches Redis once it
@@ -108,13 +127,18 @@ impl MissedDeletions {
     }
 
     /// Replays in order until one fails (Redis still away) or none is left.
-    async fn replay(&mut self, l2: &RedisTier, stats: &WriteBackStats, bp: Option<&Announcer>) {
+    async fn replay(&mut self, shared: &Shared<'_>, stats: &WriteBackStats) {
+        let Some(l2) = shared.l2 else {
+            return;
+        };
         while let Some(next) = self.0.front() {
             let done = match next {
-                Missed::Key(key, notice) => delete_key(l2, key.as_ref(), notice.as_ref(), bp).await,
-                Missed::Prefix(prefix, notice) => {
-                    delete_prefix(l2, prefix, notice.as_ref(), bp).await
+                Missed::Key(key, notice) => {
+                    delete_key(l2, key.as_ref(), notice.as_ref(), shared.bp).await
                 }
+                Missed::Prefix(prefix) => l2.delete_prefix(prefix).await,
+                Missed::Function(f) => invalidate_function(shared, f).await,
+                Missed::Tag(tag, key) => invalidate_tag(shared, *tag, key).await,
             };
             if !matches!(done, L2Result::Done(())) {
                 break;
@@ -153,17 +177,55 @@ async fn delete_key(
     done
 }
 
-/// Deletes every key under `prefix` from Redis, then announces `notice`.
-async fn delete_prefix(
-    l2: &RedisTier,
-    prefix: &str,
-    notice: Option<&Notice>,
-    bp: Option<&Announcer>,
-) -> L2Result<()> {
-    match l2.delete_prefix(prefix).await {
-        L2Result::Done(()) => delete_key(l2, None, notice, bp).await,
-        other => other,
+/// What the drainer writes to, borrowed for one run.
+struct Shared<'a> {
+    l2: Option<&'a Arc<RedisTier>>,
+    bp: Option<&'a Announcer>,
+    generations: &'a Generations,
+}
+
+/// Raises a function's generation (when it uses L2), announces it, and starts reclaiming its
+/// Redis keys (entries of an older generation are dead already; they are removed only to
+/// free memory, in the background, so the queue does not wait for a scan).
+async fn invalidate_function(shared: &Shared<'_>, f: &FunctionInvalidation) -> L2Result<()> {
+    let Some(l2) = shared.l2 else {
+        return L2Result::Done(());
+    };
+    let generation = match &f.generation_key {
+        Some(key) => match l2.bump(key).await {
+            L2Result::Done(g) => {
+                shared.generations.learn_function(&f.path, g);
+                g
+            }
+            other => return other.map(|_| ()),
+        },
+        None => 0,
+    };
+    let notice = Notice::Function {
+        path: f.path.clone(),
+        prefix: f.prefix.clone(),
+        generation,
+    };
+    let announced = delete_key(l2, None, Some(&notice), shared.bp).await;
+    if f.generation_key.is_some() {
+        let (l2, prefix) = (l2.clone(), f.prefix.clone());
+        tokio::spawn(async move { l2.delete_prefix(&prefix).await });
     }
+    announced
+}
+
+/// Raises a tag's generation and announces it.
+async fn invalidate_tag(shared: &Shared<'_>, tag: u64, key: &str) -> L2Result<()> {
+    let Some(l2) = shared.l2 else {
+        return L2Result::Done(());
+    };
+    let generation = match l2.bump(key).await {
+        L2Result::Done(g) => g,
+        other => return other.map(|_| ()),
+    };
+    shared.generations.learn_tag(tag, generation);
+    let notice = Notice::Tag { tag, generation };
+    delete_key(l2, None, Some(&notice), shared.bp).await
 }
 
 /// Sending side of the queue.
@@ -180,11 +242,12 @@ impl WriteBack {
         l2: Option<Arc<RedisTier>>,
         l3: Option<Arc<SledTier>>,
         backplane: Option<Announcer>,
+        generations: Arc<Generations>,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WriteBackStats::default());
-        runtime.spawn(drain(rx, stats.clone(), l2, l3, backplane));
+        runtime.spawn(drain(rx, stats.clone(), l2, l3, backplane, generations));
         Self {
             tx,
             capacity,
@@ -258,7 +321,13 @@ async fn drain(
     l2: Option<Arc<RedisTier>>,
     l3: Option<Arc<SledTier>>,
     backplane: Option<Announcer>,
+    generations: Arc<Generations>,
 ) {
+    let shared = Shared {
+        l2: l2.as_ref(),
+        bp: backplane.as_ref(),
+        generations: &generations,
+    };
     let (l2, l3, bp) = (l2.as_deref(), l3.as_deref(), backplane.as_ref());
     let mut batch = Vec::with_capacity(512);
     let mut pending = Pending::default();
@@ -271,9 +340,7 @@ async fn drain(
             match tokio::time::timeout(REPLAY_EVERY, rx.recv_many(&mut batch, 512)).await {
                 Ok(n) => n,
                 Err(_) => {
-                    if let Some(l2) = l2 {
-                        missed.replay(l2, &stats, bp).await;
-                    }
+                    missed.replay(&shared, &stats).await;
                     continue;
                 }
             }
@@ -281,8 +348,8 @@ async fn drain(
         if received == 0 {
             break;
         }
-        if let (Some(l2), false) = (l2, missed.0.is_empty()) {
-            missed.replay(l2, &stats, bp).await;
+        if !missed.0.is_empty() {
+            missed.replay(&shared, &stats).await;
         }
         for op in batch.drain(..) {
             match op {
@@ -332,28 +399,43 @@ async fn drain(
                         }
                     }
                 }
-                WriteOp::DeletePrefix {
-                    prefix,
-                    shared,
-                    notice,
-                } => {
+                WriteOp::DeletePrefix(prefix) => {
                     pending.apply(l2, l3, &stats).await;
-                    if let Some(l3) = l3.filter(|_| shared) {
+                    if let Some(l3) = l3 {
                         l3.remove_prefix(&prefix);
                     }
-                    let notice = notice.filter(|_| bp.is_some());
-                    if let Some(l2) = l2.filter(|_| shared || notice.is_some()) {
-                        let done = match shared {
-                            true => delete_prefix(l2, &prefix, notice.as_ref(), bp).await,
-                            false => delete_key(l2, None, notice.as_ref(), bp).await,
-                        };
-                        if !matches!(done, L2Result::Done(())) {
-                            let missed_op = match shared {
-                                true => Missed::Prefix(prefix, notice),
-                                false => Missed::Key(None, notice),
-                            };
-                            missed.push(missed_op, &stats);
+                    if let Some(l2) = l2 {
+                        if !matches!(l2.delete_prefix(&prefix).await, L2Result::Done(())) {
+                            missed.push(Missed::Prefix(prefix), &stats);
                         }
+                    }
+                }
+                WriteOp::InvalidateFunction(f) => {
+                    pending.apply(l2, l3, &stats).await;
+                    if let Some(l3) = l3.filter(|_| f.l3) {
+                        l3.remove_prefix(&f.prefix);
+                    }
+                    if l2.is_some()
+                        && !matches!(invalidate_function(&shared, &f).await, L2Result::Done(()))
+                    {
+                        missed.push(Missed::Function(f), &stats);
+                    }
+                }
+                WriteOp::InvalidateTag {
+                    tag,
+                    generation_key,
+                } => {
+                    pending.apply(l2, l3, &stats).await;
+                    if let (None, Some(l3)) = (l2, l3) {
+                        l3.bump_tag_generation(tag);
+                    }
+                    if l2.is_some()
+                        && !matches!(
+                            invalidate_tag(&shared, tag, &generation_key).await,
+                            L2Result::Done(())
+                        )
+                    {
+                        missed.push(Missed::Tag(tag, generation_key), &stats);
                     }
                 }
                 WriteOp::Flush(done) => {

@@ -22,6 +22,10 @@ use crate::site::Site;
 use crate::stats::Outcome;
 use crate::time::block_on;
 
+/// What a call running its own body stores its result with: the store, the key and the
+/// call's tags.
+type Own<'a, V> = (&'a FnStore<V>, ArgsKey, &'a [u64]);
+
 /// A static slot the generated code holds; resolves to the function's one [`Site`].
 ///
 /// A function and its generated companions (`name_cache()`, `name_invalidate(..)`) each hold
@@ -185,6 +189,23 @@ impl Site {
     where
         P::Cached: CacheValue,
     {
+        self.call_sync_tagged(policy, codec, key, &[], body)
+    }
+
+    /// [`Site::call_sync`] of a call whose entry carries tags (their hashes).
+    #[doc(hidden)]
+    #[inline]
+    pub fn call_sync_tagged<P: ReturnPolicy>(
+        &'static self,
+        policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
+        key: Option<ArgsKey>,
+        tags: &[u64],
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         if !self.settings.enabled {
             return self.call_measured_sync(policy, body);
         }
@@ -206,9 +227,9 @@ impl Site {
                     // A shared-tier lookup may wait for Redis or the disk: on a multi-thread
                     // tokio worker, under `block_in_place`, so the worker's tasks move on.
                     let (found, miss) = if store.has_shared() {
-                        crate::pool::blocking(|| block_on(store.lookup(key)))
+                        crate::pool::blocking(|| block_on(store.lookup(key, tags)))
                     } else {
-                        block_on(store.lookup(key))
+                        block_on(store.lookup(key, tags))
                     };
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
@@ -223,7 +244,7 @@ impl Site {
                     if !chain::may_wait_on(chain::held(), wait.leader_admission()) =>
                 {
                     drop(wait);
-                    return self.run_own_sync(policy, Some((store, key)), start, body);
+                    return self.run_own_sync(policy, Some((store, key, tags)), start, body);
                 }
                 Role::Waiter(wait) => match wait.wait_blocking(&self.path) {
                     Waited::Retry => continue,
@@ -231,7 +252,7 @@ impl Site {
                         return match self.after_wait(policy, settled, start) {
                             AfterWait::Done(out) => out,
                             AfterWait::RunOwn => {
-                                self.run_own_sync(policy, Some((store, key)), start, body)
+                                self.run_own_sync(policy, Some((store, key, tags)), start, body)
                             }
                         };
                     }
@@ -247,6 +268,22 @@ impl Site {
         policy: P,
         codec: Option<ValueCodec<P::Cached>>,
         key: Option<ArgsKey>,
+        body: F,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        self.call_async_tagged(policy, codec, key, &[], body).await
+    }
+
+    /// [`Site::call_async`] of a call whose entry carries tags (their hashes).
+    #[doc(hidden)]
+    pub async fn call_async_tagged<P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &'static self,
+        policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
+        key: Option<ArgsKey>,
+        tags: &[u64],
         body: F,
     ) -> P::Output
     where
@@ -269,7 +306,7 @@ impl Site {
         loop {
             match store.flights().join(key) {
                 Role::Leader(lead) => {
-                    let (found, miss) = store.lookup(key).await;
+                    let (found, miss) = store.lookup(key, tags).await;
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
                     }
@@ -287,7 +324,7 @@ impl Site {
                 {
                     drop(wait);
                     return self
-                        .run_own_async(policy, Some((store, key)), start, body)
+                        .run_own_async(policy, Some((store, key, tags)), start, body)
                         .await;
                 }
                 Role::Waiter(wait) => match wait.wait(&self.path).await {
@@ -296,7 +333,7 @@ impl Site {
                         return match self.after_wait(policy, settled, start) {
                             AfterWait::Done(out) => out,
                             AfterWait::RunOwn => {
-                                self.run_own_async(policy, Some((store, key)), start, body)
+                                self.run_own_async(policy, Some((store, key, tags)), start, body)
                                     .await
                             }
                         };
@@ -408,7 +445,7 @@ impl Site {
     fn run_own_sync<P: ReturnPolicy>(
         &self,
         policy: P,
-        own: Option<(&FnStore<P::Cached>, ArgsKey)>,
+        own: Option<Own<'_, P::Cached>>,
         start: u64,
         body: impl FnOnce() -> P::Output,
     ) -> P::Output
@@ -425,7 +462,7 @@ impl Site {
     async fn run_own_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
         &self,
         policy: P,
-        own: Option<(&FnStore<P::Cached>, ArgsKey)>,
+        own: Option<Own<'_, P::Cached>>,
         start: u64,
         body: F,
     ) -> P::Output
@@ -442,7 +479,7 @@ impl Site {
     fn finish_own<P: ReturnPolicy>(
         &self,
         policy: P,
-        own: Option<(&FnStore<P::Cached>, ArgsKey)>,
+        own: Option<Own<'_, P::Cached>>,
         out: P::Output,
         start: u64,
         compute_start: u64,
@@ -451,8 +488,8 @@ impl Site {
         P::Cached: CacheValue,
     {
         let outcome = match (policy.to_cache(&out), own) {
-            (Some(cached), Some((store, key))) => {
-                store.store(key, Miss::default(), &cached);
+            (Some(cached), Some((store, key, tags))) => {
+                store.store(key, Miss::without_lookup(tags), &cached);
                 Outcome::Computed
             }
             (Some(_), None) => Outcome::Computed,

@@ -13,7 +13,7 @@ use crate::cache::backplane::Notice;
 use crate::cache::shared::ValueCodec;
 use crate::cache::store::{AnyStore, FnStore};
 use crate::cache::tiered::Tiers;
-use crate::cache::writeback::WriteOp;
+use crate::cache::writeback::{FunctionInvalidation, WriteOp};
 use crate::key::{ArgsKey, KeyLayout};
 use crate::policy::CacheValue;
 use crate::pool::gate::Gate;
@@ -322,17 +322,15 @@ impl Site {
 
     fn start_invalidate_all(&self) -> Option<&Arc<Tiers>> {
         self.clear_l1();
-        let shared = self.shared_tiers().is_some();
         let tiers = self.reaches_beyond_l1()?;
-        let prefix = self.keys().function_prefix().to_owned();
-        tiers.enqueue(WriteOp::DeletePrefix {
-            prefix: prefix.clone(),
-            shared,
-            notice: Some(Notice::Function {
-                path: self.path.clone(),
-                prefix,
-            }),
-        });
+        let wanted = self.settings.tiers;
+        tiers.enqueue(WriteOp::InvalidateFunction(FunctionInvalidation {
+            path: self.path.clone(),
+            prefix: self.keys().function_prefix().to_owned(),
+            generation_key: (wanted.l2 && tiers.has_l2())
+                .then(|| tiers.function_generation_key(&self.path)),
+            l3: wanted.l3,
+        }));
         Some(tiers)
     }
 
@@ -340,6 +338,12 @@ impl Site {
     /// took care of the shared tiers); whether it was there.
     pub fn forget_l1(&self, key: ArgsKey) -> bool {
         self.store.get().is_some_and(|(_, s)| s.remove(key))
+    }
+
+    /// Removes from this process's L1 every entry that may carry the tag (by its hash; see
+    /// [`Entry::tag_bits`](crate::cache::l1::Entry::tag_bits)); how many.
+    pub fn forget_tag(&self, tag: u64) -> u64 {
+        self.store.get().map_or(0, |(_, s)| s.purge_tag(tag))
     }
 
     /// Empties this process's L1 for the function; shared tiers keep their entries (what a
@@ -374,6 +378,7 @@ impl Site {
             .get_or_init(|| {
                 let recorder = &self.recorder;
                 let store: &'static FnStore<V> = Box::leak(Box::new(FnStore::new(
+                    &self.path,
                     &self.settings.store_options(self.schema()),
                     codec,
                     &self.env.tiers,
