@@ -89,6 +89,8 @@ pub(crate) struct Args {
     pub(crate) level: Option<&'static str>,
     /// `cache = false`: measure the function, never cache it.
     pub(crate) cache: bool,
+    /// `lease = false`: no lease on an L2 miss.
+    pub(crate) lease: bool,
     /// `priority = "high"`: order among waiting calls.
     pub(crate) priority: Option<(Priority, LitStr)>,
     /// `concurrency = N` (io).
@@ -209,6 +211,7 @@ pub(crate) fn parse(entry: Entry, tokens: TokenStream, errors: &mut Errors) -> O
     let mut args = Args {
         kind: entry.kind(),
         cache: true,
+        lease: true,
         ..Args::default()
     };
     let mut kind_token: Option<Ident> = None;
@@ -652,6 +655,13 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
                 ..
             }) => args.cache = b.value,
             other => errors.at(other, "`cache` takes `true` or `false`: `cache = false`"),
+        },
+        "lease" => match &value {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Bool(b),
+                ..
+            }) => args.lease = b.value,
+            other => errors.at(other, "`lease` takes `true` or `false`: `lease = false`"),
         },
         "version" => {
             if let Some((n, _)) = lit_int::<u32>(&value, option, errors) {

@@ -400,6 +400,9 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if !o.cache {
         call("cache", None);
     }
+    if !o.lease {
+        call("lease", None);
+    }
     if let Some((d, _)) = o.ttl {
         call("ttl", Some(duration(d)));
     }

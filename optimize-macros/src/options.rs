@@ -186,6 +186,15 @@ pub(crate) const OPTIONS: &[Spec] = &[
         meta: Some("uncached"),
     },
     Spec {
+        name: "lease",
+        value: Value::Bool,
+        kinds: Kinds::All,
+        without_cache: false,
+        example: "`lease = false`",
+        doc: "`false`: no lease on an L2 miss, so each instance may compute a cold key",
+        meta: Some("without_lease"),
+    },
+    Spec {
         name: "crate",
         value: Value::Str,
         kinds: Kinds::All,

@@ -230,6 +230,8 @@ pub struct SiteMeta {
     pub is_async: bool,
     /// `cache = false`: measured, never cached.
     pub cached: bool,
+    /// `lease = false`: no lease on an L2 miss (every instance may compute the key).
+    pub lease: bool,
     /// `ttl = "..."`.
     pub ttl: Option<Duration>,
     /// `capacity = N` (entries; bytes for a memory function) or `capacity = "256MiB"`.
@@ -283,6 +285,7 @@ impl SiteMeta {
             kind,
             is_async,
             cached: true,
+            lease: true,
             ttl: None,
             capacity: None,
             capacity_in_bytes: false,
@@ -315,6 +318,11 @@ impl SiteMeta {
     /// `cache = false`.
     pub const fn uncached(mut self) -> Self {
         self.cached = false;
+        self
+    }
+    /// `lease = false`.
+    pub const fn without_lease(mut self) -> Self {
+        self.lease = false;
         self
     }
     /// `ttl = "..."`.

@@ -89,6 +89,7 @@ fn store(tiers: &Arc<Tiers>, l2: bool, l3: bool) -> Arc<SharedStore<String>> {
         l2_ttl: Some(Duration::from_secs(60)),
         l3_ttl: Some(Duration::from_secs(60)),
         envelope: EnvelopeOptions::default(),
+        lease: false,
     };
     Arc::new(
         SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f")
@@ -117,7 +118,7 @@ fn l2_round_trip_and_promotion_to_l3() {
     let dir = tempfile::tempdir().unwrap();
     let tiers = start(Some(&redis), Some(dir.path()));
     let s = store(&tiers, true, false);
-    s.store("t:f:1".into(), &"one".to_string(), 0);
+    s.store("t:f:1".into(), &"one".to_string(), 0, None);
     block_on(tiers.barrier());
     let raw: Vec<u8> = redis.client().get("t:f:1").unwrap();
     assert_eq!(&raw[..4], b"OPTZ");
@@ -129,7 +130,7 @@ fn l2_round_trip_and_promotion_to_l3() {
     let both = store(&tiers, true, true);
     let found = both.lookup_blocking("t:f:1").expect("an L2 hit");
     assert_eq!((found.value.as_str(), found.tier), ("one", Tier::L2));
-    both.promote("t:f:1", &found, 0);
+    both.promote("t:f:1", &found, 0, None);
     block_on(tiers.barrier());
     assert!(
         tiers.l3_get("t:f:1").is_some(),
@@ -153,11 +154,12 @@ fn l3_hit_is_promoted_to_l2() {
         l2_ttl: None,
         l2: false,
         l3: true,
+        lease: None,
     });
     block_on(tiers.barrier());
     let found = s.lookup_blocking("t:f:2").expect("an L3 hit");
     assert_eq!((found.value.as_str(), found.tier), ("disk", Tier::L3));
-    s.promote("t:f:2", &found, 0);
+    s.promote("t:f:2", &found, 0, None);
     block_on(tiers.barrier());
     let raw: Option<Vec<u8>> = redis.client().get("t:f:2").unwrap();
     assert!(raw.is_some(), "the L3 hit was promoted to L2");
@@ -183,6 +185,7 @@ fn lookup_order_is_configurable() {
         l2_ttl: None,
         l2: false,
         l3: true,
+        lease: None,
     });
     block_on(tiers.barrier());
     let found = store(&tiers, true, true).lookup_blocking("t:f:3").unwrap();
@@ -255,7 +258,7 @@ fn shutdown_loses_no_queued_write() {
     connected(&tiers);
     let s = store(&tiers, true, true);
     for i in 0..5_000 {
-        s.store(format!("t:w:{i}"), &format!("v{i}"), 0);
+        s.store(format!("t:w:{i}"), &format!("v{i}"), 0, None);
     }
     tiers.shutdown();
     let n: u64 = redis::cmd("DBSIZE").query(&mut redis.client()).unwrap();
@@ -281,7 +284,7 @@ fn write_behind_overflow_is_dropped_and_counted() {
     let tiers = Tiers::start(c, Clock::new(), None);
     let s = store(&tiers, false, true);
     for i in 0..2_000 {
-        s.store(format!("t:o:{i}"), &"x".repeat(100), 0);
+        s.store(format!("t:o:{i}"), &"x".repeat(100), 0, None);
     }
     block_on(tiers.barrier());
     let status = tiers.status();
@@ -309,7 +312,7 @@ fn unwritable_l3_directory_disables_the_tier_without_failing() {
     assert!(!tiers.has_l3());
     assert_eq!(tiers.counters(Tier::L3).errors("open"), 1);
     let s = store(&tiers, false, true);
-    s.store("t:f:1".into(), &"v".to_string(), 0);
+    s.store("t:f:1".into(), &"v".to_string(), 0, None);
     block_on(tiers.barrier());
     assert!(s.lookup_blocking("t:f:1").is_none());
 }
@@ -449,6 +452,7 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
             l2_ttl: None,
             l2: false,
             l3: true,
+            lease: None,
         });
     }
     // 100 live entries of ~500 bytes: 50 KB, over the 20 KB cap; the oldest must go.
@@ -471,6 +475,7 @@ fn sweeper_removes_expired_entries_and_holds_the_size_cap() {
             l2_ttl: None,
             l2: false,
             l3: true,
+            lease: None,
         });
     }
     block_on(tiers.barrier());
@@ -492,7 +497,7 @@ fn prefix_deletion_reaches_both_tiers() {
     let tiers = start(Some(&redis), Some(dir.path()));
     let s = store(&tiers, true, true);
     for key in ["t:f:1", "t:f:2", "t:g:1", "t:f*x:1"] {
-        s.store(key.into(), &"v".to_string(), 0);
+        s.store(key.into(), &"v".to_string(), 0, None);
     }
     tiers.enqueue(WriteOp::DeletePrefix("t:f:".into()));
     block_on(tiers.barrier());
@@ -514,7 +519,7 @@ fn demotion_writes_to_l3_only_when_absent() {
     let dir = tempfile::tempdir().unwrap();
     let tiers = Tiers::start(config(None, Some(dir.path())), Clock::new(), None);
     let s = store(&tiers, false, true);
-    s.store("t:d:kept".into(), &"original".to_string(), 0);
+    s.store("t:d:kept".into(), &"original".to_string(), 0, None);
     block_on(tiers.barrier());
     s.demote("t:d:kept".into(), "from-l1".to_string(), 0, 0);
     s.demote(
@@ -566,12 +571,13 @@ fn a_value_over_the_entry_limit_is_counted_and_not_written() {
             max_entry_bytes: 1024,
             ..EnvelopeOptions::default()
         },
+        lease: false,
     };
     let s = SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f").unwrap();
     for i in 0..3 {
-        s.store(format!("t:big:{i}"), &"x".repeat(4096), 0);
+        s.store(format!("t:big:{i}"), &"x".repeat(4096), 0, None);
     }
-    s.store("t:small".into(), &"x".repeat(16), 0);
+    s.store("t:small".into(), &"x".repeat(16), 0, None);
     block_on(tiers.flush());
     assert_eq!(tiers.counters(Tier::L3).rejected(Reject::Oversized), 3);
     assert!(tiers.l3_get("t:big:0").is_none(), "nothing written");
@@ -605,6 +611,7 @@ fn a_damaged_l3_never_reaches_a_caller() {
                     format!("t:d:{i}"),
                     &format!("value {i} {}", "x".repeat(200)),
                     0,
+                    None,
                 );
             }
             tiers.shutdown();
@@ -637,7 +644,7 @@ fn a_damaged_l3_never_reaches_a_caller() {
         for i in 0..50 {
             let _ = s.lookup_blocking(&format!("t:d:{i}"));
         }
-        s.store("t:after".into(), &"fresh".to_owned(), 0);
+        s.store("t:after".into(), &"fresh".to_owned(), 0, None);
         block_on(tiers.flush());
         let _ = tiers.sweep_now();
         if tiers.has_l3() {
@@ -713,6 +720,7 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
             l2_ttl: None,
             l3_ttl: None,
             envelope: tiers.config().envelope,
+            lease: false,
         };
         SharedStore::<String>::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f")
             .unwrap()
@@ -721,7 +729,7 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
         |tiers: &Arc<Tiers>, key: &str| l3_store(tiers).lookup_blocking(key).map(|f| f.value);
     {
         let tiers = Tiers::start(signed("old secret 0123456789", None), Clock::new(), None);
-        l3_store(&tiers).store("t:s:1".into(), &"genuine".to_owned(), 0);
+        l3_store(&tiers).store("t:s:1".into(), &"genuine".to_owned(), 0, None);
         // A well-formed but unsigned entry, as someone with write access could put there.
         tiers.enqueue(WriteOp::Put {
             key: "t:s:forged".into(),
@@ -729,6 +737,7 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
             l2_ttl: None,
             l2: false,
             l3: true,
+            lease: None,
         });
         block_on(tiers.flush());
         assert_eq!(lookup(&tiers, "t:s:1").as_deref(), Some("genuine"));
@@ -775,8 +784,8 @@ fn invalidating_a_function_spares_functions_whose_path_extends_it_and_reaches_ev
         layout.key(optimize_runtime::key::ArgsKey(i))
     };
     for i in 0..10 {
-        s.store(key(&users, i), &format!("user {i}"), 0);
-        s.store(key(&fetch, i), &format!("fetched {i}"), 0);
+        s.store(key(&users, i), &format!("user {i}"), 0, None);
+        s.store(key(&fetch, i), &format!("fetched {i}"), 0, None);
     }
     block_on(tiers.flush());
     // A large keyspace under the invalidated function, written directly.
@@ -828,8 +837,8 @@ fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
     let tiers = Tiers::start(c, Clock::new(), None);
     connected(&tiers);
     let s = store(&tiers, true, false);
-    s.store("t:out:1".into(), &"old".to_owned(), 0);
-    s.store("t:out:2".into(), &"old".to_owned(), 0);
+    s.store("t:out:1".into(), &"old".to_owned(), 0, None);
+    s.store("t:out:2".into(), &"old".to_owned(), 0, None);
     block_on(tiers.flush());
     let mut conn = redis.client();
     let exists = |conn: &mut redis::Connection, key: &str| -> bool { conn.exists(key).unwrap() };

@@ -15,6 +15,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::cache::backplane::{Channel, Notice};
 use crate::cache::breaker::Breaker;
+use crate::cache::lease::{Lease, LeaseState};
 use crate::cache::TierCounters;
 
 /// A Redis URL whose password is never printed. `redis://`, `rediss://` (TLS) and
@@ -108,6 +109,9 @@ pub struct RedisOptions {
     pub breaker_threshold: u32,
     /// How long the breaker stays open before a probe.
     pub breaker_cooldown: Duration,
+    /// How long a miss's lease lasts (one computation per key across instances); `None`
+    /// turns leases off.
+    pub lease: Option<Duration>,
 }
 
 impl RedisOptions {
@@ -117,6 +121,8 @@ impl RedisOptions {
     pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
     /// Default time the breaker stays open.
     pub const DEFAULT_BREAKER_COOLDOWN: Duration = Duration::from_secs(5);
+    /// Default lease duration.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
 
     /// Redis at `url` with the default timeout and breaker.
     pub fn new(url: RedisUrl) -> Self {
@@ -125,6 +131,7 @@ impl RedisOptions {
             op_timeout: Self::DEFAULT_OP_TIMEOUT,
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
+            lease: Some(Self::DEFAULT_LEASE),
         }
     }
 }
@@ -142,6 +149,9 @@ pub struct RedisTier {
     clock: Clock,
     /// The largest entry a read returns in full (bytes).
     max_read: usize,
+    /// Lease duration (`None`: leases off) and the channel releases are published on.
+    lease: Option<Duration>,
+    lease_channel: String,
 }
 
 impl fmt::Debug for RedisTier {
@@ -161,6 +171,7 @@ impl RedisTier {
         counters: TierCounters,
         clock: Clock,
         max_entry_bytes: usize,
+        namespace: &str,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let conn = Arc::new(OnceLock::new());
@@ -179,6 +190,8 @@ impl RedisTier {
             counters: counters.clone(),
             clock,
             max_read: max_entry_bytes.saturating_add(crate::codec::HEADER_LEN),
+            lease: options.lease,
+            lease_channel: lease_channel(namespace),
         };
         runtime.spawn(connect_until_connected(options, conn, counters, attempted));
         tier
@@ -296,6 +309,98 @@ impl RedisTier {
         .await
     }
 
+    /// Whether misses take leases.
+    pub fn leases(&self) -> Option<Duration> {
+        self.lease
+    }
+
+    /// [`RedisTier::get_stamped`] that also takes the key's lease when the value is absent
+    /// (one round trip: the [`LOOKUP`](crate::cache::lease) script).
+    pub async fn get_leased(
+        &self,
+        key: &str,
+        generations: &[String],
+        token: u64,
+    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>, LeaseState)> {
+        let Some(lease) = self.lease else {
+            return self
+                .get_stamped(key, generations)
+                .await
+                .map(|(v, g)| (v, g, LeaseState::NotAsked));
+        };
+        let last = self.max_read;
+        self.run("get", async |c| {
+            let mut call = crate::cache::lease::LOOKUP.key(key);
+            call.key(Lease::lease_key(key))
+                .key(Lease::waited_key(key))
+                .key(generations)
+                .arg(last)
+                .arg(token)
+                .arg(millis(lease))
+                .arg(1);
+            let (bytes, state, left, gens): (Vec<u8>, u8, i64, Vec<u64>) =
+                call.invoke_async(c).await?;
+            Ok((
+                (!bytes.is_empty()).then_some(bytes),
+                gens,
+                lease_state(state, left),
+            ))
+        })
+        .await
+    }
+
+    /// Takes the key's lease (when a read found only a retired value).
+    pub async fn acquire(&self, key: &str, token: u64) -> L2Result<LeaseState> {
+        let Some(lease) = self.lease else {
+            return L2Result::Done(LeaseState::NotAsked);
+        };
+        self.run("get", async |c| {
+            let (state, left): (u8, i64) = crate::cache::lease::ACQUIRE
+                .key(Lease::lease_key(key))
+                .key(Lease::waited_key(key))
+                .arg(token)
+                .arg(millis(lease))
+                .invoke_async(c)
+                .await?;
+            Ok(lease_state(state, left))
+        })
+        .await
+    }
+
+    /// Writes a value under its lease and releases it; `Done(false)` when fenced out.
+    pub async fn write_leased(&self, write: &L2Write, token: u64) -> L2Result<bool> {
+        let (key, value, ttl) = write;
+        self.run("put", async |c| {
+            let written: u8 = crate::cache::lease::WRITE
+                .key(key)
+                .key(Lease::lease_key(key))
+                .key(Lease::waited_key(key))
+                .arg(&value[..])
+                .arg(ttl.map_or(0, millis))
+                .arg(token)
+                .arg(&self.lease_channel)
+                .invoke_async(c)
+                .await?;
+            Ok(written == 1)
+        })
+        .await
+    }
+
+    /// Releases a lease without writing a value.
+    pub async fn release(&self, lease: &Lease) -> L2Result<()> {
+        self.run("put", async |c| {
+            crate::cache::lease::RELEASE
+                .key(Lease::lease_key(&lease.key))
+                .key(Lease::waited_key(&lease.key))
+                .arg(lease.token)
+                .arg(&self.lease_channel)
+                .arg(&lease.key)
+                .invoke_async::<()>(c)
+                .await
+        })
+        .await
+    }
+
     /// The generations stored at `keys` (0 where absent).
     pub async fn generations(&self, keys: &[String]) -> L2Result<Vec<u64>> {
         if keys.is_empty() {
@@ -355,6 +460,17 @@ impl RedisTier {
             let mut pipe = redis::pipe();
             if !keys.is_empty() {
                 pipe.cmd("DEL").arg(keys).ignore();
+                // A holder computing from before this deletion cannot write its value.
+                if let Some(lease) = self.lease {
+                    for key in keys {
+                        pipe.cmd("SET")
+                            .arg(Lease::lease_key(key))
+                            .arg(crate::cache::lease::TOMBSTONE)
+                            .arg("PX")
+                            .arg(millis(lease))
+                            .ignore();
+                    }
+                }
             }
             if let Some((channel, notice)) = announce {
                 channel.announce(&mut pipe, notice);
@@ -395,6 +511,23 @@ impl RedisTier {
                 L2Result::Failed => return L2Result::Failed,
             }
         }
+    }
+}
+
+/// The channel lease releases are published on.
+pub fn lease_channel(namespace: &str) -> String {
+    format!("{namespace}:leases")
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+fn lease_state(state: u8, left_ms: i64) -> LeaseState {
+    match state {
+        1 => LeaseState::Acquired,
+        2 => LeaseState::Held(Duration::from_millis(left_ms.max(0) as u64)),
+        _ => LeaseState::NotAsked,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod generations;
 pub mod l1;
 pub mod l2_redis;
 pub mod l3_sled;
+pub mod lease;
 pub mod shared;
 pub mod store;
 pub mod tiered;

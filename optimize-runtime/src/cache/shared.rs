@@ -1,6 +1,7 @@
 //! One function's view of the shared tiers: typed lookups with promotion, writes through the
 //! write-behind queue, and demotion of L1 evictions.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cache::generations::digest;
 use crate::cache::l2_redis::L2Result;
+use crate::cache::lease::{HeldLease, Lease, LeaseState};
 use crate::cache::tiered::Tiers;
 use crate::cache::writeback::{Bytes, WriteOp};
 use crate::cache::Tier;
@@ -72,6 +74,8 @@ pub struct SharedOptions {
     pub l3_ttl: Option<Duration>,
     /// Envelope settings (compression threshold).
     pub envelope: EnvelopeOptions,
+    /// Take a lease on an L2 miss (when the tiers run leases).
+    pub lease: bool,
 }
 
 /// A value found in a shared tier.
@@ -83,6 +87,10 @@ pub struct Found<V> {
     /// Its expiry in unix milliseconds (0 = none).
     pub expires_at_ms: u64,
 }
+
+/// What a shared-tier lookup returns: the value found, the generation digest a value
+/// computed now must be stamped with, and the key's lease when this process took it.
+pub type Lookup<V> = (Option<Found<V>>, u64, Option<HeldLease>);
 
 /// One function's shared tiers.
 pub struct SharedStore<V> {
@@ -162,22 +170,21 @@ impl<V: Send + 'static> SharedStore<V> {
     /// hashes). Returns what was found and the generation digest a value computed now must be
     /// stamped with. Sync callers use [`block_on`](crate::time::block_on), which costs nothing
     /// extra when no L2 round trip is needed.
-    pub async fn lookup(&self, key: &str, tags: &[u64]) -> (Option<Found<V>>, u64) {
+    pub async fn lookup(&self, key: &str, tags: &[u64]) -> Lookup<V> {
         // Known once L2 answered (with the current generations) or L3 was checked.
         let mut current: Option<u64> = None;
+        let mut lease: Option<HeldLease> = None;
         for tier in self.order() {
             match tier {
                 Tier::L2 if self.options.l2 => {
-                    let keys = self.generation_keys(tags);
-                    if let L2Result::Done((bytes, gens)) =
-                        self.tiers.l2_get_stamped(key, keys).await
-                    {
-                        let generation = self.learn(tags, &gens);
-                        current = Some(generation);
-                        let found = bytes.and_then(|b| self.accept(Tier::L2, key, &b, generation));
-                        if found.is_some() {
-                            return (found, generation);
-                        }
+                    let (found, generation, held) = self.lookup_l2(key, tags).await;
+                    lease = held;
+                    if let Some(g) = generation {
+                        current = Some(g);
+                    }
+                    if let (Some(found), Some(generation)) = (found, generation) {
+                        self.promote(key, &found, generation, None);
+                        return (Some(found), generation, lease);
                     }
                 }
                 Tier::L3 if self.options.l3 => {
@@ -191,8 +198,10 @@ impl<V: Send + 'static> SharedStore<V> {
                         .tiers
                         .l3_get(key)
                         .and_then(|b| self.accept(Tier::L3, key, &b, generation));
-                    if found.is_some() {
-                        return (found, generation);
+                    if let Some(found) = found {
+                        // Promoted to L2 under the lease, which the write releases.
+                        self.promote(key, &found, generation, lease.as_mut());
+                        return (Some(found), generation, lease);
                     }
                 }
                 _ => {}
@@ -202,7 +211,85 @@ impl<V: Send + 'static> SharedStore<V> {
             Some(g) => g,
             None => self.known_generation(tags).await,
         };
-        (None, generation)
+        (None, generation, lease)
+    }
+
+    /// The L2 step of a lookup: the value (checked against the current generations, which
+    /// come in the same round trip), and on a miss the key's lease — taken, or waited for
+    /// while another instance holds it, until it writes the value (served from here), gives
+    /// the lease up or dies (then taken over). Bounded by twice the lease's duration; after
+    /// that, or with Redis away, the caller computes without a lease.
+    async fn lookup_l2(
+        &self,
+        key: &str,
+        tags: &[u64],
+    ) -> (Option<Found<V>>, Option<u64>, Option<HeldLease>) {
+        let leases = self.options.lease && self.tiers.leases_on();
+        let lease_ttl = self.tiers.lease_ttl().unwrap_or_default();
+        let deadline = std::time::Instant::now() + lease_ttl * 2;
+        let stats = self.tiers.lease_stats();
+        let mut waited = false;
+        let mut generation = None;
+        loop {
+            let keys = self.generation_keys(tags);
+            let token = Lease::new(key).token;
+            let read = match leases {
+                true => self.tiers.l2_get_leased(key, keys, token).await,
+                false => self
+                    .tiers
+                    .l2_get_stamped(key, keys)
+                    .await
+                    .map(|(v, g)| (v, g, LeaseState::NotAsked)),
+            };
+            let L2Result::Done((bytes, gens, mut state)) = read else {
+                return (None, generation, None);
+            };
+            let current = self.learn(tags, &gens);
+            generation = Some(current);
+            if let Some(bytes) = bytes {
+                if let Some(found) = self.accept(Tier::L2, key, &bytes, current) {
+                    if waited {
+                        stats.served.fetch_add(1, Relaxed);
+                    }
+                    return (Some(found), generation, None);
+                }
+                // Only a retired or damaged value: computing it again is a miss like any.
+                if leases {
+                    state = match self.tiers.l2_acquire(key, token).await {
+                        L2Result::Done(s) => s,
+                        _ => LeaseState::NotAsked,
+                    };
+                }
+            }
+            match state {
+                LeaseState::Acquired => {
+                    stats.acquired.fetch_add(1, Relaxed);
+                    if waited {
+                        stats.taken_over.fetch_add(1, Relaxed);
+                    }
+                    let lease = HeldLease::new(
+                        Lease {
+                            key: key.to_owned(),
+                            token,
+                        },
+                        self.tiers.clone(),
+                    );
+                    return (None, generation, Some(lease));
+                }
+                LeaseState::Held(left) if std::time::Instant::now() < deadline => {
+                    if !waited {
+                        stats.waited.fetch_add(1, Relaxed);
+                        waited = true;
+                    }
+                    // Woken by the holder's release; else read again when the lease would
+                    // have expired (its holder may have died).
+                    let bound = (left + Duration::from_millis(10))
+                        .min(deadline.saturating_duration_since(std::time::Instant::now()));
+                    self.tiers.wait_for_lease(key, bound).await;
+                }
+                _ => return (None, generation, None),
+            }
+        }
     }
 
     /// [`SharedStore::lookup`] of an untagged entry, blocking this thread.
@@ -277,7 +364,13 @@ impl<V: Send + 'static> SharedStore<V> {
     }
 
     /// Copies a value found in one shared tier to the other, keeping its expiry and stamp.
-    pub fn promote(&self, key: &str, found: &Found<V>, generation: u64) {
+    pub fn promote(
+        &self,
+        key: &str,
+        found: &Found<V>,
+        generation: u64,
+        lease: Option<&mut HeldLease>,
+    ) {
         let to_l2 = found.tier == Tier::L3 && self.options.l2;
         let to_l3 = found.tier == Tier::L2 && self.options.l3;
         if !(to_l2 || to_l3) {
@@ -302,13 +395,13 @@ impl<V: Send + 'static> SharedStore<V> {
         };
         let remaining =
             (found.expires_at_ms != 0).then(|| Duration::from_millis(found.expires_at_ms - now));
-        self.tiers.enqueue(WriteOp::Put {
-            key: key.to_owned(),
-            bytes: bytes.into(),
-            l2_ttl: remaining,
-            l2: to_l2,
-            l3: to_l3,
-        });
+        self.put(
+            key.to_owned(),
+            bytes.into(),
+            remaining,
+            (to_l2, to_l3),
+            lease,
+        );
     }
 
     /// A value that cannot be written: an oversized one is counted as rejected
@@ -331,7 +424,7 @@ impl<V: Send + 'static> SharedStore<V> {
 
     /// Queues the writes of a freshly computed value to every shared tier of the function,
     /// stamped with `generation` (what its lookup returned).
-    pub fn store(&self, key: String, value: &V, generation: u64) {
+    pub fn store(&self, key: String, value: &V, generation: u64, lease: Option<HeldLease>) {
         let now = unix_ms();
         let bound_to = codec::key_hash(&key);
         let encode = |ttl: Option<Duration>| -> Option<Bytes> {
@@ -361,39 +454,48 @@ impl<V: Send + 'static> SharedStore<V> {
             l3_ttl,
             ..
         } = self.options;
+        // The lease is handed to the L2 write (which releases it); a value that is not
+        // written to L2 drops it, which releases it.
+        let mut lease = lease;
         if l2 && l3 && l2_ttl == l3_ttl {
             if let Some(bytes) = encode(l2_ttl) {
-                self.tiers.enqueue(WriteOp::Put {
-                    key,
-                    bytes,
-                    l2_ttl,
-                    l2: true,
-                    l3: true,
-                });
+                self.put(key, bytes, l2_ttl, (true, true), lease.as_mut());
             }
             return;
         }
         if l2 {
             if let Some(bytes) = encode(l2_ttl) {
-                self.tiers.enqueue(WriteOp::Put {
-                    key: key.clone(),
-                    bytes,
-                    l2_ttl,
-                    l2: true,
-                    l3: false,
-                });
+                self.put(key.clone(), bytes, l2_ttl, (true, false), lease.as_mut());
             }
         }
         if l3 {
             if let Some(bytes) = encode(l3_ttl) {
-                self.tiers.enqueue(WriteOp::Put {
-                    key,
-                    bytes,
-                    l2_ttl: None,
-                    l2: false,
-                    l3: true,
-                });
+                self.put(key, bytes, None, (false, true), None);
             }
+        }
+    }
+
+    /// Queues one put; with a lease, the L2 write is fenced by it and releases it (a put the
+    /// full queue drops leaves the lease with its guard, which releases it).
+    fn put(
+        &self,
+        key: String,
+        bytes: Bytes,
+        l2_ttl: Option<Duration>,
+        (l2, l3): (bool, bool),
+        lease: Option<&mut HeldLease>,
+    ) {
+        let token = lease.as_ref().and_then(|l| l.token());
+        let queued = self.tiers.enqueue(WriteOp::Put {
+            key,
+            bytes,
+            l2_ttl,
+            l2,
+            l3,
+            lease: token,
+        });
+        if let (true, Some(lease)) = (queued, lease) {
+            lease.handed_over();
         }
     }
 

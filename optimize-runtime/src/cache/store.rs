@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::l1::{tag_bit, EngineKind, EvictionHandler, L1Options, L1Store};
+use crate::cache::lease::HeldLease;
 use crate::cache::shared::{Found, SharedOptions, SharedStore, ValueCodec};
 use crate::cache::tiered::Tiers;
 use crate::cache::Tier;
@@ -41,6 +42,8 @@ pub struct StoreOptions {
     pub compress_above: Option<u32>,
     /// Schema hash checked on every read.
     pub schema: u64,
+    /// Take a lease on an L2 miss (one computation per key across instances).
+    pub lease: bool,
 }
 
 /// Called for every L1 capacity eviction (the function counts them).
@@ -58,6 +61,9 @@ pub struct Miss {
     /// current generations.
     generation: Option<u64>,
     tag_bits: u64,
+    /// The key's lease, when this process took it: released by the value's write, or when
+    /// the miss is dropped without one.
+    lease: Option<HeldLease>,
 }
 
 impl Miss {
@@ -118,6 +124,7 @@ impl<V: CacheValue> FnStore<V> {
                     l2_ttl: options.l2_ttl,
                     l3_ttl: options.l3_ttl,
                     envelope,
+                    lease: options.lease,
                 };
                 SharedStore::new(tiers.clone(), codec, shared, options.schema, path)
             })
@@ -179,6 +186,7 @@ impl<V: CacheValue> FnStore<V> {
             invalidations: Some(self.invalidations.load(Acquire)),
             generation: None,
             tag_bits: bits_of(tags),
+            lease: None,
         };
         if let Some(v) = self.l1_hit(key) {
             return (Some((v, Outcome::HitL1)), miss);
@@ -187,25 +195,19 @@ impl<V: CacheValue> FnStore<V> {
             return (None, miss);
         };
         let full = self.keys.key(key);
-        let (found, generation) = shared.lookup(&full, tags).await;
-        let served = found.map(|f| self.accept(key, &full, f, generation, miss.tag_bits));
+        // Boxed: the shared-tier lookup's state is large, and a caller's future (and, in
+        // debug builds, each poll's stack frame) would otherwise carry it on every call path,
+        // which deep recursion through managed async functions cannot afford.
+        let (found, generation, lease) = Box::pin(shared.lookup(&full, tags)).await;
+        let served = found.map(|f| self.accept(key, f, miss.tag_bits));
         miss.full_key = Some(full);
         miss.generation = Some(generation);
+        miss.lease = lease;
         (served, miss)
     }
 
-    /// Fills L1 and the other shared tier from a shared-tier hit.
-    fn accept(
-        &self,
-        key: ArgsKey,
-        full_key: &str,
-        found: Found<V>,
-        generation: u64,
-        tag_bits: u64,
-    ) -> Served<V> {
-        if let Some(shared) = &self.shared {
-            shared.promote(full_key, &found, generation);
-        }
+    /// Fills L1 from a shared-tier hit (the shared store promoted it to the other tier).
+    fn accept(&self, key: ArgsKey, found: Found<V>, tag_bits: u64) -> Served<V> {
         if let Some(l1) = &self.l1 {
             let remaining = (found.expires_at_ms != 0)
                 .then(|| Duration::from_millis(found.expires_at_ms.saturating_sub(unix_ms())));
@@ -236,7 +238,7 @@ impl<V: CacheValue> FnStore<V> {
     /// returned, or [`Miss::without_lookup`]. Nothing is stored when the function was
     /// invalidated since the lookup: the value may have been computed from what the
     /// invalidation retired.
-    pub fn store(&self, key: ArgsKey, miss: Miss, value: &V) {
+    pub fn store(&self, key: ArgsKey, mut miss: Miss, value: &V) {
         if miss
             .invalidations
             .is_some_and(|seen| seen != self.invalidations.load(Acquire))
@@ -252,8 +254,8 @@ impl<V: CacheValue> FnStore<V> {
                     .flatten()
             });
             if let Some(generation) = generation {
-                let full_key = miss.full_key.unwrap_or_else(|| self.keys.key(key));
-                shared.store(full_key, value, generation);
+                let full_key = miss.full_key.take().unwrap_or_else(|| self.keys.key(key));
+                shared.store(full_key, value, generation, miss.lease.take());
             }
         }
         if let Some(l1) = &self.l1 {

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::cache::backplane::{BackplaneStats, Channel, Listener, RemoteHook};
 use crate::cache::generations::Generations;
-use crate::cache::l2_redis::{L2Result, RedisOptions, RedisTier, RedisUrl};
+use crate::cache::l2_redis::{lease_channel, L2Result, RedisOptions, RedisTier, RedisUrl};
 use crate::cache::l3_sled::SledTier;
+use crate::cache::lease::{LeaseState, LeaseStats, LeaseWaiters};
 use crate::cache::writeback::{Announcer, WriteBack, WriteOp};
 use crate::cache::{Tier, TierCounters};
 use crate::codec::EnvelopeOptions;
@@ -147,6 +148,9 @@ pub struct Tiers {
     l3_counters: TierCounters,
     backplane: Option<Arc<BackplaneStats>>,
     generations: Arc<Generations>,
+    /// Waiters for other instances' leases (when L2 runs with leases on).
+    lease_waiters: Option<Arc<LeaseWaiters>>,
+    lease_stats: Arc<LeaseStats>,
 }
 
 impl std::fmt::Debug for Tiers {
@@ -183,6 +187,8 @@ impl Tiers {
                 l3_counters,
                 backplane: None,
                 generations: Arc::default(),
+                lease_waiters: None,
+                lease_stats: Arc::default(),
             });
         }
         let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -207,6 +213,7 @@ impl Tiers {
                 l2_counters.clone(),
                 clock.clone(),
                 config.envelope.max_entry_bytes,
+                &config.namespace,
                 &handle,
             ))
         });
@@ -222,6 +229,19 @@ impl Tiers {
             handle.spawn(sweep_periodically(l3.clone(), o.sweep_interval));
         }
         let generations: Arc<Generations> = Arc::default();
+        let lease_waiters = l2
+            .as_ref()
+            .filter(|l2| l2.leases().is_some())
+            .and_then(|_| redis::Client::open(config.redis.as_ref()?.url.expose()).ok())
+            .map(|client| {
+                let waiters = Arc::new(LeaseWaiters::default());
+                handle.spawn(
+                    waiters
+                        .clone()
+                        .listen(client, lease_channel(&config.namespace)),
+                );
+                waiters
+            });
         let announcer = remote.filter(|_| config.backplane).and_then(|hook| {
             start_backplane(&config, l3.clone(), hook, generations.clone(), &handle)
         });
@@ -243,6 +263,8 @@ impl Tiers {
             l3_counters,
             backplane: announcer.map(|a| a.stats),
             generations,
+            lease_waiters,
+            lease_stats: Arc::default(),
         })
     }
 
@@ -359,6 +381,75 @@ impl Tiers {
             Ok(r) => r,
             Err(_) => L2Result::Failed,
         }
+    }
+
+    /// Whether misses take leases in Redis.
+    pub fn leases_on(&self) -> bool {
+        self.lease_waiters.is_some()
+    }
+
+    /// How long a lease lasts (when leases are on).
+    pub fn lease_ttl(&self) -> Option<Duration> {
+        self.l2.as_ref().and_then(|l2| l2.leases())
+    }
+
+    /// Counters of the write-behind queue (when a shared tier runs).
+    pub fn writeback_stats(&self) -> Option<&crate::cache::writeback::WriteBackStats> {
+        self.background.as_ref().map(|bg| bg.writeback.stats())
+    }
+
+    /// Counters of leases.
+    pub fn lease_stats(&self) -> &LeaseStats {
+        &self.lease_stats
+    }
+
+    /// [`Tiers::l2_get_stamped`] that also takes the key's lease when the value is absent.
+    pub async fn l2_get_leased(
+        &self,
+        key: &str,
+        generations: Vec<String>,
+        token: u64,
+    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>, LeaseState)> {
+        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+            return L2Result::Skipped;
+        };
+        let key = key.to_owned();
+        match bg
+            .handle
+            .spawn(async move { l2.get_leased(&key, &generations, token).await })
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => L2Result::Failed,
+        }
+    }
+
+    /// Takes the key's lease.
+    pub async fn l2_acquire(&self, key: &str, token: u64) -> L2Result<LeaseState> {
+        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+            return L2Result::Skipped;
+        };
+        let key = key.to_owned();
+        match bg
+            .handle
+            .spawn(async move { l2.acquire(&key, token).await })
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => L2Result::Failed,
+        }
+    }
+
+    /// Waits (at most `bound`) until another instance announces the key's lease released.
+    pub async fn wait_for_lease(&self, key: &str, bound: Duration) {
+        let (Some(waiters), Some(bg)) = (self.lease_waiters.clone(), &self.background) else {
+            return;
+        };
+        let key = key.to_owned();
+        let _ = bg
+            .handle
+            .spawn(async move { waiters.wait(&key, bound).await })
+            .await;
     }
 
     /// The generations at `keys`, read from Redis.

@@ -15,6 +15,7 @@ use crate::cache::backplane::{BackplaneStats, Channel, Notice};
 use crate::cache::generations::Generations;
 use crate::cache::l2_redis::{L2Result, RedisTier};
 use crate::cache::l3_sled::SledTier;
+use crate::cache::lease::Lease;
 
 /// Bytes of one encoded entry, shared between the tiers it is written to.
 pub type Bytes = Arc<[u8]>;
@@ -36,7 +37,12 @@ pub enum WriteOp {
         l2: bool,
         /// Write to L3.
         l3: bool,
+        /// The token of the lease this process holds on the key: the L2 write is fenced by
+        /// it and releases it.
+        lease: Option<u64>,
     },
+    /// Release a lease without writing a value.
+    ReleaseLease(Lease),
     /// An entry evicted from L1 by capacity: written to L3 if absent there.
     Demote(Demotion),
     /// Remove a key from the tiers named.
@@ -94,6 +100,9 @@ pub struct WriteBackStats {
     pub invalidations_replayed: AtomicU64,
     /// Deletions given up because too many were waiting ([`MISSED_CAPACITY`]).
     pub invalidations_dropped: AtomicU64,
+    /// Values not written to L2 because their lease had passed on (an invalidation, or an
+    /// instance that took the lease over).
+    pub leases_fenced: AtomicU64,
 }
 
 /// How many deletions Redis missed are kept for replay; beyond, the oldest are dropped and
@@ -291,6 +300,8 @@ impl WriteBack {
 #[derive(Default)]
 struct Pending {
     l2: Vec<crate::cache::l2_redis::L2Write>,
+    /// L2 writes under a lease, each with its token.
+    leased: Vec<(crate::cache::l2_redis::L2Write, u64)>,
     l3: Vec<(String, Bytes)>,
 }
 
@@ -301,11 +312,17 @@ impl Pending {
         l3: Option<&SledTier>,
         stats: &WriteBackStats,
     ) {
-        let n = self.l2.len().max(self.l3.len()) as u64;
+        let n = (self.l2.len() + self.leased.len()).max(self.l3.len()) as u64;
         if let Some(l2) = l2 {
             // A failed or skipped L2 write is counted by the tier; the value stays in L1/L3.
             let _ = l2.set_many(&self.l2).await;
+            for (write, token) in self.leased.drain(..) {
+                if let L2Result::Done(false) = l2.write_leased(&write, token).await {
+                    stats.leases_fenced.fetch_add(1, Relaxed);
+                }
+            }
         }
+        self.leased.clear();
         if let Some(l3) = l3 {
             l3.apply(&self.l3, &[]);
         }
@@ -359,10 +376,15 @@ async fn drain(
                     l2_ttl,
                     l2: to_l2,
                     l3: to_l3,
+                    lease,
                 } => {
                     stats.depth.fetch_sub(1, AcqRel);
                     if to_l2 && l2.is_some() {
-                        pending.l2.push((key.clone(), bytes.clone(), l2_ttl));
+                        let write = (key.clone(), bytes.clone(), l2_ttl);
+                        match lease {
+                            Some(token) => pending.leased.push((write, token)),
+                            None => pending.l2.push(write),
+                        }
                     }
                     if to_l3 && l3.is_some() {
                         pending.l3.push((key, bytes));
@@ -436,6 +458,13 @@ async fn drain(
                         )
                     {
                         missed.push(Missed::Tag(tag, generation_key), &stats);
+                    }
+                }
+                WriteOp::ReleaseLease(lease) => {
+                    pending.apply(l2, l3, &stats).await;
+                    if let Some(l2) = l2 {
+                        // An unreleased lease only makes the others wait until it expires.
+                        let _ = l2.release(&lease).await;
                     }
                 }
                 WriteOp::Flush(done) => {

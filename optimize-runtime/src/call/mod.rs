@@ -263,17 +263,19 @@ impl Site {
 
     /// Runs an async call through the cache.
     #[doc(hidden)]
-    pub async fn call_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+    pub fn call_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
         &'static self,
         policy: P,
         codec: Option<ValueCodec<P::Cached>>,
         key: Option<ArgsKey>,
         body: F,
-    ) -> P::Output
+    ) -> impl Future<Output = P::Output>
     where
         P::Cached: CacheValue,
     {
-        self.call_async_tagged(policy, codec, key, &[], body).await
+        // Not a future of its own around the tagged one: each level of a recursive managed
+        // async function would then carry two.
+        self.call_async_tagged(policy, codec, key, &[], body)
     }
 
     /// [`Site::call_async`] of a call whose entry carries tags (their hashes).

@@ -141,6 +141,12 @@ pub(crate) const KEYS: &[Key] = &[
     duration("l2.timeout", MS, Duration::from_secs(30)),
     key("l2.breaker_threshold", Type::Int),
     key("l2.backplane", Type::Bool),
+    key("l2.lease", Type::Bool),
+    duration(
+        "l2.lease_ttl",
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+    ),
     duration(
         "l2.breaker_cooldown",
         Duration::from_millis(10),

@@ -123,6 +123,10 @@ pub struct Config {
     pub l2_breaker_cooldown: Duration,
     /// Whether invalidations travel to every instance sharing the namespace (with L2).
     pub l2_backplane: bool,
+    /// Whether a miss takes a lease in Redis, so one instance computes a key at a time.
+    pub l2_lease: bool,
+    /// How long a lease lasts before another instance may take it over.
+    pub l2_lease_ttl: Duration,
     /// Whether L3 runs.
     pub l3_enabled: bool,
     /// L3 directory.
@@ -253,6 +257,8 @@ impl Default for Config {
             l2_breaker_threshold: RedisOptions::DEFAULT_BREAKER_THRESHOLD,
             l2_breaker_cooldown: RedisOptions::DEFAULT_BREAKER_COOLDOWN,
             l2_backplane: true,
+            l2_lease: true,
+            l2_lease_ttl: RedisOptions::DEFAULT_LEASE,
             l3_enabled: false,
             l3_dir: TierConfig::default_l3_dir(),
             l3_max_size: TierConfig::DEFAULT_L3_MAX_BYTES,
@@ -324,6 +330,8 @@ impl Config {
             ("l2.breaker_threshold", V::Int(n)) => self.l2_breaker_threshold = int(n),
             ("l2.breaker_cooldown", V::Duration(d)) => self.l2_breaker_cooldown = d,
             ("l2.backplane", V::Bool(b)) => self.l2_backplane = b,
+            ("l2.lease", V::Bool(b)) => self.l2_lease = b,
+            ("l2.lease_ttl", V::Duration(d)) => self.l2_lease_ttl = d,
             ("l3.enabled", V::Bool(b)) => self.l3_enabled = b,
             ("l3.dir", V::Path(p)) => self.l3_dir = p,
             ("l3.max_size", V::Int(n)) => self.l3_max_size = n,
@@ -494,6 +502,7 @@ impl Config {
                 op_timeout: self.l2_timeout,
                 breaker_threshold: self.l2_breaker_threshold,
                 breaker_cooldown: self.l2_breaker_cooldown,
+                lease: self.l2_lease.then_some(self.l2_lease_ttl),
             });
         }
         if self.l3_enabled {

@@ -154,6 +154,9 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
     if let Some(bp) = tiers.backplane() {
         backplane(b, bp);
     }
+    if tiers.leases_on() {
+        leases(b, tiers);
+    }
     b.family(
         "optimize_writeback_queue_depth",
         "Shared-tier writes waiting in the write-behind queue.",
@@ -184,6 +187,28 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
         Counter,
     )
     .number(Vec::new(), status.invalidations_dropped as f64);
+}
+
+fn leases(b: &mut SnapshotBuilder, tiers: &Tiers) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let l = tiers.lease_stats();
+    let fenced = tiers
+        .writeback_stats()
+        .map_or(0, |w| w.leases_fenced.load(Relaxed));
+    for (outcome, n) in [
+        ("acquired", l.acquired.load(Relaxed)),
+        ("waited", l.waited.load(Relaxed)),
+        ("served", l.served.load(Relaxed)),
+        ("taken_over", l.taken_over.load(Relaxed)),
+        ("fenced", fenced),
+    ] {
+        b.family(
+            "optimize_lease_total",
+            "Leases on L2 misses (one computation per key across instances), by outcome.",
+            Counter,
+        )
+        .number(labels([("outcome", outcome)]), n as f64);
+    }
 }
 
 fn backplane(b: &mut SnapshotBuilder, bp: &BackplaneStats) {

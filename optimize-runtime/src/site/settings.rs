@@ -83,6 +83,8 @@ pub struct Settings {
     pub compress_above: Option<u32>,
     /// Whether L1 capacity evictions are written to L3.
     pub demote: bool,
+    /// Whether an L2 miss takes a lease (`lease = false` turns it off; `l2.lease` for all).
+    pub lease: bool,
     /// The L1 engine.
     pub engine: EngineKind,
     /// Admission priority.
@@ -151,6 +153,7 @@ impl Settings {
             l3_ttl: meta.l3_ttl.or(ttl),
             compress_above,
             demote,
+            lease: meta.lease,
             engine: defaults.l1_engine,
             priority: o.priority.unwrap_or(meta.priority),
             concurrency: o.concurrency.or(meta.concurrency),
@@ -177,6 +180,7 @@ impl Settings {
             demote: self.demote,
             compress_above: self.compress_above,
             schema,
+            lease: self.lease,
         }
     }
 }

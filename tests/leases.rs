@@ -1,0 +1,289 @@
+//! One computation per key across instances: three processes of one application, each with
+//! 100 concurrent cold callers of one key, against one `redis-server` — one execution in all;
+//! and a lease holder killed mid-computation is taken over by another instance.
+//!
+//! Each instance is this test binary run as a child (`instance`, ignored here), driven by
+//! commands on its stdin.
+
+#[path = "support/bounded.rs"]
+mod bounded;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+#[path = "support/skip.rs"]
+mod skip;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bounded::BOUND;
+use redis_server::RedisServer;
+
+static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A slow computation; how slow is this process's `LEASE_BODY_MS`.
+#[optimize::io(ttl = "10m")]
+async fn report(id: u64) -> String {
+    EXECUTIONS.fetch_add(1, SeqCst);
+    println!("@@ computing");
+    let ms = std::env::var("LEASE_BODY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    format!("report {id} by {}", std::process::id())
+}
+
+/// The same without a lease.
+#[optimize::io(ttl = "10m", lease = false)]
+async fn report_unleased(id: u64) -> String {
+    EXECUTIONS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    format!("report {id} by {}", std::process::id())
+}
+
+#[test]
+#[ignore = "run in child processes by the tests below"]
+fn instance() {
+    assert!(
+        std::env::var_os("LEASE_CHILD").is_some(),
+        "run as a child only"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stdin = std::io::stdin();
+    for line in stdin.lock().lines() {
+        let line = line.unwrap();
+        match line.trim() {
+            "ready" => {
+                // Connected to Redis (the first L2 read waits for it) and to the backplane.
+                rt.block_on(async {
+                    let tiers = optimize::runtime().tiers();
+                    while !tiers.status().backplane_connected {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                });
+                println!("@@ ready");
+            }
+            cmd @ ("go" | "go_unleased") => {
+                let leased = cmd == "go";
+                let values = rt.block_on(async {
+                    let callers: Vec<_> = (0..100)
+                        .map(|_| {
+                            tokio::spawn(async move {
+                                match leased {
+                                    true => report(7).await,
+                                    false => report_unleased(7).await,
+                                }
+                            })
+                        })
+                        .collect();
+                    let mut values = Vec::new();
+                    for c in callers {
+                        values.push(c.await.unwrap());
+                    }
+                    values
+                });
+                let mut distinct = values.clone();
+                distinct.dedup();
+                let l = optimize::runtime().tiers().lease_stats();
+                println!(
+                    "@@ done executions={} values={} value={} acquired={} waited={} served={} taken_over={}",
+                    EXECUTIONS.load(SeqCst),
+                    distinct.len(),
+                    distinct[0].replace(' ', "_"),
+                    l.acquired.load(SeqCst),
+                    l.waited.load(SeqCst),
+                    l.served.load(SeqCst),
+                    l.taken_over.load(SeqCst),
+                );
+            }
+            "quit" => {
+                optimize::shutdown();
+                println!("@@ bye");
+                return;
+            }
+            other => panic!("unknown command {other}"),
+        }
+    }
+}
+
+struct Instance {
+    child: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Instance {
+    fn start(env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "instance", "--ignored", "--nocapture"])
+            .env("LEASE_CHILD", "1")
+            .env_remove("OPTIMIZE_REDIS_URL")
+            .env_remove("OPTIMIZE_L3_DIR")
+            .env_remove("OPTIMIZE_L3")
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if let Some(at) = line.find("@@ ") {
+                    if tx.send(line[at + 3..].to_owned()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        writeln!(self.stdin, "{command}").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next answer starting with `word` (others, such as `computing`, are skipped).
+    fn expect(&mut self, word: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(BOUND)
+                .unwrap_or_else(|_| panic!("no answer `{word}` within {BOUND:?}"));
+            if let Some(rest) = line.strip_prefix(word) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn quit(mut self) {
+        self.send("quit");
+        self.expect("bye");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn field(done: &str, name: &str) -> String {
+    done.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {done}"))
+        .to_owned()
+}
+
+fn number(done: &str, name: &str) -> u64 {
+    field(done, name).parse().unwrap()
+}
+
+fn start_three(env: &[(&str, &str)]) -> Vec<Instance> {
+    let mut all: Vec<Instance> = (0..3).map(|_| Instance::start(env)).collect();
+    for i in &mut all {
+        i.send("ready");
+        i.expect("ready");
+    }
+    all
+}
+
+#[test]
+fn a_cold_key_is_computed_once_across_three_instances() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("OPTIMIZE_REDIS_URL", url.as_str()),
+        ("OPTIMIZE_NAMESPACE", "lease-once"),
+    ];
+    let mut all = start_three(&env);
+    for i in &mut all {
+        i.send("go");
+    }
+    let done: Vec<String> = all.iter_mut().map(|i| i.expect("done")).collect();
+    let executions: u64 = done.iter().map(|d| number(d, "executions")).sum();
+    assert_eq!(executions, 1, "{done:#?}");
+    for d in &done {
+        assert_eq!(
+            number(d, "values"),
+            1,
+            "every caller got the one value: {d}"
+        );
+    }
+    let values: Vec<String> = done.iter().map(|d| field(d, "value")).collect();
+    assert!(values.windows(2).all(|w| w[0] == w[1]), "{values:?}");
+    let acquired: u64 = done.iter().map(|d| number(d, "acquired")).sum();
+    let served: u64 = done.iter().map(|d| number(d, "served")).sum();
+    assert_eq!((acquired, served), (1, 2), "{done:#?}");
+    println!("3 instances x 100 cold callers of one key: {executions} execution");
+
+    // The control: without a lease, each instance computes the key itself.
+    for i in &mut all {
+        i.send("go_unleased");
+    }
+    let done: Vec<String> = all.iter_mut().map(|i| i.expect("done")).collect();
+    let executions: u64 = done.iter().map(|d| number(d, "executions")).sum();
+    assert!(executions >= 2, "lease = false: {done:#?}");
+    for i in all {
+        i.quit();
+    }
+}
+
+#[test]
+fn a_killed_lease_holder_is_taken_over() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let env = [
+        ("OPTIMIZE_REDIS_URL", url.as_str()),
+        ("OPTIMIZE_NAMESPACE", "lease-kill"),
+        ("OPTIMIZE_L2_LEASE_TTL", "1s"),
+    ];
+    let mut holder_env = env.to_vec();
+    holder_env.push(("LEASE_BODY_MS", "60000"));
+    let mut holder = Instance::start(&holder_env);
+    holder.send("ready");
+    holder.expect("ready");
+    let mut other_env = env.to_vec();
+    other_env.push(("LEASE_BODY_MS", "50"));
+    let mut other = Instance::start(&other_env);
+    other.send("ready");
+    other.expect("ready");
+
+    holder.send("go");
+    holder.expect("computing");
+    other.send("go");
+    // Let the other instance find the lease held and start waiting, then kill the holder.
+    std::thread::sleep(Duration::from_millis(200));
+    holder.kill();
+    let done = other.expect("done");
+    assert_eq!(number(&done, "executions"), 1, "{done}");
+    assert_eq!(number(&done, "values"), 1, "{done}");
+    assert_eq!(number(&done, "waited"), 1, "{done}");
+    assert_eq!(number(&done, "taken_over"), 1, "{done}");
+    other.quit();
+}
