@@ -58,6 +58,12 @@ async fn cold_miss(id: u64) -> Item {
     compute(id)
 }
 
+/// The same without the cross-instance lease.
+#[optimize::io(tiers = "l1,l2", ttl = "1h", lease = false)]
+async fn cold_miss_unleased(id: u64) -> Item {
+    compute(id)
+}
+
 fn main() {
     let Some(redis) = redis_server::RedisServer::start() else {
         eprintln!("redis-server is required for this benchmark");
@@ -154,6 +160,13 @@ fn main() {
             async move { black_box(cold_miss(black_box(id)).await) }
         })
     });
+    let next_unleased = std::sync::atomic::AtomicU64::new(3_000_000);
+    g.bench_function("attribute_without_lease", |b| {
+        b.to_async(&rt).iter(|| {
+            let id = next_unleased.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async move { black_box(cold_miss_unleased(black_box(id)).await) }
+        })
+    });
     g.finish();
 
     let mut g = c.benchmark_group("l3_hit");
@@ -188,6 +201,9 @@ fn main() {
     );
     let _ = &mut raw_redis;
 
+    let unleased = cold_miss_unleased_cache().stats();
+    assert_eq!(unleased.executions(), unleased.calls());
+
     println!("\nsummary (median ns per call; ratio to the baseline of the same run)");
     for (group, baseline, label) in [
         ("l2_hit", "raw_redis_get", "L2 hit"),
@@ -201,6 +217,16 @@ fn main() {
             ),
             _ => println!("  {label}: no estimates found (run without a filter)"),
         }
+    }
+    match (
+        median_ns("miss_path", "attribute_without_lease"),
+        median_ns("miss_path", "attribute"),
+    ) {
+        (Some(without), Some(with)) => println!(
+            "  miss with the lease {with:>10.0} ns   without {without:>10.0} ns   ratio {:.2}x",
+            with / without
+        ),
+        _ => println!("  lease: no estimates found (run without a filter)"),
     }
     optimize::shutdown();
 }
