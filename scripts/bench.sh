@@ -2,7 +2,7 @@
 # The comparison command: every figure next to its baseline, all measured in this run on this
 # machine (L1 hits vs HashMap, quick_cache, moka and `cached` on one and two threads; L2 and L3
 # hits vs raw redis GET and raw sled get; the miss path; single-flight; io p99 under cpu load,
-# routed vs naive; the demo workload).
+# routed vs naive; invalidation propagation between instances; the demo workload).
 # Full criterion output goes to target/bench-*.log; the summaries are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,11 @@ echo
 echo "==> shared tiers and the miss path (cargo bench --bench tiers)"
 cargo bench --bench tiers > target/bench-tiers.log 2>&1 || { tail -30 target/bench-tiers.log; exit 1; }
 sed -n '/^summary/,$p' target/bench-tiers.log
+
+echo
+echo "==> invalidation propagation between instances (cargo bench --bench propagation)"
+cargo bench --bench propagation > target/bench-propagation.log 2>&1 || { tail -30 target/bench-propagation.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-propagation.log
 
 echo
 echo "==> io p99 while cpu calls saturate the machine (cargo bench --bench pools)"

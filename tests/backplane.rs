@@ -8,18 +8,19 @@
 
 #[path = "support/bounded.rs"]
 mod bounded;
+#[path = "support/instance.rs"]
+mod instance;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/skip.rs"]
 mod skip;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bounded::BOUND;
+use instance::{distinct_tag_ids, quantile, unix_micros, Instance};
 use redis_server::RedisServer;
 
 fn truth_dir() -> PathBuf {
@@ -42,13 +43,6 @@ fn local(id: u64) -> String {
 #[optimize::io(ttl = "10m", tags = ["item:{id}"])]
 fn tagged(id: u64) -> String {
     std::fs::read_to_string(truth_dir().join(id.to_string())).unwrap_or_default()
-}
-
-fn unix_micros() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros()
 }
 
 /// One instance: reads commands from stdin, answers each with a line starting with `@@`.
@@ -143,108 +137,16 @@ fn instance() {
     }
 }
 
-/// The parent's handle on one instance.
-struct Instance {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
+fn spawn(env: &[(&str, &str)]) -> Instance {
+    Instance::start(&["--exact", "instance", "--ignored", "--nocapture"], env)
 }
 
-impl Instance {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "instance", "--ignored", "--nocapture"])
-            .env_remove("OPTIMIZE_REDIS_URL")
-            .env_remove("OPTIMIZE_L3_DIR")
-            .env_remove("OPTIMIZE_L3")
-            .env_remove("OPTIMIZE_L2_BACKPLANE")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                // libtest may print `test instance ... ` before the first answer.
-                if let Some(at) = line.find("@@ ") {
-                    if tx.send(line[at + 3..].to_owned()).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Self {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    fn send(&mut self, command: &str) {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// The next answer, which must start with `word`; its remainder.
-    fn expect(&mut self, word: &str) -> String {
-        let line = self
-            .lines
-            .recv_timeout(BOUND)
-            .unwrap_or_else(|_| panic!("no answer `{word}` within {BOUND:?}"));
-        line.strip_prefix(word)
-            .unwrap_or_else(|| panic!("expected `{word}`, got `{line}`"))
-            .trim()
-            .to_owned()
-    }
-
-    fn ask(&mut self, command: &str, word: &str) -> String {
-        self.send(command);
-        self.expect(word)
-    }
-
-    fn get(&mut self, id: u64) -> String {
-        self.ask(&format!("get {id}"), "value")
-    }
-
-    fn status(&mut self, field: &str) -> u64 {
-        let status = self.ask("status", "status");
-        status
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-
-    /// Polls `status` until `field` satisfies `ok`.
-    fn wait_status(&mut self, field: &str, ok: impl Fn(u64) -> bool) {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let v = self.status(field);
-            if ok(v) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{field} = {v} after {BOUND:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn quit(mut self) {
-        self.ask("quit", "bye");
-        let _ = self.child.wait();
-    }
+fn status(i: &mut Instance, field: &str) -> u64 {
+    Instance::number(&i.ask("status", "status"), field)
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn get(i: &mut Instance, id: u64) -> String {
+    i.ask(&format!("get {id}"), "value")
 }
 
 fn write_truth(dir: &Path, ids: std::ops::Range<u64>, value: &str) {
@@ -261,12 +163,8 @@ fn env<'a>(url: &'a str, ns: &'a str, truth: &'a Path) -> Vec<(&'a str, &'a str)
     ]
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-/// One instance invalidates by key (100 times) and by function; the other two see each
-/// invalidation in their L1 within 250 ms (p50/p99 printed).
+/// One instance invalidates by key (100 times), by function and by tag (40 times); the other
+/// two see each invalidation in their L1 within 250 ms (p50/p99 printed).
 #[test]
 fn invalidations_reach_every_other_instance() {
     let Some(redis) = RedisServer::start() else {
@@ -277,8 +175,8 @@ fn invalidations_reach_every_other_instance() {
     const KEYS: u64 = 100;
     write_truth(truth.path(), 0..KEYS, "v1");
     let env = env(&url, "bp-propagation", truth.path());
-    let mut a = Instance::start(&env);
-    let mut others = [Instance::start(&env), Instance::start(&env)];
+    let mut a = spawn(&env);
+    let mut others = [spawn(&env), spawn(&env)];
     for other in &mut others {
         assert_eq!(other.ask(&format!("fill {KEYS}"), "ok"), KEYS.to_string());
         other.wait_status("connected", |c| c == 1);
@@ -309,6 +207,33 @@ fn invalidations_reach_every_other_instance() {
     }
     measure(&mut a, &mut others, "invalidate_fn", 0);
 
+    // Tags: ids whose tags fall on distinct bits of L1's tag set, so each invalidation removes
+    // exactly one entry there.
+    let tagged_ids = distinct_tag_ids("item:", 40);
+    for id in &tagged_ids {
+        write_truth(truth.path(), *id..*id + 1, "v1");
+    }
+    for other in &mut others {
+        for id in &tagged_ids {
+            other.ask(&format!("get_tagged {id}"), "value");
+        }
+    }
+    let tags = tagged_ids.len() as u64;
+    for (n, id) in tagged_ids.iter().enumerate() {
+        let left = tags - n as u64 - 1;
+        for other in others.iter_mut() {
+            other.ask(&format!("watch_tagged_len {left}"), "watching");
+        }
+        let sent: u128 = a
+            .ask(&format!("invalidate_tag {id}"), "sent")
+            .parse()
+            .unwrap();
+        for other in others.iter_mut() {
+            let seen: u128 = other.expect("seen").parse().unwrap();
+            lags_ms.push(seen.saturating_sub(sent) as f64 / 1000.0);
+        }
+    }
+
     lags_ms.sort_by(f64::total_cmp);
     let (p50, p99, max) = (
         quantile(&lags_ms, 0.5),
@@ -320,9 +245,9 @@ fn invalidations_reach_every_other_instance() {
         lags_ms.len()
     );
     assert!(p99 < 250.0, "p99 {p99} ms");
-    assert_eq!(a.status("sent"), KEYS + 1);
+    assert_eq!(status(&mut a, "sent"), KEYS + 1 + tags);
     for other in &mut others {
-        assert_eq!(other.status("received"), KEYS + 1);
+        assert_eq!(status(other, "received"), KEYS + 1 + tags);
     }
     a.quit();
     for other in others {
@@ -340,8 +265,8 @@ fn invalidations_of_an_l1_only_function_reach_other_instances() {
     let truth = tempfile::tempdir().unwrap();
     write_truth(truth.path(), 0..3, "v1");
     let env = env(&url, "bp-local", truth.path());
-    let mut a = Instance::start(&env);
-    let mut b = Instance::start(&env);
+    let mut a = spawn(&env);
+    let mut b = spawn(&env);
     assert_eq!(b.ask("fill_local 3", "ok"), "3");
     b.wait_status("connected", |c| c == 1);
     b.ask("watch_local_len 2", "watching");
@@ -350,7 +275,7 @@ fn invalidations_of_an_l1_only_function_reach_other_instances() {
     b.ask("watch_local_len 0", "watching");
     a.ask("invalidate_local_all", "sent");
     b.expect("seen");
-    assert_eq!(b.status("received"), 2);
+    assert_eq!(status(&mut b, "received"), 2);
     a.quit();
     b.quit();
 }
@@ -366,8 +291,8 @@ fn a_tag_is_invalidated_in_every_instance() {
     let truth = tempfile::tempdir().unwrap();
     write_truth(truth.path(), 0..3, "v1");
     let env = env(&url, "bp-tags", truth.path());
-    let mut a = Instance::start(&env);
-    let mut b = Instance::start(&env);
+    let mut a = spawn(&env);
+    let mut b = spawn(&env);
     assert_eq!(b.ask("fill_tagged 3", "ok"), "3");
     assert_eq!(a.ask("fill_tagged 3", "ok"), "3");
     b.wait_status("connected", |c| c == 1);
@@ -394,20 +319,20 @@ fn no_retired_value_after_a_redis_restart() {
     let truth = tempfile::tempdir().unwrap();
     write_truth(truth.path(), 0..1, "v1");
     let env = env(&url, "bp-restart", truth.path());
-    let mut a = Instance::start(&env);
-    let mut b = Instance::start(&env);
-    assert_eq!(b.get(0), "v1");
+    let mut a = spawn(&env);
+    let mut b = spawn(&env);
+    assert_eq!(get(&mut b, 0), "v1");
     b.wait_status("connected", |c| c == 1);
 
     redis.kill();
     write_truth(truth.path(), 0..1, "v2");
     a.ask("invalidate_key 0", "sent");
-    assert_eq!(b.get(0), "v1", "cut off, b still serves its L1 copy");
+    assert_eq!(get(&mut b, 0), "v1", "cut off, b still serves its L1 copy");
     redis.restart();
 
     a.wait_status("pending", |p| p == 0);
     b.wait_status("gaps", |g| g >= 1);
-    assert_eq!(b.get(0), "v2");
+    assert_eq!(get(&mut b, 0), "v2");
     a.quit();
     b.quit();
 }
@@ -427,11 +352,11 @@ fn a_restarted_instance_does_not_resurrect_a_retired_value_from_l3() {
         write_truth(truth.path(), 0..1, "v1");
         let mut env = env(&url, ns, truth.path());
         env.push(("OPTIMIZE_L2_BACKPLANE", backplane));
-        let mut a = Instance::start(&env);
+        let mut a = spawn(&env);
         let mut b_env = env.clone();
         b_env.push(("OPTIMIZE_L3_DIR", disk.path().to_str().unwrap()));
-        let mut b = Instance::start(&b_env);
-        assert_eq!(b.get(0), "v1");
+        let mut b = spawn(&b_env);
+        assert_eq!(get(&mut b, 0), "v1");
         if backplane == "true" {
             b.wait_status("connected", |c| c == 1);
         }
@@ -441,10 +366,10 @@ fn a_restarted_instance_does_not_resurrect_a_retired_value_from_l3() {
         a.ask("invalidate_key 0", "sent");
         a.wait_status("pending", |p| p == 0);
 
-        let mut b = Instance::start(&b_env);
-        let from_b = b.get(0);
+        let mut b = spawn(&b_env);
+        let from_b = get(&mut b, 0);
         b.quit();
-        let from_a = a.get(0);
+        let from_a = get(&mut a, 0);
         a.quit();
         match backplane {
             "true" => assert_eq!((from_b.as_str(), from_a.as_str()), ("v2", "v2")),

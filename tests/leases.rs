@@ -5,20 +5,18 @@
 //! Each instance is this test binary run as a child (`instance`, ignored here), driven by
 //! commands on its stdin.
 
-#[path = "support/bounded.rs"]
-mod bounded;
+#[path = "support/instance.rs"]
+mod instance;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/skip.rs"]
 mod skip;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::sync::mpsc;
 use std::time::Duration;
 
-use bounded::BOUND;
+use instance::Instance;
 use redis_server::RedisServer;
 
 static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
@@ -113,95 +111,22 @@ fn instance() {
     }
 }
 
-struct Instance {
-    child: Child,
-    stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Instance {
-    fn start(env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "instance", "--ignored", "--nocapture"])
-            .env("LEASE_CHILD", "1")
-            .env_remove("OPTIMIZE_REDIS_URL")
-            .env_remove("OPTIMIZE_L3_DIR")
-            .env_remove("OPTIMIZE_L3")
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Some(at) = line.find("@@ ") {
-                    if tx.send(line[at + 3..].to_owned()).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Self {
-            child,
-            stdin,
-            lines,
-        }
-    }
-
-    fn send(&mut self, command: &str) {
-        writeln!(self.stdin, "{command}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// The next answer starting with `word` (others, such as `computing`, are skipped).
-    fn expect(&mut self, word: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(BOUND)
-                .unwrap_or_else(|_| panic!("no answer `{word}` within {BOUND:?}"));
-            if let Some(rest) = line.strip_prefix(word) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn quit(mut self) {
-        self.send("quit");
-        self.expect("bye");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn spawn(env: &[(&str, &str)]) -> Instance {
+    let mut env = env.to_vec();
+    env.push(("LEASE_CHILD", "1"));
+    Instance::start(&["--exact", "instance", "--ignored", "--nocapture"], &env)
 }
 
 fn field(done: &str, name: &str) -> String {
-    done.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {done}"))
-        .to_owned()
+    Instance::field(done, name)
 }
 
 fn number(done: &str, name: &str) -> u64 {
-    field(done, name).parse().unwrap()
+    Instance::number(done, name)
 }
 
 fn start_three(env: &[(&str, &str)]) -> Vec<Instance> {
-    let mut all: Vec<Instance> = (0..3).map(|_| Instance::start(env)).collect();
+    let mut all: Vec<Instance> = (0..3).map(|_| spawn(env)).collect();
     for i in &mut all {
         i.send("ready");
         i.expect("ready");
@@ -223,7 +148,7 @@ fn a_cold_key_is_computed_once_across_three_instances() {
     for i in &mut all {
         i.send("go");
     }
-    let done: Vec<String> = all.iter_mut().map(|i| i.expect("done")).collect();
+    let done: Vec<String> = all.iter_mut().map(|i| i.expect_skipping("done")).collect();
     let executions: u64 = done.iter().map(|d| number(d, "executions")).sum();
     assert_eq!(executions, 1, "{done:#?}");
     for d in &done {
@@ -244,7 +169,7 @@ fn a_cold_key_is_computed_once_across_three_instances() {
     for i in &mut all {
         i.send("go_unleased");
     }
-    let done: Vec<String> = all.iter_mut().map(|i| i.expect("done")).collect();
+    let done: Vec<String> = all.iter_mut().map(|i| i.expect_skipping("done")).collect();
     let executions: u64 = done.iter().map(|d| number(d, "executions")).sum();
     assert!(executions >= 2, "lease = false: {done:#?}");
     for i in all {
@@ -265,22 +190,22 @@ fn a_killed_lease_holder_is_taken_over() {
     ];
     let mut holder_env = env.to_vec();
     holder_env.push(("LEASE_BODY_MS", "60000"));
-    let mut holder = Instance::start(&holder_env);
+    let mut holder = spawn(&holder_env);
     holder.send("ready");
     holder.expect("ready");
     let mut other_env = env.to_vec();
     other_env.push(("LEASE_BODY_MS", "50"));
-    let mut other = Instance::start(&other_env);
+    let mut other = spawn(&other_env);
     other.send("ready");
     other.expect("ready");
 
     holder.send("go");
-    holder.expect("computing");
+    holder.expect_skipping("computing");
     other.send("go");
     // Let the other instance find the lease held and start waiting, then kill the holder.
     std::thread::sleep(Duration::from_millis(200));
     holder.kill();
-    let done = other.expect("done");
+    let done = other.expect_skipping("done");
     assert_eq!(number(&done, "executions"), 1, "{done}");
     assert_eq!(number(&done, "values"), 1, "{done}");
     assert_eq!(number(&done, "waited"), 1, "{done}");
