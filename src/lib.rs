@@ -80,10 +80,10 @@ pub use optimize_runtime::{
     cache, codec, config, flight, key, meta, monitor, policy, pool, registry, stats, task, time,
 };
 pub use optimize_runtime::{
-    flush, flush_async, functions, install, invalidate_tag, invalidate_tag_async, runtime,
-    shutdown, shutdown_async, shutdown_within, site, Histogram, InstallError, Kind, Level, Outcome,
-    Priority, Runtime, RuntimeGuard, Site, Task, TaskError, TaskHandle, TaskStatus, Tier, TierSet,
-    TimedOut,
+    flush, flush_async, functions, install, invalidate_everything, invalidate_everything_async,
+    invalidate_tag, invalidate_tag_async, runtime, shutdown, shutdown_async, shutdown_within, site,
+    Histogram, InstallError, Kind, Level, Outcome, Priority, Runtime, RuntimeGuard, Site, Task,
+    TaskError, TaskHandle, TaskStatus, Tier, TierSet, TimedOut,
 };
 
 /// Statistics of one managed function; see [`Site::stats`].

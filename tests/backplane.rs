@@ -77,6 +77,7 @@ fn instance() {
                 }
                 println!("@@ ok {}", tagged_cache().len());
             }
+            "invalidate_everything" => timed(&optimize::invalidate_everything),
             "invalidate_tag" => timed(&|| {
                 optimize::invalidate_tag(&format!("item:{}", arg()));
             }),
@@ -304,6 +305,13 @@ fn a_tag_is_invalidated_in_every_instance() {
     assert_eq!(b.ask("get_tagged 0", "value"), "v2");
     assert_eq!(a.ask("get_tagged 0", "value"), "v2");
     assert_eq!(b.ask("get_tagged 1", "value"), "v1", "other tags untouched");
+
+    // Everything, from one instance: gone from the other's L1, and not read back from Redis.
+    write_truth(truth.path(), 0..3, "v3");
+    b.ask("watch_tagged_len 0", "watching");
+    a.ask("invalidate_everything", "sent");
+    b.expect("seen");
+    assert_eq!(b.ask("get_tagged 1", "value"), "v3");
     a.quit();
     b.quit();
 }

@@ -89,4 +89,12 @@ fn tags_and_functions_are_retired_in_every_tier_by_one_generation() {
         .unwrap();
     assert_eq!(tag_generation, 1);
     assert_eq!(executions_of(all), 3);
+
+    // Everything: one namespace generation, and every tier refuses what was written before.
+    optimize::flush();
+    optimize::invalidate_everything();
+    assert_eq!(item_cache().len(), 0);
+    let everything: u64 = conn.get("tags:gen:all").unwrap();
+    assert_eq!(everything, 1);
+    assert_eq!(executions_of(all), 3);
 }

@@ -39,8 +39,9 @@ pub mod time;
 pub use meta::{Kind, Level, Priority, Tier, TierSet};
 pub use pool::io::TimedOut;
 pub use runtime::{
-    flush, flush_async, install, invalidate_tag, invalidate_tag_async, runtime, shutdown,
-    shutdown_async, shutdown_within, InstallError, Runtime, RuntimeGuard,
+    flush, flush_async, install, invalidate_everything, invalidate_everything_async,
+    invalidate_tag, invalidate_tag_async, runtime, shutdown, shutdown_async, shutdown_within,
+    InstallError, Runtime, RuntimeGuard,
 };
 pub use site::Site;
 pub use stats::{FnStats, Histogram, Outcome};

@@ -370,6 +370,32 @@ impl Runtime {
         }
     }
 
+    /// Retires every cached entry of every managed function, in every tier of every instance
+    /// sharing the namespace: this process's L1 at once; L2 by raising the namespace's
+    /// generation (one `INCR`); this process's L3 by removing the namespace's entries; other
+    /// instances' L1 and L3 through the backplane. Returns once that is done (blocking as
+    /// [`Runtime::invalidate_tag`] does).
+    pub fn invalidate_everything(&self) {
+        if self.start_invalidate_everything() {
+            crate::pool::blocking(|| crate::time::block_on(self.tiers.barrier()));
+        }
+    }
+
+    /// [`Runtime::invalidate_everything`] for async code: awaits instead of blocking.
+    pub async fn invalidate_everything_async(&self) {
+        if self.start_invalidate_everything() {
+            self.tiers.barrier().await;
+        }
+    }
+
+    fn start_invalidate_everything(&self) -> bool {
+        self.registry.apply_remote(Remote::Everything);
+        self.tiers.enqueue(WriteOp::InvalidateEverything {
+            prefix: format!("{}:", self.namespace()),
+            generation_key: self.tiers.everything_generation_key(),
+        })
+    }
+
     /// Clears L1 and queues the generation's raise; whether there is anything to wait for.
     fn start_invalidate_tag(&self, tag: &str) -> bool {
         let hash = crate::cache::generations::tag_hash(tag);
@@ -478,6 +504,29 @@ pub fn flush() {
 /// ```
 pub fn invalidate_tag(tag: &str) {
     runtime().invalidate_tag(tag);
+}
+
+/// Retires every cached entry of every managed function, in every tier of every instance
+/// (see [`Runtime::invalidate_everything`]). Starts the runtime's lazy default if nothing was
+/// installed.
+///
+/// ```
+/// #[optimize::io]
+/// fn greeting(name: String) -> String {
+///     format!("hello {name}")
+/// }
+///
+/// greeting("ada".into());
+/// optimize::invalidate_everything();
+/// assert_eq!(greeting_cache().len(), 0);
+/// ```
+pub fn invalidate_everything() {
+    runtime().invalidate_everything();
+}
+
+/// [`invalidate_everything`] for async code.
+pub async fn invalidate_everything_async() {
+    runtime().invalidate_everything_async().await;
 }
 
 /// [`invalidate_tag`] for async code.

@@ -60,6 +60,11 @@ pub enum Notice {
         /// Its generation after the invalidation (0 when it has none: no L2).
         generation: u64,
     },
+    /// Every entry of every function.
+    Everything {
+        /// The namespace's generation after the invalidation.
+        generation: u64,
+    },
     /// Every entry carrying one tag.
     Tag {
         /// The tag's hash ([`tag_hash`](crate::cache::generations::tag_hash)).
@@ -232,6 +237,9 @@ impl Channel {
                     .arg(prefix)
                     .arg("g")
                     .arg(*generation);
+            }
+            Notice::Everything { generation } => {
+                cmd.arg("k").arg("all").arg("g").arg(*generation);
             }
             Notice::Tag { tag, generation } => {
                 cmd.arg("k")
@@ -475,6 +483,15 @@ impl Listener {
                     l3.remove_prefix(prefix);
                 }
                 (self.hook)(Remote::Function { path });
+            }
+            "all" => {
+                if let Some(generation) = generation {
+                    self.generations.learn_everything(generation);
+                }
+                if let Some(l3) = &self.l3 {
+                    l3.remove_prefix(&self.channel.prefix);
+                }
+                (self.hook)(Remote::Everything);
             }
             "tag" => {
                 let (Some(tag), Some(generation)) = (

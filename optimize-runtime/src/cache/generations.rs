@@ -83,6 +83,17 @@ pub fn function_key(namespace: &str, path: &str) -> String {
     format!("{namespace}:gen:fn:{path}")
 }
 
+/// The Redis key of the namespace's own generation, raised by invalidating everything.
+pub fn everything_key(namespace: &str) -> String {
+    format!("{namespace}:gen:all")
+}
+
+/// What the namespace's generation counts as in a [`digest`]: a tag every entry carries.
+pub const EVERYTHING: u64 = 0;
+
+/// Where [`Generations`] keeps the namespace's generation (no function has this path).
+const EVERYTHING_PATH: &str = "\0everything";
+
 /// The Redis key of a tag's generation.
 pub fn tag_key(namespace: &str, tag: u64) -> String {
     format!("{namespace}:gen:tag:{tag:016x}")
@@ -125,6 +136,16 @@ impl Generations {
             .unwrap_or_else(PoisonError::into_inner)
             .get(path)
             .copied()
+    }
+
+    /// The namespace's generation (see [`everything_key`]), if known.
+    pub fn everything(&self) -> Option<u64> {
+        self.function(EVERYTHING_PATH)
+    }
+
+    /// Records the namespace's generation (kept if newer).
+    pub fn learn_everything(&self, generation: u64) {
+        self.learn_function(EVERYTHING_PATH, generation);
     }
 
     /// A tag's generation, if known.

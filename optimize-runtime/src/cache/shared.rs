@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::cache::generations::digest;
+use crate::cache::generations::{digest, EVERYTHING};
 use crate::cache::l2_redis::L2Result;
 use crate::cache::lease::{HeldLease, Lease, LeaseState};
 use crate::cache::tiered::Tiers;
@@ -299,23 +299,29 @@ impl<V: Send + 'static> SharedStore<V> {
 
     /// The Redis keys of the function's generation and of each tag's.
     fn generation_keys(&self, tags: &[u64]) -> Vec<String> {
-        std::iter::once(self.generation_key.clone())
-            .chain(tags.iter().map(|t| self.tiers.tag_generation_key(*t)))
-            .collect()
+        [
+            self.generation_key.clone(),
+            self.tiers.everything_generation_key(),
+        ]
+        .into_iter()
+        .chain(tags.iter().map(|t| self.tiers.tag_generation_key(*t)))
+        .collect()
     }
 
-    /// Records generations read from Redis (the function's, then one per tag); their digest.
+    /// Records generations read from Redis (the function's, the namespace's, then one per
+    /// tag, as [`SharedStore::generation_keys`] lists them); their digest.
     fn learn(&self, tags: &[u64], gens: &[u64]) -> u64 {
         let generations = self.tiers.generations();
-        let function = gens.first().copied().unwrap_or_default();
+        let at = |i: usize| gens.get(i).copied().unwrap_or_default();
+        let (function, everything) = (at(0), at(1));
         generations.learn_function(&self.path, function);
-        let stamped: Vec<(u64, u64)> = tags
-            .iter()
-            .zip(gens.iter().skip(1).chain(std::iter::repeat(&0)))
-            .map(|(t, g)| {
-                generations.learn_tag(*t, *g);
-                (*t, *g)
-            })
+        generations.learn_everything(everything);
+        let stamped: Vec<(u64, u64)> = std::iter::once((EVERYTHING, everything))
+            .chain(tags.iter().enumerate().map(|(i, t)| {
+                let g = at(i + 2);
+                generations.learn_tag(*t, g);
+                (*t, g)
+            }))
             .collect();
         digest(function, &stamped)
     }
@@ -335,10 +341,10 @@ impl<V: Send + 'static> SharedStore<V> {
         }
         let generations = self.tiers.generations();
         let function = generations.function(&self.path).unwrap_or(0);
-        let stamped: Vec<(u64, u64)> = tags
-            .iter()
-            .map(|t| (*t, generations.tag(*t).unwrap_or(0)))
-            .collect();
+        let stamped: Vec<(u64, u64)> =
+            std::iter::once((EVERYTHING, generations.everything().unwrap_or(0)))
+                .chain(tags.iter().map(|t| (*t, generations.tag(*t).unwrap_or(0))))
+                .collect();
         digest(function, &stamped)
     }
 
@@ -356,9 +362,8 @@ impl<V: Send + 'static> SharedStore<V> {
         }
         let generations = self.tiers.generations();
         let function = generations.function(&self.path)?;
-        let stamped = tags
-            .iter()
-            .map(|t| generations.tag(*t).map(|g| (*t, g)))
+        let stamped = std::iter::once(generations.everything().map(|g| (EVERYTHING, g)))
+            .chain(tags.iter().map(|t| generations.tag(*t).map(|g| (*t, g))))
             .collect::<Option<Vec<_>>>()?;
         Some(digest(function, &stamped))
     }

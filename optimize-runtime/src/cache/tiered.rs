@@ -358,6 +358,11 @@ impl Tiers {
         self.l3.as_ref().map_or(0, |l3| l3.tag_generation(tag))
     }
 
+    /// The Redis key of the namespace's generation (raised by invalidating everything).
+    pub fn everything_generation_key(&self) -> String {
+        crate::cache::generations::everything_key(&self.config.namespace)
+    }
+
     /// The Redis key of a tag's generation.
     pub fn tag_generation_key(&self, tag: u64) -> String {
         crate::cache::generations::tag_key(&self.config.namespace, tag)

@@ -61,6 +61,14 @@ pub enum WriteOp {
     /// Retire every entry of a function: raise its generation in Redis, remove its entries
     /// from L3, announce it, and reclaim its Redis keys in the background.
     InvalidateFunction(FunctionInvalidation),
+    /// Retire every entry of the namespace: raise its generation, remove everything under
+    /// `prefix` from L3, announce it.
+    InvalidateEverything {
+        /// The namespace's key prefix (`{ns}:`).
+        prefix: String,
+        /// The namespace generation's Redis key.
+        generation_key: String,
+    },
     /// Retire every entry carrying a tag: raise the tag's generation, announce it.
     InvalidateTag {
         /// The tag's hash.
@@ -118,6 +126,7 @@ enum Missed {
     Prefix(String),
     Function(FunctionInvalidation),
     Tag(u64, String),
+    Everything(String),
 }
 
 /// Deletions Redis missed, in order: replayed before anything else reaches Redis once it
@@ -148,6 +157,7 @@ impl MissedDeletions {
                 Missed::Prefix(prefix) => l2.delete_prefix(prefix).await,
                 Missed::Function(f) => invalidate_function(shared, f).await,
                 Missed::Tag(tag, key) => invalidate_tag(shared, *tag, key).await,
+                Missed::Everything(key) => invalidate_everything(shared, key).await,
             };
             if !matches!(done, L2Result::Done(())) {
                 break;
@@ -221,6 +231,20 @@ async fn invalidate_function(shared: &Shared<'_>, f: &FunctionInvalidation) -> L
         tokio::spawn(async move { l2.delete_prefix(&prefix).await });
     }
     announced
+}
+
+/// Raises the namespace's generation and announces it.
+async fn invalidate_everything(shared: &Shared<'_>, key: &str) -> L2Result<()> {
+    let Some(l2) = shared.l2 else {
+        return L2Result::Done(());
+    };
+    let generation = match l2.bump(key).await {
+        L2Result::Done(g) => g,
+        other => return other.map(|_| ()),
+    };
+    shared.generations.learn_everything(generation);
+    let notice = Notice::Everything { generation };
+    delete_key(l2, None, Some(&notice), shared.bp).await
 }
 
 /// Raises a tag's generation and announces it.
@@ -441,6 +465,23 @@ async fn drain(
                         && !matches!(invalidate_function(&shared, &f).await, L2Result::Done(()))
                     {
                         missed.push(Missed::Function(f), &stats);
+                    }
+                }
+                WriteOp::InvalidateEverything {
+                    prefix,
+                    generation_key,
+                } => {
+                    pending.apply(l2, l3, &stats).await;
+                    if let Some(l3) = l3 {
+                        l3.remove_prefix(&prefix);
+                    }
+                    if l2.is_some()
+                        && !matches!(
+                            invalidate_everything(&shared, &generation_key).await,
+                            L2Result::Done(())
+                        )
+                    {
+                        missed.push(Missed::Everything(generation_key), &stats);
                     }
                 }
                 WriteOp::InvalidateTag {
