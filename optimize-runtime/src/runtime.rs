@@ -32,6 +32,7 @@ use crate::time::Clock;
 /// The process's optimize runtime. Reach it with [`runtime`] or [`Runtime::current`].
 pub struct Runtime {
     config: Config,
+    l1_budget: Option<Arc<crate::cache::budget::L1Budget>>,
     registry: Arc<Registry>,
     tiers: Arc<Tiers>,
     pools: Arc<Pools>,
@@ -220,10 +221,14 @@ impl Runtime {
         } else {
             Pools::start(&config.pools, purge)
         };
+        let l1_budget = config
+            .l1_max_size
+            .map(|limit| Arc::new(crate::cache::budget::L1Budget::new(limit)));
         let env = SiteEnv {
             clock: clock.clone(),
             tiers: tiers.clone(),
             pools: pools.clone(),
+            l1_budget: l1_budget.clone(),
         };
         let defaults = config.fn_defaults();
         let overrides = config.functions.clone();
@@ -248,6 +253,7 @@ impl Runtime {
                 tiers: tiers.clone(),
                 pools: pools.clone(),
                 clock,
+                l1_budget: l1_budget.clone(),
             };
             match Monitor::start(config.monitor_config(), sources) {
                 Ok(monitor) => Some(monitor),
@@ -266,6 +272,7 @@ impl Runtime {
         };
         Ok(Self {
             config,
+            l1_budget,
             registry,
             tiers,
             pools,
@@ -321,7 +328,13 @@ impl Runtime {
             tiers: self.tiers.clone(),
             pools: self.pools.clone(),
             clock: self.config.clock.clone(),
+            l1_budget: self.l1_budget.clone(),
         }
+    }
+
+    /// The process-wide L1 byte budget (`l1.max_size`), when configured.
+    pub fn l1_budget(&self) -> Option<&crate::cache::budget::L1Budget> {
+        self.l1_budget.as_deref()
     }
 
     /// Every metric now: the monitor's view (with system metrics and alert states) when it

@@ -4,8 +4,11 @@
 //! so every engine expires entries the same way, per entry, on an injectable [`Clock`].
 
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::budget::{BudgetMember, L1Budget};
 use crate::key::ArgsKey;
 use crate::time::Clock;
 
@@ -19,6 +22,9 @@ pub struct Entry<V> {
     /// What the entry counts against the capacity: 1, or its size in bytes in a store
     /// [weighed by size](L1Store::weighed).
     pub weight: u32,
+    /// What the entry counts against the process-wide [byte budget](crate::cache::budget)
+    /// (0 without one).
+    pub bytes: u32,
     /// The entry's tags, as a 64-bit set of [`tag_bit`]s: invalidating a tag removes every
     /// entry whose set has its bit (and, rarely, an entry of another tag sharing it).
     pub tag_bits: u64,
@@ -39,6 +45,11 @@ pub trait L1Engine<V>: Send + Sync {
     fn insert(&self, key: ArgsKey, entry: Entry<V>);
     /// Removes the entry for `key`; whether one was present.
     fn remove(&self, key: ArgsKey) -> bool;
+    /// Removes the entry for `key` and returns it.
+    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
+        let entry = self.get(key);
+        self.remove(key).then_some(entry).flatten()
+    }
     /// Removes every entry.
     fn clear(&self);
     /// Number of entries (may lag behind concurrent writes).
@@ -46,6 +57,12 @@ pub trait L1Engine<V>: Send + Sync {
     /// Whether the store holds no entries.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Shows entries to `visit` until it returns `false` (used to choose what to give up
+    /// for the byte budget). Engines that cannot enumerate entries may keep the default,
+    /// which shows none.
+    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
+        let _ = visit;
     }
     /// Removes the entries `expired` says are; how many. Engines that cannot enumerate
     /// entries may keep the default, which removes none (they expire on read).
@@ -131,6 +148,9 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
     fn remove(&self, key: ArgsKey) -> bool {
         dispatch!(self, e => e.remove(key))
     }
+    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
+        dispatch!(self, e => e.take(key))
+    }
     fn clear(&self) {
         dispatch!(self, e => e.clear())
     }
@@ -149,17 +169,57 @@ pub struct L1Store<V> {
     clock: Clock,
     /// Size of a value, when capacity counts bytes instead of entries.
     weigher: Option<fn(&V) -> u64>,
+    /// Byte accounting against the process-wide budget, when there is one.
+    budgeted: Option<Budgeted<V>>,
+    /// What the engine calls for a capacity eviction (the budget gives entries up through
+    /// it too).
+    on_evict: Option<EvictionHandler<V>>,
+}
+
+/// What a value weighs, in bytes.
+type Sizer<V> = fn(&V) -> u64;
+
+/// A store's share of the process-wide byte budget.
+struct Budgeted<V> {
+    budget: Arc<L1Budget>,
+    size: fn(&V) -> u64,
+    /// Bytes of this store's entries (its evictions subtract from it in the handler).
+    bytes: Arc<AtomicU64>,
+}
+
+impl<V> Budgeted<V> {
+    fn release(&self, bytes: u32) {
+        let bytes = u64::from(bytes);
+        let _ = self
+            .bytes
+            .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(bytes)));
+        self.budget.release(bytes);
+    }
 }
 
 impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     /// A store on the engine the options name.
     pub fn new(options: L1Options, clock: Clock) -> Self {
-        Self::build(options, clock, None, None)
+        Self::build(options, clock, None, None, None)
     }
 
     /// A store that hands entries evicted by capacity to `on_evict`.
     pub fn with_eviction(options: L1Options, clock: Clock, on_evict: EvictionHandler<V>) -> Self {
-        Self::build(options, clock, Some(on_evict), None)
+        Self::build(options, clock, Some(on_evict), None, None)
+    }
+
+    /// A store whose values also count against a process-wide byte budget, each weighing
+    /// what `size` says; with `weigh_by_size`, its own capacity counts bytes too.
+    pub fn budgeted(
+        options: L1Options,
+        clock: Clock,
+        on_evict: Option<EvictionHandler<V>>,
+        size: fn(&V) -> u64,
+        weigh_by_size: bool,
+        budget: Arc<L1Budget>,
+    ) -> Self {
+        let weigher = weigh_by_size.then_some(size);
+        Self::build(options, clock, on_evict, weigher, Some((budget, size)))
     }
 
     /// A store whose capacity counts bytes: each entry weighs what `size` says (at least 1,
@@ -170,7 +230,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         on_evict: Option<EvictionHandler<V>>,
         size: fn(&V) -> u64,
     ) -> Self {
-        Self::build(options, clock, on_evict, Some(size))
+        Self::build(options, clock, on_evict, Some(size), None)
     }
 
     fn build(
@@ -178,7 +238,30 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         clock: Clock,
         on_evict: Option<EvictionHandler<V>>,
         weigher: Option<fn(&V) -> u64>,
+        budget: Option<(Arc<L1Budget>, Sizer<V>)>,
     ) -> Self {
+        let budgeted = budget.map(|(budget, size)| Budgeted {
+            budget,
+            size,
+            bytes: Arc::default(),
+        });
+        // Capacity evictions give their bytes back before the handler sees them.
+        let on_evict = match &budgeted {
+            Some(b) => {
+                let (bytes, budget) = (b.bytes.clone(), b.budget.clone());
+                let inner = on_evict;
+                let handler: EvictionHandler<V> = Arc::new(move |key, entry: Entry<V>| {
+                    let n = u64::from(entry.bytes);
+                    let _ = bytes.fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(n)));
+                    budget.release(n);
+                    if let Some(inner) = &inner {
+                        inner(key, entry);
+                    }
+                });
+                Some(handler)
+            }
+            None => on_evict,
+        };
         // Sizes only feed quick_cache's shard and ghost-list estimates; a weighed store
         // guesses 64 KiB per value.
         let estimated_items = match weigher {
@@ -186,11 +269,14 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             None => options.capacity,
         };
         let engine = match options.engine {
-            EngineKind::Moka => Engine::Moka(MokaEngine::with_eviction(options.capacity, on_evict)),
+            EngineKind::Moka => Engine::Moka(MokaEngine::with_eviction(
+                options.capacity,
+                on_evict.clone(),
+            )),
             EngineKind::Quick => Engine::Quick(QuickEngine::build(
                 options.capacity,
                 estimated_items,
-                on_evict,
+                on_evict.clone(),
             )),
         };
         Self {
@@ -198,6 +284,8 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             ttl: options.ttl,
             clock,
             weigher,
+            budgeted,
+            on_evict,
         }
     }
 
@@ -208,6 +296,8 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             ttl,
             clock,
             weigher: None,
+            budgeted: None,
+            on_evict: None,
         }
     }
 
@@ -215,15 +305,35 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         let weight = self.weigher.map_or(1, |size| {
             u32::try_from(size(&value)).unwrap_or(u32::MAX).max(1)
         });
+        let bytes = self
+            .budgeted
+            .as_ref()
+            .map_or(0, |b| u32::try_from((b.size)(&value)).unwrap_or(u32::MAX));
+        if let Some(b) = &self.budgeted {
+            if u64::from(bytes) > b.budget.limit() {
+                // Larger than the whole budget: it stays out of L1 (the shared tiers and the
+                // caller still have it).
+                return;
+            }
+            if let Some(old) = self.engine.take(key) {
+                b.release(old.bytes);
+            }
+        }
         self.engine.insert(
             key,
             Entry {
                 value,
                 expires_at,
                 weight,
+                bytes,
                 tag_bits,
             },
         );
+        if let Some(b) = &self.budgeted {
+            b.bytes.fetch_add(u64::from(bytes), Relaxed);
+            b.budget.charge(u64::from(bytes));
+            b.budget.enforce();
+        }
     }
 }
 
@@ -242,7 +352,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     pub fn get_live(&self, key: ArgsKey) -> Option<V> {
         let entry = self.engine.get(key)?;
         if entry.expires_at != 0 && Clock::is_expired(entry.expires_at, self.clock.now_nanos()) {
-            self.engine.remove(key);
+            self.remove(key);
             return None;
         }
         Some(entry.value)
@@ -255,7 +365,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         if Clock::is_expired(entry.expires_at, now) {
             // A fresher value inserted between the get and this remove would be lost; that is
             // only an extra miss, never a stale read.
-            self.engine.remove(key);
+            self.remove(key);
             return None;
         }
         Some(entry.value)
@@ -297,20 +407,46 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
 
     /// Removes the entry for `key`; whether one was present.
     pub fn remove(&self, key: ArgsKey) -> bool {
-        self.engine.remove(key)
+        match &self.budgeted {
+            Some(b) => self.engine.take(key).map(|e| b.release(e.bytes)).is_some(),
+            None => self.engine.remove(key),
+        }
     }
 
     /// Removes every entry.
     pub fn clear(&self) {
         self.engine.clear();
+        if let Some(b) = &self.budgeted {
+            b.budget.release(b.bytes.swap(0, Relaxed));
+        }
+    }
+
+    /// Removes the entries `doomed` says, giving their bytes back to the budget; how many.
+    fn purge_where(&self, doomed: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+        let freed = AtomicU64::new(0);
+        let n = dispatch!(&self.engine, e => e.purge(&|entry: &Entry<V>| {
+            let gone = doomed(entry);
+            if gone {
+                freed.fetch_add(u64::from(entry.bytes), Relaxed);
+            }
+            gone
+        }));
+        if let Some(b) = &self.budgeted {
+            let freed = freed.into_inner();
+            let _ = b
+                .bytes
+                .fetch_update(Relaxed, Relaxed, |x| Some(x.saturating_sub(freed)));
+            b.budget.release(freed);
+        }
+        n
     }
 
     /// Removes every expired entry now (they are otherwise removed when read); how many.
     pub fn purge_expired(&self) -> u64 {
         let now = self.clock.now_nanos();
-        dispatch!(&self.engine, e => e.purge(&|entry: &Entry<V>| {
+        self.purge_where(&|entry: &Entry<V>| {
             entry.expires_at != 0 && Clock::is_expired(entry.expires_at, now)
-        }))
+        })
     }
 
     /// Removes every entry carrying a tag whose bit is in `bits`; how many. An engine that
@@ -318,10 +454,10 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     pub fn purge_tags(&self, bits: u64) -> u64 {
         if let Engine::Custom(_) = self.engine {
             let n = self.engine.len();
-            self.engine.clear();
+            self.clear();
             return n;
         }
-        dispatch!(&self.engine, e => e.purge(&|entry: &Entry<V>| entry.tag_bits & bits != 0))
+        self.purge_where(&|entry: &Entry<V>| entry.tag_bits & bits != 0)
     }
 
     /// Number of entries.
@@ -410,6 +546,18 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
 
     fn remove(&self, key: ArgsKey) -> bool {
         self.cache.remove(&key).is_some()
+    }
+
+    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
+        self.cache.remove(&key)
+    }
+
+    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
+        for (key, entry) in self.cache.iter() {
+            if !visit(*key, &entry) {
+                return;
+            }
+        }
     }
 
     fn clear(&self) {
@@ -518,6 +666,18 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for QuickEngine<V> {
         self.cache.remove(&key).is_some()
     }
 
+    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
+        self.cache.remove(&key).map(|(_, e)| e)
+    }
+
+    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
+        for (key, entry) in self.cache.iter() {
+            if !visit(key, &entry) {
+                return;
+            }
+        }
+    }
+
     fn clear(&self) {
         self.cache.clear();
     }
@@ -530,6 +690,44 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for QuickEngine<V> {
         let before = self.cache.len();
         self.cache.retain(|_, e| !expired(e));
         before.saturating_sub(self.cache.len()) as u64
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> BudgetMember for L1Store<V> {
+    fn bytes(&self) -> u64 {
+        self.budgeted.as_ref().map_or(0, |b| b.bytes.load(Relaxed))
+    }
+
+    fn shrink(&self, bytes: u64) -> u64 {
+        let Some(b) = &self.budgeted else {
+            return 0;
+        };
+        let before = b.bytes.load(Relaxed);
+        if before == 0 {
+            return 0;
+        }
+        // In the engine's iteration order (neither exposes its eviction order); what is given
+        // up goes through the eviction handler, so it is counted and demoted to L3 like any
+        // capacity eviction, and its bytes are given back.
+        let mut chosen = Vec::new();
+        let mut counted = 0u64;
+        dispatch!(&self.engine, e => e.visit(&mut |key, entry: &Entry<V>| {
+            if counted >= bytes {
+                return false;
+            }
+            counted += u64::from(entry.bytes);
+            chosen.push(key);
+            true
+        }));
+        for key in chosen {
+            if let Some(entry) = self.engine.take(key) {
+                match &self.on_evict {
+                    Some(handler) => handler(key, entry),
+                    None => b.release(entry.bytes),
+                }
+            }
+        }
+        before.saturating_sub(b.bytes.load(Relaxed))
     }
 }
 
@@ -572,6 +770,7 @@ mod tests {
                         value: i,
                         expires_at: 0,
                         weight: 1,
+                        bytes: 0,
                         tag_bits: 0,
                     },
                 );
@@ -636,6 +835,7 @@ mod tests {
                     value: i,
                     expires_at: 0,
                     weight: 1,
+                    bytes: 0,
                     tag_bits: 0,
                 },
             );
@@ -660,6 +860,7 @@ mod tests {
                 value: 1,
                 expires_at: 0,
                 weight: 1,
+                bytes: 0,
                 tag_bits: 0,
             },
         );
@@ -671,6 +872,7 @@ mod tests {
                     value: i,
                     expires_at: 0,
                     weight: 1,
+                    bytes: 0,
                     tag_bits: 0,
                 },
             );

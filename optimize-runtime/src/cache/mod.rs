@@ -16,6 +16,7 @@ use crate::stats::{AtomicHistogram, Histogram};
 
 pub mod backplane;
 pub mod breaker;
+pub mod budget;
 pub mod generations;
 pub mod l1;
 pub mod l2_redis;

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::budget::{BudgetMember, L1Budget};
 use crate::cache::l1::{tag_bit, EngineKind, EvictionHandler, L1Options, L1Store};
 use crate::cache::lease::HeldLease;
 use crate::cache::shared::{Found, SharedOptions, SharedStore, ValueCodec};
@@ -44,6 +45,17 @@ pub struct StoreOptions {
     pub schema: u64,
     /// Take a lease on an L2 miss (one computation per key across instances).
     pub lease: bool,
+}
+
+/// What a store shares with the rest of the runtime.
+#[derive(Clone, Debug)]
+pub struct StoreEnv<'a> {
+    /// The shared tiers.
+    pub tiers: &'a Arc<Tiers>,
+    /// The clock of expiry.
+    pub clock: Clock,
+    /// The process-wide L1 byte budget, when configured.
+    pub budget: Option<&'a Arc<L1Budget>>,
 }
 
 /// Called for every L1 capacity eviction (the function counts them).
@@ -105,11 +117,15 @@ impl<V: CacheValue> FnStore<V> {
         path: &str,
         options: &StoreOptions,
         codec: Option<ValueCodec<V>>,
-        tiers: &Arc<Tiers>,
         keys: Arc<KeyLayout>,
-        clock: Clock,
+        env: StoreEnv<'_>,
         on_evict: EvictionCounter,
     ) -> Self {
+        let StoreEnv {
+            tiers,
+            clock,
+            budget,
+        } = env;
         let wanted = options.tiers;
         let shared = codec
             .filter(|_| wanted.l2 || wanted.l3)
@@ -141,11 +157,20 @@ impl<V: CacheValue> FnStore<V> {
                 keys.clone(),
                 clock.clone(),
             );
-            if options.weigh_by_size {
-                let size = codec.map_or(stack_size::<V> as fn(&V) -> u64, |c| c.size_fn());
-                L1Store::weighed(l1_options, clock.clone(), Some(handler), size)
-            } else {
-                L1Store::with_eviction(l1_options, clock.clone(), handler)
+            let size = codec.map_or(stack_size::<V> as fn(&V) -> u64, |c| c.size_fn());
+            match budget {
+                Some(budget) => L1Store::budgeted(
+                    l1_options,
+                    clock.clone(),
+                    Some(handler),
+                    size,
+                    options.weigh_by_size,
+                    budget.clone(),
+                ),
+                None if options.weigh_by_size => {
+                    L1Store::weighed(l1_options, clock.clone(), Some(handler), size)
+                }
+                None => L1Store::with_eviction(l1_options, clock.clone(), handler),
             }
         });
         Self {
@@ -157,6 +182,11 @@ impl<V: CacheValue> FnStore<V> {
             keys,
             clock,
         }
+    }
+
+    /// The L1 store as the process-wide byte budget sees it.
+    pub fn budget_member(&'static self) -> Option<&'static dyn BudgetMember> {
+        self.l1.as_ref().map(|l1| l1 as &'static dyn BudgetMember)
     }
 
     /// The in-progress computations.

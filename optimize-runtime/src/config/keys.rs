@@ -136,6 +136,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("namespace", Type::Text),
     key("l1.engine", Type::Engine),
     key("l1.capacity", Type::Int),
+    key("l1.max_size", Type::Size),
     key("l2.enabled", Type::Bool),
     aliased("l2.url", Type::Secret, "OPTIMIZE_REDIS_URL"),
     duration("l2.timeout", MS, Duration::from_secs(30)),

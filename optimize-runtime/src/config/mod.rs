@@ -112,6 +112,8 @@ pub struct Config {
     pub l1_engine: EngineKind,
     /// L1 capacity of functions that set none.
     pub l1_capacity: u64,
+    /// The process-wide L1 byte budget (`None`: each function's own capacity only).
+    pub l1_max_size: Option<u64>,
     /// Whether L2 is used when `l2_url` is set.
     pub l2_enabled: bool,
     l2_url: Option<RedisUrl>,
@@ -251,6 +253,7 @@ impl Default for Config {
             namespace: TierConfig::DEFAULT_NAMESPACE.into(),
             l1_engine: EngineKind::default(),
             l1_capacity: crate::cache::l1::L1Options::DEFAULT_CAPACITY,
+            l1_max_size: None,
             l2_enabled: false,
             l2_url: None,
             l2_timeout: RedisOptions::DEFAULT_OP_TIMEOUT,
@@ -324,6 +327,7 @@ impl Config {
             ("namespace", V::Text(s)) => self.namespace = s,
             ("l1.engine", V::Engine(e)) => self.l1_engine = e,
             ("l1.capacity", V::Int(n)) => self.l1_capacity = n,
+            ("l1.max_size", V::Int(n)) => self.l1_max_size = Some(n),
             ("l2.enabled", V::Bool(b)) => self.l2_enabled = b,
             ("l2.url", V::Text(s)) => self.l2_url = Some(RedisUrl::new(s)),
             ("l2.timeout", V::Duration(d)) => self.l2_timeout = d,
@@ -384,6 +388,7 @@ impl Config {
             ("pools.cpu_threads", self.pools.cpu_threads == 0),
             ("pools.io_concurrency", self.pools.io_concurrency == 0),
             ("l1.capacity", self.l1_capacity == 0),
+            ("l1.max_size", self.l1_max_size == Some(0)),
             ("l3.max_size", self.l3_max_size == 0),
             ("monitor.history", self.monitor_history == 0),
             ("tiers.writeback_capacity", self.writeback_capacity == 0),

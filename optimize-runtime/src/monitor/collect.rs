@@ -189,6 +189,27 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
     .number(Vec::new(), status.invalidations_dropped as f64);
 }
 
+pub(crate) fn l1_budget(b: &mut SnapshotBuilder, budget: &crate::cache::budget::L1Budget) {
+    b.family(
+        "optimize_l1_budget_bytes",
+        "The process-wide L1 byte budget (l1.max_size).",
+        Gauge,
+    )
+    .number(Vec::new(), budget.limit() as f64);
+    b.family(
+        "optimize_l1_bytes",
+        "Bytes of every function's L1 values, counted against the budget.",
+        Gauge,
+    )
+    .number(Vec::new(), budget.used() as f64);
+    b.family(
+        "optimize_l1_budget_evicted_bytes_total",
+        "Bytes evicted from L1 to stay within the budget.",
+        Counter,
+    )
+    .number(Vec::new(), budget.evicted() as f64);
+}
+
 fn leases(b: &mut SnapshotBuilder, tiers: &Tiers) {
     use std::sync::atomic::Ordering::Relaxed;
     let l = tiers.lease_stats();

@@ -443,6 +443,9 @@ fn build_snapshot(
     let mut b = SnapshotBuilder::default();
     collect::functions(&mut b, &sources.registry);
     collect::tiers(&mut b, &sources.tiers);
+    if let Some(budget) = &sources.l1_budget {
+        collect::l1_budget(&mut b, budget);
+    }
     collect::pools(&mut b, &sources.pools);
     if let Some(system) = system {
         collect::system(&mut b, system);

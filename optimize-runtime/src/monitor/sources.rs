@@ -18,4 +18,6 @@ pub struct Sources {
     pub pools: Arc<Pools>,
     /// The runtime's clock: snapshots are taken at its time.
     pub clock: Clock,
+    /// The process-wide L1 byte budget, when configured.
+    pub l1_budget: Option<Arc<crate::cache::budget::L1Budget>>,
 }

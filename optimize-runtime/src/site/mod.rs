@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::cache::backplane::Notice;
 use crate::cache::shared::ValueCodec;
-use crate::cache::store::{AnyStore, FnStore};
+use crate::cache::store::{AnyStore, FnStore, StoreEnv};
 use crate::cache::tiered::Tiers;
 use crate::cache::writeback::{FunctionInvalidation, WriteOp};
 use crate::key::{ArgsKey, KeyLayout};
@@ -34,6 +34,8 @@ pub struct SiteEnv {
     pub tiers: Arc<Tiers>,
     /// The pools.
     pub pools: Arc<Pools>,
+    /// The process-wide L1 byte budget (`l1.max_size`), when configured.
+    pub l1_budget: Option<Arc<crate::cache::budget::L1Budget>>,
 }
 
 /// One managed function at run time: its name, settings, statistics and cache.
@@ -381,11 +383,17 @@ impl Site {
                     &self.path,
                     &self.settings.store_options(self.schema()),
                     codec,
-                    &self.env.tiers,
                     self.keys().clone(),
-                    self.env.clock.clone(),
+                    StoreEnv {
+                        tiers: &self.env.tiers,
+                        clock: self.env.clock.clone(),
+                        budget: self.env.l1_budget.as_ref(),
+                    },
                     Arc::new(move || recorder.record_eviction()),
                 )));
+                if let (Some(budget), Some(member)) = (&self.env.l1_budget, store.budget_member()) {
+                    budget.register(member);
+                }
                 (store, store)
             })
             .0
