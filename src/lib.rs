@@ -75,7 +75,7 @@
 // Lets generated code say `::optimize::...` even inside this crate.
 extern crate self as optimize;
 
-pub use optimize_macros::{cpu, io, memory, optimize};
+pub use optimize_macros::{cpu, io, main, memory, optimize};
 pub use optimize_runtime::{
     cache, codec, config, flight, key, meta, monitor, policy, pool, registry, stats, task, time,
 };

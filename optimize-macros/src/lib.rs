@@ -15,6 +15,7 @@ mod args;
 mod check;
 mod errors;
 mod expand;
+mod main_fn;
 mod model;
 mod options;
 
@@ -47,6 +48,14 @@ pub fn memory(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn optimize(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry(Entry::General, attr.into(), item.into()).into()
+}
+
+/// Shuts optimize down when the function returns — by value, `?` or a panic — so that writes
+/// queued for Redis and the disk are not lost when a program using the lazy default (no
+/// `optimize::install` guard) ends. Put it on `main`; with `#[tokio::main]`, below it.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    main_fn::expand(attr.into(), item.into()).into()
 }
 
 fn entry(entry: Entry, attr: TokenStream2, item: TokenStream2) -> TokenStream2 {

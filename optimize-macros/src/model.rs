@@ -172,7 +172,7 @@ pub(crate) fn schema_hash(arg_types: &[String], ret: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
-fn default_crate_path() -> TokenStream {
+pub(crate) fn default_crate_path() -> TokenStream {
     use proc_macro_crate::{crate_name, FoundCrate};
     match crate_name("optimize") {
         Ok(FoundCrate::Name(name)) => {

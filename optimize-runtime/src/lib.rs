@@ -79,6 +79,7 @@ pub mod __private {
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
     pub use crate::pool::io::{RetryOutput, TimeoutOutput};
     pub use crate::registry::FUNCTIONS;
+    pub use crate::runtime::ExitGuard;
     pub use core::time::Duration;
     pub use linkme;
 }

@@ -489,6 +489,36 @@ impl Drop for RuntimeGuard {
     }
 }
 
+/// What `#[optimize::main]` holds for the function it is on: dropping it shuts optimize down
+/// (as [`shutdown`] does) if it has started. Not for direct use; keep the [`install`] guard
+/// instead when installing.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct ExitGuard {
+    _private: (),
+}
+
+impl ExitGuard {
+    /// A guard for the function now starting.
+    pub fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl Default for ExitGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if RUNTIME.get().is_some() {
+            shutdown();
+        }
+    }
+}
+
 /// Applies every queued shared-tier write and puts L3 on disk. A no-op before the runtime
 /// has started.
 ///
