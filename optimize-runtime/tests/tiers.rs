@@ -863,3 +863,56 @@ fn an_invalidation_during_an_outage_reaches_redis_when_it_returns() {
     assert!(!exists(&mut conn, "t:out:2"));
     assert_eq!(tiers.status().invalidations_replayed, 2);
 }
+
+#[test]
+fn a_large_read_does_not_hold_up_small_ones() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // Entries up to 64 MiB, and one that large: read whole on the connection the small reads
+    // use, it would hold each of them up for longer than their 100 ms timeout.
+    let mut c = config(Some(&redis), None);
+    c.envelope.max_entry_bytes = 64 << 20;
+    let tiers = Tiers::start(c, Clock::new(), None);
+    connected(&tiers);
+    let mut raw = redis.client();
+    let _: () = redis::cmd("SET")
+        .arg("t:big")
+        .arg(vec![b'x'; 64 << 20])
+        .query(&mut raw)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("t:small")
+        .arg("s")
+        .query(&mut raw)
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let big_reads = {
+        let (tiers, stop) = (tiers.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(matches!(
+                    tiers.l2_get_blocking("t:big"),
+                    L2Result::Done(Some(_))
+                ));
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut slowest = Duration::ZERO;
+    let mut failed = 0;
+    for _ in 0..200 {
+        let started = std::time::Instant::now();
+        if !matches!(tiers.l2_get_blocking("t:small"), L2Result::Done(Some(_))) {
+            failed += 1;
+        }
+        slowest = slowest.max(started.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let big = big_reads.join().unwrap();
+    println!("200 small reads beside {big} reads of 64 MiB: slowest {slowest:?}, {failed} failed");
+    assert!(big > 0);
+    assert_eq!(failed, 0, "small reads timed out behind large ones");
+}

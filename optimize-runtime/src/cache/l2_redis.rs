@@ -140,6 +140,9 @@ impl RedisOptions {
 pub struct RedisTier {
     url: RedisUrl,
     conn: Arc<OnceLock<ConnectionManager>>,
+    /// A second connection for values larger than [`FIRST_READ`]: their bytes never queue
+    /// in front of the small reads that share the first.
+    bulk: Arc<OnceLock<ConnectionManager>>,
     /// Becomes `true` when the first connection attempt has finished, either way.
     first_attempt: tokio::sync::watch::Receiver<bool>,
     connect_timeout: Duration,
@@ -175,9 +178,11 @@ impl RedisTier {
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let conn = Arc::new(OnceLock::new());
+        let bulk = Arc::new(OnceLock::new());
         let (attempted, first_attempt) = tokio::sync::watch::channel(false);
         let tier = Self {
             url: options.url.clone(),
+            bulk: bulk.clone(),
             conn: conn.clone(),
             first_attempt,
             connect_timeout: connect_timeout(&options),
@@ -193,7 +198,9 @@ impl RedisTier {
             lease: options.lease,
             lease_channel: lease_channel(namespace),
         };
-        runtime.spawn(connect_until_connected(options, conn, counters, attempted));
+        runtime.spawn(connect_until_connected(
+            options, conn, bulk, counters, attempted,
+        ));
         tier
     }
 
@@ -264,17 +271,59 @@ impl RedisTier {
     /// large the stored value is (the decoder then rejects it as oversized). A missing key
     /// reads as empty, which no entry is.
     pub async fn get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
-        let last = self.max_read;
-        self.run("get", async |c| {
-            let bytes: Vec<u8> = redis::cmd("GETRANGE")
+        let last = self.first_last();
+        let read = self
+            .run("get", async |c| {
+                let bytes: Vec<u8> = redis::cmd("GETRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(last)
+                    .query_async(c)
+                    .await?;
+                Ok((!bytes.is_empty()).then_some(bytes))
+            })
+            .await;
+        match read {
+            L2Result::Done(bytes) => L2Result::Done(self.complete(key, bytes).await),
+            other => other,
+        }
+    }
+
+    /// The last byte index a first read asks for: [`FIRST_READ`] bytes, or the whole entry
+    /// limit when it is smaller.
+    fn first_last(&self) -> usize {
+        self.max_read.min(FIRST_READ - 1)
+    }
+
+    /// A first read that filled its range may be the start of a larger value: it is read
+    /// whole, up to the entry limit, on the bulk connection (a miss if that fails).
+    async fn complete(&self, key: &str, first: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        let bytes = first?;
+        if bytes.len() <= self.first_last() || self.first_last() >= self.max_read {
+            return Some(bytes);
+        }
+        let mut conn = self.bulk.get().or_else(|| self.conn.get())?.clone();
+        let started = self.clock.now_nanos();
+        let read = tokio::time::timeout(
+            bulk_timeout(self.op_timeout),
+            redis::cmd("GETRANGE")
                 .arg(key)
                 .arg(0)
-                .arg(last)
-                .query_async(c)
-                .await?;
-            Ok((!bytes.is_empty()).then_some(bytes))
-        })
-        .await
+                .arg(self.max_read)
+                .query_async::<Vec<u8>>(&mut conn),
+        )
+        .await;
+        self.counters
+            .time("get", self.clock.now_nanos().saturating_sub(started));
+        match read {
+            Ok(Ok(whole)) => (!whole.is_empty()).then_some(whole),
+            // A large read that fails is a miss; it says nothing about Redis's health, so the
+            // breaker is not told.
+            _ => {
+                self.counters.error("get");
+                None
+            }
+        }
     }
 
     /// [`RedisTier::get`] and the generations stored at `generations` (0 where absent), in one
@@ -284,29 +333,36 @@ impl RedisTier {
         key: &str,
         generations: &[String],
     ) -> L2Result<(Option<Vec<u8>>, Vec<u64>)> {
-        let last = self.max_read;
-        self.run("get", async |c| {
-            let mut pipe = redis::pipe();
-            pipe.cmd("GETRANGE").arg(key).arg(0).arg(last);
-            if !generations.is_empty() {
-                pipe.cmd("MGET").arg(generations);
+        let last = self.first_last();
+        let read = self
+            .run("get", async |c| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("GETRANGE").arg(key).arg(0).arg(last);
+                if !generations.is_empty() {
+                    pipe.cmd("MGET").arg(generations);
+                }
+                let replies: Vec<redis::Value> = pipe.query_async(c).await?;
+                let mut replies = replies.into_iter();
+                let bytes: Vec<u8> = match replies.next() {
+                    Some(v) => redis::from_redis_value(v)?,
+                    None => Vec::new(),
+                };
+                let gens: Vec<Option<u64>> = match replies.next() {
+                    Some(v) => redis::from_redis_value(v)?,
+                    None => Vec::new(),
+                };
+                Ok((
+                    (!bytes.is_empty()).then_some(bytes),
+                    gens.into_iter().map(Option::unwrap_or_default).collect(),
+                ))
+            })
+            .await;
+        match read {
+            L2Result::Done((bytes, gens)) => {
+                L2Result::Done((self.complete(key, bytes).await, gens))
             }
-            let replies: Vec<redis::Value> = pipe.query_async(c).await?;
-            let mut replies = replies.into_iter();
-            let bytes: Vec<u8> = match replies.next() {
-                Some(v) => redis::from_redis_value(v)?,
-                None => Vec::new(),
-            };
-            let gens: Vec<Option<u64>> = match replies.next() {
-                Some(v) => redis::from_redis_value(v)?,
-                None => Vec::new(),
-            };
-            Ok((
-                (!bytes.is_empty()).then_some(bytes),
-                gens.into_iter().map(Option::unwrap_or_default).collect(),
-            ))
-        })
-        .await
+            other => other,
+        }
     }
 
     /// Whether misses take leases.
@@ -328,25 +384,32 @@ impl RedisTier {
                 .await
                 .map(|(v, g)| (v, g, LeaseState::NotAsked));
         };
-        let last = self.max_read;
-        self.run("get", async |c| {
-            let mut call = crate::cache::lease::LOOKUP.key(key);
-            call.key(Lease::lease_key(key))
-                .key(Lease::waited_key(key))
-                .key(generations)
-                .arg(last)
-                .arg(token)
-                .arg(millis(lease))
-                .arg(1);
-            let (bytes, state, left, gens): (Vec<u8>, u8, i64, Vec<u64>) =
-                call.invoke_async(c).await?;
-            Ok((
-                (!bytes.is_empty()).then_some(bytes),
-                gens,
-                lease_state(state, left),
-            ))
-        })
-        .await
+        let last = self.first_last();
+        let read = self
+            .run("get", async |c| {
+                let mut call = crate::cache::lease::LOOKUP.key(key);
+                call.key(Lease::lease_key(key))
+                    .key(Lease::waited_key(key))
+                    .key(generations)
+                    .arg(last)
+                    .arg(token)
+                    .arg(millis(lease))
+                    .arg(1);
+                let (bytes, state, left, gens): (Vec<u8>, u8, i64, Vec<u64>) =
+                    call.invoke_async(c).await?;
+                Ok((
+                    (!bytes.is_empty()).then_some(bytes),
+                    gens,
+                    lease_state(state, left),
+                ))
+            })
+            .await;
+        match read {
+            L2Result::Done((bytes, gens, state)) => {
+                L2Result::Done((self.complete(key, bytes).await, gens, state))
+            }
+            other => other,
+        }
     }
 
     /// Takes the key's lease (when a read found only a retired value).
@@ -543,6 +606,15 @@ fn escape_glob(s: &str) -> String {
     out
 }
 
+/// How many bytes a read asks for first; a value that fills them is read again whole on the
+/// bulk connection.
+pub const FIRST_READ: usize = 64 << 10;
+
+/// The timeout of a large read: ten operation timeouts, at least one second.
+fn bulk_timeout(op_timeout: Duration) -> Duration {
+    (op_timeout * 10).max(Duration::from_secs(1))
+}
+
 fn connect_timeout(options: &RedisOptions) -> Duration {
     options.op_timeout.max(Duration::from_millis(250))
 }
@@ -550,6 +622,7 @@ fn connect_timeout(options: &RedisOptions) -> Duration {
 async fn connect_until_connected(
     options: RedisOptions,
     slot: Arc<OnceLock<ConnectionManager>>,
+    bulk: Arc<OnceLock<ConnectionManager>>,
     counters: TierCounters,
     attempted: tokio::sync::watch::Sender<bool>,
 ) {
@@ -573,6 +646,11 @@ async fn connect_until_connected(
                 let _ = slot.set(conn);
                 let _ = attempted.send(true);
                 tracing::info!(url = %options.url, "L2 (redis) connected");
+                // Until it connects, large values are read on the first connection.
+                let config = config.set_response_timeout(Some(bulk_timeout(options.op_timeout)));
+                if let Ok(conn) = ConnectionManager::new_with_config(client, config).await {
+                    let _ = bulk.set(conn);
+                }
                 return;
             }
             Err(e) => {

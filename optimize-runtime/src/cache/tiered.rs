@@ -191,8 +191,10 @@ impl Tiers {
                 lease_stats: Arc::default(),
             });
         }
+        // Two workers: while one parses a large value off the bulk connection, the other
+        // keeps answering small reads and writes.
         let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("optimize-tiers")
             .enable_all()
             .build()
