@@ -16,6 +16,18 @@ pub struct RedisServer {
     port: u16,
     password: Option<String>,
     dir: tempfile::TempDir,
+    /// More arguments (TLS), and the TLS port they open.
+    extra: Vec<String>,
+    tls_port: Option<u16>,
+}
+
+/// PEM files a TLS server is started with.
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// Whether clients must present a certificate signed by `ca`.
+    pub require_client_certs: bool,
 }
 
 fn binary() -> Option<PathBuf> {
@@ -55,9 +67,55 @@ impl RedisServer {
             port,
             password: None,
             dir: tempfile::tempdir().unwrap(),
+            extra: Vec::new(),
+            tls_port: None,
         };
         server.spawn();
         Some(server)
+    }
+
+    /// Starts a server that also listens for TLS (Debian's build has it) with `files`; the
+    /// plain port stays open for the harness's own checks.
+    pub fn start_tls(files: &TlsFiles) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let tls_port = free_port();
+        let path = |p: &PathBuf| p.display().to_string();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            password: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                path(&files.cert),
+                "--tls-key-file".into(),
+                path(&files.key),
+                "--tls-ca-cert-file".into(),
+                path(&files.ca),
+                "--tls-auth-clients".into(),
+                if files.require_client_certs {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+            ],
+            tls_port: Some(tls_port),
+        };
+        server.spawn();
+        Some(server)
+    }
+
+    /// The `rediss://` URL of a TLS server.
+    pub fn tls_url(&self) -> String {
+        format!(
+            "rediss://127.0.0.1:{}",
+            self.tls_port.expect("started with TLS")
+        )
     }
 
     /// A loopback port nothing listens on (yet).
@@ -77,6 +135,8 @@ impl RedisServer {
         let mut server = Self {
             child: None,
             port: free_port(),
+            extra: Vec::new(),
+            tls_port: None,
             password,
             dir: tempfile::tempdir().unwrap(),
         };
@@ -98,6 +158,7 @@ impl RedisServer {
         ])
         .arg("--dir")
         .arg(self.dir.path())
+        .args(&self.extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         if let Some(p) = &self.password {

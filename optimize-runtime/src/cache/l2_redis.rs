@@ -112,6 +112,56 @@ pub struct RedisOptions {
     /// How long a miss's lease lasts (one computation per key across instances); `None`
     /// turns leases off.
     pub lease: Option<Duration>,
+    /// TLS settings of a `rediss://` URL.
+    pub tls: TlsFiles,
+}
+
+/// TLS settings of a `rediss://` URL: the server is verified against the system's roots (and
+/// the built-in web PKI roots) unless a CA file is given; a client certificate and key are
+/// sent when given.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM file of the CA that signed the server's certificate (`l2.tls_ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate (`l2.tls_client_cert`).
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client key (`l2.tls_client_key`).
+    pub client_key: Option<std::path::PathBuf>,
+    /// Accept any server certificate (`l2.tls_insecure`): for test setups only.
+    pub insecure: bool,
+}
+
+impl RedisOptions {
+    /// A client for the URL with the TLS settings, for every connection the tiers make.
+    pub fn client(&self) -> Result<redis::Client, String> {
+        let mut url = self.url.expose().to_owned();
+        let tls = &self.tls;
+        if tls.insecure && url.starts_with("rediss://") && !url.contains('#') {
+            url.push_str("#insecure");
+        }
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        if tls.ca_file.is_none() && tls.client_cert.is_none() {
+            return redis::Client::open(url).map_err(|e| self.url.redact(&e.to_string()));
+        }
+        let root_cert = tls.ca_file.as_ref().map(read).transpose()?;
+        let client_tls = match (&tls.client_cert, &tls.client_key) {
+            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            _ => None,
+        };
+        redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert,
+            },
+        )
+        .map_err(|e| self.url.redact(&e.to_string()))
+    }
 }
 
 impl RedisOptions {
@@ -132,6 +182,7 @@ impl RedisOptions {
             breaker_threshold: Self::DEFAULT_BREAKER_THRESHOLD,
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
             lease: Some(Self::DEFAULT_LEASE),
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -626,15 +677,18 @@ async fn connect_until_connected(
     counters: TierCounters,
     attempted: tokio::sync::watch::Sender<bool>,
 ) {
-    let client = match redis::Client::open(options.url.expose()) {
+    let client = match options.client() {
         Ok(c) => c,
         Err(e) => {
             let _ = attempted.send(true);
             counters.error("connect");
-            tracing::error!(url = %options.url, error = %options.url.redact(&e.to_string()), "invalid Redis URL; L2 stays off");
+            tracing::error!(url = %options.url, error = %e, "invalid Redis URL or TLS files; L2 stays off");
             return;
         }
     };
+    if options.tls.insecure {
+        tracing::error!(url = %options.url, "l2.tls_insecure: the Redis server's certificate is NOT verified; anyone on the path can read and forge cache entries — for test setups only");
+    }
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(connect_timeout(&options)))
         .set_response_timeout(Some(options.op_timeout))

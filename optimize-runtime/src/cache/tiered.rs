@@ -234,7 +234,7 @@ impl Tiers {
         let lease_waiters = l2
             .as_ref()
             .filter(|l2| l2.leases().is_some())
-            .and_then(|_| redis::Client::open(config.redis.as_ref()?.url.expose()).ok())
+            .and_then(|_| config.redis.as_ref()?.client().ok())
             .map(|client| {
                 let waiters = Arc::new(LeaseWaiters::default());
                 handle.spawn(
@@ -594,9 +594,8 @@ fn start_backplane(
     generations: Arc<Generations>,
     runtime: &tokio::runtime::Handle,
 ) -> Option<Announcer> {
-    let url = config.redis.as_ref()?.url.clone();
     // An invalid URL is reported by L2 itself, which stays off too.
-    let client = redis::Client::open(url.expose()).ok()?;
+    let client = config.redis.as_ref()?.client().ok()?;
     let channel = Channel::new(&config.namespace);
     let stats = Arc::new(BackplaneStats::default());
     let listener = Listener {

@@ -34,7 +34,7 @@ use keys::Value;
 use source::Layer;
 
 use crate::cache::l1::EngineKind;
-use crate::cache::l2_redis::{RedisOptions, RedisUrl};
+use crate::cache::l2_redis::{RedisOptions, RedisUrl, TlsFiles};
 use crate::cache::tiered::{L3Options, TierConfig};
 use crate::cache::Tier;
 use crate::codec::EnvelopeOptions;
@@ -125,6 +125,8 @@ pub struct Config {
     pub l2_breaker_cooldown: Duration,
     /// Whether invalidations travel to every instance sharing the namespace (with L2).
     pub l2_backplane: bool,
+    /// TLS settings of a `rediss://` URL.
+    pub l2_tls: TlsFiles,
     /// Whether a miss takes a lease in Redis, so one instance computes a key at a time.
     pub l2_lease: bool,
     /// How long a lease lasts before another instance may take it over.
@@ -260,6 +262,7 @@ impl Default for Config {
             l2_breaker_threshold: RedisOptions::DEFAULT_BREAKER_THRESHOLD,
             l2_breaker_cooldown: RedisOptions::DEFAULT_BREAKER_COOLDOWN,
             l2_backplane: true,
+            l2_tls: TlsFiles::default(),
             l2_lease: true,
             l2_lease_ttl: RedisOptions::DEFAULT_LEASE,
             l3_enabled: false,
@@ -334,6 +337,10 @@ impl Config {
             ("l2.breaker_threshold", V::Int(n)) => self.l2_breaker_threshold = int(n),
             ("l2.breaker_cooldown", V::Duration(d)) => self.l2_breaker_cooldown = d,
             ("l2.backplane", V::Bool(b)) => self.l2_backplane = b,
+            ("l2.tls_ca_file", V::Path(p)) => self.l2_tls.ca_file = Some(p),
+            ("l2.tls_client_cert", V::Path(p)) => self.l2_tls.client_cert = Some(p),
+            ("l2.tls_client_key", V::Path(p)) => self.l2_tls.client_key = Some(p),
+            ("l2.tls_insecure", V::Bool(b)) => self.l2_tls.insecure = b,
             ("l2.lease", V::Bool(b)) => self.l2_lease = b,
             ("l2.lease_ttl", V::Duration(d)) => self.l2_lease_ttl = d,
             ("l3.enabled", V::Bool(b)) => self.l3_enabled = b,
@@ -433,6 +440,52 @@ impl Config {
                 "is shorter than 16 characters: use a long random secret, e.g. the output of `openssl rand -hex 32`".into(),
             );
         }
+        let tls = &self.l2_tls;
+        let tls_url = self
+            .l2_url
+            .as_ref()
+            .is_some_and(|u| u.expose().starts_with("rediss://"));
+        for (key, set) in [
+            ("l2.tls_ca_file", tls.ca_file.is_some()),
+            ("l2.tls_client_cert", tls.client_cert.is_some()),
+            ("l2.tls_client_key", tls.client_key.is_some()),
+            ("l2.tls_insecure", tls.insecure),
+        ] {
+            if set && !tls_url {
+                fail(
+                    key,
+                    "applies to TLS connections only, and l2.url does not start with rediss://; use a rediss:// URL or remove it".into(),
+                );
+            }
+        }
+        if tls.client_cert.is_some() != tls.client_key.is_some() {
+            let (key, other) = match tls.client_cert {
+                Some(_) => ("l2.tls_client_cert", "l2.tls_client_key"),
+                None => ("l2.tls_client_key", "l2.tls_client_cert"),
+            };
+            fail(
+                key,
+                format!("is set but {other} is not: a client certificate needs its key (both PEM files)"),
+            );
+        }
+        for (key, path) in [
+            ("l2.tls_ca_file", &tls.ca_file),
+            ("l2.tls_client_cert", &tls.client_cert),
+            ("l2.tls_client_key", &tls.client_key),
+        ] {
+            if let Some(path) = path {
+                if let Err(e) = std::fs::metadata(path).and_then(|m| {
+                    m.is_file()
+                        .then_some(())
+                        .ok_or_else(|| std::io::Error::other("not a regular file"))
+                }) {
+                    fail(
+                        key,
+                        format!("{}: {e}; expected a readable PEM file", path.display()),
+                    );
+                }
+            }
+        }
         if self.monitor_token.is_some() && self.monitor_addr.is_none() {
             fail(
                 "monitor.token",
@@ -508,6 +561,7 @@ impl Config {
                 breaker_threshold: self.l2_breaker_threshold,
                 breaker_cooldown: self.l2_breaker_cooldown,
                 lease: self.l2_lease.then_some(self.l2_lease_ttl),
+                tls: self.l2_tls.clone(),
             });
         }
         if self.l3_enabled {

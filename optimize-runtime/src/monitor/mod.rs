@@ -211,6 +211,9 @@ pub struct Monitor {
     http_addr: OnceLock<SocketAddr>,
     stop: (Mutex<bool>, Condvar),
     ticks: std::sync::atomic::AtomicU64,
+    /// One evaluation at a time: a snapshot taken earlier must never be evaluated after a
+    /// later one (an alert would step back from firing to pending).
+    ticking: Mutex<()>,
 }
 
 impl std::fmt::Debug for Monitor {
@@ -247,6 +250,7 @@ impl Monitor {
             http_addr: OnceLock::new(),
             stop: (Mutex::new(false), Condvar::new()),
             ticks: Default::default(),
+            ticking: Mutex::new(()),
         });
         if let Some(http) = config.http {
             let addr = http::serve(monitor.clone(), http)?;
@@ -277,6 +281,7 @@ impl Monitor {
     /// Samples, evaluates the rules and records a history entry now, outside the interval.
     /// Returns the snapshot the rules saw.
     pub fn tick(&self) -> Arc<Snapshot> {
+        let _one = self.ticking.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(sampler) = &self.sampler {
             let stats = sampler
                 .lock()
