@@ -206,6 +206,8 @@ pub struct RedisTier {
     /// Lease duration (`None`: leases off) and the channel releases are published on.
     lease: Option<Duration>,
     lease_channel: String,
+    /// What the Redis user may not do that the tiers need, found when first connected.
+    missing_rights: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl fmt::Debug for RedisTier {
@@ -230,6 +232,7 @@ impl RedisTier {
     ) -> Self {
         let conn = Arc::new(OnceLock::new());
         let bulk = Arc::new(OnceLock::new());
+        let missing_rights = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (attempted, first_attempt) = tokio::sync::watch::channel(false);
         let tier = Self {
             url: options.url.clone(),
@@ -248,9 +251,14 @@ impl RedisTier {
             max_read: max_entry_bytes.saturating_add(crate::codec::HEADER_LEN),
             lease: options.lease,
             lease_channel: lease_channel(namespace),
+            missing_rights: missing_rights.clone(),
+        };
+        let probe = RightsProbe {
+            namespace: namespace.to_owned(),
+            missing: missing_rights,
         };
         runtime.spawn(connect_until_connected(
-            options, conn, bulk, counters, attempted,
+            options, conn, bulk, counters, attempted, probe,
         ));
         tier
     }
@@ -414,6 +422,15 @@ impl RedisTier {
             }
             other => other,
         }
+    }
+
+    /// What the Redis user may not do that the tiers need (each with the server's reason),
+    /// found when first connected; empty when it may do everything.
+    pub fn missing_rights(&self) -> Vec<String> {
+        self.missing_rights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether misses take leases.
@@ -628,6 +645,103 @@ impl RedisTier {
     }
 }
 
+/// Checks, once connected, that the Redis user may run what the tiers run on the namespace's
+/// keys and channels; what it may not is kept, logged once, and reported by `/health`.
+struct RightsProbe {
+    namespace: String,
+    missing: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RightsProbe {
+    async fn run(&self, conn: &mut ConnectionManager, url: &RedisUrl) {
+        let ns = &self.namespace;
+        let key = format!("{ns}:acl-probe");
+        let stream = format!("{ns}:acl-probe:stream");
+        let mut probes: Vec<(&str, redis::Cmd)> = Vec::new();
+        let mut probe = |what: &'static str, cmd: &mut redis::Cmd| probes.push((what, cmd.clone()));
+        probe(
+            "SET",
+            redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(5_000),
+        );
+        probe("GETRANGE", redis::cmd("GETRANGE").arg(&key).arg(0).arg(0));
+        probe("GET", redis::cmd("GET").arg(&key));
+        probe("MGET", redis::cmd("MGET").arg(&key));
+        probe("INCR", redis::cmd("INCR").arg(&key));
+        probe("EXISTS", redis::cmd("EXISTS").arg(&key));
+        probe(
+            "SCAN",
+            redis::cmd("SCAN")
+                .arg(0)
+                .arg("MATCH")
+                .arg(&key)
+                .arg("COUNT")
+                .arg(1),
+        );
+        probe(
+            "EVAL (the lease scripts call GET, SET, PTTL and PUBLISH)",
+            redis::cmd("EVAL")
+                .arg("return redis.call('PTTL', KEYS[1])")
+                .arg(1)
+                .arg(&key),
+        );
+        probe(
+            "SCRIPT LOAD",
+            redis::cmd("SCRIPT").arg("LOAD").arg("return 1"),
+        );
+        probe(
+            "EVALSHA",
+            redis::cmd("EVALSHA")
+                .arg("e0e1f9fabfc9d4800c877a703b823ac0578ff8db")
+                .arg(0),
+        );
+        probe(
+            "XADD",
+            redis::cmd("XADD")
+                .arg(&stream)
+                .arg("MAXLEN")
+                .arg(1)
+                .arg("*")
+                .arg("p")
+                .arg(1),
+        );
+        probe(
+            "XREAD",
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1)
+                .arg("STREAMS")
+                .arg(&stream)
+                .arg(0),
+        );
+        probe("XINFO", redis::cmd("XINFO").arg("STREAM").arg(&stream));
+        probe(
+            "PUBLISH on the namespace's channels",
+            redis::cmd("PUBLISH").arg(lease_channel(ns)).arg(&key),
+        );
+        probe("DEL", redis::cmd("DEL").arg(&stream));
+        probe("UNLINK", redis::cmd("UNLINK").arg(&key));
+        let mut missing = Vec::new();
+        for (what, cmd) in probes {
+            if let Err(e) = cmd.query_async::<redis::Value>(conn).await {
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
+                    missing.push(format!("{what}: {}", url.redact(&e.to_string())));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            tracing::error!(
+                url = %url,
+                missing = %missing.join("; "),
+                "the Redis user lacks rights the cache needs on the namespace's keys and channels (docs/tiers.md, \"ACL users\"); the operations it may not run fail and count as errors"
+            );
+        }
+        *self
+            .missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = missing;
+    }
+}
+
 /// The channel lease releases are published on.
 pub fn lease_channel(namespace: &str) -> String {
     format!("{namespace}:leases")
@@ -676,6 +790,7 @@ async fn connect_until_connected(
     bulk: Arc<OnceLock<ConnectionManager>>,
     counters: TierCounters,
     attempted: tokio::sync::watch::Sender<bool>,
+    probe: RightsProbe,
 ) {
     let client = match options.client() {
         Ok(c) => c,
@@ -697,9 +812,11 @@ async fn connect_until_connected(
     loop {
         match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
             Ok(conn) => {
+                let mut probing = conn.clone();
                 let _ = slot.set(conn);
                 let _ = attempted.send(true);
                 tracing::info!(url = %options.url, "L2 (redis) connected");
+                probe.run(&mut probing, &options.url).await;
                 // Until it connects, large values are read on the first connection.
                 let config = config.set_response_timeout(Some(bulk_timeout(options.op_timeout)));
                 if let Ok(conn) = ConnectionManager::new_with_config(client, config).await {

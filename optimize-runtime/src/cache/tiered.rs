@@ -133,6 +133,8 @@ pub struct TiersStatus {
     pub backplane_received: u64,
     /// Times this instance may have missed invalidations and cleared L1 and its L3.
     pub backplane_gaps: u64,
+    /// What the Redis user may not do that the tiers need (empty when all is allowed).
+    pub l2_missing_rights: Vec<String>,
 }
 
 /// The shared tiers and their write-behind queue.
@@ -341,6 +343,11 @@ impl Tiers {
             backplane_sent: self.backplane.as_ref().map_or(0, |b| b.sent()),
             backplane_received: self.backplane.as_ref().map_or(0, |b| b.received()),
             backplane_gaps: self.backplane.as_ref().map_or(0, |b| b.gaps()),
+            l2_missing_rights: self
+                .l2
+                .as_ref()
+                .map(|l2| l2.missing_rights())
+                .unwrap_or_default(),
         }
     }
 

@@ -204,6 +204,15 @@ impl Health {
             } else if s.l2_enabled && !s.l2_connected {
                 reasons.push((Degraded, "L2 (Redis) has not connected yet".into()));
             }
+            if !s.l2_missing_rights.is_empty() {
+                reasons.push((
+                    Degraded,
+                    format!(
+                        "the Redis user lacks rights the cache needs: {}",
+                        s.l2_missing_rights.join("; ")
+                    ),
+                ));
+            }
             if s.backplane_enabled && !s.backplane_connected && s.l2_connected {
                 reasons.push((
                     Degraded,

@@ -46,6 +46,7 @@ const ERRORS: [&str; 3] = ["uncached", "panic", "failed"];
 /// | `OptimizeSlowCalls` | a function's p99 over 5m > 1s | 5m | warning |
 /// | `OptimizeErrorRatio` | a function's `Err`/`None`/panic ratio over 5m > 5% (≥ 20 calls) | 5m | error |
 /// | `OptimizeL2CircuitOpen` | the Redis circuit breaker is open | 1m | error |
+/// | `OptimizeRedisRightsMissing` | the Redis user may not run something the cache needs | 0 | error |
 /// | `OptimizeBackplaneDisconnected` | the backplane is not reading Redis: other instances' invalidations do not reach this one | 1m | error |
 /// | `OptimizeMemoryHigh` | system memory in use > 80% | 5m | warning |
 /// | `OptimizeWritebackDrops` | shared-tier writes are being dropped | 0 | warning |
@@ -54,7 +55,7 @@ const ERRORS: [&str; 3] = ["uncached", "panic", "failed"];
 /// ```
 /// let rules = optimize_runtime::monitor::alert::default_rules();
 /// assert!(rules.iter().all(|r| r.validate().is_ok()));
-/// assert_eq!(rules.len(), 8);
+/// assert_eq!(rules.len(), 9);
 /// ```
 pub fn default_rules() -> Vec<Rule> {
     let min = |m: u64| Duration::from_secs(m * 60);
@@ -100,6 +101,13 @@ pub fn default_rules() -> Vec<Rule> {
         .for_(min(1))
         .severity(Severity::Error)
         .message("Redis (L2) is failing; calls skip it and use L1/L3"),
+        Rule::value(
+            "OptimizeRedisRightsMissing",
+            Selector::metric("optimize_l2_missing_rights"),
+        )
+        .above(0.0)
+        .severity(Severity::Error)
+        .message("the Redis user lacks {{ $value }} right(s) the cache needs; /health names them"),
         Rule::value(
             "OptimizeBackplaneDisconnected",
             Selector::metric("optimize_backplane_connected"),

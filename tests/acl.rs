@@ -1,0 +1,151 @@
+//! An ACL user limited to the namespace's keys and channels, with exactly the commands
+//! docs/tiers.md lists, runs every L2 feature against a real `redis-server`; a user missing a
+//! right is reported at start-up (health, metric, one log line naming it), never a crash.
+//!
+//! Each user runs in a child process configured by the environment.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+#[path = "support/skip.rs"]
+mod skip;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant};
+
+use redis_server::RedisServer;
+
+static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
+
+#[optimize::io(ttl = "10m", tiers = "l1,l2", tags = ["item:{id}"])]
+fn item(id: u64) -> String {
+    EXECUTIONS.fetch_add(1, SeqCst);
+    format!("item {id}")
+}
+
+/// The rights docs/tiers.md ("ACL users") documents, for the namespace `acl`.
+const RIGHTS: &str = "resetkeys ~acl:* resetchannels &acl:* -@all +get +getrange +set +del +unlink +mget +incr +exists +scan +pttl +xadd +xread +xinfo +eval +evalsha +script|load +publish +subscribe +unsubscribe +ping";
+
+#[test]
+#[ignore = "run in child processes by the tests below"]
+fn child() {
+    assert!(
+        std::env::var_os("ACL_CHILD").is_some(),
+        "run as a child only"
+    );
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .init();
+    let rt = optimize::runtime();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(rt.tiers().status().l2_connected && rt.tiers().status().backplane_connected)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for id in 0..10 {
+        item(id);
+    }
+    optimize::flush();
+    item_cache().clear_l1();
+    for id in 0..10 {
+        assert_eq!(item(id), format!("item {id}"));
+    }
+    let hits = item_cache().stats().count(optimize::Outcome::HitL2);
+    item_invalidate(1);
+    optimize::invalidate_tag("item:2");
+    item_cache().invalidate_all();
+    optimize::invalidate_everything();
+    let s = rt.tiers().status();
+    let l2_errors: u64 = optimize::cache::OPS
+        .iter()
+        .map(|op| rt.tiers().counters(optimize::Tier::L2).errors(op))
+        .sum();
+    println!(
+        "RESULT hits={hits} missing={} errors={l2_errors} health={:?} sent={}",
+        s.l2_missing_rights.len(),
+        rt.health().status,
+        s.backplane_sent,
+    );
+    for m in &s.l2_missing_rights {
+        println!("MISSING {m}");
+    }
+}
+
+fn run(url: &str) -> (String, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--ignored", "--nocapture"])
+        .env("ACL_CHILD", "1")
+        .env("OPTIMIZE_REDIS_URL", url)
+        .env("OPTIMIZE_NAMESPACE", "acl")
+        .env_remove("OPTIMIZE_L3_DIR")
+        .env_remove("OPTIMIZE_L3")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+fn field(stdout: &str, name: &str) -> String {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.find("RESULT ").map(|at| &l[at..]))
+        .unwrap_or_else(|| panic!("no RESULT in:\n{stdout}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap()
+        .to_owned()
+}
+
+fn add_user(redis: &RedisServer, name: &str, rights: &str) -> String {
+    let mut raw = redis.client();
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER").arg(name).arg("on").arg(">secret-pw");
+    for right in rights.split_whitespace() {
+        cmd.arg(right);
+    }
+    let _: () = cmd.query(&mut raw).unwrap();
+    format!("redis://{name}:secret-pw@127.0.0.1:{}", redis.port())
+}
+
+#[test]
+fn a_user_with_the_documented_rights_runs_every_l2_feature() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = add_user(&redis, "app", RIGHTS);
+    let (stdout, stderr) = run(&url);
+    assert_eq!(field(&stdout, "missing"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "errors"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "hits"), "10", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "health"), "Healthy", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "sent"), "4", "{stdout}\n{stderr}");
+}
+
+#[test]
+fn a_user_without_the_channels_is_reported_at_start() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let url = add_user(&redis, "nochannels", &RIGHTS.replace("&acl:*", ""));
+    let (stdout, stderr) = run(&url);
+    assert_ne!(field(&stdout, "missing"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "health"), "Degraded", "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("MISSING PUBLISH on the namespace's channels"),
+        "the missing right is named: {stdout}"
+    );
+    assert!(
+        stderr.contains("lacks rights") && stderr.contains("channel"),
+        "one log line says so: {stderr}"
+    );
+    assert_eq!(
+        stderr.matches("lacks rights").count(),
+        1,
+        "once, not on every call: {stderr}"
+    );
+}
