@@ -4,14 +4,14 @@
 //!
 //! Each user runs in a child process configured by the environment.
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/skip.rs"]
 mod skip;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::time::{Duration, Instant};
 
 use redis_server::RedisServer;
 
@@ -33,18 +33,9 @@ fn child() {
         std::env::var_os("ACL_CHILD").is_some(),
         "run as a child only"
     );
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-        .init();
+    child::log_warnings_to_stderr();
+    child::wait_for_l2(true);
     let rt = optimize::runtime();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(rt.tiers().status().l2_connected && rt.tiers().status().backplane_connected)
-        && Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
     for id in 0..10 {
         item(id);
     }
@@ -75,30 +66,15 @@ fn child() {
 }
 
 fn run(url: &str) -> (String, String) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--ignored", "--nocapture"])
-        .env("ACL_CHILD", "1")
-        .env("OPTIMIZE_REDIS_URL", url)
-        .env("OPTIMIZE_NAMESPACE", "acl")
-        .env_remove("OPTIMIZE_L3_DIR")
-        .env_remove("OPTIMIZE_L3")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    (stdout, stderr)
+    child::run(
+        "child",
+        "ACL_CHILD",
+        &[("OPTIMIZE_REDIS_URL", url), ("OPTIMIZE_NAMESPACE", "acl")],
+    )
 }
 
 fn field(stdout: &str, name: &str) -> String {
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("RESULT ").map(|at| &l[at..]))
-        .unwrap_or_else(|| panic!("no RESULT in:\n{stdout}"));
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .unwrap()
-        .to_owned()
+    child::result_field(stdout, name)
 }
 
 fn add_user(redis: &RedisServer, name: &str, rights: &str) -> String {

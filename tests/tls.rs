@@ -4,13 +4,14 @@
 //!
 //! Each case runs in a child process (one runtime per process), configured by the environment.
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/skip.rs"]
 mod skip;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use redis_server::{RedisServer, TlsFiles};
@@ -31,16 +32,9 @@ fn child() {
         std::env::var_os("TLS_CHILD").is_some(),
         "run as a child only"
     );
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-        .init();
+    child::log_warnings_to_stderr();
+    child::wait_for_l2(false);
     let rt = optimize::runtime();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while !rt.tiers().status().l2_connected && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
     for id in 0..20 {
         greeting(id);
     }
@@ -123,29 +117,8 @@ struct Outcome {
 }
 
 fn run(env: &[(&str, &str)]) -> Outcome {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--ignored", "--nocapture"])
-        .env("TLS_CHILD", "1")
-        .env("RUST_LOG", "optimize=warn")
-        .env_remove("OPTIMIZE_REDIS_URL")
-        .env_remove("OPTIMIZE_L3_DIR")
-        .env_remove("OPTIMIZE_L3")
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
-    let line = stdout
-        .lines()
-        .find_map(|l| l.find("RESULT ").map(|at| l[at..].to_owned()))
-        .unwrap_or_else(|| panic!("no RESULT in:\n{stdout}"));
-    let field = |name: &str| -> String {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_owned()
-    };
+    let (stdout, stderr) = child::run("child", "TLS_CHILD", env);
+    let field = |name: &str| child::result_field(&stdout, name);
     Outcome {
         connected: field("connected") == "1",
         executions: field("executions").parse().unwrap(),
