@@ -13,7 +13,8 @@
 //! by its own invalidations and by the backplane's announcements.
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// The digest an entry is stamped with: 0 while the function and every tag are at generation
 /// 0 (so entries of functions never invalidated carry no digest), else a hash of them all.
@@ -26,17 +27,23 @@ use std::sync::{PoisonError, RwLock};
 /// assert_ne!(digest(0, &[(7, 1)]), digest(0, &[(8, 1)]));
 /// ```
 pub fn digest(function: u64, tags: &[(u64, u64)]) -> u64 {
-    if function == 0 && tags.iter().all(|(_, g)| *g == 0) {
+    digest_of(function, tags.iter().copied())
+}
+
+/// [`digest`] of (tag, generation) pairs as they come, without collecting them (the L3 hit
+/// path computes one per read).
+pub fn digest_of(function: u64, tags: impl Iterator<Item = (u64, u64)> + Clone) -> u64 {
+    if function == 0 && tags.clone().all(|(_, g)| g == 0) {
         return 0;
     }
-    let mut bytes = Vec::with_capacity(8 + tags.len() * 16);
-    bytes.extend_from_slice(&function.to_le_bytes());
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&function.to_le_bytes());
     for (tag, generation) in tags {
-        bytes.extend_from_slice(&tag.to_le_bytes());
-        bytes.extend_from_slice(&generation.to_le_bytes());
+        hasher.update(&tag.to_le_bytes());
+        hasher.update(&generation.to_le_bytes());
     }
     // Never 0, which means "no generation".
-    xxhash_rust::xxh3::xxh3_64(&bytes).max(1)
+    hasher.digest().max(1)
 }
 
 /// The hash a tag is known by in Redis and in entries.
@@ -91,9 +98,6 @@ pub fn everything_key(namespace: &str) -> String {
 /// What the namespace's generation counts as in a [`digest`]: a tag every entry carries.
 pub const EVERYTHING: u64 = 0;
 
-/// Where [`Generations`] keeps the namespace's generation (no function has this path).
-const EVERYTHING_PATH: &str = "\0everything";
-
 /// The Redis key of a tag's generation.
 pub fn tag_key(namespace: &str, tag: u64) -> String {
     format!("{namespace}:gen:tag:{tag:016x}")
@@ -107,8 +111,24 @@ pub const TAGS_REMEMBERED: usize = 100_000;
 /// newer value always wins; when Redis lost its data (the backplane sees a new epoch) they are
 /// all forgotten.
 pub struct Generations {
-    functions: RwLock<HashMap<String, u64>>,
+    /// One cell per function, shared with its store so a read is one atomic load.
+    functions: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    everything: AtomicU64,
     tags: quick_cache::sync::Cache<u64, u64>,
+}
+
+/// A cell's value while the generation is not known.
+const UNKNOWN: u64 = u64::MAX;
+
+fn known(cell: &AtomicU64) -> Option<u64> {
+    Some(cell.load(Relaxed)).filter(|g| *g != UNKNOWN)
+}
+
+/// Stores `generation` in `cell` unless a newer one is there.
+fn raise(cell: &AtomicU64, generation: u64) {
+    let _ = cell.fetch_update(Relaxed, Relaxed, |current| {
+        (current == UNKNOWN || current < generation).then_some(generation)
+    });
 }
 
 impl std::fmt::Debug for Generations {
@@ -123,29 +143,59 @@ impl Default for Generations {
     fn default() -> Self {
         Self {
             functions: RwLock::default(),
+            everything: AtomicU64::new(UNKNOWN),
             tags: quick_cache::sync::Cache::new(TAGS_REMEMBERED),
         }
     }
 }
 
 impl Generations {
+    /// The cell holding a function's generation (`u64::MAX` while unknown), for a store to
+    /// read without a lookup.
+    pub fn function_cell(&self, path: &str) -> Arc<AtomicU64> {
+        if let Some(cell) = self
+            .functions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+        {
+            return cell.clone();
+        }
+        self.functions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(path.to_owned())
+            .or_insert_with(|| Arc::new(AtomicU64::new(UNKNOWN)))
+            .clone()
+    }
+
     /// A function's generation, if known.
     pub fn function(&self, path: &str) -> Option<u64> {
         self.functions
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(path)
-            .copied()
+            .and_then(|cell| known(cell))
+    }
+
+    /// A function's generation from its cell (see [`Generations::function_cell`]).
+    pub fn function_in(cell: &AtomicU64) -> Option<u64> {
+        known(cell)
+    }
+
+    /// Records a function's generation in its cell (kept if newer).
+    pub fn learn_in(cell: &AtomicU64, generation: u64) {
+        raise(cell, generation);
     }
 
     /// The namespace's generation (see [`everything_key`]), if known.
     pub fn everything(&self) -> Option<u64> {
-        self.function(EVERYTHING_PATH)
+        known(&self.everything)
     }
 
     /// Records the namespace's generation (kept if newer).
     pub fn learn_everything(&self, generation: u64) {
-        self.learn_function(EVERYTHING_PATH, generation);
+        raise(&self.everything, generation);
     }
 
     /// A tag's generation, if known.
@@ -155,12 +205,7 @@ impl Generations {
 
     /// Records a function's generation (kept if newer).
     pub fn learn_function(&self, path: &str, generation: u64) {
-        let mut all = self
-            .functions
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let known = all.entry(path.to_owned()).or_insert(0);
-        *known = (*known).max(generation);
+        raise(&self.function_cell(path), generation);
     }
 
     /// Records a tag's generation (kept if newer).
@@ -173,10 +218,15 @@ impl Generations {
 
     /// Forgets everything (Redis lost its data: its generations start again from 0).
     pub fn forget(&self) {
-        self.functions
-            .write()
+        for cell in self
+            .functions
+            .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+            .values()
+        {
+            cell.store(UNKNOWN, Relaxed);
+        }
+        self.everything.store(UNKNOWN, Relaxed);
         self.tags.clear();
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::cache::generations::{digest, EVERYTHING};
+use crate::cache::generations::{digest, digest_of, Generations, EVERYTHING};
 use crate::cache::l2_redis::L2Result;
 use crate::cache::lease::{HeldLease, Lease, LeaseState};
 use crate::cache::tiered::Tiers;
@@ -98,9 +98,10 @@ pub struct SharedStore<V> {
     codec: ValueCodec<V>,
     options: SharedOptions,
     schema: u64,
-    /// The function's path (its generation's name) and its generation's Redis key.
-    path: String,
+    /// The function's generation's Redis key.
     generation_key: String,
+    /// The function's generation as this process knows it (one atomic load per read).
+    generation_cell: Arc<std::sync::atomic::AtomicU64>,
     /// Whether a value that could not be written was reported at `warn` already.
     warned: std::sync::atomic::AtomicBool,
 }
@@ -117,8 +118,8 @@ impl<V: Send + 'static> SharedStore<V> {
         options.l2 &= tiers.has_l2();
         options.l3 &= tiers.l3().is_some();
         (options.l2 || options.l3).then(|| Self {
-            path: path.to_owned(),
             generation_key: tiers.function_generation_key(path),
+            generation_cell: tiers.generations().function_cell(path),
             tiers,
             codec,
             options,
@@ -314,7 +315,7 @@ impl<V: Send + 'static> SharedStore<V> {
         let generations = self.tiers.generations();
         let at = |i: usize| gens.get(i).copied().unwrap_or_default();
         let (function, everything) = (at(0), at(1));
-        generations.learn_function(&self.path, function);
+        Generations::learn_in(&self.generation_cell, function);
         generations.learn_everything(everything);
         let stamped: Vec<(u64, u64)> = std::iter::once((EVERYTHING, everything))
             .chain(tags.iter().enumerate().map(|(i, t)| {
@@ -340,7 +341,7 @@ impl<V: Send + 'static> SharedStore<V> {
             }
         }
         let generations = self.tiers.generations();
-        let function = generations.function(&self.path).unwrap_or(0);
+        let function = Generations::function_in(&self.generation_cell).unwrap_or(0);
         let stamped: Vec<(u64, u64)> =
             std::iter::once((EVERYTHING, generations.everything().unwrap_or(0)))
                 .chain(tags.iter().map(|t| (*t, generations.tag(*t).unwrap_or(0))))
@@ -361,8 +362,15 @@ impl<V: Send + 'static> SharedStore<V> {
             return Some(digest(0, &stamped));
         }
         let generations = self.tiers.generations();
-        let function = generations.function(&self.path)?;
-        let stamped = std::iter::once(generations.everything().map(|g| (EVERYTHING, g)))
+        let function = Generations::function_in(&self.generation_cell)?;
+        let everything = generations.everything()?;
+        if tags.is_empty() {
+            return Some(digest_of(
+                function,
+                std::iter::once((EVERYTHING, everything)),
+            ));
+        }
+        let stamped = std::iter::once(Some((EVERYTHING, everything)))
             .chain(tags.iter().map(|t| generations.tag(*t).map(|g| (*t, g))))
             .collect::<Option<Vec<_>>>()?;
         Some(digest(function, &stamped))
