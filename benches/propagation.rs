@@ -5,6 +5,8 @@
 //! `cargo bench --bench propagation` (starts its own redis-server; the instances are this
 //! binary run again).
 
+#[path = "../tests/support/child.rs"]
+mod child;
 #[path = "../tests/support/instance.rs"]
 mod instance;
 #[path = "../tests/support/redis_server.rs"]
@@ -36,9 +38,7 @@ fn instance() {
         let n: u64 = words.next().map_or(0, |w| w.parse().unwrap());
         match command {
             "ready" => {
-                while !optimize::runtime().tiers().status().backplane_connected {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
+                assert!(child::wait_for_l2(true), "connected within 5 s");
                 println!("@@ ready");
             }
             "fill" => {

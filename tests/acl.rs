@@ -34,7 +34,7 @@ fn child() {
         "run as a child only"
     );
     child::log_warnings_to_stderr();
-    child::wait_for_l2(true);
+    assert!(child::wait_for_l2(true), "connected within 5 s");
     let rt = optimize::runtime();
     for id in 0..10 {
         item(id);

@@ -5,6 +5,8 @@
 //! Each instance is this test binary run as a child (`instance`, ignored here), driven by
 //! commands on its stdin.
 
+#[path = "support/child.rs"]
+mod child;
 #[path = "support/instance.rs"]
 mod instance;
 #[path = "support/redis_server.rs"]
@@ -60,12 +62,7 @@ fn instance() {
         match line.trim() {
             "ready" => {
                 // Connected to Redis (the first L2 read waits for it) and to the backplane.
-                rt.block_on(async {
-                    let tiers = optimize::runtime().tiers();
-                    while !tiers.status().backplane_connected {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                });
+                assert!(child::wait_for_l2(true), "connected within 5 s");
                 println!("@@ ready");
             }
             cmd @ ("go" | "go_unleased") => {

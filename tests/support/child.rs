@@ -16,16 +16,19 @@ pub fn log_warnings_to_stderr() {
 }
 
 /// In the child: waits (at most 5 s) until L2 — and, with `backplane`, the backplane — is
-/// connected.
-pub fn wait_for_l2(backplane: bool) {
+/// connected; whether it is.
+pub fn wait_for_l2(backplane: bool) -> bool {
     let tiers = optimize::runtime().tiers();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let s = tiers.status();
-        if (s.l2_connected && (s.backplane_connected || !backplane)) || Instant::now() > deadline {
-            return;
+        if s.l2_connected && (s.backplane_connected || !backplane) {
+            return true;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

@@ -179,21 +179,34 @@ pub struct L1Store<V> {
 /// What a value weighs, in bytes.
 type Sizer<V> = fn(&V) -> u64;
 
-/// A store's share of the process-wide byte budget.
+/// A store's share of the process-wide byte budget: what it weighs values with, and its
+/// count (shared with its eviction handler, which gives evicted bytes back).
 struct Budgeted<V> {
-    budget: Arc<L1Budget>,
     size: fn(&V) -> u64,
-    /// Bytes of this store's entries (its evictions subtract from it in the handler).
-    bytes: Arc<AtomicU64>,
+    share: Arc<Share>,
 }
 
-impl<V> Budgeted<V> {
-    fn release(&self, bytes: u32) {
-        let bytes = u64::from(bytes);
+/// The bytes of one store's entries, counted in the store and in the budget together.
+struct Share {
+    budget: Arc<L1Budget>,
+    bytes: AtomicU64,
+}
+
+impl Share {
+    fn charge(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Relaxed);
+        self.budget.charge(bytes);
+    }
+
+    fn release(&self, bytes: u64) {
         let _ = self
             .bytes
             .fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(bytes)));
         self.budget.release(bytes);
+    }
+
+    fn release_all(&self) {
+        self.budget.release(self.bytes.swap(0, Relaxed));
     }
 }
 
@@ -241,19 +254,19 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         budget: Option<(Arc<L1Budget>, Sizer<V>)>,
     ) -> Self {
         let budgeted = budget.map(|(budget, size)| Budgeted {
-            budget,
             size,
-            bytes: Arc::default(),
+            share: Arc::new(Share {
+                budget,
+                bytes: AtomicU64::new(0),
+            }),
         });
         // Capacity evictions give their bytes back before the handler sees them.
         let on_evict = match &budgeted {
             Some(b) => {
-                let (bytes, budget) = (b.bytes.clone(), b.budget.clone());
+                let share = b.share.clone();
                 let inner = on_evict;
                 let handler: EvictionHandler<V> = Arc::new(move |key, entry: Entry<V>| {
-                    let n = u64::from(entry.bytes);
-                    let _ = bytes.fetch_update(Relaxed, Relaxed, |b| Some(b.saturating_sub(n)));
-                    budget.release(n);
+                    share.release(u64::from(entry.bytes));
                     if let Some(inner) = &inner {
                         inner(key, entry);
                     }
@@ -310,13 +323,13 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             .as_ref()
             .map_or(0, |b| u32::try_from((b.size)(&value)).unwrap_or(u32::MAX));
         if let Some(b) = &self.budgeted {
-            if u64::from(bytes) > b.budget.limit() {
+            if u64::from(bytes) > b.share.budget.limit() {
                 // Larger than the whole budget: it stays out of L1 (the shared tiers and the
                 // caller still have it).
                 return;
             }
             if let Some(old) = self.engine.take(key) {
-                b.release(old.bytes);
+                b.share.release(u64::from(old.bytes));
             }
         }
         self.engine.insert(
@@ -330,9 +343,8 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             },
         );
         if let Some(b) = &self.budgeted {
-            b.bytes.fetch_add(u64::from(bytes), Relaxed);
-            b.budget.charge(u64::from(bytes));
-            b.budget.enforce();
+            b.share.charge(u64::from(bytes));
+            b.share.budget.enforce();
         }
     }
 }
@@ -408,7 +420,11 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     /// Removes the entry for `key`; whether one was present.
     pub fn remove(&self, key: ArgsKey) -> bool {
         match &self.budgeted {
-            Some(b) => self.engine.take(key).map(|e| b.release(e.bytes)).is_some(),
+            Some(b) => self
+                .engine
+                .take(key)
+                .map(|e| b.share.release(u64::from(e.bytes)))
+                .is_some(),
             None => self.engine.remove(key),
         }
     }
@@ -417,7 +433,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     pub fn clear(&self) {
         self.engine.clear();
         if let Some(b) = &self.budgeted {
-            b.budget.release(b.bytes.swap(0, Relaxed));
+            b.share.release_all();
         }
     }
 
@@ -432,11 +448,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             gone
         }));
         if let Some(b) = &self.budgeted {
-            let freed = freed.into_inner();
-            let _ = b
-                .bytes
-                .fetch_update(Relaxed, Relaxed, |x| Some(x.saturating_sub(freed)));
-            b.budget.release(freed);
+            b.share.release(freed.into_inner());
         }
         n
     }
@@ -695,14 +707,16 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for QuickEngine<V> {
 
 impl<V: Clone + Send + Sync + 'static> BudgetMember for L1Store<V> {
     fn bytes(&self) -> u64 {
-        self.budgeted.as_ref().map_or(0, |b| b.bytes.load(Relaxed))
+        self.budgeted
+            .as_ref()
+            .map_or(0, |b| b.share.bytes.load(Relaxed))
     }
 
     fn shrink(&self, bytes: u64) -> u64 {
         let Some(b) = &self.budgeted else {
             return 0;
         };
-        let before = b.bytes.load(Relaxed);
+        let before = b.share.bytes.load(Relaxed);
         if before == 0 {
             return 0;
         }
@@ -723,11 +737,11 @@ impl<V: Clone + Send + Sync + 'static> BudgetMember for L1Store<V> {
             if let Some(entry) = self.engine.take(key) {
                 match &self.on_evict {
                     Some(handler) => handler(key, entry),
-                    None => b.release(entry.bytes),
+                    None => b.share.release(u64::from(entry.bytes)),
                 }
             }
         }
-        before.saturating_sub(b.bytes.load(Relaxed))
+        before.saturating_sub(b.share.bytes.load(Relaxed))
     }
 }
 
