@@ -10,6 +10,8 @@
 mod bounded;
 #[path = "support/instance.rs"]
 mod instance;
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/skip.rs"]
@@ -21,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use bounded::BOUND;
 use instance::{distinct_tag_ids, quantile, unix_micros, Instance};
+use redis_cluster::RedisCluster;
 use redis_server::RedisServer;
 
 fn truth_dir() -> PathBuf {
@@ -118,14 +121,20 @@ fn instance() {
                 profile_cache().invalidate_all();
             }),
             "status" => {
-                let s = optimize::runtime().tiers().status();
+                let tiers = optimize::runtime().tiers();
+                let s = tiers.status();
+                let l2_errors: u64 = optimize::cache::OPS
+                    .iter()
+                    .map(|op| tiers.counters(optimize::Tier::L2).errors(op))
+                    .sum();
                 println!(
-                    "@@ status connected={} gaps={} pending={} received={} sent={}",
+                    "@@ status connected={} gaps={} pending={} received={} sent={} l2_errors={}",
                     s.backplane_connected as u8,
                     s.backplane_gaps,
                     s.invalidations_pending,
                     s.backplane_received,
-                    s.backplane_sent
+                    s.backplane_sent,
+                    l2_errors
                 );
             }
             "quit" => {
@@ -156,12 +165,27 @@ fn write_truth(dir: &Path, ids: std::ops::Range<u64>, value: &str) {
     }
 }
 
+/// Redis: one server, or a cluster (`url` then lists its seed nodes).
+#[derive(Clone, Copy)]
+enum Shape {
+    Node,
+    Cluster,
+}
+
 fn env<'a>(url: &'a str, ns: &'a str, truth: &'a Path) -> Vec<(&'a str, &'a str)> {
     vec![
         ("OPTIMIZE_REDIS_URL", url),
         ("OPTIMIZE_NAMESPACE", ns),
         ("BACKPLANE_TRUTH", truth.to_str().unwrap()),
     ]
+}
+
+fn env_on<'a>(shape: Shape, url: &'a str, ns: &'a str, truth: &'a Path) -> Vec<(&'a str, &'a str)> {
+    let mut env = env(url, ns, truth);
+    if let Shape::Cluster = shape {
+        env.push(("OPTIMIZE_L2_CLUSTER", "true"));
+    }
+    env
 }
 
 /// One instance invalidates by key (100 times), by function and by tag (40 times); the other
@@ -171,11 +195,49 @@ fn invalidations_reach_every_other_instance() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
+    propagation(Shape::Node, &redis.url(), "bp-propagation");
+}
+
+/// The same against a Redis Cluster of three masters.
+#[test]
+fn invalidations_reach_every_other_instance_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    propagation(Shape::Cluster, &cluster.url(), "bp-cluster");
+    // The tagged entries are spread over the masters: it really ran as a cluster.
+    let per_master: Vec<usize> = cluster
+        .running()
+        .map(|n| {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("bp-cluster:backplane::tagged:*")
+                .query(&mut n.client())
+                .unwrap();
+            keys.len()
+        })
+        .collect();
+    assert!(
+        per_master.iter().all(|n| *n > 0),
+        "entries on every master: {per_master:?}"
+    );
+    // The function's invalidation reclaimed its entries (and leases) on every master.
+    let deadline = Instant::now() + BOUND;
+    let mut left = cluster.keys("bp-cluster:backplane::profile:*");
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        left = cluster.keys("bp-cluster:backplane::profile:*");
+    }
+    assert!(
+        left.is_empty(),
+        "left after invalidating the function: {left:?}"
+    );
+}
+
+fn propagation(shape: Shape, url: &str, ns: &str) {
     let truth = tempfile::tempdir().unwrap();
     const KEYS: u64 = 100;
     write_truth(truth.path(), 0..KEYS, "v1");
-    let env = env(&url, "bp-propagation", truth.path());
+    let env = env_on(shape, url, ns, truth.path());
     let mut a = spawn(&env);
     let mut others = [spawn(&env), spawn(&env)];
     for other in &mut others {
@@ -242,13 +304,15 @@ fn invalidations_reach_every_other_instance() {
         lags_ms[lags_ms.len() - 1],
     );
     println!(
-        "backplane propagation over {} observations: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
+        "backplane propagation ({ns}) over {} observations: p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms",
         lags_ms.len()
     );
     assert!(p99 < 250.0, "p99 {p99} ms");
     assert_eq!(status(&mut a, "sent"), KEYS + 1 + tags);
+    assert_eq!(status(&mut a, "l2_errors"), 0);
     for other in &mut others {
         assert_eq!(status(other, "received"), KEYS + 1 + tags);
+        assert_eq!(status(other, "l2_errors"), 0);
     }
     a.quit();
     for other in others {
@@ -288,10 +352,22 @@ fn a_tag_is_invalidated_in_every_instance() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
+    tag_and_everything(Shape::Node, &redis.url(), "bp-tags");
+}
+
+/// The same against a Redis Cluster of three masters.
+#[test]
+fn a_tag_is_invalidated_in_every_instance_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    tag_and_everything(Shape::Cluster, &cluster.url(), "bp-cluster-tags");
+}
+
+fn tag_and_everything(shape: Shape, url: &str, ns: &str) {
     let truth = tempfile::tempdir().unwrap();
     write_truth(truth.path(), 0..3, "v1");
-    let env = env(&url, "bp-tags", truth.path());
+    let env = env_on(shape, url, ns, truth.path());
     let mut a = spawn(&env);
     let mut b = spawn(&env);
     assert_eq!(b.ask("fill_tagged 3", "ok"), "3");
@@ -312,6 +388,8 @@ fn a_tag_is_invalidated_in_every_instance() {
     a.ask("invalidate_everything", "sent");
     b.expect("seen");
     assert_eq!(b.ask("get_tagged 1", "value"), "v3");
+    assert_eq!(status(&mut a, "l2_errors"), 0);
+    assert_eq!(status(&mut b, "l2_errors"), 0);
     a.quit();
     b.quit();
 }

@@ -9,6 +9,8 @@
 mod child;
 #[path = "support/instance.rs"]
 mod instance;
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/skip.rs"]
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use instance::Instance;
+use redis_cluster::RedisCluster;
 use redis_server::RedisServer;
 
 static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
@@ -136,12 +139,27 @@ fn a_cold_key_is_computed_once_across_three_instances() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
-    let env = [
-        ("OPTIMIZE_REDIS_URL", url.as_str()),
+    computed_once(&[
+        ("OPTIMIZE_REDIS_URL", &redis.url()),
         ("OPTIMIZE_NAMESPACE", "lease-once"),
-    ];
-    let mut all = start_three(&env);
+    ]);
+}
+
+/// The same against a Redis Cluster of three masters.
+#[test]
+fn a_cold_key_is_computed_once_across_three_instances_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    computed_once(&[
+        ("OPTIMIZE_REDIS_URL", &cluster.url()),
+        ("OPTIMIZE_L2_CLUSTER", "true"),
+        ("OPTIMIZE_NAMESPACE", "lease-once-cluster"),
+    ]);
+}
+
+fn computed_once(env: &[(&str, &str)]) {
+    let mut all = start_three(env);
     for i in &mut all {
         i.send("go");
     }
@@ -179,12 +197,28 @@ fn a_killed_lease_holder_is_taken_over() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let url = redis.url();
-    let env = [
-        ("OPTIMIZE_REDIS_URL", url.as_str()),
+    taken_over(&[
+        ("OPTIMIZE_REDIS_URL", &redis.url()),
         ("OPTIMIZE_NAMESPACE", "lease-kill"),
-        ("OPTIMIZE_L2_LEASE_TTL", "1s"),
-    ];
+    ]);
+}
+
+/// The same against a Redis Cluster of three masters.
+#[test]
+fn a_killed_lease_holder_is_taken_over_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    taken_over(&[
+        ("OPTIMIZE_REDIS_URL", &cluster.url()),
+        ("OPTIMIZE_L2_CLUSTER", "true"),
+        ("OPTIMIZE_NAMESPACE", "lease-kill-cluster"),
+    ]);
+}
+
+fn taken_over(env: &[(&str, &str)]) {
+    let mut env = env.to_vec();
+    env.push(("OPTIMIZE_L2_LEASE_TTL", "1s"));
     let mut holder_env = env.to_vec();
     holder_env.push(("LEASE_BODY_MS", "60000"));
     let mut holder = spawn(&holder_env);

@@ -78,12 +78,12 @@ fn tags_and_functions_are_retired_in_every_tier_by_one_generation() {
     item_cache().invalidate_all();
     let mut conn = redis.client();
     let generation: u64 = conn
-        .get(format!("tags:gen:fn:{}", item_cache().path()))
+        .get(format!("tags:gen:{{tags}}:fn:{}", item_cache().path()))
         .unwrap();
     assert_eq!(generation, 1);
     let tag_generation: u64 = conn
         .get(format!(
-            "tags:gen:tag:{:016x}",
+            "tags:gen:{{tags}}:tag:{:016x}",
             optimize::cache::generations::tag_hash("org:10")
         ))
         .unwrap();
@@ -94,7 +94,7 @@ fn tags_and_functions_are_retired_in_every_tier_by_one_generation() {
     optimize::flush();
     optimize::invalidate_everything();
     assert_eq!(item_cache().len(), 0);
-    let everything: u64 = conn.get("tags:gen:all").unwrap();
+    let everything: u64 = conn.get("tags:gen:{tags}:all").unwrap();
     assert_eq!(everything, 1);
     assert_eq!(executions_of(all), 3);
 }

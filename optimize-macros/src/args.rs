@@ -673,10 +673,10 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
                 return;
             };
             let v = lit.value();
-            if v.is_empty() || v.chars().any(char::is_whitespace) {
+            if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '{' || c == '}') {
                 errors.at(
                     &lit,
-                    "`name` must be non-empty and without spaces, e.g. `name = \"users::fetch\"`",
+                    "`name` must be non-empty and without spaces or braces (braces are Redis Cluster hash tags), e.g. `name = \"users::fetch\"`",
                 );
             } else {
                 args.name = Some(lit);

@@ -27,6 +27,7 @@ impl Instance {
             .env_remove("OPTIMIZE_L3_DIR")
             .env_remove("OPTIMIZE_L3")
             .env_remove("OPTIMIZE_L2_BACKPLANE")
+            .env_remove("OPTIMIZE_L2_CLUSTER")
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

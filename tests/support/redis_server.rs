@@ -110,6 +110,34 @@ impl RedisServer {
         Some(server)
     }
 
+    /// Starts a server with cluster mode on (`--cluster-enabled yes`), its bus on a free
+    /// port, failing over a dead master after `node_timeout`; [`crate::redis_cluster`] joins
+    /// such servers into a cluster.
+    pub fn start_cluster_node(node_timeout: Duration) -> Option<Self> {
+        if !available() {
+            return None;
+        }
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            password: None,
+            dir: tempfile::tempdir().unwrap(),
+            extra: vec![
+                "--cluster-enabled".into(),
+                "yes".into(),
+                "--cluster-config-file".into(),
+                "nodes.conf".into(),
+                "--cluster-port".into(),
+                free_port().to_string(),
+                "--cluster-node-timeout".into(),
+                node_timeout.as_millis().to_string(),
+            ],
+            tls_port: None,
+        };
+        server.spawn();
+        Some(server)
+    }
+
     /// The `rediss://` URL of a TLS server.
     pub fn tls_url(&self) -> String {
         format!(
@@ -213,7 +241,12 @@ impl RedisServer {
         }
     }
 
-    /// Kills the server (as a crash would).
+    /// Whether the server runs (it was not killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Kills the server (as a crash would: SIGKILL).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

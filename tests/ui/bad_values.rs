@@ -8,7 +8,13 @@ fn forms(id: u64) -> u64 {
     id
 }
 
+#[optimize::io(name = "users::{shard}")]
+fn braced(id: u64) -> u64 {
+    id
+}
+
 fn main() {
     lookup(1);
     forms(1);
+    braced(1);
 }

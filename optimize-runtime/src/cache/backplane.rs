@@ -13,12 +13,16 @@
 //! Redis came back empty (its epoch key changed) or went back in time — the instance cannot
 //! know what was retired, so it treats everything as retired: L1 is cleared and the
 //! namespace's L3 entries are removed (a [`Remote::Everything`]).
+//!
+//! On a Redis Cluster the stream is one key, so it lives on the master of its slot: the
+//! reading connection is a cluster connection of its own, which follows the slot when it
+//! moves or its master fails over (a lost or failed-over stream is a gap, handled as above).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use crate::cache::redis_conn::{Connection, Endpoint, Timeouts};
 
 use crate::cache::generations::Generations;
 use crate::cache::l3_sled::SledTier;
@@ -310,8 +314,8 @@ impl Position {
 pub struct Listener {
     /// Where to read.
     pub channel: Channel,
-    /// The Redis client (the same URL as L2).
-    pub client: redis::Client,
+    /// Where Redis is (the same as L2's).
+    pub endpoint: Endpoint,
     /// L3, to remove keys from and to keep the position in.
     pub l3: Option<Arc<SledTier>>,
     /// Applies invalidations to L1.
@@ -343,13 +347,12 @@ impl Listener {
 
     /// One connection's life: resume, then read until an error.
     async fn session(&self, position: &mut Option<Position>) -> redis::RedisResult<()> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
-        let mut conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+        // Its own connection: the blocking read must not hold up the tiers' commands.
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            response: BLOCK + Duration::from_secs(2),
+        };
+        let mut conn = self.endpoint.dedicated(timeouts).await?;
         let resumed = self.resume(&mut conn, position.as_ref()).await?;
         *position = Some(resumed);
         self.stats.connected.store(true, Relaxed);
@@ -400,7 +403,7 @@ impl Listener {
     /// been missed.
     async fn resume(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Connection,
         known: Option<&Position>,
     ) -> redis::RedisResult<Position> {
         // The epoch is created once per Redis dataset; a new one means Redis lost its data
@@ -517,7 +520,7 @@ impl Listener {
 /// The stream's last generated id and its largest deleted (trimmed) id; both `0-0` when the
 /// stream does not exist.
 async fn stream_bounds(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Connection,
     stream: &str,
 ) -> redis::RedisResult<(EntryId, EntryId)> {
     let exists: bool = redis::cmd("EXISTS").arg(stream).query_async(conn).await?;

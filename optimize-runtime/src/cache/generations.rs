@@ -1,7 +1,7 @@
 //! Generations: O(1) invalidation of a whole function or of a tag.
 //!
-//! Each function and each tag has a generation in Redis (`{ns}:gen:fn:{path}`,
-//! `{ns}:gen:tag:{hash}`; absent means 0), raised by `INCR` when it is invalidated. Every entry
+//! Each function and each tag has a generation in Redis (`{ns}:gen:{{ns}}:fn:{path}`,
+//! `{ns}:gen:{{ns}}:tag:{hash}`; absent means 0), raised by `INCR` when it is invalidated. Every entry
 //! written to a shared tier is stamped with a digest of the generations of its function and its
 //! tags at the time its lookup started ([`digest`]); a read compares the stamp with the digest of
 //! the current generations and refuses a mismatch as retired. Invalidating a function or a tag
@@ -85,14 +85,21 @@ pub fn tag_hash_fmt(tag: std::fmt::Arguments<'_>) -> u64 {
     hasher.0.digest()
 }
 
-/// The Redis key of a function's generation.
+/// The Redis key of a function's generation. Every generation key of a namespace carries the
+/// hash tag `{namespace}`, so a read fetches them all from one cluster slot with one `MGET`.
+///
+/// ```
+/// use optimize_runtime::cache::generations::function_key;
+///
+/// assert_eq!(function_key("app", "users::fetch"), "app:gen:{app}:fn:users::fetch");
+/// ```
 pub fn function_key(namespace: &str, path: &str) -> String {
-    format!("{namespace}:gen:fn:{path}")
+    format!("{namespace}:gen:{{{namespace}}}:fn:{path}")
 }
 
 /// The Redis key of the namespace's own generation, raised by invalidating everything.
 pub fn everything_key(namespace: &str) -> String {
-    format!("{namespace}:gen:all")
+    format!("{namespace}:gen:{{{namespace}}}:all")
 }
 
 /// What the namespace's generation counts as in a [`digest`]: a tag every entry carries.
@@ -100,7 +107,7 @@ pub const EVERYTHING: u64 = 0;
 
 /// The Redis key of a tag's generation.
 pub fn tag_key(namespace: &str, tag: u64) -> String {
-    format!("{namespace}:gen:tag:{tag:016x}")
+    format!("{namespace}:gen:{{{namespace}}}:tag:{tag:016x}")
 }
 
 /// How many tags' generations a process remembers; beyond, the least recently used are

@@ -1,7 +1,8 @@
 //! L2: Redis, shared by every instance of the application.
 //!
-//! The connection is made in the background, so an application starts and serves with Redis
-//! absent; `redis`'s `ConnectionManager` then reconnects by itself. Every operation has a
+//! Redis is one server or a Redis Cluster ([`RedisOptions::cluster`]); the connection is made in
+//! the background, so an application starts and serves with Redis absent, and reconnects by
+//! itself ([`redis_conn`](crate::cache::redis_conn)). Every operation has a
 //! timeout, and a [`Breaker`] skips the tier entirely while it is failing, so an outage adds no
 //! latency to calls. The password in the URL never appears in `Debug`, logs or errors.
 
@@ -11,11 +12,10 @@ use std::sync::{Arc, OnceLock};
 use crate::time::Clock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use crate::cache::backplane::{Channel, Notice};
 use crate::cache::breaker::Breaker;
 use crate::cache::lease::{Lease, LeaseState};
+use crate::cache::redis_conn::{Connection, Endpoint, Timeouts};
 use crate::cache::TierCounters;
 
 /// A Redis URL whose password is never printed. `redis://`, `rediss://` (TLS) and
@@ -42,22 +42,39 @@ impl RedisUrl {
         &self.0
     }
 
-    fn password(&self) -> Option<&str> {
-        let rest = self.0.split_once("://")?.1;
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        let userinfo = authority.rsplit_once('@')?.0;
-        userinfo
-            .split_once(':')
-            .map(|(_, p)| p)
-            .filter(|p| !p.is_empty())
+    /// The node URLs of a comma-separated list (a cluster's seed nodes); one URL is a list of
+    /// one.
+    ///
+    /// ```
+    /// use optimize_runtime::cache::l2_redis::RedisUrl;
+    ///
+    /// let url = RedisUrl::new("redis://a:7000, redis://b:7001");
+    /// assert_eq!(url.nodes(), ["redis://a:7000", "redis://b:7001"]);
+    /// ```
+    pub fn nodes(&self) -> Vec<&str> {
+        self.0
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    fn passwords(&self) -> impl Iterator<Item = &str> {
+        self.nodes().into_iter().filter_map(|url| {
+            let rest = url.split_once("://")?.1;
+            let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+            let userinfo = authority.rsplit_once('@')?.0;
+            userinfo
+                .split_once(':')
+                .map(|(_, p)| p)
+                .filter(|p| !p.is_empty())
+        })
     }
 
     /// Replaces the password wherever it appears in `text` (driver errors may quote the URL).
     pub fn redact(&self, text: &str) -> String {
-        match self.password() {
-            Some(p) => text.replace(p, "***"),
-            None => text.to_owned(),
-        }
+        self.passwords()
+            .fold(text.to_owned(), |text, p| text.replace(p, "***"))
     }
 }
 
@@ -114,6 +131,8 @@ pub struct RedisOptions {
     pub lease: Option<Duration>,
     /// TLS settings of a `rediss://` URL.
     pub tls: TlsFiles,
+    /// Redis is a cluster: `url` lists seed nodes, separated by commas (`l2.cluster`).
+    pub cluster: bool,
 }
 
 /// TLS settings of a `rediss://` URL: the server is verified against the system's roots (and
@@ -129,39 +148,6 @@ pub struct TlsFiles {
     pub client_key: Option<std::path::PathBuf>,
     /// Accept any server certificate (`l2.tls_insecure`): for test setups only.
     pub insecure: bool,
-}
-
-impl RedisOptions {
-    /// A client for the URL with the TLS settings, for every connection the tiers make.
-    pub fn client(&self) -> Result<redis::Client, String> {
-        let mut url = self.url.expose().to_owned();
-        let tls = &self.tls;
-        if tls.insecure && url.starts_with("rediss://") && !url.contains('#') {
-            url.push_str("#insecure");
-        }
-        let read = |path: &std::path::PathBuf| {
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
-        };
-        if tls.ca_file.is_none() && tls.client_cert.is_none() {
-            return redis::Client::open(url).map_err(|e| self.url.redact(&e.to_string()));
-        }
-        let root_cert = tls.ca_file.as_ref().map(read).transpose()?;
-        let client_tls = match (&tls.client_cert, &tls.client_key) {
-            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: read(cert)?,
-                client_key: read(key)?,
-            }),
-            _ => None,
-        };
-        redis::Client::build_with_tls(
-            url,
-            redis::TlsCertificates {
-                client_tls,
-                root_cert,
-            },
-        )
-        .map_err(|e| self.url.redact(&e.to_string()))
-    }
 }
 
 impl RedisOptions {
@@ -183,6 +169,7 @@ impl RedisOptions {
             breaker_cooldown: Self::DEFAULT_BREAKER_COOLDOWN,
             lease: Some(Self::DEFAULT_LEASE),
             tls: TlsFiles::default(),
+            cluster: false,
         }
     }
 }
@@ -190,10 +177,10 @@ impl RedisOptions {
 /// The L2 tier.
 pub struct RedisTier {
     url: RedisUrl,
-    conn: Arc<OnceLock<ConnectionManager>>,
+    conn: Arc<OnceLock<Connection>>,
     /// A second connection for values larger than [`FIRST_READ`]: their bytes never queue
     /// in front of the small reads that share the first.
-    bulk: Arc<OnceLock<ConnectionManager>>,
+    bulk: Arc<OnceLock<Connection>>,
     /// Becomes `true` when the first connection attempt has finished, either way.
     first_attempt: tokio::sync::watch::Receiver<bool>,
     connect_timeout: Duration,
@@ -208,6 +195,8 @@ pub struct RedisTier {
     lease_channel: String,
     /// What the Redis user may not do that the tiers need, found when first connected.
     missing_rights: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Whether the log has said that `l2.url` is a cluster node (said once).
+    told_cluster: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for RedisTier {
@@ -252,6 +241,7 @@ impl RedisTier {
             lease: options.lease,
             lease_channel: lease_channel(namespace),
             missing_rights: missing_rights.clone(),
+            told_cluster: std::sync::atomic::AtomicBool::new(false),
         };
         let probe = RightsProbe {
             namespace: namespace.to_owned(),
@@ -281,7 +271,7 @@ impl RedisTier {
     async fn run<T>(
         &self,
         op: &'static str,
-        f: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+        f: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> L2Result<T> {
         if !self.breaker.allow() {
             return L2Result::Skipped;
@@ -309,6 +299,13 @@ impl RedisTier {
                 L2Result::Done(v)
             }
             Ok(Err(e)) => {
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Moved)
+                    && !self
+                        .told_cluster
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::error!(url = %self.url, "l2.url is a node of a Redis Cluster (it answered MOVED): set l2.cluster = true (OPTIMIZE_L2_CLUSTER=true); until then the keys of other nodes' slots fail and count as errors");
+                }
                 self.failed(op, &e.to_string());
                 L2Result::Failed
             }
@@ -395,6 +392,21 @@ impl RedisTier {
         let last = self.first_last();
         let read = self
             .run("get", async |c| {
+                if c.is_cluster() {
+                    // The value and the generations live in different slots: two commands,
+                    // sent together.
+                    let mut value = c.clone();
+                    let (bytes, gens) = futures_util::future::try_join(
+                        redis::cmd("GETRANGE")
+                            .arg(key)
+                            .arg(0)
+                            .arg(last)
+                            .query_async::<Vec<u8>>(&mut value),
+                        read_generations(c, generations),
+                    )
+                    .await?;
+                    return Ok(((!bytes.is_empty()).then_some(bytes), gens));
+                }
                 let mut pipe = redis::pipe();
                 pipe.cmd("GETRANGE").arg(key).arg(0).arg(last);
                 if !generations.is_empty() {
@@ -456,15 +468,22 @@ impl RedisTier {
         let read = self
             .run("get", async |c| {
                 let mut call = crate::cache::lease::LOOKUP.key(key);
-                call.key(Lease::lease_key(key))
-                    .key(Lease::waited_key(key))
-                    .key(generations)
-                    .arg(last)
-                    .arg(token)
-                    .arg(millis(lease))
-                    .arg(1);
-                let (bytes, state, left, gens): (Vec<u8>, u8, i64, Vec<u64>) =
-                    call.invoke_async(c).await?;
+                call.key(Lease::lease_key(key)).key(Lease::waited_key(key));
+                call.arg(last).arg(token).arg(millis(lease)).arg(1);
+                let (bytes, state, left, gens) = if c.is_cluster() {
+                    // The script's keys share the value's slot; the generations are read
+                    // beside it.
+                    let mut value = c.clone();
+                    let ((bytes, state, left, _), gens) = futures_util::future::try_join(
+                        call.invoke_async::<(Vec<u8>, u8, i64, Vec<u64>)>(&mut value),
+                        read_generations(c, generations),
+                    )
+                    .await?;
+                    (bytes, state, left, gens)
+                } else {
+                    call.key(generations);
+                    call.invoke_async::<(Vec<u8>, u8, i64, Vec<u64>)>(c).await?
+                };
                 Ok((
                     (!bytes.is_empty()).then_some(bytes),
                     gens,
@@ -537,11 +556,8 @@ impl RedisTier {
         if keys.is_empty() {
             return L2Result::Done(Vec::new());
         }
-        self.run("get", async |c| {
-            let gens: Vec<Option<u64>> = redis::cmd("MGET").arg(keys).query_async(c).await?;
-            Ok(gens.into_iter().map(Option::unwrap_or_default).collect())
-        })
-        .await
+        self.run("get", async |c| read_generations(c, keys).await)
+            .await
     }
 
     /// Raises the generation at `key` (`INCR`); the new one.
@@ -558,14 +574,21 @@ impl RedisTier {
             return L2Result::Done(());
         }
         self.run("put", async |c| {
-            let mut pipe = redis::pipe();
-            for (key, value, ttl) in entries {
-                let cmd = pipe.cmd("SET").arg(key).arg(&value[..]);
+            let set = |(key, value, ttl): &L2Write| {
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(key).arg(&value[..]);
                 if let Some(ttl) = ttl {
-                    cmd.arg("PX")
-                        .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+                    cmd.arg("PX").arg(millis(*ttl));
                 }
-                cmd.ignore();
+                cmd
+            };
+            if c.is_cluster() {
+                // Each key in its own slot: the commands go out together, each to its node.
+                return each(c, entries.iter().map(set)).await;
+            }
+            let mut pipe = redis::pipe();
+            for entry in entries {
+                pipe.add_command(set(entry)).ignore();
             }
             pipe.query_async::<()>(c).await
         })
@@ -588,61 +611,126 @@ impl RedisTier {
             return L2Result::Done(());
         }
         self.run("delete", async |c| {
-            let mut pipe = redis::pipe();
+            let mut deletions = Vec::new();
             if !keys.is_empty() {
-                pipe.cmd("DEL").arg(keys).ignore();
+                deletions.push(redis::cmd("DEL").arg(keys).clone());
                 // A holder computing from before this deletion cannot write its value.
                 if let Some(lease) = self.lease {
                     for key in keys {
-                        pipe.cmd("SET")
-                            .arg(Lease::lease_key(key))
-                            .arg(crate::cache::lease::TOMBSTONE)
-                            .arg("PX")
-                            .arg(millis(lease))
-                            .ignore();
+                        deletions.push(
+                            redis::cmd("SET")
+                                .arg(Lease::lease_key(key))
+                                .arg(crate::cache::lease::TOMBSTONE)
+                                .arg("PX")
+                                .arg(millis(lease))
+                                .clone(),
+                        );
                     }
+                }
+            }
+            let mut pipe = redis::pipe();
+            if c.is_cluster() {
+                // Across slots: the deletions first, then (in the stream's slot) the
+                // announcement, which still only goes out once Redis no longer holds them.
+                each(c, deletions).await?;
+            } else {
+                for cmd in deletions {
+                    pipe.add_command(cmd).ignore();
                 }
             }
             if let Some((channel, notice)) = announce {
                 channel.announce(&mut pipe, notice);
+            }
+            if pipe.is_empty() {
+                return Ok(());
             }
             pipe.query_async::<()>(c).await
         })
         .await
     }
 
-    /// Deletes every key starting with `prefix` (SCAN + UNLINK; never KEYS).
+    /// Deletes every key starting with `prefix` (SCAN + UNLINK; never KEYS), on every master
+    /// of a cluster.
     pub async fn delete_prefix(&self, prefix: &str) -> L2Result<()> {
         let pattern = format!("{}*", escape_glob(prefix));
-        let mut cursor = 0u64;
         // One SCAN + UNLINK round per operation, each with its own timeout, so a large
         // keyspace is walked to the end instead of stopping when one timeout covers it all; a
         // round that fails is counted and ends the walk.
-        loop {
+        let first = self
+            .run("delete", async |c| {
+                let mut walking = Vec::new();
+                for (address, reply) in c.on_every_master(&scan(0, &pattern)).await? {
+                    let next = unlink_scanned(c, reply).await?;
+                    if next != 0 {
+                        walking.push((address, next));
+                    }
+                }
+                Ok(walking)
+            })
+            .await;
+        // The masters still being walked, each at its own cursor.
+        let mut walking = match first {
+            L2Result::Done(w) => w,
+            L2Result::Skipped => return L2Result::Skipped,
+            L2Result::Failed => return L2Result::Failed,
+        };
+        while let Some((address, cursor)) = walking.pop() {
             let round = self
                 .run("delete", async |c| {
-                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(c)
-                        .await?;
-                    if !keys.is_empty() {
-                        redis::cmd("UNLINK").arg(keys).query_async::<()>(c).await?;
-                    }
-                    Ok(next)
+                    let reply = c.on_master(&address, &scan(cursor, &pattern)).await?;
+                    unlink_scanned(c, reply).await
                 })
                 .await;
             match round {
-                L2Result::Done(0) => return L2Result::Done(()),
-                L2Result::Done(next) => cursor = next,
+                L2Result::Done(0) => {}
+                L2Result::Done(next) => walking.push((address, next)),
                 L2Result::Skipped => return L2Result::Skipped,
                 L2Result::Failed => return L2Result::Failed,
             }
         }
+        L2Result::Done(())
     }
+}
+
+fn scan(cursor: u64, pattern: &str) -> redis::Cmd {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(500)
+        .clone()
+}
+
+/// Unlinks the keys of a `SCAN` reply; its next cursor.
+async fn unlink_scanned(c: &mut Connection, reply: redis::Value) -> redis::RedisResult<u64> {
+    let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply)?;
+    if !keys.is_empty() {
+        redis::cmd("UNLINK").arg(keys).query_async::<()>(c).await?;
+    }
+    Ok(next)
+}
+
+/// The generations stored at `keys` (0 where absent).
+async fn read_generations(c: &mut Connection, keys: &[String]) -> redis::RedisResult<Vec<u64>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let gens: Vec<Option<u64>> = redis::cmd("MGET").arg(keys).query_async(c).await?;
+    Ok(gens.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// Runs independent commands at once (on a cluster each goes to its key's node); the first
+/// error, if any.
+async fn each(
+    c: &Connection,
+    commands: impl IntoIterator<Item = redis::Cmd>,
+) -> redis::RedisResult<()> {
+    let sent = commands.into_iter().map(|cmd| {
+        let mut c = c.clone();
+        async move { cmd.query_async::<()>(&mut c).await }
+    });
+    futures_util::future::try_join_all(sent).await.map(drop)
 }
 
 /// Checks, once connected, that the Redis user may run what the tiers run on the namespace's
@@ -653,7 +741,7 @@ struct RightsProbe {
 }
 
 impl RightsProbe {
-    async fn run(&self, conn: &mut ConnectionManager, url: &RedisUrl) {
+    async fn run(&self, conn: &mut Connection, url: &RedisUrl) {
         let ns = &self.namespace;
         let key = format!("{ns}:acl-probe");
         let stream = format!("{ns}:acl-probe:stream");
@@ -786,14 +874,14 @@ fn connect_timeout(options: &RedisOptions) -> Duration {
 
 async fn connect_until_connected(
     options: RedisOptions,
-    slot: Arc<OnceLock<ConnectionManager>>,
-    bulk: Arc<OnceLock<ConnectionManager>>,
+    slot: Arc<OnceLock<Connection>>,
+    bulk: Arc<OnceLock<Connection>>,
     counters: TierCounters,
     attempted: tokio::sync::watch::Sender<bool>,
     probe: RightsProbe,
 ) {
-    let client = match options.client() {
-        Ok(c) => c,
+    let endpoint = match Endpoint::new(&options) {
+        Ok(e) => e,
         Err(e) => {
             let _ = attempted.send(true);
             counters.error("connect");
@@ -804,22 +892,25 @@ async fn connect_until_connected(
     if options.tls.insecure {
         tracing::error!(url = %options.url, "l2.tls_insecure: the Redis server's certificate is NOT verified; anyone on the path can read and forge cache entries — for test setups only");
     }
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(connect_timeout(&options)))
-        .set_response_timeout(Some(options.op_timeout))
-        .set_number_of_retries(2);
+    let timeouts = Timeouts {
+        connect: connect_timeout(&options),
+        response: options.op_timeout,
+    };
     let mut delay = Duration::from_millis(100);
     loop {
-        match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+        match endpoint.shared(timeouts).await {
             Ok(conn) => {
                 let mut probing = conn.clone();
                 let _ = slot.set(conn);
                 let _ = attempted.send(true);
-                tracing::info!(url = %options.url, "L2 (redis) connected");
+                tracing::info!(url = %options.url, cluster = options.cluster, "L2 (redis) connected");
                 probe.run(&mut probing, &options.url).await;
                 // Until it connects, large values are read on the first connection.
-                let config = config.set_response_timeout(Some(bulk_timeout(options.op_timeout)));
-                if let Ok(conn) = ConnectionManager::new_with_config(client, config).await {
+                let bulk_timeouts = Timeouts {
+                    response: bulk_timeout(options.op_timeout),
+                    ..timeouts
+                };
+                if let Ok(conn) = endpoint.shared(bulk_timeouts).await {
                     let _ = bulk.set(conn);
                 }
                 return;

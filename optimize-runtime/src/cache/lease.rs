@@ -2,8 +2,9 @@
 //! single-flight; docs/architecture.md, "Leases").
 //!
 //! A miss in L2 takes the key's lease in the same round trip as the read (one Lua script:
-//! `GETRANGE` of the value, the generations, and `SET {key}:lease token NX PX ttl` when the
-//! value is absent). The holder computes and writes the value; the write and the lease's
+//! `GETRANGE` of the value, the generations, and `SET {key}:lease{{key}} token NX PX ttl` when
+//! the value is absent; the lease keys carry the value's key as their hash tag, so on a Redis
+//! Cluster the script's keys share one slot, and the generations are read beside it). The holder computes and writes the value; the write and the lease's
 //! release are one script again, which also publishes on `{ns}:leases` when another instance
 //! waited. A waiter subscribes (one pub/sub connection per process), reads again when told or
 //! when the lease would expire, and takes the lease over when its holder died.
@@ -41,14 +42,14 @@ impl Lease {
         }
     }
 
-    /// The lease's Redis key.
+    /// The lease's Redis key, in the value's cluster slot (the scripts take both).
     pub fn lease_key(key: &str) -> String {
-        format!("{key}:lease")
+        crate::cache::redis_conn::beside(key, ":lease")
     }
 
-    /// The key marking that another instance waits for the lease.
+    /// The key marking that another instance waits for the lease (the value's slot too).
     pub fn waited_key(key: &str) -> String {
-        format!("{key}:lease:w")
+        crate::cache::redis_conn::beside(key, ":lease:w")
     }
 }
 
@@ -255,11 +256,12 @@ impl LeaseWaiters {
         }
     }
 
-    /// Listens on `channel` until the runtime stops, reconnecting with backoff.
-    pub async fn listen(self: Arc<Self>, client: redis::Client, channel: String) {
+    /// Listens on `channel` until the runtime stops, reconnecting with backoff; on a cluster
+    /// (several `nodes`), each attempt goes to the next node, so a dead one is left behind.
+    pub async fn listen(self: Arc<Self>, nodes: Vec<redis::Client>, channel: String) {
         use futures_util::StreamExt;
         let mut delay = Duration::from_millis(100);
-        loop {
+        for client in nodes.iter().cycle() {
             if let Ok(mut pubsub) = client.get_async_pubsub().await {
                 if pubsub.subscribe(&channel).await.is_ok() {
                     delay = Duration::from_millis(100);
@@ -287,6 +289,6 @@ mod tests {
     fn tokens_differ() {
         let (a, b) = (Lease::new("k"), Lease::new("k"));
         assert_ne!(a.token, b.token);
-        assert_eq!(Lease::lease_key("ns:f:1"), "ns:f:1:lease");
+        assert_eq!(Lease::lease_key("ns:f:1"), "ns:f:1:lease{ns:f:1}");
     }
 }

@@ -22,6 +22,7 @@ pub mod l1;
 pub mod l2_redis;
 pub mod l3_sled;
 pub mod lease;
+pub mod redis_conn;
 pub mod shared;
 pub mod store;
 pub mod tiered;

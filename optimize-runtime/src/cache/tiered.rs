@@ -10,6 +10,7 @@ use crate::cache::generations::Generations;
 use crate::cache::l2_redis::{lease_channel, L2Result, RedisOptions, RedisTier, RedisUrl};
 use crate::cache::l3_sled::SledTier;
 use crate::cache::lease::{LeaseState, LeaseStats, LeaseWaiters};
+use crate::cache::redis_conn::Endpoint;
 use crate::cache::writeback::{Announcer, WriteBack, WriteOp};
 use crate::cache::{Tier, TierCounters};
 use crate::codec::EnvelopeOptions;
@@ -236,13 +237,13 @@ impl Tiers {
         let lease_waiters = l2
             .as_ref()
             .filter(|l2| l2.leases().is_some())
-            .and_then(|_| config.redis.as_ref()?.client().ok())
-            .map(|client| {
+            .and_then(|_| Endpoint::new(config.redis.as_ref()?).ok())
+            .map(|endpoint| {
                 let waiters = Arc::new(LeaseWaiters::default());
                 handle.spawn(
                     waiters
                         .clone()
-                        .listen(client, lease_channel(&config.namespace)),
+                        .listen(endpoint.node_clients(), lease_channel(&config.namespace)),
                 );
                 waiters
             });
@@ -602,12 +603,12 @@ fn start_backplane(
     runtime: &tokio::runtime::Handle,
 ) -> Option<Announcer> {
     // An invalid URL is reported by L2 itself, which stays off too.
-    let client = config.redis.as_ref()?.client().ok()?;
+    let endpoint = Endpoint::new(config.redis.as_ref()?).ok()?;
     let channel = Channel::new(&config.namespace);
     let stats = Arc::new(BackplaneStats::default());
     let listener = Listener {
         channel: channel.clone(),
-        client,
+        endpoint,
         l3,
         hook,
         generations,

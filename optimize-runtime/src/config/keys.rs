@@ -142,6 +142,7 @@ pub(crate) const KEYS: &[Key] = &[
     duration("l2.timeout", MS, Duration::from_secs(30)),
     key("l2.breaker_threshold", Type::Int),
     key("l2.backplane", Type::Bool),
+    key("l2.cluster", Type::Bool),
     key("l2.tls_ca_file", Type::Path),
     key("l2.tls_client_cert", Type::Path),
     key("l2.tls_client_key", Type::Path),

@@ -125,6 +125,8 @@ pub struct Config {
     pub l2_breaker_cooldown: Duration,
     /// Whether invalidations travel to every instance sharing the namespace (with L2).
     pub l2_backplane: bool,
+    /// Whether Redis is a cluster (`l2.url` then lists seed nodes, separated by commas).
+    pub l2_cluster: bool,
     /// TLS settings of a `rediss://` URL.
     pub l2_tls: TlsFiles,
     /// Whether a miss takes a lease in Redis, so one instance computes a key at a time.
@@ -262,6 +264,7 @@ impl Default for Config {
             l2_breaker_threshold: RedisOptions::DEFAULT_BREAKER_THRESHOLD,
             l2_breaker_cooldown: RedisOptions::DEFAULT_BREAKER_COOLDOWN,
             l2_backplane: true,
+            l2_cluster: false,
             l2_tls: TlsFiles::default(),
             l2_lease: true,
             l2_lease_ttl: RedisOptions::DEFAULT_LEASE,
@@ -337,6 +340,7 @@ impl Config {
             ("l2.breaker_threshold", V::Int(n)) => self.l2_breaker_threshold = int(n),
             ("l2.breaker_cooldown", V::Duration(d)) => self.l2_breaker_cooldown = d,
             ("l2.backplane", V::Bool(b)) => self.l2_backplane = b,
+            ("l2.cluster", V::Bool(b)) => self.l2_cluster = b,
             ("l2.tls_ca_file", V::Path(p)) => self.l2_tls.ca_file = Some(p),
             ("l2.tls_client_cert", V::Path(p)) => self.l2_tls.client_cert = Some(p),
             ("l2.tls_client_key", V::Path(p)) => self.l2_tls.client_key = Some(p),
@@ -499,22 +503,57 @@ impl Config {
             );
         }
         if let Some(url) = &self.l2_url {
-            let u = url.expose();
-            if !(u.starts_with("redis://")
-                || u.starts_with("rediss://")
-                || u.starts_with("redis+unix://"))
+            let nodes = url.nodes();
+            let bad = nodes.iter().find(|u| {
+                !(u.starts_with("redis://")
+                    || u.starts_with("rediss://")
+                    || (!self.l2_cluster && u.starts_with("redis+unix://")))
+            });
+            if let Some(u) = bad {
+                let u = url.redact(u);
+                fail(
+                    "l2.url",
+                    if self.l2_cluster {
+                        format!("{u} is not a Redis Cluster node URL: expected redis://host:port or rediss://host:port (TLS), separated by commas")
+                    } else {
+                        format!("{u} is not a Redis URL: expected one starting with redis://, rediss:// (TLS) or redis+unix://")
+                    },
+                );
+            } else if nodes.is_empty() {
+                fail(
+                    "l2.url",
+                    "is empty: expected a Redis URL such as redis://127.0.0.1:6379".into(),
+                );
+            } else if nodes.len() > 1 && !self.l2_cluster {
+                fail(
+                    "l2.url",
+                    format!("{url} lists {} nodes, which is for a Redis Cluster: set l2.cluster = true, or give one URL", nodes.len()),
+                );
+            } else if self.l2_cluster
+                && nodes.iter().any(|u| u.starts_with("rediss://"))
+                    != nodes.iter().all(|u| u.starts_with("rediss://"))
             {
                 fail(
                     "l2.url",
-                    format!("{url} is not a Redis URL: expected one starting with redis://, rediss:// (TLS) or redis+unix://"),
+                    format!("{url} mixes redis:// and rediss:// nodes: a cluster is reached with TLS on every node or on none"),
                 );
             }
         }
-        if self.namespace.is_empty() || self.namespace.contains(char::is_whitespace) {
+        if self.l2_cluster && self.l2_url.is_none() && self.l2_enabled {
+            fail(
+                "l2.cluster",
+                "is set but l2.url is not: list the cluster's seed nodes, e.g. l2.url = \"redis://10.0.0.1:6379,redis://10.0.0.2:6379\"".into(),
+            );
+        }
+        if self.namespace.is_empty()
+            || self
+                .namespace
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
             fail(
                 "namespace",
                 format!(
-                    "{:?}: expected a prefix without spaces, e.g. \"myapp\"",
+                    "{:?}: expected a prefix without spaces or braces (braces are Redis Cluster hash tags), e.g. \"myapp\"",
                     self.namespace
                 ),
             );
@@ -562,6 +601,7 @@ impl Config {
                 breaker_cooldown: self.l2_breaker_cooldown,
                 lease: self.l2_lease.then_some(self.l2_lease_ttl),
                 tls: self.l2_tls.clone(),
+                cluster: self.l2_cluster,
             });
         }
         if self.l3_enabled {

@@ -324,6 +324,48 @@ fn impossible_combinations_are_refused() {
 }
 
 #[test]
+fn cluster_urls_are_checked() {
+    let list = "url = \"redis://:hunter2@a:7000,redis://:hunter2@b:7001\"";
+    says(
+        &problem(&format!("[l2]\n{list}\n")),
+        &["l2.url", "lists 2 nodes", "l2.cluster = true"],
+    );
+    assert!(!problem(&format!("[l2]\n{list}\n")).contains("hunter2"));
+    says(
+        &problem("[l2]\ncluster = true\nurl = \"redis+unix:///tmp/r.sock\"\n"),
+        &[
+            "l2.url",
+            "not a Redis Cluster node URL",
+            "redis://host:port",
+        ],
+    );
+    says(
+        &problem("[l2]\ncluster = true\nurl = \"redis://a:7000,rediss://b:7001\"\n"),
+        &["l2.url", "mixes redis:// and rediss://"],
+    );
+    says(
+        &problem("level = \"ultra\"\n[l2]\ncluster = true\n"),
+        &["l2.cluster", "l2.url is not"],
+    );
+    says(
+        &problem("namespace = \"shop{1}\"\n"),
+        &["namespace", "braces"],
+    );
+    let c = Config::builder()
+        .without_file()
+        .environment([
+            ("OPTIMIZE_L2_CLUSTER", "true"),
+            ("OPTIMIZE_REDIS_URL", "redis://a:7000, redis://b:7001"),
+        ])
+        .level(Level::Advanced)
+        .resolve()
+        .unwrap();
+    let redis = c.tier_config().redis.unwrap();
+    assert!(redis.cluster);
+    assert_eq!(redis.url.nodes(), ["redis://a:7000", "redis://b:7001"]);
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let err =
         resolve_file("levle = 1\n[l2]\ntimeout = \"x\"\n[l3]\nmax_size = \"y\"\n").unwrap_err();
