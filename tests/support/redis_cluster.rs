@@ -69,6 +69,21 @@ impl RedisCluster {
         &mut self.nodes[index]
     }
 
+    /// The index of the master serving `key` (each master answers `EXISTS` for its own slots
+    /// and `MOVED` for the others).
+    pub fn master_of(&self, key: &str) -> usize {
+        (0..self.masters)
+            .find(|i| {
+                let node = &self.nodes[*i];
+                node.is_running()
+                    && redis::cmd("EXISTS")
+                        .arg(key)
+                        .query::<i64>(&mut node.client())
+                        .is_ok()
+            })
+            .unwrap_or_else(|| panic!("no running master serves {key}"))
+    }
+
     /// Every node still running.
     pub fn running(&self) -> impl Iterator<Item = &RedisServer> {
         self.nodes.iter().filter(|n| n.is_running())
@@ -117,9 +132,14 @@ impl RedisCluster {
         started.elapsed()
     }
 
-    /// Whether the running nodes again serve every slot (after a failover).
+    /// Whether the running nodes serve every slot with as many masters as at the start
+    /// (after a master died: once a replica has been promoted).
     pub fn serves_every_slot(&self) -> bool {
-        self.all_ok()
+        let masters = self
+            .running()
+            .filter(|n| Self::info(n, "replication").is_some_and(|i| i.contains("role:master")))
+            .count();
+        masters == self.masters && self.all_ok()
     }
 
     /// A cluster client, for reading what the library wrote.

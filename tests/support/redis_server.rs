@@ -131,6 +131,10 @@ impl RedisServer {
                 free_port().to_string(),
                 "--cluster-node-timeout".into(),
                 node_timeout.as_millis().to_string(),
+                // The live masters keep serving their slots when another one is lost, as
+                // docs/tiers.md advises.
+                "--cluster-require-full-coverage".into(),
+                "no".into(),
             ],
             tls_port: None,
         };

@@ -48,6 +48,8 @@ pub enum BreakerState {
 #[derive(Debug)]
 pub struct Breaker {
     state: AtomicU8,
+    /// Times it opened (closed or half-open to open).
+    opened: AtomicU64,
     failures: AtomicU32,
     opened_at: AtomicU64,
     /// Failed probes since the breaker last closed: the current cool-down's exponent.
@@ -65,6 +67,7 @@ impl Breaker {
     pub fn new(threshold: u32, cooldown: Duration, clock: Clock) -> Self {
         Self {
             state: AtomicU8::new(CLOSED),
+            opened: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             opened_at: AtomicU64::new(0),
             failed_probes: AtomicU32::new(0),
@@ -127,8 +130,77 @@ impl Breaker {
         }
         if state == HALF_OPEN || (state == CLOSED && failures >= self.threshold) {
             self.opened_at.store(self.clock.now_nanos(), Release);
-            self.state.store(OPEN, Release);
+            if self.state.swap(OPEN, AcqRel) != OPEN {
+                self.opened.fetch_add(1, Relaxed);
+            }
         }
+    }
+
+    /// How many times it has opened.
+    pub fn opened_total(&self) -> u64 {
+        self.opened.load(Relaxed)
+    }
+}
+
+/// The breakers of one remote tier: one for a single server; for a Redis Cluster, one per
+/// group of [`Breakers::SLOTS_PER_GROUP`] hash slots, so a failed node opens the breakers of
+/// its slots and the other nodes stay in use.
+///
+/// ```
+/// use optimize_runtime::cache::breaker::{Breakers, BreakerState};
+/// use optimize_runtime::time::Clock;
+/// use std::time::Duration;
+///
+/// let b = Breakers::per_slot_group(1, Duration::from_secs(5), Clock::default());
+/// b.for_slot(0).on_failure();
+/// assert_eq!(b.for_slot(0).state(), BreakerState::Open);
+/// assert_eq!(b.for_slot(16383).state(), BreakerState::Closed);
+/// assert_eq!((b.open(), b.opened_total()), (1, 1));
+/// ```
+#[derive(Debug)]
+pub struct Breakers(Box<[Breaker]>);
+
+impl Breakers {
+    /// Hash slots per breaker of a cluster (64 breakers for the 16384 slots).
+    pub const SLOTS_PER_GROUP: u16 = 256;
+
+    /// One breaker for everything (a single server).
+    pub fn single(threshold: u32, cooldown: Duration, clock: Clock) -> Self {
+        Self(Box::new([Breaker::new(threshold, cooldown, clock)]))
+    }
+
+    /// One breaker per group of slots (a cluster).
+    pub fn per_slot_group(threshold: u32, cooldown: Duration, clock: Clock) -> Self {
+        let groups = 16384 / Self::SLOTS_PER_GROUP;
+        Self(
+            (0..groups)
+                .map(|_| Breaker::new(threshold, cooldown, clock.clone()))
+                .collect(),
+        )
+    }
+
+    /// The breaker of a hash slot (the only one, for a single server).
+    pub fn for_slot(&self, slot: u16) -> &Breaker {
+        let group = usize::from(slot / Self::SLOTS_PER_GROUP);
+        &self.0[group.min(self.0.len() - 1)]
+    }
+
+    /// Whether the breakers are per slot group.
+    pub fn is_per_slot(&self) -> bool {
+        self.0.len() > 1
+    }
+
+    /// How many are not closed.
+    pub fn open(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|b| b.state() != BreakerState::Closed)
+            .count()
+    }
+
+    /// How many times any of them opened.
+    pub fn opened_total(&self) -> u64 {
+        self.0.iter().map(Breaker::opened_total).sum()
     }
 }
 

@@ -13,7 +13,7 @@ use crate::time::Clock;
 use std::time::Duration;
 
 use crate::cache::backplane::{Channel, Notice};
-use crate::cache::breaker::Breaker;
+use crate::cache::breaker::{Breaker, BreakerState, Breakers};
 use crate::cache::lease::{Lease, LeaseState};
 use crate::cache::redis_conn::{Connection, Endpoint, Timeouts};
 use crate::cache::TierCounters;
@@ -185,7 +185,8 @@ pub struct RedisTier {
     first_attempt: tokio::sync::watch::Receiver<bool>,
     connect_timeout: Duration,
     op_timeout: Duration,
-    breaker: Breaker,
+    /// One breaker, or on a cluster one per group of slots.
+    breakers: Breakers,
     counters: TierCounters,
     clock: Clock,
     /// The largest entry a read returns in full (bytes).
@@ -204,7 +205,7 @@ impl fmt::Debug for RedisTier {
         f.debug_struct("RedisTier")
             .field("url", &self.url)
             .field("connected", &self.is_connected())
-            .field("breaker", &self.breaker.state())
+            .field("breakers_open", &self.breakers.open())
             .finish()
     }
 }
@@ -230,11 +231,19 @@ impl RedisTier {
             first_attempt,
             connect_timeout: connect_timeout(&options),
             op_timeout: options.op_timeout,
-            breaker: Breaker::new(
-                options.breaker_threshold,
-                options.breaker_cooldown,
-                clock.clone(),
-            ),
+            breakers: if options.cluster {
+                Breakers::per_slot_group(
+                    options.breaker_threshold,
+                    options.breaker_cooldown,
+                    clock.clone(),
+                )
+            } else {
+                Breakers::single(
+                    options.breaker_threshold,
+                    options.breaker_cooldown,
+                    clock.clone(),
+                )
+            },
             counters: counters.clone(),
             clock,
             max_read: max_entry_bytes.saturating_add(crate::codec::HEADER_LEN),
@@ -263,17 +272,41 @@ impl RedisTier {
         self.conn.get().is_some()
     }
 
-    /// Whether the breaker currently keeps calls away from Redis.
+    /// Whether a breaker currently keeps calls away from Redis (on a cluster: from the slots
+    /// of at least one node).
     pub fn circuit_open(&self) -> bool {
-        self.breaker.state() != crate::cache::breaker::BreakerState::Closed
+        self.breakers.open() > 0
     }
 
+    /// Whether the breaker of `key`'s slot keeps calls away from it.
+    pub fn circuit_open_for(&self, key: &str) -> bool {
+        self.breaker(key).state() != BreakerState::Closed
+    }
+
+    /// How many times a breaker opened.
+    pub fn breaker_opened_total(&self) -> u64 {
+        self.breakers.opened_total()
+    }
+
+    /// The breaker of the slot `key` is in (the only one, for a single server).
+    fn breaker(&self, key: &str) -> &Breaker {
+        if self.breakers.is_per_slot() {
+            self.breakers.for_slot(crate::cache::redis_conn::slot(key))
+        } else {
+            self.breakers.for_slot(0)
+        }
+    }
+
+    /// Runs `f` unless the breaker of `route` (the key whose slot the operation is about)
+    /// is open, with the operation timeout; reports the outcome to that breaker.
     async fn run<T>(
         &self,
         op: &'static str,
+        route: &str,
         f: impl AsyncFnOnce(&mut Connection) -> redis::RedisResult<T>,
     ) -> L2Result<T> {
-        if !self.breaker.allow() {
+        let breaker = self.breaker(route);
+        if !breaker.allow() {
             return L2Result::Skipped;
         }
         if self.conn.get().is_none() && !*self.first_attempt.borrow() {
@@ -285,7 +318,7 @@ impl RedisTier {
         }
         let Some(conn) = self.conn.get() else {
             // Not connected: counts against the breaker so a down Redis is skipped fast.
-            self.breaker.on_failure();
+            breaker.on_failure();
             return L2Result::Skipped;
         };
         let mut conn = conn.clone();
@@ -295,29 +328,30 @@ impl RedisTier {
             .time(op, self.clock.now_nanos().saturating_sub(started));
         match result {
             Ok(Ok(v)) => {
-                self.breaker.on_success();
+                breaker.on_success();
                 L2Result::Done(v)
             }
             Ok(Err(e)) => {
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::Moved)
+                    && !self.breakers.is_per_slot()
                     && !self
                         .told_cluster
                         .swap(true, std::sync::atomic::Ordering::Relaxed)
                 {
                     tracing::error!(url = %self.url, "l2.url is a node of a Redis Cluster (it answered MOVED): set l2.cluster = true (OPTIMIZE_L2_CLUSTER=true); until then the keys of other nodes' slots fail and count as errors");
                 }
-                self.failed(op, &e.to_string());
+                self.failed(breaker, op, &e.to_string());
                 L2Result::Failed
             }
             Err(_) => {
-                self.failed(op, "timed out");
+                self.failed(breaker, op, "timed out");
                 L2Result::Failed
             }
         }
     }
 
-    fn failed(&self, op: &'static str, error: &str) {
-        self.breaker.on_failure();
+    fn failed(&self, breaker: &Breaker, op: &'static str, error: &str) {
+        breaker.on_failure();
         self.counters.error(op);
         tracing::debug!(op, error = %self.url.redact(error), "L2 (redis) operation failed");
     }
@@ -329,7 +363,7 @@ impl RedisTier {
     pub async fn get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
         let last = self.first_last();
         let read = self
-            .run("get", async |c| {
+            .run("get", key, async |c| {
                 let bytes: Vec<u8> = redis::cmd("GETRANGE")
                     .arg(key)
                     .arg(0)
@@ -383,28 +417,30 @@ impl RedisTier {
     }
 
     /// [`RedisTier::get`] and the generations stored at `generations` (0 where absent), in one
-    /// round trip.
+    /// round trip. The generations are `None` when they could not be read (on a cluster, their
+    /// node is away): the caller then relies on those it knows.
     pub async fn get_stamped(
         &self,
         key: &str,
         generations: &[String],
-    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>)> {
+    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>)> {
         let last = self.first_last();
         let read = self
-            .run("get", async |c| {
+            .run("get", key, async |c| {
                 if c.is_cluster() {
                     // The value and the generations live in different slots: two commands,
                     // sent together.
                     let mut value = c.clone();
-                    let (bytes, gens) = futures_util::future::try_join(
+                    let (bytes, gens) = futures_util::future::join(
                         redis::cmd("GETRANGE")
                             .arg(key)
                             .arg(0)
                             .arg(last)
                             .query_async::<Vec<u8>>(&mut value),
-                        read_generations(c, generations),
+                        self.generations_beside(c, generations),
                     )
-                    .await?;
+                    .await;
+                    let bytes = bytes?;
                     return Ok(((!bytes.is_empty()).then_some(bytes), gens));
                 }
                 let mut pipe = redis::pipe();
@@ -424,7 +460,7 @@ impl RedisTier {
                 };
                 Ok((
                     (!bytes.is_empty()).then_some(bytes),
-                    gens.into_iter().map(Option::unwrap_or_default).collect(),
+                    Some(gens.into_iter().map(Option::unwrap_or_default).collect()),
                 ))
             })
             .await;
@@ -433,6 +469,34 @@ impl RedisTier {
                 L2Result::Done((self.complete(key, bytes).await, gens))
             }
             other => other,
+        }
+    }
+
+    /// On a cluster, the generations read beside a value: under the breaker of their own slot
+    /// and within half the operation timeout, so a failed node holding them costs a read its
+    /// fresh generations (`None`), not its value.
+    async fn generations_beside(&self, c: &Connection, keys: &[String]) -> Option<Vec<u64>> {
+        let Some(first) = keys.first() else {
+            return Some(Vec::new());
+        };
+        let breaker = self.breaker(first);
+        if !breaker.allow() {
+            return None;
+        }
+        let mut c = c.clone();
+        match tokio::time::timeout(self.op_timeout / 2, read_generations(&mut c, keys)).await {
+            Ok(Ok(gens)) => {
+                breaker.on_success();
+                Some(gens)
+            }
+            Ok(Err(e)) => {
+                self.failed(breaker, "get", &e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(breaker, "get", "timed out");
+                None
+            }
         }
     }
 
@@ -457,7 +521,7 @@ impl RedisTier {
         key: &str,
         generations: &[String],
         token: u64,
-    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>, LeaseState)> {
+    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>, LeaseState)> {
         let Some(lease) = self.lease else {
             return self
                 .get_stamped(key, generations)
@@ -466,7 +530,7 @@ impl RedisTier {
         };
         let last = self.first_last();
         let read = self
-            .run("get", async |c| {
+            .run("get", key, async |c| {
                 let mut call = crate::cache::lease::LOOKUP.key(key);
                 call.key(Lease::lease_key(key)).key(Lease::waited_key(key));
                 call.arg(last).arg(token).arg(millis(lease)).arg(1);
@@ -474,15 +538,18 @@ impl RedisTier {
                     // The script's keys share the value's slot; the generations are read
                     // beside it.
                     let mut value = c.clone();
-                    let ((bytes, state, left, _), gens) = futures_util::future::try_join(
+                    let (read, gens) = futures_util::future::join(
                         call.invoke_async::<(Vec<u8>, u8, i64, Vec<u64>)>(&mut value),
-                        read_generations(c, generations),
+                        self.generations_beside(c, generations),
                     )
-                    .await?;
+                    .await;
+                    let (bytes, state, left, _) = read?;
                     (bytes, state, left, gens)
                 } else {
                     call.key(generations);
-                    call.invoke_async::<(Vec<u8>, u8, i64, Vec<u64>)>(c).await?
+                    let (bytes, state, left, gens) =
+                        call.invoke_async::<(Vec<u8>, u8, i64, Vec<u64>)>(c).await?;
+                    (bytes, state, left, Some(gens))
                 };
                 Ok((
                     (!bytes.is_empty()).then_some(bytes),
@@ -504,7 +571,7 @@ impl RedisTier {
         let Some(lease) = self.lease else {
             return L2Result::Done(LeaseState::NotAsked);
         };
-        self.run("get", async |c| {
+        self.run("get", key, async |c| {
             let (state, left): (u8, i64) = crate::cache::lease::ACQUIRE
                 .key(Lease::lease_key(key))
                 .key(Lease::waited_key(key))
@@ -520,7 +587,7 @@ impl RedisTier {
     /// Writes a value under its lease and releases it; `Done(false)` when fenced out.
     pub async fn write_leased(&self, write: &L2Write, token: u64) -> L2Result<bool> {
         let (key, value, ttl) = write;
-        self.run("put", async |c| {
+        self.run("put", key, async |c| {
             let written: u8 = crate::cache::lease::WRITE
                 .key(key)
                 .key(Lease::lease_key(key))
@@ -538,7 +605,7 @@ impl RedisTier {
 
     /// Releases a lease without writing a value.
     pub async fn release(&self, lease: &Lease) -> L2Result<()> {
-        self.run("put", async |c| {
+        self.run("put", &lease.key, async |c| {
             crate::cache::lease::RELEASE
                 .key(Lease::lease_key(&lease.key))
                 .key(Lease::waited_key(&lease.key))
@@ -556,36 +623,42 @@ impl RedisTier {
         if keys.is_empty() {
             return L2Result::Done(Vec::new());
         }
-        self.run("get", async |c| read_generations(c, keys).await)
+        self.run("get", &keys[0], async |c| read_generations(c, keys).await)
             .await
     }
 
     /// Raises the generation at `key` (`INCR`); the new one.
     pub async fn bump(&self, key: &str) -> L2Result<u64> {
-        self.run("delete", async |c| {
+        self.run("delete", key, async |c| {
             redis::cmd("INCR").arg(key).query_async(c).await
         })
         .await
     }
 
-    /// `SET key value PX ttl` for every entry, in one pipeline.
+    /// `SET key value PX ttl` for every entry: one pipeline to a single server; on a cluster
+    /// one command per entry, all sent at once, each under its slot's breaker.
     pub async fn set_many(&self, entries: &[L2Write]) -> L2Result<()> {
-        if entries.is_empty() {
+        let Some((first, _, _)) = entries.first() else {
             return L2Result::Done(());
-        }
-        self.run("put", async |c| {
-            let set = |(key, value, ttl): &L2Write| {
-                let mut cmd = redis::cmd("SET");
-                cmd.arg(key).arg(&value[..]);
-                if let Some(ttl) = ttl {
-                    cmd.arg("PX").arg(millis(*ttl));
-                }
-                cmd
-            };
-            if c.is_cluster() {
-                // Each key in its own slot: the commands go out together, each to its node.
-                return each(c, entries.iter().map(set)).await;
+        };
+        let set = |(key, value, ttl): &L2Write| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(key).arg(&value[..]);
+            if let Some(ttl) = ttl {
+                cmd.arg("PX").arg(millis(*ttl));
             }
+            cmd
+        };
+        if self.breakers.is_per_slot() {
+            let each = entries.iter().map(|entry| {
+                self.run("put", &entry.0, async |c| {
+                    set(entry).query_async::<()>(c).await
+                })
+            });
+            let results = futures_util::future::join_all(each).await;
+            return worst(results);
+        }
+        self.run("put", first, async |c| {
             let mut pipe = redis::pipe();
             for entry in entries {
                 pipe.add_command(set(entry)).ignore();
@@ -607,10 +680,12 @@ impl RedisTier {
         keys: &[String],
         announce: Option<(&Channel, &Notice)>,
     ) -> L2Result<()> {
-        if keys.is_empty() && announce.is_none() {
-            return L2Result::Done(());
-        }
-        self.run("delete", async |c| {
+        let route = match (keys.first(), announce) {
+            (Some(key), _) => key.as_str(),
+            (None, Some((channel, _))) => channel.stream.as_str(),
+            (None, None) => return L2Result::Done(()),
+        };
+        self.run("delete", route, async |c| {
             let mut deletions = Vec::new();
             if !keys.is_empty() {
                 deletions.push(redis::cmd("DEL").arg(keys).clone());
@@ -657,7 +732,7 @@ impl RedisTier {
         // keyspace is walked to the end instead of stopping when one timeout covers it all; a
         // round that fails is counted and ends the walk.
         let first = self
-            .run("delete", async |c| {
+            .run("delete", prefix, async |c| {
                 let mut walking = Vec::new();
                 for (address, reply) in c.on_every_master(&scan(0, &pattern)).await? {
                     let next = unlink_scanned(c, reply).await?;
@@ -676,7 +751,7 @@ impl RedisTier {
         };
         while let Some((address, cursor)) = walking.pop() {
             let round = self
-                .run("delete", async |c| {
+                .run("delete", prefix, async |c| {
                     let reply = c.on_master(&address, &scan(cursor, &pattern)).await?;
                     unlink_scanned(c, reply).await
                 })
@@ -690,6 +765,20 @@ impl RedisTier {
         }
         L2Result::Done(())
     }
+}
+
+/// What a set of operations came to: `Failed` if one failed, else `Skipped` if one was
+/// skipped, else `Done`.
+fn worst(results: Vec<L2Result<()>>) -> L2Result<()> {
+    let mut worst = L2Result::Done(());
+    for r in results {
+        match r {
+            L2Result::Failed => return L2Result::Failed,
+            L2Result::Skipped => worst = L2Result::Skipped,
+            L2Result::Done(()) => {}
+        }
+    }
+    worst
 }
 
 fn scan(cursor: u64, pattern: &str) -> redis::Cmd {

@@ -306,3 +306,54 @@ impl ConnectionLike for Connection {
 pub fn beside(key: &str, suffix: &str) -> String {
     format!("{key}{suffix}{{{key}}}")
 }
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag (the text between the
+/// first `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+///
+/// ```
+/// use optimize_runtime::cache::redis_conn::slot;
+///
+/// assert_eq!(slot("foo"), 12182); // as `CLUSTER KEYSLOT foo` answers
+/// assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+/// assert_eq!(slot("a{}b"), slot("a{}b")); // an empty tag: the whole key
+/// ```
+pub fn slot(key: &str) -> u16 {
+    let key = key.as_bytes();
+    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16_xmodem(tagged.unwrap_or(key)) % 16384
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in bytes {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_the_cluster_specification() {
+        // The specification's check value of CRC16/XMODEM.
+        assert_eq!(crc16_xmodem(b"123456789"), 0x31C3);
+        let key = "app:f:v1:00:01";
+        for suffix in [":lease", ":lease:w"] {
+            assert_eq!(slot(&beside(key, suffix)), slot(key));
+        }
+        assert_eq!(slot("x{a}y"), slot("a"));
+    }
+}

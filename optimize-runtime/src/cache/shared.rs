@@ -245,10 +245,16 @@ impl<V: Send + 'static> SharedStore<V> {
             let L2Result::Done((bytes, gens, mut state)) = read else {
                 return (None, generation, None);
             };
-            let current = self.learn(tags, &gens);
-            generation = Some(current);
+            // Generations not read (their cluster node is away): those this process knows,
+            // if it knows them all; else no value can be checked, and none is served.
+            let current = match gens {
+                Some(gens) => Some(self.learn(tags, &gens)),
+                None => self.locally_known_generation(tags),
+            };
+            generation = current.or(generation);
             if let Some(bytes) = bytes {
-                if let Some(found) = self.accept(Tier::L2, key, &bytes, current) {
+                let found = current.and_then(|current| self.accept(Tier::L2, key, &bytes, current));
+                if let Some(found) = found {
                     if waited {
                         stats.served.fetch_add(1, Relaxed);
                     }

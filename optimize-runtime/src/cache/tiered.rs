@@ -110,8 +110,10 @@ pub struct TiersStatus {
     pub l2_enabled: bool,
     /// L2 connected at least once.
     pub l2_connected: bool,
-    /// L2 breaker not closed.
+    /// An L2 breaker not closed (on a cluster: the one of some slots).
     pub l2_circuit_open: bool,
+    /// How many times an L2 breaker opened.
+    pub l2_breaker_opened: u64,
     /// L3 configured and not disabled by an error.
     pub l3_enabled: bool,
     /// Puts waiting in the write-behind queue.
@@ -333,6 +335,7 @@ impl Tiers {
             l2_enabled: self.l2.is_some(),
             l2_connected: self.l2.as_ref().is_some_and(|l2| l2.is_connected()),
             l2_circuit_open: self.l2.as_ref().is_some_and(|l2| l2.circuit_open()),
+            l2_breaker_opened: self.l2.as_ref().map_or(0, |l2| l2.breaker_opened_total()),
             l3_enabled: self.has_l3(),
             writeback_depth: depth,
             writeback_dropped: dropped,
@@ -383,7 +386,7 @@ impl Tiers {
         &self,
         key: &str,
         generations: Vec<String>,
-    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>)> {
+    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>)> {
         let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
             return L2Result::Skipped;
         };
@@ -424,7 +427,7 @@ impl Tiers {
         key: &str,
         generations: Vec<String>,
         token: u64,
-    ) -> L2Result<(Option<Vec<u8>>, Vec<u64>, LeaseState)> {
+    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>, LeaseState)> {
         let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
             return L2Result::Skipped;
         };
@@ -472,7 +475,7 @@ impl Tiers {
         let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
             return L2Result::Skipped;
         };
-        if l2.circuit_open() {
+        if keys.first().is_some_and(|k| l2.circuit_open_for(k)) {
             return L2Result::Skipped;
         }
         match bg

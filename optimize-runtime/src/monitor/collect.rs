@@ -145,6 +145,12 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
         )
         .number(Vec::new(), f64::from(u8::from(status.l2_circuit_open)));
         b.family(
+            "optimize_l2_breaker_opened_total",
+            "Times an L2 circuit breaker opened (Redis, or on a cluster the slots of a failed node, then skipped).",
+            Counter,
+        )
+        .number(Vec::new(), status.l2_breaker_opened as f64);
+        b.family(
             "optimize_l2_missing_rights",
             "Operations the Redis user may not run that the cache needs (0 when all are allowed).",
             Gauge,
