@@ -3,6 +3,7 @@
 # Installs DEBIAN_PACKAGE (without recommends) when COMMAND is missing. Tests start their own
 # servers on free ports; nothing is started or left running here.
 #   redis-server  redis-server   Redis tests and benchmarks
+#   redis-cli     redis-tools    joining the servers of the Redis Cluster tests
 #   promtool      prometheus     `promtool check metrics` / `check rules` in the monitor tests
 set -euo pipefail
 command=$1

@@ -9,6 +9,8 @@ step() { printf '\n==> %s\n' "$*"; }
 # Redis tests run against real redis-server processes (started by the tests on free ports).
 bash scripts/ensure-command.sh redis-server redis-server
 redis-server --version
+# The Redis Cluster tests join their servers with redis-cli (Debian's redis-tools).
+bash scripts/ensure-command.sh redis-cli redis-tools
 # The monitor's export is checked with promtool (metrics and rule files).
 bash scripts/ensure-command.sh promtool prometheus
 promtool --version 2>&1 | sed -n 1p

@@ -6,6 +6,8 @@
 
 #[path = "support/child.rs"]
 mod child;
+#[path = "support/redis_cluster.rs"]
+mod redis_cluster;
 #[path = "support/redis_server.rs"]
 mod redis_server;
 #[path = "support/skip.rs"]
@@ -13,6 +15,7 @@ mod skip;
 
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
+use redis_cluster::RedisCluster;
 use redis_server::RedisServer;
 
 static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
@@ -34,7 +37,11 @@ fn child() {
         "run as a child only"
     );
     child::log_warnings_to_stderr();
-    assert!(child::wait_for_l2(true), "connected within 5 s");
+    let connected = child::wait_for_l2(true);
+    assert!(
+        connected || std::env::var_os("ACL_MAY_NOT_CONNECT").is_some(),
+        "connected within 5 s"
+    );
     let rt = optimize::runtime();
     for id in 0..10 {
         item(id);
@@ -64,6 +71,10 @@ fn child() {
         println!("MISSING {m}");
     }
 }
+
+/// What docs/tiers.md adds for a Redis Cluster: the client reads the slot map, and follows
+/// `ASK` redirections while slots move.
+const CLUSTER_RIGHTS: &str = "+cluster|slots +asking";
 
 fn run(url: &str) -> (String, String) {
     child::run(
@@ -123,5 +134,49 @@ fn a_user_without_the_channels_is_reported_at_start() {
         stderr.matches("lacks rights").count(),
         1,
         "once, not on every call: {stderr}"
+    );
+}
+
+/// ACL users are per node: the user is created on each; the child's result.
+fn run_on_cluster(cluster: &RedisCluster, rights: &str, env: &[(&str, &str)]) -> (String, String) {
+    let url: Vec<String> = cluster
+        .running()
+        .map(|node| add_user(node, "app", rights))
+        .collect();
+    let url = url.join(",");
+    let mut env = env.to_vec();
+    env.extend([
+        ("OPTIMIZE_REDIS_URL", url.as_str()),
+        ("OPTIMIZE_L2_CLUSTER", "true"),
+        ("OPTIMIZE_NAMESPACE", "acl"),
+    ]);
+    child::run("child", "ACL_CHILD", &env)
+}
+
+#[test]
+fn a_user_with_the_documented_rights_runs_every_l2_feature_on_a_cluster() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let (stdout, stderr) = run_on_cluster(&cluster, &format!("{RIGHTS} {CLUSTER_RIGHTS}"), &[]);
+    assert_eq!(field(&stdout, "missing"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "errors"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "hits"), "10", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "health"), "Healthy", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "sent"), "4", "{stdout}\n{stderr}");
+}
+
+/// Without the right to read the slot map nothing connects: reported as a missing right
+/// (degraded health, naming it), never a crash or an error reaching the caller.
+#[test]
+fn a_cluster_user_without_the_slot_map_is_reported() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let (stdout, stderr) = run_on_cluster(&cluster, RIGHTS, &[("ACL_MAY_NOT_CONNECT", "1")]);
+    assert_eq!(field(&stdout, "health"), "Degraded", "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("MISSING") && stdout.contains("cluster|slots"),
+        "the missing right is named: {stdout}"
     );
 }

@@ -25,6 +25,12 @@ impl RedisCluster {
     /// `masters` masters with `replicas` replicas each; `None` only when the run skips
     /// missing services on purpose.
     pub fn start(masters: usize, replicas: usize) -> Option<Self> {
+        let cli = std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|p| p.join("redis-cli").is_file())
+        });
+        if !crate::skip::service_or_skip(cli, "redis-cli") {
+            return None;
+        }
         let total = masters * (1 + replicas);
         let mut nodes = Vec::with_capacity(total);
         for _ in 0..total {

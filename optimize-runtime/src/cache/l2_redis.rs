@@ -1007,7 +1007,20 @@ async fn connect_until_connected(
             Err(e) => {
                 let _ = attempted.send(true);
                 counters.error("connect");
-                tracing::warn!(url = %options.url, error = %options.url.redact(&e.to_string()), retry_in = ?delay, "L2 (redis) not reachable; serving without it");
+                let error = options.url.redact(&e.to_string());
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm) {
+                    // The user may not run what connecting takes (a cluster's slot map):
+                    // reported like any missing right, while retrying in case it is granted.
+                    let mut missing = probe
+                        .missing
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if missing.is_empty() {
+                        tracing::error!(url = %options.url, missing = %error, "the Redis user may not connect as the cache needs (docs/tiers.md, \"ACL users\"); L2 stays off until it may");
+                        *missing = vec![format!("connecting: {error}")];
+                    }
+                }
+                tracing::warn!(url = %options.url, error = %error, retry_in = ?delay, "L2 (redis) not reachable; serving without it");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
