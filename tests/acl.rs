@@ -99,6 +99,15 @@ fn add_user(redis: &RedisServer, name: &str, rights: &str) -> String {
     format!("redis://{name}:secret-pw@127.0.0.1:{}", redis.port())
 }
 
+/// The child used every L2 feature without an error or a missing right.
+fn ran_everything(stdout: &str, stderr: &str) {
+    assert_eq!(field(&stdout, "missing"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "errors"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "hits"), "10", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "health"), "Healthy", "{stdout}\n{stderr}");
+    assert_eq!(field(&stdout, "sent"), "4", "{stdout}\n{stderr}");
+}
+
 #[test]
 fn a_user_with_the_documented_rights_runs_every_l2_feature() {
     let Some(redis) = RedisServer::start() else {
@@ -106,11 +115,7 @@ fn a_user_with_the_documented_rights_runs_every_l2_feature() {
     };
     let url = add_user(&redis, "app", RIGHTS);
     let (stdout, stderr) = run(&url);
-    assert_eq!(field(&stdout, "missing"), "0", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "errors"), "0", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "hits"), "10", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "health"), "Healthy", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "sent"), "4", "{stdout}\n{stderr}");
+    ran_everything(&stdout, &stderr);
 }
 
 #[test]
@@ -159,11 +164,7 @@ fn a_user_with_the_documented_rights_runs_every_l2_feature_on_a_cluster() {
         return;
     };
     let (stdout, stderr) = run_on_cluster(&cluster, &format!("{RIGHTS} {CLUSTER_RIGHTS}"), &[]);
-    assert_eq!(field(&stdout, "missing"), "0", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "errors"), "0", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "hits"), "10", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "health"), "Healthy", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "sent"), "4", "{stdout}\n{stderr}");
+    ran_everything(&stdout, &stderr);
 }
 
 /// Without the right to read the slot map nothing connects: reported as a missing right

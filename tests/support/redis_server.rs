@@ -82,32 +82,38 @@ impl RedisServer {
         }
         let tls_port = free_port();
         let path = |p: &PathBuf| p.display().to_string();
+        let client_certs = if files.require_client_certs {
+            "yes"
+        } else {
+            "no"
+        };
+        let extra = [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &path(&files.cert),
+            "--tls-key-file",
+            &path(&files.key),
+            "--tls-ca-cert-file",
+            &path(&files.ca),
+            "--tls-auth-clients",
+            client_certs,
+        ];
+        Some(Self::start_extra(&extra, Some(tls_port)))
+    }
+
+    /// Starts a server with more arguments, on a free port.
+    fn start_extra(extra: &[&str], tls_port: Option<u16>) -> Self {
         let mut server = Self {
             child: None,
             port: free_port(),
             password: None,
             dir: tempfile::tempdir().unwrap(),
-            extra: vec![
-                "--tls-port".into(),
-                tls_port.to_string(),
-                "--tls-cert-file".into(),
-                path(&files.cert),
-                "--tls-key-file".into(),
-                path(&files.key),
-                "--tls-ca-cert-file".into(),
-                path(&files.ca),
-                "--tls-auth-clients".into(),
-                if files.require_client_certs {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .into(),
-            ],
-            tls_port: Some(tls_port),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
+            tls_port,
         };
         server.spawn();
-        Some(server)
+        server
     }
 
     /// Starts a server with cluster mode on (`--cluster-enabled yes`), its bus on a free
@@ -117,29 +123,21 @@ impl RedisServer {
         if !available() {
             return None;
         }
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            password: None,
-            dir: tempfile::tempdir().unwrap(),
-            extra: vec![
-                "--cluster-enabled".into(),
-                "yes".into(),
-                "--cluster-config-file".into(),
-                "nodes.conf".into(),
-                "--cluster-port".into(),
-                free_port().to_string(),
-                "--cluster-node-timeout".into(),
-                node_timeout.as_millis().to_string(),
-                // The live masters keep serving their slots when another one is lost, as
-                // docs/tiers.md advises.
-                "--cluster-require-full-coverage".into(),
-                "no".into(),
-            ],
-            tls_port: None,
-        };
-        server.spawn();
-        Some(server)
+        let extra = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-port",
+            &free_port().to_string(),
+            "--cluster-node-timeout",
+            &node_timeout.as_millis().to_string(),
+            // The live masters keep serving their slots when another one is lost, as
+            // docs/tiers.md advises.
+            "--cluster-require-full-coverage",
+            "no",
+        ];
+        Some(Self::start_extra(&extra, None))
     }
 
     /// The `rediss://` URL of a TLS server.
