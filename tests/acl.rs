@@ -101,11 +101,11 @@ fn add_user(redis: &RedisServer, name: &str, rights: &str) -> String {
 
 /// The child used every L2 feature without an error or a missing right.
 fn ran_everything(stdout: &str, stderr: &str) {
-    assert_eq!(field(&stdout, "missing"), "0", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "errors"), "0", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "hits"), "10", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "health"), "Healthy", "{stdout}\n{stderr}");
-    assert_eq!(field(&stdout, "sent"), "4", "{stdout}\n{stderr}");
+    assert_eq!(field(stdout, "missing"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(stdout, "errors"), "0", "{stdout}\n{stderr}");
+    assert_eq!(field(stdout, "hits"), "10", "{stdout}\n{stderr}");
+    assert_eq!(field(stdout, "health"), "Healthy", "{stdout}\n{stderr}");
+    assert_eq!(field(stdout, "sent"), "4", "{stdout}\n{stderr}");
 }
 
 #[test]
