@@ -121,3 +121,7 @@ struct AlertsDocs;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/configuration.md")]
 struct ConfigurationDocs;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/resilience.md")]
+struct ResilienceDocs;

@@ -383,6 +383,6 @@ fn rule_file_passes_promtool_check_rules() {
     let yaml = monitor::alert::promfile::rule_file("optimize", &rules);
     if promtool::available() {
         let out = promtool::check_rules(&yaml).unwrap();
-        assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
+        assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
     }
 }

@@ -83,6 +83,10 @@ pub(crate) struct Args {
     /// `tiers = "l1,l2"`: which tiers, and the literal for error spans.
     pub(crate) tiers: Option<(Tiers, LitStr)>,
     pub(crate) l2_ttl: Option<(Duration, LitStr)>,
+    /// `fail_safe = "1h"`: how long past its ttl an entry is kept for failures.
+    pub(crate) fail_safe: Option<(Duration, LitStr)>,
+    /// `fail_safe_throttle = "30s"`.
+    pub(crate) fail_safe_throttle: Option<(Duration, LitStr)>,
     pub(crate) l3_ttl: Option<(Duration, LitStr)>,
     pub(crate) compress_above: Option<(u32, LitStr)>,
     /// `level = "ultra"`: the `config::Level` variant.
@@ -451,6 +455,13 @@ fn placeholders(text: &str) -> Result<Vec<String>, String> {
 fn duration(value: &Expr, option: &str, errors: &mut Errors) -> Option<(Duration, LitStr)> {
     let lit = lit_str(value, option, errors)?;
     match humantime::parse_duration(&lit.value()) {
+        Ok(d) if d.is_zero() && option.starts_with("fail_safe") => {
+            errors.at(
+                &lit,
+                format!("`{option}` must be greater than zero; remove it to turn fail-safe off"),
+            );
+            None
+        }
         Ok(d) if d.is_zero() => {
             errors.at(
                 &lit,
@@ -564,6 +575,8 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
     match option {
         "ttl" => args.ttl = duration(&value, option, errors),
         "l2_ttl" => args.l2_ttl = duration(&value, option, errors),
+        "fail_safe" => args.fail_safe = duration(&value, option, errors),
+        "fail_safe_throttle" => args.fail_safe_throttle = duration(&value, option, errors),
         "l3_ttl" => args.l3_ttl = duration(&value, option, errors),
         "tiers" => {
             let Some(lit) = lit_str(&value, option, errors) else {

@@ -38,6 +38,29 @@ pub(crate) fn all(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
     options_need_the_cache(args, errors);
     method_key_names_the_instance(args, shape, errors);
     tier_options_need_their_tier(args, errors);
+    fail_safe_needs_an_expiry(args, errors);
+}
+
+/// Fail-safe keeps entries past their ttl, so it needs one; its throttle needs it.
+fn fail_safe_needs_an_expiry(args: &Args, errors: &mut Errors) {
+    if !args.cache {
+        // Said already: the option has no effect without the cache.
+        return;
+    }
+    if let (Some((_, lit)), None) = (&args.fail_safe, &args.ttl) {
+        errors.at(
+            lit,
+            "`fail_safe` keeps entries past their ttl, and this function's entries never \
+             expire; add a `ttl = \"...\"` (e.g. `ttl = \"5m\", fail_safe = \"1h\"`)",
+        );
+    }
+    if let (Some((_, lit)), None) = (&args.fail_safe_throttle, &args.fail_safe) {
+        errors.at(
+            lit,
+            "`fail_safe_throttle` applies to fail-safe, which is off; add `fail_safe = \"1h\"` or \
+             remove `fail_safe_throttle`",
+        );
+    }
 }
 
 /// A `const fn` may run at compile time, where there is no cache.

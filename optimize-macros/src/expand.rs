@@ -413,6 +413,12 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if let Some((d, _)) = o.l2_ttl {
         call("l2_ttl", Some(duration(d)));
     }
+    if let Some((d, _)) = o.fail_safe {
+        call("fail_safe", Some(duration(d)));
+    }
+    if let Some((d, _)) = o.fail_safe_throttle {
+        call("fail_safe_throttle", Some(duration(d)));
+    }
     if let Some((d, _)) = o.l3_ttl {
         call("l3_ttl", Some(duration(d)));
     }

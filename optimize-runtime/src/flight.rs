@@ -29,6 +29,9 @@ pub enum Settled<V> {
     Value(V),
     /// The leader's result is not shared (an `Err` or `None`); each waiter runs its own body.
     NotShared,
+    /// The leader's body failed and it served a value kept past its expiry (fail-safe);
+    /// waiters share it.
+    Stale(V),
     /// The leader panicked.
     Panicked,
 }
@@ -299,6 +302,7 @@ impl<V: Clone> Wait<V> {
             State::Running => None,
             State::Abandoned => Some(Waited::Retry),
             State::Done(Settled::Value(v)) => Some(Waited::Settled(Settled::Value(v.clone()))),
+            State::Done(Settled::Stale(v)) => Some(Waited::Settled(Settled::Stale(v.clone()))),
             State::Done(Settled::NotShared) => Some(Waited::Settled(Settled::NotShared)),
             State::Done(Settled::Panicked) => Some(Waited::Settled(Settled::Panicked)),
         }

@@ -242,6 +242,10 @@ pub struct SiteMeta {
     pub tiers: Option<TierSet>,
     /// `l2_ttl = "..."` (defaults to `ttl`).
     pub l2_ttl: Option<Duration>,
+    /// `fail_safe = "..."`.
+    pub fail_safe: Option<Duration>,
+    /// `fail_safe_throttle = "..."`.
+    pub fail_safe_throttle: Option<Duration>,
     /// `l3_ttl = "..."` (defaults to `ttl`).
     pub l3_ttl: Option<Duration>,
     /// `compress_above = "..."`: zstd threshold in bytes for shared-tier entries.
@@ -291,6 +295,8 @@ impl SiteMeta {
             capacity_in_bytes: false,
             tiers: None,
             l2_ttl: None,
+            fail_safe: None,
+            fail_safe_throttle: None,
             l3_ttl: None,
             compress_above: None,
             version: 0,
@@ -346,6 +352,18 @@ impl SiteMeta {
         self.tiers = Some(TierSet { l1, l2, l3 });
         self
     }
+    /// `fail_safe = "..."`.
+    pub const fn fail_safe(mut self, window: Duration) -> Self {
+        self.fail_safe = Some(window);
+        self
+    }
+
+    /// `fail_safe_throttle = "..."`.
+    pub const fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = Some(throttle);
+        self
+    }
+
     /// `l2_ttl = "..."`.
     pub const fn l2_ttl(mut self, ttl: Duration) -> Self {
         self.l2_ttl = Some(ttl);

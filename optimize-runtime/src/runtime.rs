@@ -168,14 +168,21 @@ fn report_lazy_problem(e: &ConfigError) {
     }
 }
 
-/// A `[functions."path"]` table or builder override that names no managed function.
+/// A `[functions."path"]` table or builder override that names no managed function, or
+/// asks what the function cannot do.
 fn unknown_functions(config: &Config) -> Vec<Problem> {
     let metas: Vec<_> = FUNCTIONS.iter().collect();
     let candidates: Vec<String> = metas.iter().map(|m| registry::shown_path(m)).collect();
-    config.unknown_functions(
+    let mut problems = config.unknown_functions(
         |path| metas.iter().any(|m| registry::may_be_path_of(m, path)),
         &candidates,
-    )
+    );
+    problems.extend(config.fail_safe_without_expiry(|path| {
+        metas
+            .iter()
+            .any(|m| registry::may_be_path_of(m, path) && m.ttl.is_some())
+    }));
+    problems
 }
 
 impl Runtime {

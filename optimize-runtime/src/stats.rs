@@ -36,6 +36,9 @@ pub enum Outcome {
     Uncached,
     /// The body panicked.
     Panicked,
+    /// Ran the body, which failed (`Err`, `None`, a timeout), and served the value kept past
+    /// its expiry instead (fail-safe); or shared such a call's value.
+    Stale,
     /// Ran the body of a function that never caches (`cache = false`); it succeeded.
     Executed,
     /// Ran the body of a function that never caches; it returned `Err` or `None`.
@@ -44,7 +47,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::HitL1,
         Outcome::HitL2,
         Outcome::HitL3,
@@ -52,6 +55,7 @@ impl Outcome {
         Outcome::Computed,
         Outcome::Uncached,
         Outcome::Panicked,
+        Outcome::Stale,
         Outcome::Executed,
         Outcome::Failed,
     ];
@@ -66,6 +70,7 @@ impl Outcome {
             Outcome::Computed => "computed",
             Outcome::Uncached => "uncached",
             Outcome::Panicked => "panic",
+            Outcome::Stale => "stale",
             Outcome::Executed => "executed",
             Outcome::Failed => "failed",
         }
@@ -569,6 +574,7 @@ impl FnStats {
         self.count(Outcome::Computed)
             + self.count(Outcome::Uncached)
             + self.count(Outcome::Panicked)
+            + self.count(Outcome::Stale)
             + self.count(Outcome::Executed)
             + self.count(Outcome::Failed)
     }

@@ -19,6 +19,9 @@ pub struct Entry<V> {
     pub value: V,
     /// Deadline in [`Clock`] nanoseconds; 0 means it never expires.
     pub expires_at: u64,
+    /// Past `expires_at`, the entry is kept until this deadline (fail-safe) to be served
+    /// only when computing it again fails; 0: removed when it expires.
+    pub keep_until: u64,
     /// What the entry counts against the capacity: 1, or its size in bytes in a store
     /// [weighed by size](L1Store::weighed).
     pub weight: u32,
@@ -102,6 +105,9 @@ pub struct L1Options {
     pub ttl: Option<Duration>,
     /// The engine.
     pub engine: EngineKind,
+    /// Fail-safe: how long an expired entry is kept, served only when computing it again
+    /// fails (`None`: removed when it expires).
+    pub fail_safe: Option<Duration>,
 }
 
 impl L1Options {
@@ -115,6 +121,7 @@ impl Default for L1Options {
             capacity: Self::DEFAULT_CAPACITY,
             ttl: None,
             engine: EngineKind::default(),
+            fail_safe: None,
         }
     }
 }
@@ -166,6 +173,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
 pub struct L1Store<V> {
     engine: Engine<V>,
     ttl: Option<Duration>,
+    fail_safe: Option<Duration>,
     clock: Clock,
     /// Size of a value, when capacity counts bytes instead of entries.
     weigher: Option<fn(&V) -> u64>,
@@ -295,6 +303,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         Self {
             engine,
             ttl: options.ttl,
+            fail_safe: options.fail_safe,
             clock,
             weigher,
             budgeted,
@@ -307,6 +316,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         Self {
             engine: Engine::Custom(engine),
             ttl,
+            fail_safe: None,
             clock,
             weigher: None,
             budgeted: None,
@@ -315,6 +325,14 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     }
 
     fn put(&self, key: ArgsKey, value: V, expires_at: u64, tag_bits: u64) {
+        let keep_until = match (expires_at, self.fail_safe) {
+            (0, _) | (_, None) => 0,
+            (deadline, Some(window)) => Clock::deadline(deadline, Some(window)),
+        };
+        self.put_kept(key, value, expires_at, keep_until, tag_bits);
+    }
+
+    fn put_kept(&self, key: ArgsKey, value: V, expires_at: u64, keep_until: u64, tag_bits: u64) {
         let weight = self.weigher.map_or(1, |size| {
             u32::try_from(size(&value)).unwrap_or(u32::MAX).max(1)
         });
@@ -337,6 +355,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             Entry {
                 value,
                 expires_at,
+                keep_until,
                 weight,
                 bytes,
                 tag_bits,
@@ -359,15 +378,41 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         &self.clock
     }
 
-    /// The live value for `key`, reading the clock only if the entry has a deadline.
+    /// The live value for `key`, reading the clock only if the entry has a deadline. An
+    /// expired entry is removed, unless fail-safe keeps it (see [`L1Store::get_stale`]).
     #[inline]
     pub fn get_live(&self, key: ArgsKey) -> Option<V> {
         let entry = self.engine.get(key)?;
-        if entry.expires_at != 0 && Clock::is_expired(entry.expires_at, self.clock.now_nanos()) {
-            self.remove(key);
-            return None;
+        if entry.expires_at != 0 {
+            let now = self.clock.now_nanos();
+            if Clock::is_expired(entry.expires_at, now) {
+                if entry.keep_until != 0 && !Clock::is_expired(entry.keep_until, now) {
+                    return None;
+                }
+                self.remove(key);
+                return None;
+            }
         }
         Some(entry.value)
+    }
+
+    /// An expired value fail-safe still keeps for `key`, and the deadline it is kept until.
+    pub fn get_stale(&self, key: ArgsKey) -> Option<(V, u64)> {
+        let entry = self.engine.get(key)?;
+        let now = self.clock.now_nanos();
+        (entry.expires_at != 0
+            && Clock::is_expired(entry.expires_at, now)
+            && entry.keep_until != 0
+            && !Clock::is_expired(entry.keep_until, now))
+        .then_some((entry.value, entry.keep_until))
+    }
+
+    /// Serves a stale value as fresh again for `fresh_for` (fail-safe's throttle: the body
+    /// is not tried again meanwhile), still kept no later than `keep_until`.
+    pub fn throttle(&self, key: ArgsKey, value: V, fresh_for: Duration, keep_until: u64) {
+        let now = self.clock.now_nanos();
+        let expires_at = Clock::deadline(now, Some(fresh_for)).min(keep_until).max(1);
+        self.put_kept(key, value, expires_at, keep_until, 0);
     }
 
     /// The live value for `key`. An expired entry is removed and reported as absent.
@@ -453,11 +498,14 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         n
     }
 
-    /// Removes every expired entry now (they are otherwise removed when read); how many.
+    /// Removes every expired entry now (they are otherwise removed when read), but those
+    /// fail-safe still keeps; how many.
     pub fn purge_expired(&self) -> u64 {
         let now = self.clock.now_nanos();
         self.purge_where(&|entry: &Entry<V>| {
-            entry.expires_at != 0 && Clock::is_expired(entry.expires_at, now)
+            entry.expires_at != 0
+                && Clock::is_expired(entry.expires_at, now)
+                && (entry.keep_until == 0 || Clock::is_expired(entry.keep_until, now))
         })
     }
 
@@ -749,6 +797,48 @@ impl<V: Clone + Send + Sync + 'static> BudgetMember for L1Store<V> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn fail_safe_keeps_an_expired_entry_for_its_window_only() {
+        let (clock, mock) = Clock::mock();
+        let options = L1Options {
+            ttl: Some(Duration::from_secs(10)),
+            fail_safe: Some(Duration::from_secs(60)),
+            ..L1Options::default()
+        };
+        let store = L1Store::new(options, clock.clone());
+        let key = ArgsKey(1);
+        store.insert(key, 7u64, clock.now_nanos());
+        assert_eq!((store.get_live(key), store.get_stale(key)), (Some(7), None));
+        mock.increment(Duration::from_secs(11));
+        assert_eq!(store.get_live(key), None, "expired: no longer a hit");
+        let (stale, keep_until) = store.get_stale(key).expect("kept for fail-safe");
+        assert_eq!(stale, 7);
+        assert_eq!(store.purge_expired(), 0, "the sweep keeps it too");
+        // Served again as fresh for the throttle, never past the window.
+        store.throttle(key, stale, Duration::from_secs(30), keep_until);
+        assert_eq!(store.get_live(key), Some(7));
+        mock.increment(Duration::from_secs(31));
+        assert_eq!(
+            (store.get_live(key), store.get_stale(key).map(|s| s.0)),
+            (None, Some(7))
+        );
+        mock.increment(Duration::from_secs(30));
+        assert_eq!(store.get_stale(key), None, "past the window");
+        assert_eq!(store.purge_expired(), 1);
+        // Without fail-safe, an expired entry is gone at once.
+        let plain = L1Store::new(
+            L1Options {
+                fail_safe: None,
+                ..options
+            },
+            clock.clone(),
+        );
+        plain.insert(key, 7u64, clock.now_nanos());
+        mock.increment(Duration::from_secs(11));
+        assert_eq!((plain.get_live(key), plain.get_stale(key)), (None, None));
+        assert_eq!(plain.len(), 0);
+    }
+
     fn engines<V: Clone + Send + Sync + 'static>(
         capacity: u64,
         on_evict: Option<EvictionHandler<V>>,
@@ -783,6 +873,7 @@ mod tests {
                     Entry {
                         value: i,
                         expires_at: 0,
+                        keep_until: 0,
                         weight: 1,
                         bytes: 0,
                         tag_bits: 0,
@@ -806,6 +897,7 @@ mod tests {
             capacity,
             ttl,
             engine: EngineKind::Moka,
+            fail_safe: None,
         };
         (L1Store::new(options, clock), mock)
     }
@@ -848,6 +940,7 @@ mod tests {
                 Entry {
                     value: i,
                     expires_at: 0,
+                    keep_until: 0,
                     weight: 1,
                     bytes: 0,
                     tag_bits: 0,
@@ -873,6 +966,7 @@ mod tests {
             Entry {
                 value: 1,
                 expires_at: 0,
+                keep_until: 0,
                 weight: 1,
                 bytes: 0,
                 tag_bits: 0,
@@ -885,6 +979,7 @@ mod tests {
                 Entry {
                     value: i,
                     expires_at: 0,
+                    keep_until: 0,
                     weight: 1,
                     bytes: 0,
                     tag_bits: 0,

@@ -45,6 +45,33 @@ pub struct StoreOptions {
     pub schema: u64,
     /// Take a lease on an L2 miss (one computation per key across instances).
     pub lease: bool,
+    /// Fail-safe: how long an expired entry is kept to be served when computing it again
+    /// fails, and for how long such a stale value is then served before trying again.
+    pub fail_safe: Option<FailSafe>,
+}
+
+/// Fail-safe settings (docs/resilience.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailSafe {
+    /// How long past its expiry an entry is kept.
+    pub window: Duration,
+    /// How long a stale value, once served for a failure, is served before the body is
+    /// tried again.
+    pub throttle: Duration,
+}
+
+impl FailSafe {
+    /// The throttle when none is set.
+    pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
+}
+
+/// A value past its expiry that fail-safe still keeps.
+#[derive(Clone, Debug)]
+pub struct Stale<V> {
+    /// The value.
+    pub value: V,
+    /// The [`Clock`] deadline it is kept until.
+    keep_until: u64,
 }
 
 /// What a store shares with the rest of the runtime.
@@ -105,6 +132,7 @@ pub struct FnStore<V> {
     shared: Option<Arc<SharedStore<V>>>,
     keys: Arc<KeyLayout>,
     clock: Clock,
+    fail_safe: Option<FailSafe>,
 }
 
 /// A found value and the outcome it counts as.
@@ -150,6 +178,7 @@ impl<V: CacheValue> FnStore<V> {
                 capacity: options.capacity,
                 ttl: options.ttl,
                 engine: options.engine,
+                fail_safe: options.fail_safe.map(|f| f.window),
             };
             let handler = eviction_handler(
                 on_evict,
@@ -181,6 +210,7 @@ impl<V: CacheValue> FnStore<V> {
             shared,
             keys,
             clock,
+            fail_safe: options.fail_safe,
         }
     }
 
@@ -204,6 +234,27 @@ impl<V: CacheValue> FnStore<V> {
     #[inline]
     pub fn l1_hit(&self, key: ArgsKey) -> Option<V> {
         self.l1.as_ref()?.get_live(key)
+    }
+
+    /// With fail-safe on, the expired value still kept for `key` (in L1, where a shared
+    /// tier's stale entry is put by the lookup that found it).
+    pub fn stale(&self, key: ArgsKey) -> Option<Stale<V>> {
+        self.fail_safe?;
+        let (value, keep_until) = self.l1.as_ref()?.get_stale(key)?;
+        Some(Stale { value, keep_until })
+    }
+
+    /// A stale value was served for a failure: it is served as fresh for the throttle, so
+    /// the body is not tried again on every call meanwhile.
+    pub fn throttle(&self, key: ArgsKey, stale: &Stale<V>) {
+        if let (Some(l1), Some(fail_safe)) = (&self.l1, self.fail_safe) {
+            l1.throttle(
+                key,
+                stale.value.clone(),
+                fail_safe.throttle,
+                stale.keep_until,
+            );
+        }
     }
 
     /// What a new leader finds before running the body: a value in L1 (put there by a leader

@@ -407,10 +407,19 @@ impl Site {
                 lead.complete_with(|| Settled::Value(cached));
                 Outcome::Computed
             }
-            None => {
-                lead.complete(Settled::NotShared);
-                Outcome::Uncached
-            }
+            None => match store.stale(key) {
+                Some(stale) => {
+                    // Fail-safe: the value kept past its expiry instead of the failure, for
+                    // this caller and its waiters.
+                    store.throttle(key, &stale);
+                    lead.complete_with(|| Settled::Stale(stale.value.clone()));
+                    return self.serve_stale(policy, stale.value, start, compute_start);
+                }
+                None => {
+                    lead.complete(Settled::NotShared);
+                    Outcome::Uncached
+                }
+            },
         };
         let now = self.now();
         self.record(
@@ -434,6 +443,10 @@ impl Site {
         match settled {
             Settled::Value(v) => {
                 self.record(Outcome::Coalesced, self.now().saturating_sub(start), 0);
+                AfterWait::Done(policy.rebuild(v))
+            }
+            Settled::Stale(v) => {
+                self.record(Outcome::Stale, self.now().saturating_sub(start), 0);
                 AfterWait::Done(policy.rebuild(v))
             }
             Settled::NotShared => AfterWait::RunOwn,
@@ -495,7 +508,14 @@ impl Site {
                 Outcome::Computed
             }
             (Some(_), None) => Outcome::Computed,
-            (None, _) => Outcome::Uncached,
+            (None, Some((store, key, _))) => match store.stale(key) {
+                Some(stale) => {
+                    store.throttle(key, &stale);
+                    return self.serve_stale(policy, stale.value, start, compute_start);
+                }
+                None => Outcome::Uncached,
+            },
+            (None, None) => Outcome::Uncached,
         };
         let now = self.now();
         self.record(
@@ -504,6 +524,26 @@ impl Site {
             now.saturating_sub(compute_start),
         );
         out
+    }
+
+    /// Returns a stale value in place of a failed result (fail-safe), and records it.
+    fn serve_stale<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        value: P::Cached,
+        start: u64,
+        compute_start: u64,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
+        let now = self.now();
+        self.record(
+            Outcome::Stale,
+            now.saturating_sub(start),
+            now.saturating_sub(compute_start),
+        );
+        policy.rebuild(value)
     }
 
     fn leader_panicked(&self, start: u64) -> ! {

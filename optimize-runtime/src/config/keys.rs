@@ -168,6 +168,8 @@ pub(crate) const KEYS: &[Key] = &[
     key("tiers.demote_on_evict", Type::Bool),
     key("tiers.signing_key", Type::Secret),
     key("tiers.signing_key_previous", Type::Secret),
+    duration("resilience.fail_safe", Duration::ZERO, MAX_TTL),
+    duration("resilience.fail_safe_throttle", MS, DAY),
     key("pools.cpu_threads", Type::Int),
     key("pools.io_concurrency", Type::Int),
     key("pools.memory_budget", Type::Size),
@@ -200,6 +202,8 @@ pub(crate) const FUNCTION_KEYS: &[Key] = &[
     key("capacity", Type::IntOrSize),
     key("priority", Type::Priority),
     key("concurrency", Type::Int),
+    duration("fail_safe", Duration::ZERO, MAX_TTL),
+    duration("fail_safe_throttle", MS, DAY),
 ];
 
 /// Top-level tables and arrays that are not keys of [`KEYS`] themselves.
@@ -208,6 +212,7 @@ pub(crate) const SECTIONS: &[&str] = &[
     "l2",
     "l3",
     "tiers",
+    "resilience",
     "pools",
     "metrics",
     "monitor",

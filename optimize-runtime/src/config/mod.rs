@@ -97,6 +97,8 @@ fn set_override(o: &mut FnOverride, key: &str, value: Value) {
         ("capacity", Value::Bytes(n)) => o.capacity_bytes = Some(n),
         ("priority", Value::Priority(p)) => o.priority = Some(p),
         ("concurrency", Value::Int(n)) => o.concurrency = Some(n),
+        ("fail_safe", Value::Duration(d)) => o.fail_safe = Some(d),
+        ("fail_safe_throttle", Value::Duration(d)) => o.fail_safe_throttle = Some(d),
         (key, value) => unreachable!("function key {key} with {value:?}"),
     }
 }
@@ -149,6 +151,10 @@ pub struct Config {
     pub compress_above: u64,
     /// Whether L1 capacity evictions are written to L3.
     pub demote_on_evict: bool,
+    /// Fail-safe window of functions that set none (`None`: off).
+    pub fail_safe: Option<Duration>,
+    /// Fail-safe throttle of functions that set none.
+    pub fail_safe_throttle: Duration,
     /// Secret that signs shared-tier entries (HMAC-SHA256); entries without a valid tag are
     /// refused. Never shown.
     signing_key: Option<String>,
@@ -276,6 +282,8 @@ impl Default for Config {
             writeback_capacity: TierConfig::DEFAULT_WRITEBACK_CAPACITY,
             compress_above: EnvelopeOptions::default().compress_threshold as u64,
             demote_on_evict: false,
+            fail_safe: None,
+            fail_safe_throttle: crate::cache::store::FailSafe::DEFAULT_THROTTLE,
             signing_key: None,
             signing_key_previous: None,
             pools,
@@ -355,6 +363,10 @@ impl Config {
             ("tiers.writeback_capacity", V::Int(n)) => self.writeback_capacity = int(n),
             ("tiers.compress_above", V::Int(n)) => self.compress_above = n,
             ("tiers.demote_on_evict", V::Bool(b)) => self.demote_on_evict = b,
+            ("resilience.fail_safe", V::Duration(d)) => {
+                self.fail_safe = (!d.is_zero()).then_some(d);
+            }
+            ("resilience.fail_safe_throttle", V::Duration(d)) => self.fail_safe_throttle = d,
             ("tiers.signing_key", V::Text(s)) => self.signing_key = Some(s),
             ("tiers.signing_key_previous", V::Text(s)) => self.signing_key_previous = Some(s),
             ("pools.cpu_threads", V::Int(n)) => self.pools.cpu_threads = int(n),
@@ -659,6 +671,8 @@ impl Config {
             l1_engine: self.l1_engine,
             demote_on_evict: self.demote_on_evict,
             memory_weight: self.pools.memory_default_weight,
+            fail_safe: self.fail_safe,
+            fail_safe_throttle: self.fail_safe_throttle,
         }
     }
 
@@ -690,6 +704,27 @@ impl Config {
                         }
                     ),
                 },
+            })
+            .collect()
+    }
+
+    /// A problem for every table that sets `fail_safe` for a function whose entries never
+    /// expire (no `ttl` in the table, and none in the attribute by `has_ttl`): fail-safe
+    /// would have nothing to keep.
+    pub fn fail_safe_without_expiry(&self, has_ttl: impl Fn(&str) -> bool) -> Vec<Problem> {
+        self.functions
+            .iter()
+            .filter(|(path, o)| {
+                o.fail_safe.is_some_and(|w| !w.is_zero()) && o.ttl.is_none() && !has_ttl(path)
+            })
+            .map(|(path, _)| Problem {
+                source: self
+                    .function_sources
+                    .get(path)
+                    .cloned()
+                    .unwrap_or_else(|| "configuration".into()),
+                key: format!("functions.\"{path}\".fail_safe"),
+                message: "keeps entries past their ttl, and this function's entries never expire; set `ttl = \"5m\"` in the same table (or in the attribute)".into(),
             })
             .collect()
     }
@@ -798,7 +833,7 @@ impl ConfigBuilder {
             .capacity_bytes
             .map(Value::Bytes)
             .or(o.capacity.map(Value::Int));
-        let fields: [(&'static str, Option<Value>); 7] = [
+        let fields: [(&'static str, Option<Value>); 9] = [
             ("enabled", o.enabled.map(Value::Bool)),
             ("level", o.level.map(Value::Level)),
             ("ttl", o.ttl.map(Value::Duration)),
@@ -806,6 +841,11 @@ impl ConfigBuilder {
             ("capacity", capacity),
             ("priority", o.priority.map(Value::Priority)),
             ("concurrency", o.concurrency.map(Value::Int)),
+            ("fail_safe", o.fail_safe.map(Value::Duration)),
+            (
+                "fail_safe_throttle",
+                o.fail_safe_throttle.map(Value::Duration),
+            ),
         ];
         for (k, v) in fields {
             if let Some(v) = v {

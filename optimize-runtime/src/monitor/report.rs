@@ -44,6 +44,8 @@ pub struct FnReport {
     pub tier_hit_ratio: TierRatios,
     /// Calls that shared a concurrent call's result.
     pub coalesced: u64,
+    /// Calls answered with a value kept past its expiry because the body failed (fail-safe).
+    pub stale: u64,
     /// `Err`/`None` results and panics.
     pub errors: u64,
     /// Attempts that timed out.
@@ -138,6 +140,7 @@ impl StatsReport {
                         l3: s.tier_hit_ratio(Tier::L3),
                     },
                     coalesced: s.count(Outcome::Coalesced),
+                    stale: s.count(Outcome::Stale),
                     errors: s.errors(),
                     timeouts: s.timeouts,
                     retries: s.retries,

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::cache::l1::{EngineKind, L1Options};
-use crate::cache::store::StoreOptions;
+use crate::cache::store::{FailSafe, StoreOptions};
 use crate::meta::{Kind, Level, Priority, SiteMeta, TierSet};
 use crate::pool::io::Attempts;
 
@@ -30,6 +30,10 @@ pub struct FnOverride {
     pub priority: Option<Priority>,
     /// io concurrency limit.
     pub concurrency: Option<u64>,
+    /// Fail-safe window (`"0s"` turns it off).
+    pub fail_safe: Option<Duration>,
+    /// Fail-safe throttle.
+    pub fail_safe_throttle: Option<Duration>,
 }
 
 /// The process-wide values a function falls back on (from the resolved configuration).
@@ -45,6 +49,10 @@ pub struct FnDefaults {
     pub demote_on_evict: bool,
     /// Weight of a memory call without `mem = "..."`.
     pub memory_weight: u64,
+    /// Fail-safe window of functions that set none (`resilience.fail_safe`).
+    pub fail_safe: Option<Duration>,
+    /// Fail-safe throttle of functions that set none (`resilience.fail_safe_throttle`).
+    pub fail_safe_throttle: Duration,
 }
 
 impl Default for FnDefaults {
@@ -55,6 +63,8 @@ impl Default for FnDefaults {
             l1_engine: EngineKind::default(),
             demote_on_evict: false,
             memory_weight: crate::pool::PoolConfig::DEFAULT_MEMORY_WEIGHT,
+            fail_safe: None,
+            fail_safe_throttle: FailSafe::DEFAULT_THROTTLE,
         }
     }
 }
@@ -95,6 +105,8 @@ pub struct Settings {
     pub attempts: Attempts,
     /// Bytes a call reserves from the memory budget (memory).
     pub mem: u64,
+    /// Fail-safe: on only for a function whose entries expire (a TTL).
+    pub fail_safe: Option<FailSafe>,
 }
 
 impl Settings {
@@ -163,6 +175,18 @@ impl Settings {
                 backoff: meta.backoff.unwrap_or(Attempts::DEFAULT_BACKOFF),
             },
             mem: meta.mem.unwrap_or(defaults.memory_weight),
+            fail_safe: o
+                .fail_safe
+                .or(meta.fail_safe)
+                .or(defaults.fail_safe)
+                .filter(|w| !w.is_zero() && ttl.is_some())
+                .map(|window| FailSafe {
+                    window,
+                    throttle: o
+                        .fail_safe_throttle
+                        .or(meta.fail_safe_throttle)
+                        .unwrap_or(defaults.fail_safe_throttle),
+                }),
         }
     }
 
@@ -181,6 +205,7 @@ impl Settings {
             compress_above: self.compress_above,
             schema,
             lease: self.lease,
+            fail_safe: self.fail_safe,
         }
     }
 }

@@ -26,7 +26,7 @@ pub use spec::{load_rules, rules_from_toml, RulesError};
 /// Outcomes answered from a cache tier.
 const HITS: [&str; 3] = ["hit_l1", "hit_l2", "hit_l3"];
 /// Outcomes of calls that could have been answered from a cache.
-const CACHEABLE: [&str; 7] = [
+const CACHEABLE: [&str; 8] = [
     "hit_l1",
     "hit_l2",
     "hit_l3",
@@ -34,6 +34,7 @@ const CACHEABLE: [&str; 7] = [
     "computed",
     "uncached",
     "panic",
+    "stale",
 ];
 /// Outcomes that are errors: `Err`/`None` results and panics.
 const ERRORS: [&str; 3] = ["uncached", "panic", "failed"];
@@ -51,11 +52,12 @@ const ERRORS: [&str; 3] = ["uncached", "panic", "failed"];
 /// | `OptimizeMemoryHigh` | system memory in use > 80% | 5m | warning |
 /// | `OptimizeWritebackDrops` | shared-tier writes are being dropped | 0 | warning |
 /// | `OptimizePoolQueueDepth` | more than 100 calls wait for one pool | 2m | warning |
+/// | `OptimizeServingStale` | a function serves stale values (fail-safe) because its body fails | 5m | warning |
 ///
 /// ```
 /// let rules = optimize_runtime::monitor::alert::default_rules();
 /// assert!(rules.iter().all(|r| r.validate().is_ok()));
-/// assert_eq!(rules.len(), 9);
+/// assert_eq!(rules.len(), 10);
 /// ```
 pub fn default_rules() -> Vec<Rule> {
     let min = |m: u64| Duration::from_secs(m * 60);
@@ -142,6 +144,15 @@ pub fn default_rules() -> Vec<Rule> {
         .for_(min(2))
         .severity(Severity::Warning)
         .message("{{ $value }} calls wait for the {{ $labels.pool }} pool"),
+        Rule::rate(
+            "OptimizeServingStale",
+            calls().one_of("outcome", ["stale"]),
+            min(5),
+        )
+        .above(0.0)
+        .for_(min(5))
+        .severity(Severity::Warning)
+        .message("{{ $labels.fn }} serves stale values ({{ $value }}/s): its body fails and fail-safe answers in its place"),
     ]
 }
 
