@@ -84,6 +84,31 @@ fn fail_safe_serves_the_stale_value_when_the_body_fails() {
             && refused.contains("never expire"),
         "{refused}"
     );
+    // So is one for a function that keeps nothing in L1.
+    let refused = optimize::install(
+        Config::builder()
+            .without_file()
+            .environment(Vec::<(String, String)>::new())
+            .function(
+                "fail_safe::rate",
+                FnOverride {
+                    fail_safe: Some(Duration::from_secs(60)),
+                    tiers: Some(optimize::TierSet {
+                        l1: false,
+                        l2: true,
+                        l3: false,
+                    }),
+                    ..FnOverride::default()
+                },
+            ),
+    )
+    .map(|_| ())
+    .expect_err("refused")
+    .to_string();
+    assert!(
+        refused.contains("functions.\"fail_safe::rate\".fail_safe") && refused.contains("L1"),
+        "{refused}"
+    );
 
     let (guard, mock) = install();
     assert_eq!(forever(3), 3);

@@ -54,6 +54,15 @@ fn fail_safe_needs_an_expiry(args: &Args, errors: &mut Errors) {
              expire; add a `ttl = \"...\"` (e.g. `ttl = \"5m\", fail_safe = \"1h\"`)",
         );
     }
+    if let (Some((_, lit)), Some((tiers, _))) = (&args.fail_safe, &args.tiers) {
+        if !tiers.l1 {
+            errors.at(
+                lit,
+                "`fail_safe` serves the kept value from L1, and `tiers` leaves L1 out; add `l1` \
+                 to `tiers` or remove `fail_safe`",
+            );
+        }
+    }
     if let (Some((_, lit)), None) = (&args.fail_safe_throttle, &args.fail_safe) {
         errors.at(
             lit,

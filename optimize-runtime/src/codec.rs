@@ -3,13 +3,13 @@
 //! ```text
 //! offset size field
 //!      0    4 magic            b"OPTZ"
-//!      4    1 format version   3
+//!      4    1 format version   4
 //!      5    1 codec id         1 = bincode 1.3 (fixint, little-endian)
 //!      6    1 flags            bit 0: payload is zstd-compressed
 //!      7    1 reserved         0
 //!      8    8 schema hash      of the function's signature types
 //!     16    8 created at       unix milliseconds
-//!     24    8 expires at       unix milliseconds, 0 = never
+//!     24    8 expires at       unix milliseconds, 0 = never: when the entry is dead
 //!     32    4 payload length   bytes stored after the header
 //!     36    4 raw length       bytes of the encoded value before compression
 //!     40    8 key hash         xxh3-64 of the entry's own key: copied to another key, it
@@ -17,8 +17,10 @@
 //!     48    8 generation       digest of the generations of the function and of the entry's
 //!                              tags when it was written: once either is invalidated, the
 //!                              entry is refused as retired
-//!     56    8 checksum         xxh3-64 of the payload, seeded with xxh3-64 of bytes 0..56
-//!     64      payload
+//!     56    8 fresh until      unix milliseconds, 0 = until it expires: past it, the entry
+//!                              is stale, kept only to stand in for a failure (fail-safe)
+//!     64    8 checksum         xxh3-64 of the payload, seeded with xxh3-64 of bytes 0..64
+//!     72      payload
 //! ```
 //!
 //! All integers are little-endian. The checksum covers the header as well as the payload, so
@@ -31,7 +33,7 @@ use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 
 const MAGIC: [u8; 4] = *b"OPTZ";
-const FORMAT_VERSION: u8 = 3;
+const FORMAT_VERSION: u8 = 4;
 /// bincode 1.3.3 with fixed-width little-endian integers.
 pub const CODEC_BINCODE1: u8 = 1;
 const FLAG_ZSTD: u8 = 0b0000_0001;
@@ -41,11 +43,13 @@ const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_SIGNED;
 /// Length of the tag of a signed entry.
 pub const TAG_LEN: usize = 32;
 /// Size of the fixed header.
-pub const HEADER_LEN: usize = 64;
+pub const HEADER_LEN: usize = 72;
 /// Where the generation digest sits in the header.
 const GENERATION_AT: usize = 48;
+/// Where the end of freshness sits in the header.
+const FRESH_UNTIL_AT: usize = 56;
 /// Where the checksum sits in the header.
-const CHECKSUM_AT: usize = 56;
+const CHECKSUM_AT: usize = 64;
 
 /// Limits and thresholds of the envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,6 +296,17 @@ pub struct Header {
     pub key: u64,
     /// Digest of the generations it was written under (0 when the function has none).
     pub generation: u64,
+    /// Unix milliseconds after which the entry is stale (kept for fail-safe until it
+    /// expires); 0 = fresh until it expires.
+    pub fresh_until_ms: u64,
+}
+
+impl Header {
+    /// Whether the entry is past its freshness at `now_ms` (and so only stands in for a
+    /// failure).
+    pub fn is_stale(&self, now_ms: u64) -> bool {
+        self.fresh_until_ms != 0 && now_ms >= self.fresh_until_ms
+    }
 }
 
 impl Header {
@@ -365,6 +380,49 @@ pub fn encode_stamped<T: Serialize + ?Sized>(
     expires_at_ms: u64,
     opts: &EnvelopeOptions,
 ) -> Result<Vec<u8>, EncodeError> {
+    let expiry = Expiry {
+        fresh_until_ms: 0,
+        expires_at_ms,
+    };
+    encode_entry(value, schema, key, generation, created_at_ms, expiry, opts)
+}
+
+/// When an entry stops being fresh and when it is dead (both unix milliseconds, 0 = never;
+/// `fresh_until_ms` 0 = fresh until it is dead).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Expiry {
+    /// End of freshness: past it, the entry only stands in for a failure (fail-safe).
+    pub fresh_until_ms: u64,
+    /// End of life.
+    pub expires_at_ms: u64,
+}
+
+/// [`encode_stamped`] with an end of freshness before the expiry (fail-safe keeps the entry
+/// stale between them).
+///
+/// ```
+/// use optimize_runtime::codec::{decode_with_header, encode_entry, EnvelopeOptions, Expiry};
+///
+/// let opts = EnvelopeOptions::default();
+/// let expiry = Expiry { fresh_until_ms: 2_000, expires_at_ms: 9_000 };
+/// let bytes = encode_entry(&7u32, 0xabc, 9, 0, 1_000, expiry, &opts).unwrap();
+/// let (v, header) = decode_with_header::<u32>(&bytes, 0xabc, 9, 0, 5_000, &opts).unwrap();
+/// assert_eq!(v, 7);
+/// assert!(header.is_stale(5_000) && !header.is_stale(1_500));
+/// ```
+pub fn encode_entry<T: Serialize + ?Sized>(
+    value: &T,
+    schema: u64,
+    key: u64,
+    generation: u64,
+    created_at_ms: u64,
+    expiry: Expiry,
+    opts: &EnvelopeOptions,
+) -> Result<Vec<u8>, EncodeError> {
+    let Expiry {
+        fresh_until_ms,
+        expires_at_ms,
+    } = expiry;
     let raw = value_codec(opts.max_entry_bytes).serialize(value)?;
     let mut flags = 0;
     let mut payload = raw.as_slice();
@@ -398,6 +456,7 @@ pub fn encode_stamped<T: Serialize + ?Sized>(
     out.extend_from_slice(&raw_len.to_le_bytes());
     out.extend_from_slice(&key.to_le_bytes());
     out.extend_from_slice(&generation.to_le_bytes());
+    out.extend_from_slice(&fresh_until_ms.to_le_bytes());
     let sum = checksum(&out, payload);
     out.extend_from_slice(&sum.to_le_bytes());
     out.extend_from_slice(payload);
@@ -467,6 +526,7 @@ fn header_fields(bytes: &[u8]) -> Result<Header, Reject> {
         raw_len: u32_at(bytes, 36),
         key: u64_at(bytes, 40),
         generation: u64_at(bytes, GENERATION_AT),
+        fresh_until_ms: u64_at(bytes, FRESH_UNTIL_AT),
     };
     Ok(header)
 }
@@ -735,6 +795,7 @@ mod tests {
         bytes.extend_from_slice(&100u32.to_le_bytes());
         bytes.extend_from_slice(&KEY.to_le_bytes());
         bytes.extend_from_slice(&0u64.to_le_bytes()); // generation
+        bytes.extend_from_slice(&0u64.to_le_bytes()); // fresh until
         let sum = checksum(&bytes, &bomb);
         bytes.extend_from_slice(&sum.to_le_bytes());
         bytes.extend_from_slice(&bomb);

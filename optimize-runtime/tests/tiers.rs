@@ -90,6 +90,7 @@ fn store(tiers: &Arc<Tiers>, l2: bool, l3: bool) -> Arc<SharedStore<String>> {
         l3_ttl: Some(Duration::from_secs(60)),
         envelope: EnvelopeOptions::default(),
         lease: false,
+        fail_safe: None,
     };
     Arc::new(
         SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f")
@@ -533,7 +534,7 @@ fn demotion_writes_to_l3_only_when_absent() {
     let new = s.lookup_blocking("t:d:new").unwrap();
     assert_eq!(new.value, "evicted");
     assert!(
-        new.expires_at_ms > unix_ms(),
+        new.expires_at_ms() > unix_ms(),
         "the L1 expiry travels with the entry"
     );
 }
@@ -572,6 +573,7 @@ fn a_value_over_the_entry_limit_is_counted_and_not_written() {
             ..EnvelopeOptions::default()
         },
         lease: false,
+        fail_safe: None,
     };
     let s = SharedStore::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f").unwrap();
     for i in 0..3 {
@@ -721,6 +723,7 @@ fn signed_entries_refuse_forgeries_and_survive_a_key_roll() {
             l3_ttl: None,
             envelope: tiers.config().envelope,
             lease: false,
+            fail_safe: None,
         };
         SharedStore::<String>::new(tiers.clone(), ValueCodec::serde(), options, SCHEMA, "t::f")
             .unwrap()

@@ -24,7 +24,13 @@ fn not_a_duration(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[optimize::io(ttl = "5m", fail_safe = "1h", tiers = "l2")]
+fn no_l1(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {
+    let _ = no_l1(1);
     let _ = never_expires(1);
     let _ = throttle_alone(1);
     let _ = zero_window(1);

@@ -407,6 +407,19 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         .then_some((entry.value, entry.keep_until))
     }
 
+    /// Keeps a value that is already stale (read from a shared tier past its freshness) for
+    /// `kept_for`, for fail-safe to serve if computing it again fails.
+    pub fn insert_stale(&self, key: ArgsKey, value: V, kept_for: Duration, tag_bits: u64) {
+        let now = self.clock.now_nanos();
+        self.put_kept(
+            key,
+            value,
+            now.max(1),
+            Clock::deadline(now, Some(kept_for)),
+            tag_bits,
+        );
+    }
+
     /// Serves a stale value as fresh again for `fresh_for` (fail-safe's throttle: the body
     /// is not tried again meanwhile), still kept no later than `keep_until`.
     pub fn throttle(&self, key: ArgsKey, value: V, fresh_for: Duration, keep_until: u64) {

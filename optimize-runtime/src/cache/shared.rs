@@ -13,11 +13,12 @@ use crate::cache::lease::{HeldLease, Lease, LeaseState};
 use crate::cache::tiered::Tiers;
 use crate::cache::writeback::{Bytes, WriteOp};
 use crate::cache::Tier;
-use crate::codec::{self, EncodeError, EnvelopeOptions, Header, Reject};
+use crate::codec::{self, EncodeError, EnvelopeOptions, Expiry, Header, Reject};
 use crate::time::unix_ms;
 
-/// (value, schema, key hash, generation, created, expires, options)
-type Encode<V> = fn(&V, u64, u64, u64, u64, u64, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
+/// (value, schema, key hash, generation, created, expiry, options)
+type Encode<V> =
+    fn(&V, u64, u64, u64, u64, Expiry, &EnvelopeOptions) -> Result<Vec<u8>, EncodeError>;
 /// (bytes, schema, key hash, generation, now, options)
 type Decode<V> = fn(&[u8], u64, u64, u64, u64, &EnvelopeOptions) -> Result<(V, Header), Reject>;
 
@@ -40,9 +41,7 @@ impl<V: Serialize + DeserializeOwned> ValueCodec<V> {
     /// The serde (bincode) codec.
     pub fn serde() -> Self {
         Self {
-            encode: |v, schema, key, generation, created, expires, opts| {
-                codec::encode_stamped(v, schema, key, generation, created, expires, opts)
-            },
+            encode: codec::encode_entry,
             decode: codec::decode_with_header,
             size: |v| bincode::serialized_size(v).unwrap_or(0),
         }
@@ -76,6 +75,8 @@ pub struct SharedOptions {
     pub envelope: EnvelopeOptions,
     /// Take a lease on an L2 miss (when the tiers run leases).
     pub lease: bool,
+    /// Fail-safe window: entries are kept this long past their expiry, stale.
+    pub fail_safe: Option<Duration>,
 }
 
 /// A value found in a shared tier.
@@ -84,13 +85,41 @@ pub struct Found<V> {
     pub value: V,
     /// Where it was found.
     pub tier: Tier,
-    /// Its expiry in unix milliseconds (0 = none).
-    pub expires_at_ms: u64,
+    /// When it stops being fresh and when it is dead.
+    pub expiry: Expiry,
 }
 
-/// What a shared-tier lookup returns: the value found, the generation digest a value
-/// computed now must be stamped with, and the key's lease when this process took it.
-pub type Lookup<V> = (Option<Found<V>>, u64, Option<HeldLease>);
+impl<V> Found<V> {
+    /// Its expiry in unix milliseconds (0 = none).
+    pub fn expires_at_ms(&self) -> u64 {
+        self.expiry.expires_at_ms
+    }
+
+    /// When it stops being fresh, in unix milliseconds (0 = never).
+    pub fn fresh_until_ms(&self) -> u64 {
+        match self.expiry.fresh_until_ms {
+            0 => self.expiry.expires_at_ms,
+            fresh => fresh,
+        }
+    }
+
+    /// Whether it is past its freshness (kept for fail-safe only).
+    pub fn is_stale(&self, now_ms: u64) -> bool {
+        self.expiry.fresh_until_ms != 0 && now_ms >= self.expiry.fresh_until_ms
+    }
+}
+
+/// What a shared-tier lookup returns.
+pub struct Lookup<V> {
+    /// The fresh value found.
+    pub found: Option<Found<V>>,
+    /// The generation digest a value computed now must be stamped with.
+    pub generation: u64,
+    /// The key's lease, when this process took it.
+    pub lease: Option<HeldLease>,
+    /// A value past its freshness that fail-safe keeps, found instead of a fresh one.
+    pub stale: Option<Found<V>>,
+}
 
 /// One function's shared tiers.
 pub struct SharedStore<V> {
@@ -146,7 +175,10 @@ impl<V: Send + 'static> SharedStore<V> {
             Ok((value, header)) => Some(Found {
                 value,
                 tier,
-                expires_at_ms: header.expires_at_ms,
+                expiry: Expiry {
+                    fresh_until_ms: header.fresh_until_ms,
+                    expires_at_ms: header.expires_at_ms,
+                },
             }),
             Err(reason) => {
                 self.tiers.counters(tier).reject(reason);
@@ -175,17 +207,24 @@ impl<V: Send + 'static> SharedStore<V> {
         // Known once L2 answered (with the current generations) or L3 was checked.
         let mut current: Option<u64> = None;
         let mut lease: Option<HeldLease> = None;
+        let mut stale: Option<Found<V>> = None;
         for tier in self.order() {
             match tier {
                 Tier::L2 if self.options.l2 => {
-                    let (found, generation, held) = self.lookup_l2(key, tags).await;
+                    let (found, generation, held, kept) = self.lookup_l2(key, tags).await;
                     lease = held;
+                    stale = stale.or(kept);
                     if let Some(g) = generation {
                         current = Some(g);
                     }
                     if let (Some(found), Some(generation)) = (found, generation) {
                         self.promote(key, &found, generation, None);
-                        return (Some(found), generation, lease);
+                        return Lookup {
+                            found: Some(found),
+                            generation,
+                            lease,
+                            stale: None,
+                        };
                     }
                 }
                 Tier::L3 if self.options.l3 => {
@@ -199,10 +238,19 @@ impl<V: Send + 'static> SharedStore<V> {
                         .tiers
                         .l3_get(key)
                         .and_then(|b| self.accept(Tier::L3, key, &b, generation));
-                    if let Some(found) = found {
-                        // Promoted to L2 under the lease, which the write releases.
-                        self.promote(key, &found, generation, lease.as_mut());
-                        return (Some(found), generation, lease);
+                    match found {
+                        Some(found) if found.is_stale(unix_ms()) => stale = stale.or(Some(found)),
+                        Some(found) => {
+                            // Promoted to L2 under the lease, which the write releases.
+                            self.promote(key, &found, generation, lease.as_mut());
+                            return Lookup {
+                                found: Some(found),
+                                generation,
+                                lease,
+                                stale: None,
+                            };
+                        }
+                        None => {}
                     }
                 }
                 _ => {}
@@ -212,7 +260,12 @@ impl<V: Send + 'static> SharedStore<V> {
             Some(g) => g,
             None => self.known_generation(tags).await,
         };
-        (None, generation, lease)
+        Lookup {
+            found: None,
+            generation,
+            lease,
+            stale,
+        }
     }
 
     /// The L2 step of a lookup: the value (checked against the current generations, which
@@ -224,13 +277,19 @@ impl<V: Send + 'static> SharedStore<V> {
         &self,
         key: &str,
         tags: &[u64],
-    ) -> (Option<Found<V>>, Option<u64>, Option<HeldLease>) {
+    ) -> (
+        Option<Found<V>>,
+        Option<u64>,
+        Option<HeldLease>,
+        Option<Found<V>>,
+    ) {
         let leases = self.options.lease && self.tiers.leases_on();
         let lease_ttl = self.tiers.lease_ttl().unwrap_or_default();
         let deadline = std::time::Instant::now() + lease_ttl * 2;
         let stats = self.tiers.lease_stats();
         let mut waited = false;
         let mut generation = None;
+        let mut stale = None;
         loop {
             let keys = self.generation_keys(tags);
             let token = Lease::new(key).token;
@@ -243,7 +302,7 @@ impl<V: Send + 'static> SharedStore<V> {
                     .map(|(v, g)| (v, g, LeaseState::NotAsked)),
             };
             let L2Result::Done((bytes, gens, mut state)) = read else {
-                return (None, generation, None);
+                return (None, generation, None, stale);
             };
             // Generations not read (their cluster node is away): those this process knows,
             // if it knows them all; else no value can be checked, and none is served.
@@ -254,11 +313,17 @@ impl<V: Send + 'static> SharedStore<V> {
             generation = current.or(generation);
             if let Some(bytes) = bytes {
                 let found = current.and_then(|current| self.accept(Tier::L2, key, &bytes, current));
-                if let Some(found) = found {
-                    if waited {
-                        stats.served.fetch_add(1, Relaxed);
+                match found {
+                    // Past its freshness: kept to stand in for a failure, computed again
+                    // like a miss (under the lease).
+                    Some(found) if found.is_stale(unix_ms()) => stale = Some(found),
+                    Some(found) => {
+                        if waited {
+                            stats.served.fetch_add(1, Relaxed);
+                        }
+                        return (Some(found), generation, None, None);
                     }
-                    return (Some(found), generation, None);
+                    None => {}
                 }
                 // Only a retired or damaged value: computing it again is a miss like any.
                 if leases {
@@ -281,7 +346,7 @@ impl<V: Send + 'static> SharedStore<V> {
                         },
                         self.tiers.clone(),
                     );
-                    return (None, generation, Some(lease));
+                    return (None, generation, Some(lease), stale);
                 }
                 LeaseState::Held(left) if std::time::Instant::now() < deadline => {
                     if !waited {
@@ -294,14 +359,14 @@ impl<V: Send + 'static> SharedStore<V> {
                         .min(deadline.saturating_duration_since(std::time::Instant::now()));
                     self.tiers.wait_for_lease(key, bound).await;
                 }
-                _ => return (None, generation, None),
+                _ => return (None, generation, None, stale),
             }
         }
     }
 
     /// [`SharedStore::lookup`] of an untagged entry, blocking this thread.
     pub fn lookup_blocking(&self, key: &str) -> Option<Found<V>> {
-        crate::time::block_on(self.lookup(key, &[])).0
+        crate::time::block_on(self.lookup(key, &[])).found
     }
 
     /// The Redis keys of the function's generation and of each tag's.
@@ -396,7 +461,8 @@ impl<V: Send + 'static> SharedStore<V> {
             return;
         }
         let now = unix_ms();
-        if found.expires_at_ms != 0 && found.expires_at_ms <= now {
+        let expires_at_ms = found.expires_at_ms();
+        if expires_at_ms != 0 && expires_at_ms <= now {
             return;
         }
         // Re-encoded rather than copied, so a promoted entry gets a fresh checksum for its own
@@ -407,13 +473,12 @@ impl<V: Send + 'static> SharedStore<V> {
             codec::key_hash(key),
             generation,
             now,
-            found.expires_at_ms,
+            found.expiry,
             &self.options.envelope,
         ) else {
             return;
         };
-        let remaining =
-            (found.expires_at_ms != 0).then(|| Duration::from_millis(found.expires_at_ms - now));
+        let remaining = (expires_at_ms != 0).then(|| Duration::from_millis(expires_at_ms - now));
         self.put(
             key.to_owned(),
             bytes.into(),
@@ -447,16 +512,14 @@ impl<V: Send + 'static> SharedStore<V> {
         let now = unix_ms();
         let bound_to = codec::key_hash(&key);
         let encode = |ttl: Option<Duration>| -> Option<Bytes> {
-            let expires = ttl.map_or(0, |t| {
-                now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-            });
+            let expiry = self.expiry(now, ttl);
             match (self.codec.encode)(
                 value,
                 self.schema,
                 bound_to,
                 generation,
                 now,
-                expires,
+                expiry,
                 &self.options.envelope,
             ) {
                 Ok(b) => Some(b.into()),
@@ -476,21 +539,48 @@ impl<V: Send + 'static> SharedStore<V> {
         // The lease is handed to the L2 write (which releases it); a value that is not
         // written to L2 drops it, which releases it.
         let mut lease = lease;
+        // Redis keeps an entry as long as fail-safe may need it.
+        let kept =
+            |ttl: Option<Duration>| ttl.map(|t| t + self.options.fail_safe.unwrap_or_default());
         if l2 && l3 && l2_ttl == l3_ttl {
             if let Some(bytes) = encode(l2_ttl) {
-                self.put(key, bytes, l2_ttl, (true, true), lease.as_mut());
+                self.put(key, bytes, kept(l2_ttl), (true, true), lease.as_mut());
             }
             return;
         }
         if l2 {
             if let Some(bytes) = encode(l2_ttl) {
-                self.put(key.clone(), bytes, l2_ttl, (true, false), lease.as_mut());
+                self.put(
+                    key.clone(),
+                    bytes,
+                    kept(l2_ttl),
+                    (true, false),
+                    lease.as_mut(),
+                );
             }
         }
         if l3 {
             if let Some(bytes) = encode(l3_ttl) {
                 self.put(key, bytes, None, (false, true), None);
             }
+        }
+    }
+
+    /// The expiry of an entry written at `now` (unix ms) to a tier with `ttl`: fresh for the
+    /// ttl, then kept stale for the fail-safe window.
+    fn expiry(&self, now: u64, ttl: Option<Duration>) -> Expiry {
+        let after =
+            |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        match (ttl, self.options.fail_safe) {
+            (None, _) => Expiry::default(),
+            (Some(ttl), None) => Expiry {
+                fresh_until_ms: 0,
+                expires_at_ms: after(ttl),
+            },
+            (Some(ttl), Some(window)) => Expiry {
+                fresh_until_ms: after(ttl),
+                expires_at_ms: after(ttl + window),
+            },
         }
     }
 
@@ -527,12 +617,17 @@ impl<V: Send + 'static> SharedStore<V> {
         let this = self.clone();
         self.tiers.enqueue(WriteOp::Demote(Box::new(move || {
             let now = unix_ms();
-            let expires = if expires_at_ms != 0 {
-                expires_at_ms
+            let expiry = if expires_at_ms != 0 {
+                let window = this
+                    .options
+                    .fail_safe
+                    .map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX));
+                Expiry {
+                    fresh_until_ms: if window == 0 { 0 } else { expires_at_ms },
+                    expires_at_ms: expires_at_ms.saturating_add(window),
+                }
             } else {
-                this.options.l3_ttl.map_or(0, |t| {
-                    now.saturating_add(u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
-                })
+                this.expiry(now, this.options.l3_ttl)
             };
             let bound_to = codec::key_hash(&key);
             let bytes = (this.codec.encode)(
@@ -541,7 +636,7 @@ impl<V: Send + 'static> SharedStore<V> {
                 bound_to,
                 generation,
                 now,
-                expires,
+                expiry,
                 &this.options.envelope,
             )
             .ok()?;

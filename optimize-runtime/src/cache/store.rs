@@ -169,6 +169,7 @@ impl<V: CacheValue> FnStore<V> {
                     l3_ttl: options.l3_ttl,
                     envelope,
                     lease: options.lease,
+                    fail_safe: options.fail_safe.map(|f| f.window),
                 };
                 SharedStore::new(tiers.clone(), codec, shared, options.schema, path)
             })
@@ -279,19 +280,42 @@ impl<V: CacheValue> FnStore<V> {
         // Boxed: the shared-tier lookup's state is large, and a caller's future (and, in
         // debug builds, each poll's stack frame) would otherwise carry it on every call path,
         // which deep recursion through managed async functions cannot afford.
-        let (found, generation, lease) = Box::pin(shared.lookup(&full, tags)).await;
-        let served = found.map(|f| self.accept(key, f, miss.tag_bits));
+        let lookup = Box::pin(shared.lookup(&full, tags)).await;
+        if let Some(stale) = lookup.stale {
+            self.keep_stale(key, stale, miss.tag_bits);
+        }
+        let served = lookup.found.map(|f| self.accept(key, f, miss.tag_bits));
         miss.full_key = Some(full);
-        miss.generation = Some(generation);
-        miss.lease = lease;
+        miss.generation = Some(lookup.generation);
+        miss.lease = lookup.lease;
         (served, miss)
+    }
+
+    /// Keeps a shared tier's stale value in L1 until its expiry, for fail-safe to serve if
+    /// computing the value again fails (unless L1 has a value of its own already).
+    fn keep_stale(&self, key: ArgsKey, stale: Found<V>, tag_bits: u64) {
+        let (Some(l1), Some(_)) = (&self.l1, self.fail_safe) else {
+            return;
+        };
+        if l1.get_stale(key).is_some() {
+            return;
+        }
+        let left = stale.expires_at_ms().saturating_sub(unix_ms());
+        if left == 0 {
+            return;
+        }
+        self.note_tags(tag_bits);
+        l1.insert_stale(key, stale.value, Duration::from_millis(left), tag_bits);
     }
 
     /// Fills L1 from a shared-tier hit (the shared store promoted it to the other tier).
     fn accept(&self, key: ArgsKey, found: Found<V>, tag_bits: u64) -> Served<V> {
         if let Some(l1) = &self.l1 {
-            let remaining = (found.expires_at_ms != 0)
-                .then(|| Duration::from_millis(found.expires_at_ms.saturating_sub(unix_ms())));
+            // L1 keeps it fresh as long as the shared tier would (and, with fail-safe, keeps
+            // it stale for its own window after that).
+            let fresh_until = found.fresh_until_ms();
+            let remaining = (fresh_until != 0)
+                .then(|| Duration::from_millis(fresh_until.saturating_sub(unix_ms())));
             self.note_tags(tag_bits);
             l1.insert_within(
                 key,

@@ -708,25 +708,38 @@ impl Config {
             .collect()
     }
 
-    /// A problem for every table that sets `fail_safe` for a function whose entries never
-    /// expire (no `ttl` in the table, and none in the attribute by `has_ttl`): fail-safe
-    /// would have nothing to keep.
-    pub fn fail_safe_without_expiry(&self, has_ttl: impl Fn(&str) -> bool) -> Vec<Problem> {
-        self.functions
-            .iter()
-            .filter(|(path, o)| {
-                o.fail_safe.is_some_and(|w| !w.is_zero()) && o.ttl.is_none() && !has_ttl(path)
-            })
-            .map(|(path, _)| Problem {
+    /// A problem for every table that sets `fail_safe` for a function that cannot use it:
+    /// its entries never expire (no `ttl` in the table, and none in the attribute by
+    /// `has_ttl`), or it keeps nothing in L1 (the table's `tiers`, else the attribute's by
+    /// `uses_l1`), where a stale value is served from.
+    pub fn fail_safe_misuse(
+        &self,
+        has_ttl: impl Fn(&str) -> bool,
+        uses_l1: impl Fn(&str) -> bool,
+    ) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (path, o) in &self.functions {
+            if !o.fail_safe.is_some_and(|w| !w.is_zero()) {
+                continue;
+            }
+            let message = if o.ttl.is_none() && !has_ttl(path) {
+                "keeps entries past their ttl, and this function's entries never expire; set `ttl = \"5m\"` in the same table (or in the attribute)"
+            } else if !o.tiers.map_or_else(|| uses_l1(path), |t| t.l1) {
+                "serves the kept value from L1, and this function keeps nothing in L1; add \"l1\" to its `tiers`, or remove `fail_safe`"
+            } else {
+                continue;
+            };
+            problems.push(Problem {
                 source: self
                     .function_sources
                     .get(path)
                     .cloned()
                     .unwrap_or_else(|| "configuration".into()),
                 key: format!("functions.\"{path}\".fail_safe"),
-                message: "keeps entries past their ttl, and this function's entries never expire; set `ttl = \"5m\"` in the same table (or in the attribute)".into(),
-            })
-            .collect()
+                message: message.into(),
+            });
+        }
+        problems
     }
 }
 

@@ -169,7 +169,7 @@ mod tests {
             "sum(optimize_system_memory_used_bytes) / sum(optimize_system_memory_total_bytes) > 0.8"
         );
         assert!(by_name("OptimizeLowHitRatio").ends_with(
-            r#"and sum by (fn) (increase(optimize_calls_total{outcome=~"hit_l1|hit_l2|hit_l3|coalesced|computed|uncached|panic"}[5m])) >= 100"#
+            r#"and sum by (fn) (increase(optimize_calls_total{outcome=~"hit_l1|hit_l2|hit_l3|coalesced|computed|uncached|panic|stale"}[5m])) >= 100"#
         ));
     }
 }
