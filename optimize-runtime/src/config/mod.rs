@@ -719,7 +719,7 @@ impl Config {
     ) -> Vec<Problem> {
         let mut problems = Vec::new();
         for (path, o) in &self.functions {
-            if !o.fail_safe.is_some_and(|w| !w.is_zero()) {
+            if o.fail_safe.is_none_or(|w| w.is_zero()) {
                 continue;
             }
             let message = if o.ttl.is_none() && !has_ttl(path) {
