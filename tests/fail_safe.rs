@@ -48,6 +48,8 @@ fn install() -> (optimize::RuntimeGuard, MockClock) {
         Config::builder()
             .without_file()
             .environment(Vec::<(String, String)>::new())
+            // Nothing from an earlier run on disk.
+            .set("l3.enabled", "false")
             .clock(clock)
             .function(
                 "fail_safe::rate",
@@ -109,6 +111,31 @@ fn fail_safe_serves_the_stale_value_when_the_body_fails() {
         refused.contains("functions.\"fail_safe::rate\".fail_safe") && refused.contains("L1"),
         "{refused}"
     );
+
+    // And one setting soft_timeout or refresh_ahead for a function whose attribute has none.
+    let refused = optimize::install(
+        Config::builder()
+            .without_file()
+            .environment(Vec::<(String, String)>::new())
+            .function(
+                "fail_safe::quote",
+                FnOverride {
+                    soft_timeout: Some(Duration::from_millis(100)),
+                    refresh_ahead: Some(0.8),
+                    ..FnOverride::default()
+                },
+            ),
+    )
+    .map(|_| ())
+    .expect_err("refused")
+    .to_string();
+    for key in ["soft_timeout", "refresh_ahead"] {
+        assert!(
+            refused.contains(&format!("functions.\"fail_safe::quote\".{key}"))
+                && refused.contains("attribute"),
+            "{refused}"
+        );
+    }
 
     let (guard, mock) = install();
     assert_eq!(forever(3), 3);

@@ -87,6 +87,10 @@ pub(crate) struct Args {
     pub(crate) fail_safe: Option<(Duration, LitStr)>,
     /// `fail_safe_throttle = "30s"`.
     pub(crate) fail_safe_throttle: Option<(Duration, LitStr)>,
+    /// `soft_timeout = "100ms"`.
+    pub(crate) soft_timeout: Option<(Duration, LitStr)>,
+    /// `refresh_ahead = 0.8`, and the literal for error spans.
+    pub(crate) refresh_ahead: Option<(f64, syn::LitFloat)>,
     pub(crate) l3_ttl: Option<(Duration, LitStr)>,
     pub(crate) compress_above: Option<(u32, LitStr)>,
     /// `level = "ultra"`: the `config::Level` variant.
@@ -347,6 +351,38 @@ fn lit_str(value: &Expr, option: &str, errors: &mut Errors) -> Option<LitStr> {
     }
 }
 
+/// A number strictly between 0 and 1, written as a float literal (`0.8`).
+fn fraction(value: &Expr, option: &str, errors: &mut Errors) -> Option<(f64, syn::LitFloat)> {
+    match value {
+        Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Float(f),
+            ..
+        }) => match f.base10_parse::<f64>() {
+            Ok(x) if x > 0.0 && x < 1.0 => Some((x, f.clone())),
+            _ => {
+                errors.at(
+                    f,
+                    format!(
+                        "`{option}` is a fraction of the ttl between 0 and 1 (exclusive): {}",
+                        example(option)
+                    ),
+                );
+                None
+            }
+        },
+        other => {
+            errors.at(
+                other,
+                format!(
+                    "`{option}` takes a number between 0 and 1: {}",
+                    example(option)
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn lit_int<N>(value: &Expr, option: &str, errors: &mut Errors) -> Option<(N, LitInt)>
 where
     N: std::str::FromStr,
@@ -577,6 +613,8 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
         "l2_ttl" => args.l2_ttl = duration(&value, option, errors),
         "fail_safe" => args.fail_safe = duration(&value, option, errors),
         "fail_safe_throttle" => args.fail_safe_throttle = duration(&value, option, errors),
+        "soft_timeout" => args.soft_timeout = duration(&value, option, errors),
+        "refresh_ahead" => args.refresh_ahead = fraction(&value, option, errors),
         "l3_ttl" => args.l3_ttl = duration(&value, option, errors),
         "tiers" => {
             let Some(lit) = lit_str(&value, option, errors) else {

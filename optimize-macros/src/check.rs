@@ -39,6 +39,55 @@ pub(crate) fn all(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
     method_key_names_the_instance(args, shape, errors);
     tier_options_need_their_tier(args, errors);
     fail_safe_needs_an_expiry(args, errors);
+    background_needs_owned_arguments(args, shape, errors);
+}
+
+/// `soft_timeout` and `refresh_ahead` let the body run after the call returned, so it must own
+/// what it uses; `soft_timeout` serves fail-safe's value, and `refresh_ahead` needs a ttl.
+fn background_needs_owned_arguments(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
+    if !args.cache {
+        return;
+    }
+    let spans = [
+        (
+            "soft_timeout",
+            args.soft_timeout.as_ref().map(|(_, l)| l.span()),
+        ),
+        (
+            "refresh_ahead",
+            args.refresh_ahead.as_ref().map(|(_, l)| l.span()),
+        ),
+    ];
+    for (option, span) in spans {
+        let Some(span) = span else {
+            continue;
+        };
+        if shape.receiver.is_some() {
+            errors.at_span(
+                span,
+                format!("`{option}` runs the body in the background, after the call returned, so it cannot borrow `self`; put it in a free function that takes owned values (e.g. an `Arc` of what `self` holds)"),
+            );
+        } else if shape.params.iter().any(|p| mentions_lifetime(&p.ty)) {
+            errors.at_span(
+                span,
+                format!("`{option}` runs the body in the background, after the call returned, so the arguments must be owned: take `String` instead of `&str`, `Vec<T>` instead of `&[T]`"),
+            );
+        }
+    }
+    if let (Some((_, lit)), None) = (&args.soft_timeout, &args.fail_safe) {
+        errors.at(
+            lit,
+            "`soft_timeout` serves the value fail-safe keeps while the body goes on; add \
+             `fail_safe = \"1h\"` (and a `ttl`)",
+        );
+    }
+    if let (Some((_, lit)), None) = (&args.refresh_ahead, &args.ttl) {
+        errors.at(
+            lit,
+            "`refresh_ahead` refreshes an entry before its ttl ends, and this function's entries \
+             never expire; add a `ttl = \"...\"`",
+        );
+    }
 }
 
 /// Fail-safe keeps entries past their ttl, so it needs one; its throttle needs it.

@@ -121,6 +121,17 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         }
         None => (quote!(), call_async, call_sync, quote!()),
     };
+    // A body that may go on after the call returned (soft timeout, refresh-ahead) takes its
+    // own entry point, which needs it to be `Send + 'static`.
+    let background = plan.options.soft_timeout.is_some() || plan.options.refresh_ahead.is_some();
+    let (call_async, call_sync, tags_arg) = match (background, plan.options.tags.is_some()) {
+        (false, _) => (call_async, call_sync, tags_arg),
+        (true, tagged) => (
+            quote_spanned!(ret_span=> call_async_background),
+            quote_spanned!(ret_span=> call_sync_background),
+            if tagged { tags_arg } else { quote!(&[],) },
+        ),
+    };
     let call = if sig.asyncness.is_some() {
         let await_ = quote_spanned!(ret_span=> await);
         quote! {
@@ -418,6 +429,12 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     }
     if let Some((d, _)) = o.fail_safe_throttle {
         call("fail_safe_throttle", Some(duration(d)));
+    }
+    if let Some((d, _)) = o.soft_timeout {
+        call("soft_timeout", Some(duration(d)));
+    }
+    if let Some((r, _)) = o.refresh_ahead {
+        call("refresh_ahead", Some(quote!(#r)));
     }
     if let Some((d, _)) = o.l3_ttl {
         call("l3_ttl", Some(duration(d)));

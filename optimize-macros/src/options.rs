@@ -18,6 +18,8 @@ pub(crate) enum Value {
     Str,
     /// `true` or `false`.
     Bool,
+    /// A number between 0 and 1 (`refresh_ahead = 0.8`).
+    Fraction,
     /// An expression (`key = ...`).
     Expr,
     /// A parenthesised list of identifiers (`skip(a, b)`).
@@ -166,6 +168,24 @@ pub(crate) const OPTIONS: &[Spec] = &[
         example: "`fail_safe_throttle = \"30s\"`",
         doc: "after a failure, serve the stale value this long before trying the body again",
         meta: Some("fail_safe_throttle"),
+    },
+    Spec {
+        name: "soft_timeout",
+        value: Value::Duration,
+        kinds: Kinds::All,
+        without_cache: false,
+        example: "`soft_timeout = \"100ms\"`",
+        doc: "with a stale value at hand, wait this long for the body, then serve it",
+        meta: Some("soft_timeout"),
+    },
+    Spec {
+        name: "refresh_ahead",
+        value: Value::Fraction,
+        kinds: Kinds::All,
+        without_cache: false,
+        example: "`refresh_ahead = 0.8`",
+        doc: "a hit after this fraction of the ttl refreshes the entry in the background",
+        meta: Some("refresh_ahead"),
     },
     Spec {
         name: "l3_ttl",

@@ -246,6 +246,10 @@ pub struct SiteMeta {
     pub fail_safe: Option<Duration>,
     /// `fail_safe_throttle = "..."`.
     pub fail_safe_throttle: Option<Duration>,
+    /// `soft_timeout = "..."`.
+    pub soft_timeout: Option<Duration>,
+    /// `refresh_ahead = 0.8`.
+    pub refresh_ahead: Option<f64>,
     /// `l3_ttl = "..."` (defaults to `ttl`).
     pub l3_ttl: Option<Duration>,
     /// `compress_above = "..."`: zstd threshold in bytes for shared-tier entries.
@@ -297,6 +301,8 @@ impl SiteMeta {
             l2_ttl: None,
             fail_safe: None,
             fail_safe_throttle: None,
+            soft_timeout: None,
+            refresh_ahead: None,
             l3_ttl: None,
             compress_above: None,
             version: 0,
@@ -361,6 +367,18 @@ impl SiteMeta {
     /// `fail_safe_throttle = "..."`.
     pub const fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
         self.fail_safe_throttle = Some(throttle);
+        self
+    }
+
+    /// `soft_timeout = "..."`.
+    pub const fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// `refresh_ahead = 0.8`.
+    pub const fn refresh_ahead(mut self, ratio: f64) -> Self {
+        self.refresh_ahead = Some(ratio);
         self
     }
 

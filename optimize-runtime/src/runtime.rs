@@ -177,11 +177,12 @@ fn unknown_functions(config: &Config) -> Vec<Problem> {
         |path| metas.iter().any(|m| registry::may_be_path_of(m, path)),
         &candidates,
     );
-    let meta_of = |path: &str| metas.iter().find(|m| registry::may_be_path_of(m, path));
-    problems.extend(config.fail_safe_misuse(
-        |path| meta_of(path).is_some_and(|m| m.ttl.is_some()),
-        |path| meta_of(path).is_some_and(|m| m.tiers.is_none_or(|t| t.l1)),
-    ));
+    problems.extend(config.function_misuse(|path| {
+        metas
+            .iter()
+            .copied()
+            .find(|m| registry::may_be_path_of(m, path))
+    }));
     problems
 }
 

@@ -37,8 +37,12 @@ pub enum Outcome {
     /// The body panicked.
     Panicked,
     /// Ran the body, which failed (`Err`, `None`, a timeout), and served the value kept past
-    /// its expiry instead (fail-safe); or shared such a call's value.
+    /// its expiry instead (fail-safe); or shared such a call's value; or, with a soft timeout,
+    /// served that value while the body went on in the background.
     Stale,
+    /// Not a caller's call: a background run of the body (refresh-ahead, or one a soft
+    /// timeout left running) that stored a fresh value.
+    Refreshed,
     /// Ran the body of a function that never caches (`cache = false`); it succeeded.
     Executed,
     /// Ran the body of a function that never caches; it returned `Err` or `None`.
@@ -47,7 +51,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::HitL1,
         Outcome::HitL2,
         Outcome::HitL3,
@@ -56,6 +60,7 @@ impl Outcome {
         Outcome::Uncached,
         Outcome::Panicked,
         Outcome::Stale,
+        Outcome::Refreshed,
         Outcome::Executed,
         Outcome::Failed,
     ];
@@ -71,6 +76,7 @@ impl Outcome {
             Outcome::Uncached => "uncached",
             Outcome::Panicked => "panic",
             Outcome::Stale => "stale",
+            Outcome::Refreshed => "refreshed",
             Outcome::Executed => "executed",
             Outcome::Failed => "failed",
         }
@@ -548,7 +554,7 @@ impl FnStats {
         self.outcomes[outcome.index()]
     }
 
-    /// All calls.
+    /// All calls (and background refreshes, counted as `Refreshed`).
     pub fn calls(&self) -> u64 {
         self.outcomes.iter().sum()
     }
@@ -561,7 +567,10 @@ impl FnStats {
     /// Calls that could have been answered from a cache: every call but those of a
     /// function that never caches. The denominator of [`FnStats::hit_ratio`].
     pub fn cacheable_calls(&self) -> u64 {
-        self.calls() - self.count(Outcome::Executed) - self.count(Outcome::Failed)
+        self.calls()
+            - self.count(Outcome::Executed)
+            - self.count(Outcome::Failed)
+            - self.count(Outcome::Refreshed)
     }
 
     /// Calls not answered from a cache tier (they ran the body, or shared a concurrent run).
@@ -575,6 +584,7 @@ impl FnStats {
             + self.count(Outcome::Uncached)
             + self.count(Outcome::Panicked)
             + self.count(Outcome::Stale)
+            + self.count(Outcome::Refreshed)
             + self.count(Outcome::Executed)
             + self.count(Outcome::Failed)
     }

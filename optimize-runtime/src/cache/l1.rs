@@ -396,6 +396,24 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         Some(entry.value)
     }
 
+    /// [`L1Store::get_live`], and whether the entry expires within `due_within` nanoseconds
+    /// (refresh-ahead refreshes such an entry in the background).
+    #[inline]
+    pub fn get_live_due(&self, key: ArgsKey, due_within: u64) -> Option<(V, bool)> {
+        let entry = self.engine.get(key)?;
+        if entry.expires_at == 0 {
+            return Some((entry.value, false));
+        }
+        let now = self.clock.now_nanos();
+        if Clock::is_expired(entry.expires_at, now) {
+            if entry.keep_until == 0 || Clock::is_expired(entry.keep_until, now) {
+                self.remove(key);
+            }
+            return None;
+        }
+        Some((entry.value, entry.expires_at - now <= due_within))
+    }
+
     /// An expired value fail-safe still keeps for `key`, and the deadline it is kept until.
     pub fn get_stale(&self, key: ArgsKey) -> Option<(V, u64)> {
         let entry = self.engine.get(key)?;

@@ -398,6 +398,23 @@ impl<V: Send + 'static> SharedStore<V> {
         digest(function, &stamped)
     }
 
+    /// Before a background refresh: the key's lease, so that one instance refreshes a key at a
+    /// time. `Err(())` when another instance holds it (it is refreshing); `Ok(None)` when
+    /// there are no leases (off, or Redis away): refresh without one.
+    pub async fn refresh_lease(&self, key: &str) -> Result<Option<HeldLease>, ()> {
+        if !(self.options.l2 && self.options.lease && self.tiers.leases_on()) {
+            return Ok(None);
+        }
+        let lease = Lease::new(key);
+        match self.tiers.l2_acquire(key, lease.token).await {
+            L2Result::Done(LeaseState::Acquired) => {
+                Ok(Some(HeldLease::new(lease, self.tiers.clone())))
+            }
+            L2Result::Done(LeaseState::Held(_)) => Err(()),
+            _ => Ok(None),
+        }
+    }
+
     /// The digest of the generations this process knows, asking Redis for those it does not
     /// (when L2 is used and answers; else they count as 0).
     pub async fn known_generation(&self, tags: &[u64]) -> u64 {

@@ -48,6 +48,10 @@ pub struct StoreOptions {
     /// Fail-safe: how long an expired entry is kept to be served when computing it again
     /// fails, and for how long such a stale value is then served before trying again.
     pub fail_safe: Option<FailSafe>,
+    /// Refresh-ahead: a hit in the last `1 - ratio` of its ttl starts a background refresh.
+    pub refresh_ahead: Option<f64>,
+    /// Background runs of the body (refreshes, soft timeouts) at once, at most.
+    pub background_limit: usize,
 }
 
 /// Fail-safe settings (docs/resilience.md).
@@ -63,6 +67,41 @@ pub struct FailSafe {
 impl FailSafe {
     /// The throttle when none is set.
     pub const DEFAULT_THROTTLE: Duration = Duration::from_secs(30);
+}
+
+/// The keys whose body runs in the background (a refresh, or a call a soft timeout left
+/// running): at most one per key, and at most `limit` at once.
+#[derive(Debug)]
+struct BackgroundRuns {
+    running: std::sync::Mutex<std::collections::HashSet<ArgsKey>>,
+    limit: usize,
+}
+
+/// Whether a background run could start.
+pub enum Background<V: 'static> {
+    /// Started: the run, which ends when dropped.
+    Started(BackgroundRun<V>),
+    /// The key's body runs in the background already.
+    Running,
+    /// The function has as many background runs as it may.
+    Full,
+}
+
+/// A key's background run; dropping it ends the run.
+pub struct BackgroundRun<V: 'static> {
+    store: &'static FnStore<V>,
+    key: ArgsKey,
+}
+
+impl<V> Drop for BackgroundRun<V> {
+    fn drop(&mut self) {
+        self.store
+            .background
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+    }
 }
 
 /// A value past its expiry that fail-safe still keeps.
@@ -133,6 +172,9 @@ pub struct FnStore<V> {
     keys: Arc<KeyLayout>,
     clock: Clock,
     fail_safe: Option<FailSafe>,
+    /// Refresh-ahead: a hit expiring within this many nanoseconds is refreshed (0: off).
+    refresh_within: u64,
+    background: BackgroundRuns,
 }
 
 /// A found value and the outcome it counts as.
@@ -212,6 +254,17 @@ impl<V: CacheValue> FnStore<V> {
             keys,
             clock,
             fail_safe: options.fail_safe,
+            refresh_within: match (options.refresh_ahead, options.ttl) {
+                (Some(ratio), Some(ttl)) => {
+                    let ttl = u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX);
+                    (ttl as f64 * (1.0 - ratio.clamp(0.0, 1.0))) as u64
+                }
+                _ => 0,
+            },
+            background: BackgroundRuns {
+                running: std::sync::Mutex::default(),
+                limit: options.background_limit.max(1),
+            },
         }
     }
 
@@ -235,6 +288,64 @@ impl<V: CacheValue> FnStore<V> {
     #[inline]
     pub fn l1_hit(&self, key: ArgsKey) -> Option<V> {
         self.l1.as_ref()?.get_live(key)
+    }
+
+    /// A live L1 entry, and whether refresh-ahead wants it refreshed (it is in the last part
+    /// of its ttl).
+    #[inline]
+    pub fn l1_hit_due(&self, key: ArgsKey) -> Option<(V, bool)> {
+        let l1 = self.l1.as_ref()?;
+        if self.refresh_within == 0 {
+            return l1.get_live(key).map(|v| (v, false));
+        }
+        l1.get_live_due(key, self.refresh_within)
+    }
+
+    /// Starts a background run of `key`'s body, unless one runs already or the function's
+    /// limit of them do.
+    pub fn start_background(&'static self, key: ArgsKey) -> Background<V> {
+        let mut running = self
+            .background
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if running.contains(&key) {
+            return Background::Running;
+        }
+        if running.len() >= self.background.limit {
+            return Background::Full;
+        }
+        running.insert(key);
+        Background::Started(BackgroundRun { store: self, key })
+    }
+
+    /// Whether `key`'s body runs in the background now.
+    pub fn in_background(&self, key: ArgsKey) -> bool {
+        self.background
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&key)
+    }
+
+    /// What storing a background refresh's value needs (as a lookup would have returned),
+    /// with the key's lease when L2 runs leases; `None` when another instance holds the
+    /// lease, i.e. refreshes the key already.
+    pub async fn refresh_miss(&self, key: ArgsKey, tags: &[u64]) -> Option<Miss> {
+        let mut miss = Miss {
+            full_key: None,
+            invalidations: Some(self.invalidations.load(Acquire)),
+            generation: None,
+            tag_bits: bits_of(tags),
+            lease: None,
+        };
+        if let Some(shared) = &self.shared {
+            let full = self.keys.key(key);
+            miss.lease = shared.refresh_lease(&full).await.ok()?;
+            miss.generation = Some(shared.known_generation(tags).await);
+            miss.full_key = Some(full);
+        }
+        Some(miss)
     }
 
     /// With fail-safe on, the expired value still kept for `key` (in L1, where a shared

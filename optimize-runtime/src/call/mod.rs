@@ -6,6 +6,7 @@
 //! is stored, what is recorded and traced — is one function used by both, so they cannot
 //! drift apart.
 
+mod background;
 mod route;
 
 use std::future::Future;

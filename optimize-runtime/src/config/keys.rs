@@ -204,6 +204,8 @@ pub(crate) const FUNCTION_KEYS: &[Key] = &[
     key("concurrency", Type::Int),
     duration("fail_safe", Duration::ZERO, MAX_TTL),
     duration("fail_safe_throttle", MS, DAY),
+    duration("soft_timeout", Duration::ZERO, DAY),
+    key("refresh_ahead", Type::Ratio),
 ];
 
 /// Top-level tables and arrays that are not keys of [`KEYS`] themselves.

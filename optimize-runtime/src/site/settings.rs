@@ -34,6 +34,10 @@ pub struct FnOverride {
     pub fail_safe: Option<Duration>,
     /// Fail-safe throttle.
     pub fail_safe_throttle: Option<Duration>,
+    /// Soft timeout (`"0s"` turns it off); only for a function whose attribute has one.
+    pub soft_timeout: Option<Duration>,
+    /// Refresh-ahead ratio (`0` turns it off); only for a function whose attribute has one.
+    pub refresh_ahead: Option<f64>,
 }
 
 /// The process-wide values a function falls back on (from the resolved configuration).
@@ -107,9 +111,18 @@ pub struct Settings {
     pub mem: u64,
     /// Fail-safe: on only for a function whose entries expire (a TTL).
     pub fail_safe: Option<FailSafe>,
+    /// Soft timeout: with a stale value at hand, how long a call waits for the body before
+    /// serving it (the body goes on in the background).
+    pub soft_timeout: Option<Duration>,
+    /// Refresh-ahead: the fraction of the ttl after which a hit refreshes in the background.
+    pub refresh_ahead: Option<f64>,
 }
 
 impl Settings {
+    /// Background runs of a function's body at once (refreshes, soft timeouts) when it sets
+    /// no `concurrency`.
+    pub const BACKGROUND_LIMIT: usize = 64;
+
     /// L1 capacity in bytes of a `memory` function that sets none: 256 MiB.
     pub const DEFAULT_MEMORY_CAPACITY: u64 = 256 << 20;
 
@@ -154,7 +167,17 @@ impl Settings {
         let compress_above = meta
             .compress_above
             .or_else(|| (own_level == Some(Level::Extreme)).then_some(0));
+        let soft_timeout = meta
+            .soft_timeout
+            .map(|attr| o.soft_timeout.unwrap_or(attr))
+            .filter(|d| !d.is_zero());
+        let refresh_ahead = meta
+            .refresh_ahead
+            .map(|attr| o.refresh_ahead.unwrap_or(attr))
+            .filter(|r| *r > 0.0 && *r < 1.0);
         Self {
+            soft_timeout,
+            refresh_ahead,
             enabled: o.enabled.unwrap_or(true),
             level: own_level.unwrap_or(defaults.level),
             ttl,
@@ -206,6 +229,10 @@ impl Settings {
             schema,
             lease: self.lease,
             fail_safe: self.fail_safe,
+            refresh_ahead: self.refresh_ahead,
+            background_limit: self
+                .concurrency
+                .map_or(Self::BACKGROUND_LIMIT, |c| c as usize),
         }
     }
 }
