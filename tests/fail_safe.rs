@@ -42,6 +42,45 @@ fn forever(id: u64) -> u64 {
     id
 }
 
+static BUSY_RUNS: AtomicU64 = AtomicU64::new(0);
+static BUSY_OPEN: std::sync::Mutex<bool> = std::sync::Mutex::new(true);
+static BUSY_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn busy_gate(open: bool) {
+    *BUSY_OPEN.lock().unwrap() = open;
+    BUSY_CHANGED.notify_all();
+}
+
+/// One call at a time; with one call waiting already, a stale value is served instead.
+#[optimize::io(
+    ttl = "10s",
+    fail_safe = "1h",
+    concurrency = 1,
+    stale_if_busy = 1,
+    tiers = "l1"
+)]
+fn busy(id: u64) -> Result<u64, String> {
+    let n = BUSY_RUNS.fetch_add(1, SeqCst);
+    let open = BUSY_OPEN.lock().unwrap();
+    let (open, _) = BUSY_CHANGED
+        .wait_timeout_while(open, Duration::from_secs(20), |o| !*o)
+        .unwrap();
+    assert!(*open, "the gate stayed closed for 20 s");
+    Ok(id * 10 + n)
+}
+
+/// Polls (bounded) until `ready`.
+fn eventually(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 fn install() -> (optimize::RuntimeGuard, MockClock) {
     let (clock, mock) = Clock::mock();
     let guard = optimize::install(
@@ -220,6 +259,29 @@ fn fail_safe_serves_the_stale_value_when_the_body_fails() {
     assert_eq!(rate(2), Some(value), "stale for None");
     assert_eq!(rate_cache().stats().count(Outcome::Stale), 1);
     DOWN.store(false, SeqCst);
+
+    // Stale if busy: one call holds the function's only slot, one more waits for it; a call
+    // with a stale value at hand is then answered with it at once, without queueing.
+    let first = busy(1).unwrap();
+    mock.increment(Duration::from_secs(11));
+    busy_gate(false);
+    let holder = std::thread::spawn(|| busy(2));
+    eventually("the first call holds the slot", || {
+        BUSY_RUNS.load(SeqCst) == 2
+    });
+    let queued = std::thread::spawn(|| busy(3));
+    eventually("a second call waits", || {
+        busy_cache()
+            .concurrency_stats()
+            .is_some_and(|s| s.queued_total() == 1)
+    });
+    assert_eq!(busy(1), Ok(first), "stale, without queueing");
+    assert_eq!(BUSY_RUNS.load(SeqCst), 2, "its body did not run");
+    assert_eq!(busy_cache().stats().count(Outcome::Stale), 1);
+    busy_gate(true);
+    assert!(holder.join().unwrap().is_ok() && queued.join().unwrap().is_ok());
+    // Not busy any more: the body runs.
+    assert_ne!(busy(1), Ok(first));
 
     // Invalidation removes the value: nothing stale survives it.
     quote_invalidate(1);

@@ -91,6 +91,8 @@ pub(crate) struct Args {
     pub(crate) soft_timeout: Option<(Duration, LitStr)>,
     /// `refresh_ahead = 0.8`, and the literal for error spans.
     pub(crate) refresh_ahead: Option<(f64, syn::LitFloat)>,
+    /// `stale_if_busy = 100`, and the literal for error spans.
+    pub(crate) stale_if_busy: Option<(u64, LitInt)>,
     pub(crate) l3_ttl: Option<(Duration, LitStr)>,
     pub(crate) compress_above: Option<(u32, LitStr)>,
     /// `level = "ultra"`: the `config::Level` variant.
@@ -671,6 +673,14 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
                 ),
             }
         }
+        "stale_if_busy" => match lit_int::<u64>(&value, option, errors) {
+            Some((0, lit)) => errors.at(
+                &lit,
+                "`stale_if_busy` is a number of waiting calls, at least 1; remove it to always queue",
+            ),
+            Some(found) => args.stale_if_busy = Some(found),
+            None => {}
+        },
         "concurrency" => match lit_int::<u64>(&value, option, errors) {
             Some((0, lit)) => errors.at(&lit, "`concurrency` must be at least 1"),
             Some((n, _)) => args.concurrency = Some(n),

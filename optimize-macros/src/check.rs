@@ -74,6 +74,13 @@ fn background_needs_owned_arguments(args: &Args, shape: &Shape<'_>, errors: &mut
             );
         }
     }
+    if let (Some((_, lit)), None) = (&args.stale_if_busy, &args.fail_safe) {
+        errors.at(
+            lit,
+            "`stale_if_busy` serves the value fail-safe keeps instead of queueing; add \
+             `fail_safe = \"1h\"` (and a `ttl`)",
+        );
+    }
     if let (Some((_, lit)), None) = (&args.soft_timeout, &args.fail_safe) {
         errors.at(
             lit,

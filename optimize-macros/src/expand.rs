@@ -436,6 +436,9 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if let Some((r, _)) = o.refresh_ahead {
         call("refresh_ahead", Some(quote!(#r)));
     }
+    if let Some((n, _)) = &o.stale_if_busy {
+        call("stale_if_busy", Some(quote!(#n)));
+    }
     if let Some((d, _)) = o.l3_ttl {
         call("l3_ttl", Some(duration(d)));
     }

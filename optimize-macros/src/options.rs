@@ -188,6 +188,15 @@ pub(crate) const OPTIONS: &[Spec] = &[
         meta: Some("refresh_ahead"),
     },
     Spec {
+        name: "stale_if_busy",
+        value: Value::Int,
+        kinds: Kinds::All,
+        without_cache: false,
+        example: "`stale_if_busy = 100`",
+        doc: "serve the stale value instead of queueing behind this many waiting calls",
+        meta: Some("stale_if_busy"),
+    },
+    Spec {
         name: "l3_ttl",
         value: Value::Duration,
         kinds: Kinds::All,

@@ -250,6 +250,8 @@ pub struct SiteMeta {
     pub soft_timeout: Option<Duration>,
     /// `refresh_ahead = 0.8`.
     pub refresh_ahead: Option<f64>,
+    /// `stale_if_busy = N`.
+    pub stale_if_busy: Option<u64>,
     /// `l3_ttl = "..."` (defaults to `ttl`).
     pub l3_ttl: Option<Duration>,
     /// `compress_above = "..."`: zstd threshold in bytes for shared-tier entries.
@@ -303,6 +305,7 @@ impl SiteMeta {
             fail_safe_throttle: None,
             soft_timeout: None,
             refresh_ahead: None,
+            stale_if_busy: None,
             l3_ttl: None,
             compress_above: None,
             version: 0,
@@ -379,6 +382,12 @@ impl SiteMeta {
     /// `refresh_ahead = 0.8`.
     pub const fn refresh_ahead(mut self, ratio: f64) -> Self {
         self.refresh_ahead = Some(ratio);
+        self
+    }
+
+    /// `stale_if_busy = N`.
+    pub const fn stale_if_busy(mut self, depth: u64) -> Self {
+        self.stale_if_busy = Some(depth);
         self
     }
 

@@ -29,7 +29,19 @@ fn no_l1(id: u64) -> Result<u64, String> {
     Ok(id)
 }
 
+#[optimize::io(ttl = "5m", stale_if_busy = 10)]
+fn busy_without_fail_safe(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
+#[optimize::io(ttl = "5m", fail_safe = "1h", stale_if_busy = 0)]
+fn busy_zero(id: u64) -> Result<u64, String> {
+    Ok(id)
+}
+
 fn main() {
+    let _ = busy_without_fail_safe(1);
+    let _ = busy_zero(1);
     let _ = no_l1(1);
     let _ = never_expires(1);
     let _ = throttle_alone(1);

@@ -220,6 +220,13 @@ impl Site {
         let (Some(soft), Some(stale)) = (self.settings.soft_timeout, store.stale(key)) else {
             return self.call_sync_tagged(policy, codec, Some(key), tags, body);
         };
+        if self
+            .settings
+            .stale_if_busy
+            .is_some_and(|depth| self.pool_busy(depth))
+        {
+            return self.stale_now(policy, stale.value, start);
+        }
         let run = match store.start_background(key) {
             Background::Started(run) => run,
             Background::Running => return self.stale_now(policy, stale.value, start),
@@ -312,6 +319,13 @@ impl Site {
                 .call_async_tagged(policy, codec, Some(key), tags, body)
                 .await;
         };
+        if self
+            .settings
+            .stale_if_busy
+            .is_some_and(|depth| self.pool_busy(depth))
+        {
+            return self.stale_now(policy, stale.value, start);
+        }
         let run = match store.start_background(key) {
             Background::Started(run) => run,
             Background::Running => return self.stale_now(policy, stale.value, start),

@@ -235,6 +235,10 @@ impl Site {
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
                     }
+                    if let Some(stale) = self.stale_when_busy(store, key) {
+                        lead.complete_with(|| Settled::Stale(stale.value.clone()));
+                        return self.serve_stale(policy, stale.value, start, self.now());
+                    }
                     let compute_start = self.now();
                     let panic = PanicRecorder::new(self, start, compute_start);
                     let out = lead.run(body);
@@ -312,6 +316,10 @@ impl Site {
                     let (found, miss) = store.lookup(key, tags).await;
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
+                    }
+                    if let Some(stale) = self.stale_when_busy(store, key) {
+                        lead.complete_with(|| Settled::Stale(stale.value.clone()));
+                        return self.serve_stale(policy, stale.value, start, self.now());
                     }
                     let compute_start = self.now();
                     let out = {
@@ -525,6 +533,35 @@ impl Site {
             now.saturating_sub(compute_start),
         );
         out
+    }
+
+    /// Stale if busy: the value fail-safe keeps, when the function's pool already has
+    /// `stale_if_busy` calls waiting (or, for a memory function, memory pressure holds
+    /// admission), so this call is answered at once instead of queueing behind them.
+    fn stale_when_busy<V: CacheValue>(
+        &self,
+        store: &FnStore<V>,
+        key: ArgsKey,
+    ) -> Option<crate::cache::store::Stale<V>> {
+        let depth = self.settings.stale_if_busy?;
+        let stale = store.stale(key)?;
+        self.pool_busy(depth).then_some(stale)
+    }
+
+    /// Whether `depth` calls (or more) wait for this function's admission.
+    fn pool_busy(&self, depth: u64) -> bool {
+        let pools = &self.env.pools;
+        let waiting = |gate: &crate::pool::gate::Gate| gate.stats().queued_total() >= depth;
+        match self.meta.kind {
+            crate::meta::Kind::Io => {
+                self.concurrency.as_deref().is_some_and(waiting) || waiting(pools.io().gate())
+            }
+            crate::meta::Kind::Cpu => waiting(pools.cpu().gate()),
+            crate::meta::Kind::Memory => {
+                let gate = pools.memory().gate();
+                gate.is_held() || waiting(gate)
+            }
+        }
     }
 
     /// Returns a stale value in place of a failed result (fail-safe), and records it.

@@ -170,6 +170,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("tiers.signing_key_previous", Type::Secret),
     duration("resilience.fail_safe", Duration::ZERO, MAX_TTL),
     duration("resilience.fail_safe_throttle", MS, DAY),
+    key("resilience.stale_if_busy", Type::Int),
     key("pools.cpu_threads", Type::Int),
     key("pools.io_concurrency", Type::Int),
     key("pools.memory_budget", Type::Size),
@@ -206,6 +207,7 @@ pub(crate) const FUNCTION_KEYS: &[Key] = &[
     duration("fail_safe_throttle", MS, DAY),
     duration("soft_timeout", Duration::ZERO, DAY),
     key("refresh_ahead", Type::Ratio),
+    key("stale_if_busy", Type::Int),
 ];
 
 /// Top-level tables and arrays that are not keys of [`KEYS`] themselves.

@@ -101,6 +101,7 @@ fn set_override(o: &mut FnOverride, key: &str, value: Value) {
         ("fail_safe_throttle", Value::Duration(d)) => o.fail_safe_throttle = Some(d),
         ("soft_timeout", Value::Duration(d)) => o.soft_timeout = Some(d),
         ("refresh_ahead", Value::Float(f)) => o.refresh_ahead = Some(f),
+        ("stale_if_busy", Value::Int(n)) => o.stale_if_busy = Some(n),
         (key, value) => unreachable!("function key {key} with {value:?}"),
     }
 }
@@ -157,6 +158,8 @@ pub struct Config {
     pub fail_safe: Option<Duration>,
     /// Fail-safe throttle of functions that set none.
     pub fail_safe_throttle: Duration,
+    /// Stale-if-busy depth of functions with fail-safe that set none (`None`: off).
+    pub stale_if_busy: Option<u64>,
     /// Secret that signs shared-tier entries (HMAC-SHA256); entries without a valid tag are
     /// refused. Never shown.
     signing_key: Option<String>,
@@ -286,6 +289,7 @@ impl Default for Config {
             demote_on_evict: false,
             fail_safe: None,
             fail_safe_throttle: crate::cache::store::FailSafe::DEFAULT_THROTTLE,
+            stale_if_busy: None,
             signing_key: None,
             signing_key_previous: None,
             pools,
@@ -369,6 +373,9 @@ impl Config {
                 self.fail_safe = (!d.is_zero()).then_some(d);
             }
             ("resilience.fail_safe_throttle", V::Duration(d)) => self.fail_safe_throttle = d,
+            ("resilience.stale_if_busy", V::Int(n)) => {
+                self.stale_if_busy = (n > 0).then_some(n);
+            }
             ("tiers.signing_key", V::Text(s)) => self.signing_key = Some(s),
             ("tiers.signing_key_previous", V::Text(s)) => self.signing_key_previous = Some(s),
             ("pools.cpu_threads", V::Int(n)) => self.pools.cpu_threads = int(n),
@@ -675,6 +682,7 @@ impl Config {
             memory_weight: self.pools.memory_default_weight,
             fail_safe: self.fail_safe,
             fail_safe_throttle: self.fail_safe_throttle,
+            stale_if_busy: self.stale_if_busy,
         }
     }
 
@@ -743,6 +751,10 @@ impl Config {
             }
             if o.soft_timeout.is_some_and(|d| !d.is_zero()) && meta.soft_timeout.is_none() {
                 refuse("soft_timeout", "needs the body to go on in the background, which the attribute sets up: add `soft_timeout = \"...\"` to the function's attribute (a table can then change it, or turn it off with \"0s\")");
+            }
+            let fail_safe = o.fail_safe.or(meta.fail_safe).or(self.fail_safe);
+            if o.stale_if_busy.is_some_and(|n| n > 0) && fail_safe.is_none_or(|w| w.is_zero()) {
+                refuse("stale_if_busy", "serves the value fail-safe keeps, and this function has no fail-safe; set `fail_safe = \"1h\"` too (here, in the attribute, or as resilience.fail_safe)");
             }
             if o.refresh_ahead.is_some_and(|r| r > 0.0) && meta.refresh_ahead.is_none() {
                 refuse("refresh_ahead", "needs the body to run in the background, which the attribute sets up: add `refresh_ahead = 0.8` to the function's attribute (a table can then change it, or turn it off with 0)");
@@ -855,7 +867,7 @@ impl ConfigBuilder {
             .capacity_bytes
             .map(Value::Bytes)
             .or(o.capacity.map(Value::Int));
-        let fields: [(&'static str, Option<Value>); 11] = [
+        let fields: [(&'static str, Option<Value>); 12] = [
             ("enabled", o.enabled.map(Value::Bool)),
             ("level", o.level.map(Value::Level)),
             ("ttl", o.ttl.map(Value::Duration)),
@@ -870,6 +882,7 @@ impl ConfigBuilder {
             ),
             ("soft_timeout", o.soft_timeout.map(Value::Duration)),
             ("refresh_ahead", o.refresh_ahead.map(Value::Float)),
+            ("stale_if_busy", o.stale_if_busy.map(Value::Int)),
         ];
         for (k, v) in fields {
             if let Some(v) = v {

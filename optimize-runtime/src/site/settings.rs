@@ -38,6 +38,8 @@ pub struct FnOverride {
     pub soft_timeout: Option<Duration>,
     /// Refresh-ahead ratio (`0` turns it off); only for a function whose attribute has one.
     pub refresh_ahead: Option<f64>,
+    /// Stale-if-busy queue depth (`0` turns it off).
+    pub stale_if_busy: Option<u64>,
 }
 
 /// The process-wide values a function falls back on (from the resolved configuration).
@@ -57,6 +59,9 @@ pub struct FnDefaults {
     pub fail_safe: Option<Duration>,
     /// Fail-safe throttle of functions that set none (`resilience.fail_safe_throttle`).
     pub fail_safe_throttle: Duration,
+    /// Stale-if-busy depth of functions with fail-safe that set none
+    /// (`resilience.stale_if_busy`).
+    pub stale_if_busy: Option<u64>,
 }
 
 impl Default for FnDefaults {
@@ -69,6 +74,7 @@ impl Default for FnDefaults {
             memory_weight: crate::pool::PoolConfig::DEFAULT_MEMORY_WEIGHT,
             fail_safe: None,
             fail_safe_throttle: FailSafe::DEFAULT_THROTTLE,
+            stale_if_busy: None,
         }
     }
 }
@@ -116,6 +122,9 @@ pub struct Settings {
     pub soft_timeout: Option<Duration>,
     /// Refresh-ahead: the fraction of the ttl after which a hit refreshes in the background.
     pub refresh_ahead: Option<f64>,
+    /// Stale if busy: with a stale value at hand, serve it instead of queueing when this many
+    /// calls already wait for the function's pool (or memory pressure holds admission).
+    pub stale_if_busy: Option<u64>,
 }
 
 impl Settings {
@@ -178,6 +187,11 @@ impl Settings {
         Self {
             soft_timeout,
             refresh_ahead,
+            stale_if_busy: o
+                .stale_if_busy
+                .or(meta.stale_if_busy)
+                .or(defaults.stale_if_busy)
+                .filter(|d| *d > 0),
             enabled: o.enabled.unwrap_or(true),
             level: own_level.unwrap_or(defaults.level),
             ttl,
