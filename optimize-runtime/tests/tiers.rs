@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use optimize_runtime::cache::l2_redis::L2Result;
+use optimize_runtime::cache::l2_redis::{L2Result, L2Write};
 use optimize_runtime::cache::shared::{SharedOptions, SharedStore, ValueCodec};
 use optimize_runtime::cache::tiered::{TierConfig, Tiers};
 use optimize_runtime::cache::writeback::WriteOp;
@@ -401,6 +401,75 @@ fn breaker_opens_while_redis_is_down_and_closes_after_it_returns() {
         matches!(tiers.l2_get_blocking("t:b"), L2Result::Done(Some(_)))
     });
     assert!(!tiers.status().l2_circuit_open);
+}
+
+/// Writes Redis did not take are made again once it answers — after a key's invalidation,
+/// not at all — and a write made again never overwrites a value written meanwhile.
+#[test]
+fn writes_redis_missed_are_made_again_when_it_returns() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let mut c = config(Some(&redis), None);
+    if let Some(r) = c.redis.as_mut() {
+        r.breaker_cooldown = Duration::from_millis(200);
+    }
+    let tiers = Tiers::start(c, Clock::new(), None);
+    connected(&tiers);
+    let s = store(&tiers, true, false);
+    redis.kill();
+    for i in 0..20 {
+        s.store(format!("t:w:{i}"), &format!("v{i}"), 0, None);
+    }
+    block_on(tiers.barrier());
+    assert_eq!(tiers.status().writes_unwritten, 20);
+    tiers.enqueue(WriteOp::Delete {
+        key: "t:w:5".into(),
+        l2: true,
+        l3: false,
+        notice: None,
+    });
+    block_on(tiers.barrier());
+    assert_eq!(
+        tiers.status().writes_unwritten,
+        19,
+        "the invalidated key's write is dropped"
+    );
+
+    redis.restart();
+    wait_until("the writes are made again", || {
+        tiers.status().writes_unwritten == 0
+    });
+    assert_eq!(tiers.status().writes_rewritten, 19);
+    let mut raw = redis.client();
+    for i in 0..20 {
+        let stored: Option<Vec<u8>> = raw.get(format!("t:w:{i}")).unwrap();
+        assert_eq!(stored.is_some(), i != 5, "key {i}");
+    }
+    let found = s.lookup_blocking("t:w:7").expect("an L2 hit");
+    assert_eq!(found.value, "v7");
+    let ttl: i64 = raw.pttl("t:w:7").unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "the time it had left: {ttl}");
+
+    // Made again with NX: a value another instance wrote meanwhile stays.
+    let _: () = raw
+        .set("t:w:7", envelope("t:w:7", "newer", SCHEMA, 0))
+        .unwrap();
+    let l2 = tiers.l2().unwrap();
+    let again: L2Write = (
+        "t:w:7".into(),
+        envelope("t:w:7", "older", SCHEMA, 0).into(),
+        None,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert!(matches!(
+        rt.block_on(l2.set_many_if_absent(&[again])),
+        L2Result::Done(())
+    ));
+    assert_eq!(s.lookup_blocking("t:w:7").unwrap().value, "newer");
 }
 
 #[test]

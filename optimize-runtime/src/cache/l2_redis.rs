@@ -638,12 +638,25 @@ impl RedisTier {
     /// `SET key value PX ttl` for every entry: one pipeline to a single server; on a cluster
     /// one command per entry, all sent at once, each under its slot's breaker.
     pub async fn set_many(&self, entries: &[L2Write]) -> L2Result<()> {
+        self.set_all(entries, false).await
+    }
+
+    /// [`RedisTier::set_many`] with `NX`: writes only where Redis holds nothing for the key
+    /// (writes made again after an outage never overwrite a newer value).
+    pub async fn set_many_if_absent(&self, entries: &[L2Write]) -> L2Result<()> {
+        self.set_all(entries, true).await
+    }
+
+    async fn set_all(&self, entries: &[L2Write], if_absent: bool) -> L2Result<()> {
         let Some((first, _, _)) = entries.first() else {
             return L2Result::Done(());
         };
         let set = |(key, value, ttl): &L2Write| {
             let mut cmd = redis::cmd("SET");
             cmd.arg(key).arg(&value[..]);
+            if if_absent {
+                cmd.arg("NX");
+            }
             if let Some(ttl) = ttl {
                 cmd.arg("PX").arg(millis(*ttl));
             }
@@ -655,8 +668,7 @@ impl RedisTier {
                     set(entry).query_async::<()>(c).await
                 })
             });
-            let results = futures_util::future::join_all(each).await;
-            return worst(results);
+            return worst(futures_util::future::join_all(each).await);
         }
         self.run("put", first, async |c| {
             let mut pipe = redis::pipe();

@@ -126,6 +126,12 @@ pub struct TiersStatus {
     pub invalidations_replayed: u64,
     /// Missed deletions given up because too many were waiting.
     pub invalidations_dropped: u64,
+    /// L2 writes Redis did not take, waiting to be written once it answers.
+    pub writes_unwritten: usize,
+    /// Of those, written once Redis answered again.
+    pub writes_rewritten: u64,
+    /// Of those, given up (too many waiting).
+    pub writes_unwritten_dropped: u64,
     /// The backplane runs (L2 configured and `l2.backplane` on).
     pub backplane_enabled: bool,
     /// The backplane is reading the stream now.
@@ -331,6 +337,15 @@ impl Tiers {
                     wb.invalidations_dropped.load(Relaxed),
                 )
             });
+        let (unwritten, rewritten, unwritten_dropped) =
+            self.background.as_ref().map_or((0, 0, 0), |bg| {
+                let wb = bg.writeback.stats();
+                (
+                    wb.unwritten.load(Relaxed),
+                    wb.rewritten.load(Relaxed),
+                    wb.unwritten_dropped.load(Relaxed),
+                )
+            });
         TiersStatus {
             l2_enabled: self.l2.is_some(),
             l2_connected: self.l2.as_ref().is_some_and(|l2| l2.is_connected()),
@@ -342,6 +357,9 @@ impl Tiers {
             invalidations_pending: pending,
             invalidations_replayed: replayed,
             invalidations_dropped: gave_up,
+            writes_unwritten: unwritten,
+            writes_rewritten: rewritten,
+            writes_unwritten_dropped: unwritten_dropped,
             backplane_enabled: self.backplane.is_some(),
             backplane_connected: self.backplane.as_ref().is_some_and(|b| b.connected()),
             backplane_sent: self.backplane.as_ref().map_or(0, |b| b.sent()),

@@ -111,6 +111,12 @@ pub struct WriteBackStats {
     /// Values not written to L2 because their lease had passed on (an invalidation, or an
     /// instance that took the lease over).
     pub leases_fenced: AtomicU64,
+    /// L2 writes Redis did not take, waiting to be written once it answers again.
+    pub unwritten: AtomicUsize,
+    /// Of those, written once Redis answered again.
+    pub rewritten: AtomicU64,
+    /// Of those, given up: too many were waiting ([`MISSED_CAPACITY`]).
+    pub unwritten_dropped: AtomicU64,
 }
 
 /// How many deletions Redis missed are kept for replay; beyond, the oldest are dropped and
@@ -127,6 +133,63 @@ enum Missed {
     Function(FunctionInvalidation),
     Tag(u64, String),
     Everything(String),
+}
+
+/// L2 writes Redis did not take (down, or its breaker open), written again once it answers:
+/// as `SET NX` with the time they have left, so a value another instance wrote meanwhile is
+/// never overwritten, and never after an invalidation of their key (which drops them here).
+#[derive(Default)]
+struct Unwritten(std::collections::VecDeque<(String, Bytes, Option<std::time::Instant>)>);
+
+impl Unwritten {
+    fn push(&mut self, writes: Vec<crate::cache::l2_redis::L2Write>, stats: &WriteBackStats) {
+        let now = std::time::Instant::now();
+        for (key, bytes, ttl) in writes {
+            if self.0.len() >= MISSED_CAPACITY {
+                self.0.pop_front();
+                stats.unwritten_dropped.fetch_add(1, Relaxed);
+            }
+            self.0.push_back((key, bytes, ttl.map(|t| now + t)));
+        }
+        stats.unwritten.store(self.0.len(), Relaxed);
+    }
+
+    /// Drops the writes an invalidation retired.
+    fn forget(&mut self, retired: impl Fn(&str) -> bool, stats: &WriteBackStats) {
+        if self.0.is_empty() {
+            return;
+        }
+        self.0.retain(|(key, _, _)| !retired(key));
+        stats.unwritten.store(self.0.len(), Relaxed);
+    }
+
+    /// Writes a batch again; keeps them when Redis still does not answer.
+    async fn rewrite(&mut self, l2: &RedisTier, stats: &WriteBackStats) {
+        let now = std::time::Instant::now();
+        self.0
+            .retain(|(_, _, deadline)| deadline.is_none_or(|d| d > now + Duration::from_millis(1)));
+        let batch: Vec<crate::cache::l2_redis::L2Write> = self
+            .0
+            .iter()
+            .take(512)
+            .map(|(key, bytes, deadline)| {
+                (
+                    key.clone(),
+                    bytes.clone(),
+                    deadline.map(|d| d.saturating_duration_since(now)),
+                )
+            })
+            .collect();
+        if batch.is_empty() {
+            stats.unwritten.store(0, Relaxed);
+            return;
+        }
+        if let L2Result::Done(()) = l2.set_many_if_absent(&batch).await {
+            self.0.drain(..batch.len());
+            stats.rewritten.fetch_add(batch.len() as u64, Relaxed);
+        }
+        stats.unwritten.store(self.0.len(), Relaxed);
+    }
 }
 
 /// Deletions Redis missed, in order: replayed before anything else reaches Redis once it
@@ -335,11 +398,15 @@ impl Pending {
         l2: Option<&RedisTier>,
         l3: Option<&SledTier>,
         stats: &WriteBackStats,
+        unwritten: &mut Unwritten,
     ) {
         let n = (self.l2.len() + self.leased.len()).max(self.l3.len()) as u64;
         if let Some(l2) = l2 {
-            // A failed or skipped L2 write is counted by the tier; the value stays in L1/L3.
-            let _ = l2.set_many(&self.l2).await;
+            // A failed or skipped L2 write is counted by the tier, and written again once Redis
+            // answers (a leased one is not: its lease is gone by then).
+            if !self.l2.is_empty() && !matches!(l2.set_many(&self.l2).await, L2Result::Done(())) {
+                unwritten.push(std::mem::take(&mut self.l2), stats);
+            }
             for (write, token) in self.leased.drain(..) {
                 if let L2Result::Done(false) = l2.write_leased(&write, token).await {
                     stats.leases_fenced.fetch_add(1, Relaxed);
@@ -353,6 +420,22 @@ impl Pending {
         self.l2.clear();
         self.l3.clear();
         stats.written.fetch_add(n, Relaxed);
+    }
+}
+
+/// Once Redis answers: the deletions it missed first, then the writes it did not take.
+async fn catch_up(
+    missed: &mut MissedDeletions,
+    unwritten: &mut Unwritten,
+    shared: &Shared<'_>,
+    l2: Option<&RedisTier>,
+    stats: &WriteBackStats,
+) {
+    if !missed.0.is_empty() {
+        missed.replay(shared, stats).await;
+    }
+    if let (true, false, Some(l2)) = (missed.0.is_empty(), unwritten.0.is_empty(), l2) {
+        unwritten.rewrite(l2, stats).await;
     }
 }
 
@@ -373,15 +456,16 @@ async fn drain(
     let mut batch = Vec::with_capacity(512);
     let mut pending = Pending::default();
     let mut missed = MissedDeletions::default();
+    let mut unwritten = Unwritten::default();
     loop {
-        let received = if missed.0.is_empty() {
+        let received = if missed.0.is_empty() && unwritten.0.is_empty() {
             rx.recv_many(&mut batch, 512).await
         } else {
             // Wake up now and then to replay even when nothing else is written.
             match tokio::time::timeout(REPLAY_EVERY, rx.recv_many(&mut batch, 512)).await {
                 Ok(n) => n,
                 Err(_) => {
-                    missed.replay(&shared, &stats).await;
+                    catch_up(&mut missed, &mut unwritten, &shared, l2, &stats).await;
                     continue;
                 }
             }
@@ -389,9 +473,7 @@ async fn drain(
         if received == 0 {
             break;
         }
-        if !missed.0.is_empty() {
-            missed.replay(&shared, &stats).await;
-        }
+        catch_up(&mut missed, &mut unwritten, &shared, l2, &stats).await;
         for op in batch.drain(..) {
             match op {
                 WriteOp::Put {
@@ -430,7 +512,8 @@ async fn drain(
                     l3: from_l3,
                     notice,
                 } => {
-                    pending.apply(l2, l3, &stats).await;
+                    pending.apply(l2, l3, &stats, &mut unwritten).await;
+                    unwritten.forget(|k| k == key, &stats);
                     if let Some(l3) = l3.filter(|_| from_l3) {
                         l3.remove(&key);
                     }
@@ -446,7 +529,8 @@ async fn drain(
                     }
                 }
                 WriteOp::DeletePrefix(prefix) => {
-                    pending.apply(l2, l3, &stats).await;
+                    pending.apply(l2, l3, &stats, &mut unwritten).await;
+                    unwritten.forget(|k| k.starts_with(prefix.as_str()), &stats);
                     if let Some(l3) = l3 {
                         l3.remove_prefix(&prefix);
                     }
@@ -457,7 +541,8 @@ async fn drain(
                     }
                 }
                 WriteOp::InvalidateFunction(f) => {
-                    pending.apply(l2, l3, &stats).await;
+                    pending.apply(l2, l3, &stats, &mut unwritten).await;
+                    unwritten.forget(|k| k.starts_with(f.prefix.as_str()), &stats);
                     if let Some(l3) = l3.filter(|_| f.l3) {
                         l3.remove_prefix(&f.prefix);
                     }
@@ -471,7 +556,8 @@ async fn drain(
                     prefix,
                     generation_key,
                 } => {
-                    pending.apply(l2, l3, &stats).await;
+                    pending.apply(l2, l3, &stats, &mut unwritten).await;
+                    unwritten.forget(|k| k.starts_with(prefix.as_str()), &stats);
                     if let Some(l3) = l3 {
                         l3.remove_prefix(&prefix);
                     }
@@ -488,7 +574,7 @@ async fn drain(
                     tag,
                     generation_key,
                 } => {
-                    pending.apply(l2, l3, &stats).await;
+                    pending.apply(l2, l3, &stats, &mut unwritten).await;
                     if let (None, Some(l3)) = (l2, l3) {
                         l3.bump_tag_generation(tag);
                     }
@@ -502,18 +588,18 @@ async fn drain(
                     }
                 }
                 WriteOp::ReleaseLease(lease) => {
-                    pending.apply(l2, l3, &stats).await;
+                    pending.apply(l2, l3, &stats, &mut unwritten).await;
                     if let Some(l2) = l2 {
                         // An unreleased lease only makes the others wait until it expires.
                         let _ = l2.release(&lease).await;
                     }
                 }
                 WriteOp::Flush(done) => {
-                    pending.apply(l2, l3, &stats).await;
+                    pending.apply(l2, l3, &stats, &mut unwritten).await;
                     let _ = done.send(());
                 }
             }
         }
-        pending.apply(l2, l3, &stats).await;
+        pending.apply(l2, l3, &stats, &mut unwritten).await;
     }
 }

@@ -199,6 +199,24 @@ pub(crate) fn tiers(b: &mut SnapshotBuilder, tiers: &Tiers) {
         Counter,
     )
     .number(Vec::new(), status.invalidations_dropped as f64);
+    b.family(
+        "optimize_writes_unwritten",
+        "L2 writes Redis did not take during an outage, waiting to be written once it answers.",
+        Gauge,
+    )
+    .number(Vec::new(), status.writes_unwritten as f64);
+    b.family(
+        "optimize_writes_rewritten_total",
+        "L2 writes made again (SET NX) once Redis answered after an outage.",
+        Counter,
+    )
+    .number(Vec::new(), status.writes_rewritten as f64);
+    b.family(
+        "optimize_writes_unwritten_dropped_total",
+        "L2 writes given up because too many were waiting.",
+        Counter,
+    )
+    .number(Vec::new(), status.writes_unwritten_dropped as f64);
 }
 
 pub(crate) fn l1_budget(b: &mut SnapshotBuilder, budget: &crate::cache::budget::L1Budget) {
