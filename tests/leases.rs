@@ -47,6 +47,21 @@ async fn report_unleased(id: u64) -> String {
     format!("report {id} by {}", std::process::id())
 }
 
+static BOARD_RUNS: AtomicU64 = AtomicU64::new(0);
+
+/// A hot key refreshed ahead of its expiry; the refresh is slow enough to overlap the other
+/// instance's hit.
+#[optimize::io(ttl = "3s", refresh_ahead = 0.5)]
+async fn board(id: u64) -> String {
+    BOARD_RUNS.fetch_add(1, SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    format!(
+        "board {id} by {} at {}",
+        std::process::id(),
+        BOARD_RUNS.load(SeqCst)
+    )
+}
+
 #[test]
 #[ignore = "run in child processes by the tests below"]
 fn instance() {
@@ -99,6 +114,23 @@ fn instance() {
                     l.waited.load(SeqCst),
                     l.served.load(SeqCst),
                     l.taken_over.load(SeqCst),
+                );
+            }
+            "board" => {
+                let value = rt.block_on(board(1));
+                optimize::flush();
+                println!(
+                    "@@ board value={} runs={}",
+                    value.replace(' ', "_"),
+                    BOARD_RUNS.load(SeqCst)
+                );
+            }
+            "board_runs" => {
+                let s = board_cache().stats();
+                println!(
+                    "@@ board_runs runs={} refreshed={}",
+                    BOARD_RUNS.load(SeqCst),
+                    s.count(optimize::Outcome::Refreshed)
                 );
             }
             "quit" => {
@@ -242,4 +274,61 @@ fn taken_over(env: &[(&str, &str)]) {
     assert_eq!(number(&done, "waited"), 1, "{done}");
     assert_eq!(number(&done, "taken_over"), 1, "{done}");
     other.quit();
+}
+
+/// Refresh-ahead across instances: two processes hit the same key late in its ttl at once;
+/// one refreshes it (the lease), the other leaves it to the first.
+#[test]
+fn a_hot_key_is_refreshed_once_across_two_instances() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let env = [
+        ("OPTIMIZE_REDIS_URL", redis.url()),
+        ("OPTIMIZE_NAMESPACE", "refresh-once".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut a = spawn(&env);
+    let mut b = spawn(&env);
+    for i in [&mut a, &mut b] {
+        i.send("ready");
+        i.expect("ready");
+    }
+    // A computes the value; B reads it from Redis: both hold it, expiring together.
+    let filled = a.ask("board", "board");
+    assert_eq!(number(&filled, "runs"), 1);
+    let read = b.ask("board", "board");
+    assert_eq!(number(&read, "runs"), 0, "B read A's value: {read}");
+    // Past half the ttl, both hit at once: each returns at once, and one refresh runs.
+    std::thread::sleep(Duration::from_millis(1_700));
+    a.send("board");
+    b.send("board");
+    let (hit_a, hit_b) = (a.expect("board"), b.expect("board"));
+    assert_eq!(
+        field(&hit_a, "value"),
+        field(&filled, "value"),
+        "A served at once"
+    );
+    assert_eq!(
+        field(&hit_b, "value"),
+        field(&filled, "value"),
+        "B served at once"
+    );
+    // Wait (bounded) for the refresh, then count the runs of both.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (runs, refreshed) = loop {
+        let (ra, rb) = (
+            a.ask("board_runs", "board_runs"),
+            b.ask("board_runs", "board_runs"),
+        );
+        let refreshed = number(&ra, "refreshed") + number(&rb, "refreshed");
+        if refreshed >= 1 || std::time::Instant::now() > deadline {
+            break (number(&ra, "runs") + number(&rb, "runs"), refreshed);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(refreshed, 1, "one refresh");
+    assert_eq!(runs, 2, "the fill and one refresh, across both instances");
+    a.quit();
+    b.quit();
 }
