@@ -35,6 +35,7 @@ pub mod site;
 pub mod stats;
 pub mod task;
 pub mod time;
+pub mod warm;
 
 pub use meta::{Kind, Level, Priority, Tier, TierSet};
 pub use pool::io::TimedOut;
@@ -46,6 +47,7 @@ pub use runtime::{
 pub use site::Site;
 pub use stats::{FnStats, Histogram, Outcome};
 pub use task::{Task, TaskError, TaskHandle, TaskStatus};
+pub use warm::{WarmProgress, Warming};
 
 /// Every managed function's site, sorted by path (see [`Runtime::sites`]). Starts the
 /// runtime's lazy default when nothing was installed, as a managed call would.

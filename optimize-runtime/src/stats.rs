@@ -43,6 +43,9 @@ pub enum Outcome {
     /// Not a caller's call: a background run of the body (refresh-ahead, or one a soft
     /// timeout left running) that stored a fresh value.
     Refreshed,
+    /// Not a caller's call: a warming or prefetch call that ran the body and cached its
+    /// value.
+    Prefetched,
     /// Ran the body of a function that never caches (`cache = false`); it succeeded.
     Executed,
     /// Ran the body of a function that never caches; it returned `Err` or `None`.
@@ -51,7 +54,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::HitL1,
         Outcome::HitL2,
         Outcome::HitL3,
@@ -61,6 +64,7 @@ impl Outcome {
         Outcome::Panicked,
         Outcome::Stale,
         Outcome::Refreshed,
+        Outcome::Prefetched,
         Outcome::Executed,
         Outcome::Failed,
     ];
@@ -77,6 +81,7 @@ impl Outcome {
             Outcome::Panicked => "panic",
             Outcome::Stale => "stale",
             Outcome::Refreshed => "refreshed",
+            Outcome::Prefetched => "prefetched",
             Outcome::Executed => "executed",
             Outcome::Failed => "failed",
         }
@@ -571,6 +576,7 @@ impl FnStats {
             - self.count(Outcome::Executed)
             - self.count(Outcome::Failed)
             - self.count(Outcome::Refreshed)
+            - self.count(Outcome::Prefetched)
     }
 
     /// Calls not answered from a cache tier (they ran the body, or shared a concurrent run).
@@ -585,6 +591,7 @@ impl FnStats {
             + self.count(Outcome::Panicked)
             + self.count(Outcome::Stale)
             + self.count(Outcome::Refreshed)
+            + self.count(Outcome::Prefetched)
             + self.count(Outcome::Executed)
             + self.count(Outcome::Failed)
     }

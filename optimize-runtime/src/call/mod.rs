@@ -144,6 +144,11 @@ impl Site {
     /// Records a call that was timed, and traces it.
     #[inline]
     fn record(&self, outcome: Outcome, total: u64, compute: u64) {
+        // A warming or prefetch call that computed its value was nobody's call.
+        let outcome = match outcome {
+            Outcome::Computed if crate::warm::prefetching() => Outcome::Prefetched,
+            other => other,
+        };
         self.recorder.record(outcome, total, compute);
         self.trace_call(outcome, total);
     }
