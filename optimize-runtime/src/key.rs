@@ -251,6 +251,29 @@ impl KeyLayout {
         }
     }
 
+    /// `{namespace}:{fn_path}:v{version}:{schema:016x}:`: what every current entry's key
+    /// starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The arguments' key of an entry's key of this layout (`None` for any other key).
+    ///
+    /// ```
+    /// use optimize_runtime::key::{ArgsKey, KeyLayout};
+    ///
+    /// let layout = KeyLayout::new("app", "f", 1, 7);
+    /// assert_eq!(layout.args_of(&layout.key(ArgsKey(42))), Some(ArgsKey(42)));
+    /// assert_eq!(layout.args_of("app:g:v1:0000000000000007:00"), None);
+    /// ```
+    pub fn args_of(&self, key: &str) -> Option<ArgsKey> {
+        let hex = key.strip_prefix(&self.prefix)?;
+        (hex.len() == 32)
+            .then(|| u128::from_str_radix(hex, 16).ok())
+            .flatten()
+            .map(ArgsKey)
+    }
+
     /// The key of the entry for `args`.
     pub fn key(&self, args: ArgsKey) -> String {
         let mut key = String::with_capacity(self.prefix.len() + 32);

@@ -188,6 +188,41 @@ impl SledTier {
         });
     }
 
+    /// The `n` most recently written entries whose key starts with `prefix` (by the envelope's
+    /// creation time), newest first; entries whose header does not read are skipped. Holds at
+    /// most `n` values at a time, however many entries there are.
+    pub fn newest_with_prefix(&self, prefix: &str, n: usize) -> Vec<(String, sled::IVec)> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        if n == 0 {
+            return Vec::new();
+        }
+        let newest = self.guard("get", |db| {
+            // A min-heap on creation time: the oldest of the kept ones is dropped first.
+            let mut kept: BinaryHeap<Reverse<(u64, Vec<u8>)>> = BinaryHeap::with_capacity(n + 1);
+            for item in db.scan_prefix(prefix) {
+                let (key, bytes) = item?;
+                let Ok(header) = crate::codec::read_header(&bytes) else {
+                    continue;
+                };
+                kept.push(Reverse((header.created_at_ms, key.to_vec())));
+                if kept.len() > n {
+                    kept.pop();
+                }
+            }
+            let mut keys: Vec<(u64, Vec<u8>)> = kept.into_iter().map(|Reverse(k)| k).collect();
+            keys.sort_unstable_by_key(|k| Reverse(k.0));
+            let mut out = Vec::with_capacity(keys.len());
+            for (_, key) in keys {
+                if let (Ok(text), Some(bytes)) = (String::from_utf8(key.clone()), db.get(&key)?) {
+                    out.push((text, bytes));
+                }
+            }
+            Ok::<_, sled::Error>(out)
+        });
+        newest.unwrap_or_default()
+    }
+
     /// Whether any entry's key starts with `prefix`.
     pub fn has_prefix(&self, prefix: &str) -> bool {
         self.guard("get", |db| db.scan_prefix(prefix).next().transpose())

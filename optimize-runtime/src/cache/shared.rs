@@ -162,24 +162,57 @@ impl<V: Send + 'static> SharedStore<V> {
         &self.tiers
     }
 
-    fn accept(&self, tier: Tier, key: &str, bytes: &[u8], generation: u64) -> Option<Found<V>> {
+    /// Decodes an entry read from `tier`, checked against `generation`; why not, if not.
+    fn decode(
+        &self,
+        tier: Tier,
+        key: &str,
+        bytes: &[u8],
+        generation: u64,
+    ) -> Result<Found<V>, Reject> {
         let bound_to = codec::key_hash(key);
-        match (self.codec.decode)(
+        (self.codec.decode)(
             bytes,
             self.schema,
             bound_to,
             generation,
             unix_ms(),
             &self.options.envelope,
-        ) {
-            Ok((value, header)) => Some(Found {
-                value,
-                tier,
-                expiry: Expiry {
-                    fresh_until_ms: header.fresh_until_ms,
-                    expires_at_ms: header.expires_at_ms,
-                },
-            }),
+        )
+        .map(|(value, header)| Found {
+            value,
+            tier,
+            expiry: Expiry {
+                fresh_until_ms: header.fresh_until_ms,
+                expires_at_ms: header.expires_at_ms,
+            },
+        })
+    }
+
+    /// Warm restart: the function's newest L3 entries (at most `n`) that are valid and fresh
+    /// now, for L1. Entries that do not check are left alone (a tagged one, whose tags this
+    /// process does not know yet, is read normally later).
+    pub async fn newest_in_l3(&self, prefix: String, n: usize) -> Vec<(String, Found<V>)> {
+        let Some(l3) = self.tiers.l3().cloned().filter(|_| self.options.l3) else {
+            return Vec::new();
+        };
+        // What was invalidated while this instance was away must not come back.
+        self.tiers.backplane_caught_up().await;
+        let generation = self.known_generation(&[]).await;
+        let read = tokio::task::spawn_blocking(move || l3.newest_with_prefix(&prefix, n)).await;
+        let now = unix_ms();
+        read.unwrap_or_default()
+            .into_iter()
+            .filter_map(|(key, bytes)| {
+                let found = self.decode(Tier::L3, &key, &bytes, generation).ok()?;
+                (!found.is_stale(now)).then_some((key, found))
+            })
+            .collect()
+    }
+
+    fn accept(&self, tier: Tier, key: &str, bytes: &[u8], generation: u64) -> Option<Found<V>> {
+        match self.decode(tier, key, bytes, generation) {
+            Ok(found) => Some(found),
             Err(reason) => {
                 self.tiers.counters(tier).reject(reason);
                 tracing::debug!(%tier, %reason, key, "rejected a stored entry; deleting it");

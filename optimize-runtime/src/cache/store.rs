@@ -290,6 +290,32 @@ impl<V: CacheValue> FnStore<V> {
         self.l1.as_ref()?.get_live(key)
     }
 
+    /// Warm restart: copies the function's newest L3 entries (at most `n`) into L1, in the
+    /// background, once the backplane has caught up (so nothing invalidated meanwhile comes
+    /// back). Called once, when the store is created.
+    pub fn warm_from_l3(&'static self, n: usize) {
+        let (Some(shared), Some(_)) = (&self.shared, &self.l1) else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        let (shared, prefix) = (shared.clone(), self.keys.prefix().to_owned());
+        shared.tiers().clone().spawn(async move {
+            let mut warmed = 0;
+            for (key, found) in shared.newest_in_l3(prefix.clone(), n).await {
+                if let Some(args) = self.keys.args_of(&key) {
+                    // A value a call stored meanwhile is newer: kept.
+                    if self.l1_hit(args).is_none() {
+                        self.accept(args, found, 0);
+                        warmed += 1;
+                    }
+                }
+            }
+            tracing::debug!(prefix, warmed, "L1 prefilled from L3");
+        });
+    }
+
     /// A live L1 entry, and whether refresh-ahead wants it refreshed (it is in the last part
     /// of its ttl).
     #[inline]

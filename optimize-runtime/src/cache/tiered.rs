@@ -25,6 +25,9 @@ pub struct L3Options {
     pub max_bytes: u64,
     /// How often the sweeper runs.
     pub sweep_interval: Duration,
+    /// Warm restart: entries per function copied from L3 into L1 when the function's cache
+    /// is created (its first call), newest first; 0: none.
+    pub warm_l1: usize,
 }
 
 /// Settings of the shared tiers.
@@ -82,6 +85,7 @@ impl TierConfig {
             dir: dir.into(),
             max_bytes: Self::DEFAULT_L3_MAX_BYTES,
             sweep_interval: Self::DEFAULT_L3_SWEEP_INTERVAL,
+            warm_l1: 0,
         });
         self
     }
@@ -503,6 +507,13 @@ impl Tiers {
         {
             Ok(r) => r,
             Err(_) => L2Result::Failed,
+        }
+    }
+
+    /// Runs `fut` on the tiers' own runtime (nothing when they have none: no shared tier).
+    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Some(bg) = &self.background {
+            bg.handle.spawn(fut);
         }
     }
 

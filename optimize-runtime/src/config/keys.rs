@@ -162,6 +162,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("l3.dir", Type::Path),
     key("l3.max_size", Type::Size),
     duration("l3.sweep_interval", SECOND, DAY),
+    key("l3.warm_l1", Type::Int),
     aliased("tiers.lookup_order", Type::Order, "OPTIMIZE_LOOKUP_ORDER"),
     key("tiers.writeback_capacity", Type::Int),
     key("tiers.compress_above", Type::Size),

@@ -146,6 +146,8 @@ pub struct Config {
     pub l3_max_size: u64,
     /// L3 sweep interval.
     pub l3_sweep_interval: Duration,
+    /// Warm restart: entries per function copied from L3 into L1 at its first call (0: off).
+    pub l3_warm_l1: u64,
     /// Which shared tier a miss asks first.
     pub lookup_order: [Tier; 2],
     /// Write-behind queue capacity.
@@ -283,6 +285,7 @@ impl Default for Config {
             l3_dir: TierConfig::default_l3_dir(),
             l3_max_size: TierConfig::DEFAULT_L3_MAX_BYTES,
             l3_sweep_interval: TierConfig::DEFAULT_L3_SWEEP_INTERVAL,
+            l3_warm_l1: 0,
             lookup_order: [Tier::L2, Tier::L3],
             writeback_capacity: TierConfig::DEFAULT_WRITEBACK_CAPACITY,
             compress_above: EnvelopeOptions::default().compress_threshold as u64,
@@ -365,6 +368,7 @@ impl Config {
             ("l3.dir", V::Path(p)) => self.l3_dir = p,
             ("l3.max_size", V::Int(n)) => self.l3_max_size = n,
             ("l3.sweep_interval", V::Duration(d)) => self.l3_sweep_interval = d,
+            ("l3.warm_l1", V::Int(n)) => self.l3_warm_l1 = n,
             ("tiers.lookup_order", V::Order(o)) => self.lookup_order = o,
             ("tiers.writeback_capacity", V::Int(n)) => self.writeback_capacity = int(n),
             ("tiers.compress_above", V::Int(n)) => self.compress_above = n,
@@ -630,6 +634,7 @@ impl Config {
                 dir: self.l3_dir.clone(),
                 max_bytes: self.l3_max_size,
                 sweep_interval: self.l3_sweep_interval,
+                warm_l1: usize::try_from(self.l3_warm_l1).unwrap_or(usize::MAX),
             });
         }
         t.backplane = self.l2_backplane;

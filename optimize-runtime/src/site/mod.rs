@@ -394,6 +394,9 @@ impl Site {
                 if let (Some(budget), Some(member)) = (&self.env.l1_budget, store.budget_member()) {
                     budget.register(member);
                 }
+                if let Some(l3) = &self.env.tiers.config().l3 {
+                    store.warm_from_l3(l3.warm_l1);
+                }
                 (store, store)
             })
             .0
