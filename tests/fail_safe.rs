@@ -4,10 +4,15 @@
 //! reaches the caller. A `[functions]` table turns fail-safe on for a function, and one that
 //! asks it of a function whose entries never expire is refused.
 
+#[path = "support/bounded.rs"]
+mod bounded;
+#[path = "support/install.rs"]
+mod install;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use optimize::config::{Config, FnOverride};
+use optimize::config::FnOverride;
 use optimize::time::{Clock, MockClock};
 use optimize::Outcome;
 
@@ -69,35 +74,23 @@ fn busy(id: u64) -> Result<u64, String> {
     Ok(id * 10 + n)
 }
 
-/// Polls (bounded) until `ready`.
-fn eventually(what: &str, ready: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not within 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+/// The message of an install refused because of `o` in the table of `path`.
+fn refusal(path: &str, o: FnOverride) -> String {
+    optimize::install(install::quiet().function(path, o))
+        .map(|_| ())
+        .expect_err("refused")
+        .to_string()
 }
 
 fn install() -> (optimize::RuntimeGuard, MockClock) {
     let (clock, mock) = Clock::mock();
-    let guard = optimize::install(
-        Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            // Nothing from an earlier run on disk.
-            .set("l3.enabled", "false")
-            .clock(clock)
-            .function(
-                "fail_safe::rate",
-                FnOverride {
-                    fail_safe: Some(Duration::from_secs(60)),
-                    ..FnOverride::default()
-                },
-            ),
-    )
+    let guard = optimize::install(install::quiet().clock(clock).function(
+        "fail_safe::rate",
+        FnOverride {
+            fail_safe: Some(Duration::from_secs(60)),
+            ..FnOverride::default()
+        },
+    ))
     .unwrap_or_else(|e| panic!("{e}"));
     (guard, mock)
 }
@@ -105,69 +98,45 @@ fn install() -> (optimize::RuntimeGuard, MockClock) {
 #[test]
 fn fail_safe_serves_the_stale_value_when_the_body_fails() {
     // A table asking fail-safe of a function without expiry is refused, naming the key.
-    let refused = optimize::install(
-        Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            .function(
-                "fail_safe::forever",
-                FnOverride {
-                    fail_safe: Some(Duration::from_secs(60)),
-                    ..FnOverride::default()
-                },
-            ),
-    )
-    .map(|_| ())
-    .expect_err("refused")
-    .to_string();
+    let refused = refusal(
+        "fail_safe::forever",
+        FnOverride {
+            fail_safe: Some(Duration::from_secs(60)),
+            ..FnOverride::default()
+        },
+    );
     assert!(
         refused.contains("functions.\"fail_safe::forever\".fail_safe")
             && refused.contains("never expire"),
         "{refused}"
     );
     // So is one for a function that keeps nothing in L1.
-    let refused = optimize::install(
-        Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            .function(
-                "fail_safe::rate",
-                FnOverride {
-                    fail_safe: Some(Duration::from_secs(60)),
-                    tiers: Some(optimize::TierSet {
-                        l1: false,
-                        l2: true,
-                        l3: false,
-                    }),
-                    ..FnOverride::default()
-                },
-            ),
-    )
-    .map(|_| ())
-    .expect_err("refused")
-    .to_string();
+    let refused = refusal(
+        "fail_safe::rate",
+        FnOverride {
+            fail_safe: Some(Duration::from_secs(60)),
+            tiers: Some(optimize::TierSet {
+                l1: false,
+                l2: true,
+                l3: false,
+            }),
+            ..FnOverride::default()
+        },
+    );
     assert!(
         refused.contains("functions.\"fail_safe::rate\".fail_safe") && refused.contains("L1"),
         "{refused}"
     );
 
     // And one setting soft_timeout or refresh_ahead for a function whose attribute has none.
-    let refused = optimize::install(
-        Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            .function(
-                "fail_safe::quote",
-                FnOverride {
-                    soft_timeout: Some(Duration::from_millis(100)),
-                    refresh_ahead: Some(0.8),
-                    ..FnOverride::default()
-                },
-            ),
-    )
-    .map(|_| ())
-    .expect_err("refused")
-    .to_string();
+    let refused = refusal(
+        "fail_safe::quote",
+        FnOverride {
+            soft_timeout: Some(Duration::from_millis(100)),
+            refresh_ahead: Some(0.8),
+            ..FnOverride::default()
+        },
+    );
     for key in ["soft_timeout", "refresh_ahead"] {
         assert!(
             refused.contains(&format!("functions.\"fail_safe::quote\".{key}"))
@@ -266,11 +235,11 @@ fn fail_safe_serves_the_stale_value_when_the_body_fails() {
     mock.increment(Duration::from_secs(11));
     busy_gate(false);
     let holder = std::thread::spawn(|| busy(2));
-    eventually("the first call holds the slot", || {
+    bounded::until("the first call holds the slot", || {
         BUSY_RUNS.load(SeqCst) == 2
     });
     let queued = std::thread::spawn(|| busy(3));
-    eventually("a second call waits", || {
+    bounded::until("a second call waits", || {
         busy_cache()
             .concurrency_stats()
             .is_some_and(|s| s.queued_total() == 1)

@@ -3,11 +3,16 @@
 //! stale value and refreshes the cache when it finishes; a hot key under 200 concurrent
 //! callers is refreshed once per window in the background and never makes a caller wait.
 
+#[path = "support/bounded.rs"]
+mod bounded;
+#[path = "support/install.rs"]
+mod install;
+
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use optimize::config::{Config, FnOverride};
+use optimize::config::FnOverride;
 use optimize::time::{Clock, MockClock};
 use optimize::Outcome;
 
@@ -80,32 +85,15 @@ fn calm(id: u64) -> u64 {
     id + HOT_RUNS.fetch_add(1, SeqCst)
 }
 
-/// Polls `f` (bounded) until it returns true.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn install() -> (optimize::RuntimeGuard, MockClock) {
     let (clock, mock) = Clock::mock();
-    let guard = optimize::install(
-        Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            // Nothing from an earlier run on disk.
-            .set("l3.enabled", "false")
-            .clock(clock)
-            .function(
-                "freshness::calm",
-                FnOverride {
-                    refresh_ahead: Some(0.0),
-                    ..FnOverride::default()
-                },
-            ),
-    )
+    let guard = optimize::install(install::quiet().clock(clock).function(
+        "freshness::calm",
+        FnOverride {
+            refresh_ahead: Some(0.0),
+            ..FnOverride::default()
+        },
+    ))
     .unwrap_or_else(|e| panic!("{e}"));
     (guard, mock)
 }
@@ -130,7 +118,7 @@ fn slow_bodies_and_hot_keys() {
         Ok(first),
         "the stale value, within the soft timeout"
     );
-    eventually("the body started", || RUNS.load(SeqCst) == runs + 1);
+    bounded::until("the body started", || RUNS.load(SeqCst) == runs + 1);
     // While it runs in the background, callers get the stale value at once; no second run.
     for _ in 0..20 {
         assert_eq!(rt.block_on(price(1)), Ok(first));
@@ -145,7 +133,7 @@ fn slow_bodies_and_hot_keys() {
     opener.join().unwrap();
     assert_eq!(fresh_key / 1000, 2, "its own body's value");
     // The background run finished once the gate opened: the cache has the new value.
-    eventually("the refreshed value served", || {
+    bounded::until("the refreshed value served", || {
         rt.block_on(price(1)).is_ok_and(|v| v != first)
     });
     let s = price_cache().stats();
@@ -168,7 +156,7 @@ fn slow_bodies_and_hot_keys() {
         "still running: the stale value at once"
     );
     GATE.set(true);
-    eventually("the refreshed value served (sync)", || {
+    bounded::until("the refreshed value served (sync)", || {
         price_sync(3).is_ok_and(|v| v != first)
     });
     assert_eq!(price_sync_cache().stats().count(Outcome::Refreshed), 1);
@@ -194,9 +182,9 @@ fn slow_bodies_and_hot_keys() {
             served.iter().all(|v| *v == expected),
             "window {window}: {served:?}"
         );
-        eventually("the refresh started", || HOT_RUNS.load(SeqCst) > window);
+        bounded::until("the refresh started", || HOT_RUNS.load(SeqCst) > window);
         HOT_GATE.set(true);
-        eventually("the refresh stored", || {
+        bounded::until("the refresh stored", || {
             hot_cache().stats().count(Outcome::Refreshed) == window
         });
         assert_eq!(

@@ -3,10 +3,14 @@
 //! runs; async warming; a prefetch returns at once and fills the cache; warming and prefetch
 //! calls that ran the body count as `prefetched`, not as callers' calls.
 
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use std::time::{Duration, Instant};
+#[path = "support/bounded.rs"]
+mod bounded;
+#[path = "support/install.rs"]
+mod install;
 
-use optimize::config::Config;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::time::Duration;
+
 use optimize::Outcome;
 
 static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -29,23 +33,9 @@ async fn stock(id: u64) -> Option<u64> {
     (!id.is_multiple_of(10)).then_some(id)
 }
 
-fn eventually(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ready() {
-        assert!(Instant::now() < deadline, "{what}: not within 20 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn warming_and_prefetching() {
-    let guard = optimize::install(
-        Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            .set("l3.enabled", "false"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let guard = optimize::install(install::quiet()).unwrap_or_else(|e| panic!("{e}"));
 
     // 10,000 argument sets, 1% failing (one of them by panicking): the rest are cached.
     let report = price_cache().warm(0..10_000u64, |id| price(id).is_ok());
@@ -91,7 +81,7 @@ fn warming_and_prefetching() {
     price_cache().prefetch(|| {
         let _ = price(50_001);
     });
-    eventually("the prefetched value cached", || {
+    bounded::until("the prefetched value cached", || {
         price_cache().stats().count(Outcome::Prefetched) == 9_899 + 1_980 + 1
     });
     assert_eq!(price(50_001), Ok(100_002));
@@ -105,6 +95,6 @@ fn warming_and_prefetching() {
             let _ = stock(9_999).await;
         });
     });
-    eventually("the async prefetch cached", || stock_cache().len() == 451);
+    bounded::until("the async prefetch cached", || stock_cache().len() == 451);
     drop(guard);
 }
