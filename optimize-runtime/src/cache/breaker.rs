@@ -198,6 +198,13 @@ impl Breakers {
             .count()
     }
 
+    /// Closes every breaker (a fresh connection deserves a fresh start).
+    pub fn reset(&self) {
+        for b in self.0.iter() {
+            b.on_success();
+        }
+    }
+
     /// How many times any of them opened.
     pub fn opened_total(&self) -> u64 {
         self.0.iter().map(Breaker::opened_total).sum()

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::cache::backplane::{Channel, Notice};
 use crate::cache::breaker::{Breaker, BreakerState, Breakers};
 use crate::cache::lease::{Lease, LeaseState};
-use crate::cache::redis_conn::{Connection, Endpoint, Timeouts};
+use crate::cache::redis_conn::{Connection, Endpoint, Replaceable, Timeouts};
 use crate::cache::TierCounters;
 
 /// A Redis URL whose password is never printed. `redis://`, `rediss://` (TLS) and
@@ -177,16 +177,22 @@ impl RedisOptions {
 /// The L2 tier.
 pub struct RedisTier {
     url: RedisUrl,
-    conn: Arc<OnceLock<Connection>>,
+    conn: Arc<OnceLock<Replaceable>>,
     /// A second connection for values larger than [`FIRST_READ`]: their bytes never queue
     /// in front of the small reads that share the first.
-    bulk: Arc<OnceLock<Connection>>,
+    bulk: Arc<OnceLock<Replaceable>>,
+    /// Where the connections were made, to make them again (a stuck cluster connection).
+    endpoint: Arc<OnceLock<(Endpoint, Timeouts)>>,
+    /// When an operation last succeeded ([`Clock`] nanoseconds).
+    last_success: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the connections are being made again.
+    rebuilding: Arc<std::sync::atomic::AtomicBool>,
     /// Becomes `true` when the first connection attempt has finished, either way.
     first_attempt: tokio::sync::watch::Receiver<bool>,
     connect_timeout: Duration,
     op_timeout: Duration,
     /// One breaker, or on a cluster one per group of slots.
-    breakers: Breakers,
+    breakers: Arc<Breakers>,
     counters: TierCounters,
     clock: Clock,
     /// The largest entry a read returns in full (bytes).
@@ -222,16 +228,21 @@ impl RedisTier {
     ) -> Self {
         let conn = Arc::new(OnceLock::new());
         let bulk = Arc::new(OnceLock::new());
+        let endpoint = Arc::new(OnceLock::new());
+        let last_success = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let missing_rights = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (attempted, first_attempt) = tokio::sync::watch::channel(false);
         let tier = Self {
             url: options.url.clone(),
             bulk: bulk.clone(),
             conn: conn.clone(),
+            endpoint: endpoint.clone(),
+            last_success: last_success.clone(),
+            rebuilding: Arc::default(),
             first_attempt,
             connect_timeout: connect_timeout(&options),
             op_timeout: options.op_timeout,
-            breakers: if options.cluster {
+            breakers: Arc::new(if options.cluster {
                 Breakers::per_slot_group(
                     options.breaker_threshold,
                     options.breaker_cooldown,
@@ -243,7 +254,7 @@ impl RedisTier {
                     options.breaker_cooldown,
                     clock.clone(),
                 )
-            },
+            }),
             counters: counters.clone(),
             clock,
             max_read: max_entry_bytes.saturating_add(crate::codec::HEADER_LEN),
@@ -256,8 +267,15 @@ impl RedisTier {
             namespace: namespace.to_owned(),
             missing: missing_rights,
         };
+        let made = Made {
+            conn,
+            bulk,
+            endpoint,
+            last_success,
+            clock: tier.clock.clone(),
+        };
         runtime.spawn(connect_until_connected(
-            options, conn, bulk, counters, attempted, probe,
+            options, made, counters, attempted, probe,
         ));
         tier
     }
@@ -321,7 +339,7 @@ impl RedisTier {
             breaker.on_failure();
             return L2Result::Skipped;
         };
-        let mut conn = conn.clone();
+        let mut conn = conn.get();
         let started = self.clock.now_nanos();
         let result = tokio::time::timeout(self.op_timeout, f(&mut conn)).await;
         self.counters
@@ -329,6 +347,8 @@ impl RedisTier {
         match result {
             Ok(Ok(v)) => {
                 breaker.on_success();
+                self.last_success
+                    .store(self.clock.now_nanos(), std::sync::atomic::Ordering::Relaxed);
                 L2Result::Done(v)
             }
             Ok(Err(e)) => {
@@ -345,9 +365,67 @@ impl RedisTier {
             }
             Err(_) => {
                 self.failed(breaker, op, "timed out");
+                self.rebuild_if_stuck();
                 L2Result::Failed
             }
         }
+    }
+
+    /// A cluster connection on which nothing has succeeded for [`STUCK_AFTER`] while
+    /// operations time out is made again (in the background, once at a time): the `redis`
+    /// crate's cluster connection can stay stuck in its own recovery after a node fails.
+    fn rebuild_if_stuck(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.breakers.is_per_slot() {
+            // One server: the connection manager reconnects by itself.
+            return;
+        }
+        let now = self.clock.now_nanos();
+        let stuck = STUCK_AFTER.as_nanos() as u64;
+        if now.saturating_sub(self.last_success.load(Relaxed)) < stuck
+            || self.rebuilding.swap(true, Relaxed)
+        {
+            return;
+        }
+        let (Some((endpoint, timeouts)), Ok(runtime)) = (
+            self.endpoint.get().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            self.rebuilding.store(false, Relaxed);
+            return;
+        };
+        let (conn, bulk, rebuilding) = (
+            self.conn.clone(),
+            self.bulk.clone(),
+            self.rebuilding.clone(),
+        );
+        let breakers = self.breakers.clone();
+        let (last_success, clock, url) = (
+            self.last_success.clone(),
+            self.clock.clone(),
+            self.url.clone(),
+        );
+        runtime.spawn(async move {
+            if let Ok(fresh) = endpoint.shared(timeouts).await {
+                tracing::warn!(url = %url, "L2 (redis) cluster connection stopped answering; made again");
+                if let Some(slot) = conn.get() {
+                    slot.replace(fresh);
+                }
+                let bulk_timeouts = Timeouts {
+                    response: bulk_timeout(timeouts.response),
+                    ..timeouts
+                };
+                if let (Some(slot), Ok(fresh)) = (bulk.get(), endpoint.shared(bulk_timeouts).await)
+                {
+                    slot.replace(fresh);
+                }
+                // A fresh start: judged stuck again only after another full period, and
+                // tried again at once on every slot (a failed node's reopen after 5 failures).
+                last_success.store(clock.now_nanos(), Relaxed);
+                breakers.reset();
+            }
+            rebuilding.store(false, Relaxed);
+        });
     }
 
     fn failed(&self, breaker: &Breaker, op: &'static str, error: &str) {
@@ -392,7 +470,7 @@ impl RedisTier {
         if bytes.len() <= self.first_last() || self.first_last() >= self.max_read {
             return Some(bytes);
         }
-        let mut conn = self.bulk.get().or_else(|| self.conn.get())?.clone();
+        let mut conn = self.bulk.get().or_else(|| self.conn.get())?.get();
         let started = self.clock.now_nanos();
         let read = tokio::time::timeout(
             bulk_timeout(self.op_timeout),
@@ -960,6 +1038,19 @@ fn escape_glob(s: &str) -> String {
     out
 }
 
+/// How long a cluster connection may time out on everything, with no success at all, before
+/// it is made again.
+pub const STUCK_AFTER: Duration = Duration::from_secs(2);
+
+/// What the connecting task fills in for the tier.
+struct Made {
+    conn: Arc<OnceLock<Replaceable>>,
+    bulk: Arc<OnceLock<Replaceable>>,
+    endpoint: Arc<OnceLock<(Endpoint, Timeouts)>>,
+    last_success: Arc<std::sync::atomic::AtomicU64>,
+    clock: Clock,
+}
+
 /// How many bytes a read asks for first; a value that fills them is read again whole on the
 /// bulk connection.
 pub const FIRST_READ: usize = 64 << 10;
@@ -975,8 +1066,7 @@ fn connect_timeout(options: &RedisOptions) -> Duration {
 
 async fn connect_until_connected(
     options: RedisOptions,
-    slot: Arc<OnceLock<Connection>>,
-    bulk: Arc<OnceLock<Connection>>,
+    made: Made,
     counters: TierCounters,
     attempted: tokio::sync::watch::Sender<bool>,
     probe: RightsProbe,
@@ -1002,7 +1092,10 @@ async fn connect_until_connected(
         match endpoint.shared(timeouts).await {
             Ok(conn) => {
                 let mut probing = conn.clone();
-                let _ = slot.set(conn);
+                made.last_success
+                    .store(made.clock.now_nanos(), std::sync::atomic::Ordering::Relaxed);
+                let _ = made.endpoint.set((endpoint.clone(), timeouts));
+                let _ = made.conn.set(Replaceable::new(conn));
                 let _ = attempted.send(true);
                 tracing::info!(url = %options.url, cluster = options.cluster, "L2 (redis) connected");
                 probe.run(&mut probing, &options.url).await;
@@ -1012,7 +1105,7 @@ async fn connect_until_connected(
                     ..timeouts
                 };
                 if let Ok(conn) = endpoint.shared(bulk_timeouts).await {
-                    let _ = bulk.set(conn);
+                    let _ = made.bulk.set(Replaceable::new(conn));
                 }
                 return;
             }

@@ -205,6 +205,34 @@ impl Endpoint {
     }
 }
 
+/// A connection that can be replaced while in use: a cluster connection can get stuck in its
+/// own recovery after a node fails (every request then times out, on every node; redis-rs
+/// issue #2092), and is then rebuilt.
+pub struct Replaceable(std::sync::RwLock<Connection>);
+
+impl Replaceable {
+    /// Holds `conn`.
+    pub fn new(conn: Connection) -> Self {
+        Self(std::sync::RwLock::new(conn))
+    }
+
+    /// A handle on the current connection.
+    pub fn get(&self) -> Connection {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `conn` in place of the current connection.
+    pub fn replace(&self, conn: Connection) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+    }
+}
+
 /// A connection to one node or to a cluster; commands go through it the same way.
 #[derive(Clone)]
 pub enum Connection {
