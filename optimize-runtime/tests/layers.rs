@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["monitor"],
     &["config"],
     &["runtime"],
-    &["call", "task"],
+    &["call", "task", "warm"],
     &["lib", "fuzz"],
 ];
 
