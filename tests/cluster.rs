@@ -233,7 +233,6 @@ fn a_replica_takes_over_a_killed_master() {
     let victim = generations_master(&cluster, "cluster-failover");
     child.ask("load 14", "loading");
     std::thread::sleep(Duration::from_secs(3));
-    let killed = Instant::now();
     cluster.node(victim).kill();
     let promoted = cluster.wait_until("a replica promoted", RedisCluster::serves_every_slot);
     let done = child.expect_skipping("done");
@@ -241,7 +240,6 @@ fn a_replica_takes_over_a_killed_master() {
         "16 callers, 14 s, a master killed at 3 s (one replica each): every slot served again after {:.1} s; {done}",
         promoted.as_secs_f64()
     );
-    assert!(killed.elapsed() > promoted);
     assert_eq!(Instance::number(&done, "errors"), 0, "{done}");
     assert_eq!(Instance::number(&done, "wrong"), 0, "{done}");
     assert_eq!(Instance::number(&done, "panicked"), 0, "{done}");

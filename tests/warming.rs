@@ -38,7 +38,9 @@ fn warming_and_prefetching() {
     let guard = optimize::install(install::quiet()).unwrap_or_else(|e| panic!("{e}"));
 
     // 10,000 argument sets, 1% failing (one of them by panicking): the rest are cached.
-    let report = price_cache().warm(0..10_000u64, |id| price(id).is_ok());
+    let report = bounded::within("warming 10,000 argument sets", || {
+        price_cache().warm(0..10_000u64, |id| price(id).is_ok())
+    });
     assert_eq!(
         (report.done, report.failed, report.finished),
         (10_000, 101, true)
@@ -57,7 +59,8 @@ fn warming_and_prefetching() {
     // In the background: the handle reports progress, then the end.
     price_cache().invalidate_all();
     let warming = price_cache().warm_in_background(0..2_000u64, |id| price(id).is_ok());
-    let report = warming.wait();
+    let waiting = warming.clone();
+    let report = bounded::within("the background warming", move || waiting.wait());
     assert_eq!(
         (report.done, report.failed, report.finished),
         (2_000, 20, true)
@@ -70,9 +73,13 @@ fn warming_and_prefetching() {
         .enable_all()
         .build()
         .unwrap();
-    let report = rt.block_on(
-        stock_cache().warm_async(0..500u64, |id| async move { stock(id).await.is_some() }),
-    );
+    let report = rt.block_on(async {
+        let warming =
+            stock_cache().warm_async(0..500u64, |id| async move { stock(id).await.is_some() });
+        tokio::time::timeout(bounded::BOUND, warming)
+            .await
+            .expect("the async warming within the bound")
+    });
     assert_eq!((report.done, report.failed), (500, 50));
     assert_eq!(stock_cache().len(), 450);
 

@@ -77,6 +77,14 @@ struct BackgroundRuns {
     limit: usize,
 }
 
+impl BackgroundRuns {
+    fn running(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<ArgsKey>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Whether a background run could start.
 pub enum Background<V: 'static> {
     /// Started: the run, which ends when dropped.
@@ -95,12 +103,7 @@ pub struct BackgroundRun<V: 'static> {
 
 impl<V> Drop for BackgroundRun<V> {
     fn drop(&mut self) {
-        self.store
-            .background
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.key);
+        self.store.background.running().remove(&self.key);
     }
 }
 
@@ -330,11 +333,7 @@ impl<V: CacheValue> FnStore<V> {
     /// Starts a background run of `key`'s body, unless one runs already or the function's
     /// limit of them do.
     pub fn start_background(&'static self, key: ArgsKey) -> Background<V> {
-        let mut running = self
-            .background
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut running = self.background.running();
         if running.contains(&key) {
             return Background::Running;
         }
@@ -347,11 +346,7 @@ impl<V: CacheValue> FnStore<V> {
 
     /// Whether `key`'s body runs in the background now.
     pub fn in_background(&self, key: ArgsKey) -> bool {
-        self.background
-            .running
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&key)
+        self.background.running().contains(&key)
     }
 
     /// What storing a background refresh's value needs (as a lookup would have returned),

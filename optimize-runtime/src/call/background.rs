@@ -95,13 +95,12 @@ impl Site {
         Before::Miss
     }
 
-    /// A call answered at once with the value fail-safe keeps.
+    /// A call answered at once with the value fail-safe keeps (it ran no body).
     fn stale_now<P: ReturnPolicy>(&self, policy: P, value: P::Cached, start: u64) -> P::Output
     where
         P::Cached: CacheValue,
     {
-        self.record(Outcome::Stale, self.now().saturating_sub(start), 0);
-        policy.rebuild(value)
+        self.serve_stale(policy, value, start, self.now())
     }
 
     /// Stores a background run's value; whether it was cacheable.
