@@ -2,7 +2,8 @@
 # The comparison command: every figure next to its baseline, all measured in this run on this
 # machine (L1 hits vs HashMap, quick_cache, moka and `cached` on one and two threads; L2 and L3
 # hits vs raw redis GET and raw sled get; the miss path; single-flight; io p99 under cpu load,
-# routed vs naive; invalidation propagation between instances; the demo workload).
+# routed vs naive; invalidation propagation between instances; predictive prefetch's hit ratio
+# with and without a model; the demo workload).
 # Full criterion output goes to target/bench-*.log; the summaries are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,11 @@ echo
 echo "==> io p99 while cpu calls saturate the machine (cargo bench --bench pools)"
 cargo bench --bench pools > target/bench-pools.log 2>&1 || { tail -30 target/bench-pools.log; exit 1; }
 sed -n '/^io p99/p;/^summary/,$p' target/bench-pools.log
+
+echo
+echo "==> predictive prefetch: hit ratio with and without a model (cargo bench --bench predict)"
+cargo bench --bench predict > target/bench-predict.log 2>&1 || { tail -30 target/bench-predict.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-predict.log
 
 echo
 echo "==> the demo workload (cargo run --release --example demo)"

@@ -93,6 +93,12 @@ pub(crate) struct Args {
     pub(crate) refresh_ahead: Option<(f64, syn::LitFloat)>,
     /// `stale_if_busy = 100`, and the literal for error spans.
     pub(crate) stale_if_busy: Option<(u64, LitInt)>,
+    /// `predict = "markov"` or `"sequential(arg)"`, and the literal for error spans.
+    pub(crate) predict: Option<(Predict, LitStr)>,
+    /// `predict_confidence = 0.6`.
+    pub(crate) predict_confidence: Option<(f64, syn::LitFloat)>,
+    /// `predict_depth = 2`.
+    pub(crate) predict_depth: Option<(u32, LitInt)>,
     pub(crate) l3_ttl: Option<(Duration, LitStr)>,
     pub(crate) compress_above: Option<(u32, LitStr)>,
     /// `level = "ultra"`: the `config::Level` variant.
@@ -120,6 +126,15 @@ pub(crate) struct Args {
     pub(crate) tags: Option<Vec<TagTemplate>>,
     /// Every option written, by its name token (for "no effect with ..." errors).
     pub(crate) given: Vec<Ident>,
+}
+
+/// The model of `predict = "..."`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Predict {
+    /// The next key after each key.
+    Markov,
+    /// A constant step in an integer argument: the one named, else the only one.
+    Sequential(Option<String>),
 }
 
 /// One tag of `tags = [...]`: the literal and the arguments its placeholders name.
@@ -353,8 +368,33 @@ fn lit_str(value: &Expr, option: &str, errors: &mut Errors) -> Option<LitStr> {
     }
 }
 
-/// A number strictly between 0 and 1, written as a float literal (`0.8`).
-fn fraction(value: &Expr, option: &str, errors: &mut Errors) -> Option<(f64, syn::LitFloat)> {
+/// The deepest `predict_depth` (the runtime's `Prediction::MAX_DEPTH`).
+const MAX_PREDICT_DEPTH: u32 = 16;
+
+/// `markov`, `sequential` or `sequential(name)`.
+fn parse_predict(text: &str) -> Option<Predict> {
+    let text = text.trim();
+    if text == "markov" {
+        return Some(Predict::Markov);
+    }
+    let rest = text.strip_prefix("sequential")?.trim();
+    if rest.is_empty() {
+        return Some(Predict::Sequential(None));
+    }
+    let name = rest.strip_prefix('(')?.strip_suffix(')')?.trim();
+    syn::parse_str::<Ident>(name)
+        .ok()
+        .map(|_| Predict::Sequential(Some(name.to_owned())))
+}
+
+/// A number strictly between 0 and 1, written as a float literal (`0.8`); `meaning` says
+/// what it is in the error.
+fn fraction(
+    value: &Expr,
+    option: &str,
+    meaning: &str,
+    errors: &mut Errors,
+) -> Option<(f64, syn::LitFloat)> {
     match value {
         Expr::Lit(syn::ExprLit {
             lit: syn::Lit::Float(f),
@@ -365,7 +405,7 @@ fn fraction(value: &Expr, option: &str, errors: &mut Errors) -> Option<(f64, syn
                 errors.at(
                     f,
                     format!(
-                        "`{option}` is a fraction of the ttl between 0 and 1 (exclusive): {}",
+                        "`{option}` is {meaning} between 0 and 1 (exclusive): {}",
                         example(option)
                     ),
                 );
@@ -610,13 +650,49 @@ pub(crate) fn parse_size(text: &str) -> Option<u64> {
 }
 
 fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
+    // A value passed through a `macro_rules!` fragment (`$capacity:literal`) arrives wrapped
+    // in an invisible group.
+    let mut value = value;
+    while let Expr::Group(group) = value {
+        value = *group.expr;
+    }
     match option {
         "ttl" => args.ttl = duration(&value, option, errors),
         "l2_ttl" => args.l2_ttl = duration(&value, option, errors),
         "fail_safe" => args.fail_safe = duration(&value, option, errors),
         "fail_safe_throttle" => args.fail_safe_throttle = duration(&value, option, errors),
         "soft_timeout" => args.soft_timeout = duration(&value, option, errors),
-        "refresh_ahead" => args.refresh_ahead = fraction(&value, option, errors),
+        "refresh_ahead" => {
+            args.refresh_ahead = fraction(&value, option, "a fraction of the ttl", errors)
+        }
+        "predict_confidence" => {
+            args.predict_confidence = fraction(&value, option, "a confidence", errors)
+        }
+        "predict_depth" => match lit_int::<u32>(&value, option, errors) {
+            Some((n, lit)) if n == 0 || n > MAX_PREDICT_DEPTH => errors.at(
+                &lit,
+                format!("`predict_depth` is how many calls ahead to prefetch: a number from 1 to {MAX_PREDICT_DEPTH}"),
+            ),
+            Some(found) => args.predict_depth = Some(found),
+            None => {}
+        },
+        "predict" => {
+            let Some(lit) = lit_str(&value, option, errors) else {
+                return;
+            };
+            match parse_predict(&lit.value()) {
+                Some(model) => args.predict = Some((model, lit)),
+                None => errors.at(
+                    &lit,
+                    format!(
+                        "unknown model {:?}; write `predict = \"markov\"` (the next key after \
+                         each key) or `predict = \"sequential(page)\"` (a steady step in the \
+                         integer argument `page`)",
+                        lit.value()
+                    ),
+                ),
+            }
+        }
         "l3_ttl" => args.l3_ttl = duration(&value, option, errors),
         "tiers" => {
             let Some(lit) = lit_str(&value, option, errors) else {

@@ -6,7 +6,7 @@
 use syn::visit::Visit;
 use syn::{GenericParam, Ident, Type};
 
-use crate::args::{Args, Kind};
+use crate::args::{Args, Kind, Predict};
 use crate::errors::Errors;
 use crate::model::Shape;
 use crate::options::{self, Kinds};
@@ -40,6 +40,64 @@ pub(crate) fn all(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
     tier_options_need_their_tier(args, errors);
     fail_safe_needs_an_expiry(args, errors);
     background_needs_owned_arguments(args, shape, errors);
+    predict_fits_the_function(args, shape, errors);
+}
+
+/// `predict` calls the function again, later and on another thread, with arguments the model
+/// kept: the arguments must be owned, there must be some, and a sequential model needs to
+/// know which one steps. Its tuning options need it.
+fn predict_fits_the_function(args: &Args, shape: &Shape<'_>, errors: &mut Errors) {
+    if !args.cache {
+        return;
+    }
+    let Some((model, lit)) = &args.predict else {
+        if let Some((_, lit)) = &args.predict_confidence {
+            errors.at(lit, "`predict_confidence` tunes `predict`, which is not set; add `predict = \"markov\"` (or `\"sequential(arg)\"`)");
+        }
+        if let Some((_, lit)) = &args.predict_depth {
+            errors.at(lit, "`predict_depth` tunes `predict`, which is not set; add `predict = \"markov\"` (or `\"sequential(arg)\"`)");
+        }
+        return;
+    };
+    if shape.receiver.is_some() {
+        errors.at(lit, "`predict` calls the function again on a prefetch thread, after this call returned, so it cannot borrow `self`; put it in a free function that takes owned values (e.g. an `Arc` of what `self` holds)");
+        return;
+    }
+    if shape.params.iter().any(|p| mentions_lifetime(&p.ty)) {
+        errors.at(lit, "`predict` keeps arguments to call the function with later, so they must be owned: take `String` instead of `&str`, `Vec<T>` instead of `&[T]`");
+        return;
+    }
+    if shape.params.is_empty() {
+        errors.at(lit, "`predict` guesses the next arguments, and this function takes none (it has one key); remove `predict`");
+        return;
+    }
+    match model {
+        Predict::Markov => {}
+        Predict::Sequential(None) if shape.params.len() != 1 => {
+            let names: Vec<String> = shape.named.iter().map(ToString::to_string).collect();
+            errors.at(
+                lit,
+                format!(
+                    "name the integer argument that steps, one of {}: `predict = \"sequential({})\"`",
+                    names.join(", "),
+                    names.last().map_or("arg", String::as_str)
+                ),
+            );
+        }
+        Predict::Sequential(None) => {}
+        Predict::Sequential(Some(name)) => {
+            if !shape.named.iter().any(|n| n == name) {
+                let names: Vec<String> = shape.named.iter().map(ToString::to_string).collect();
+                errors.at(
+                    lit,
+                    format!(
+                        "no argument named `{name}`; name one of the function's arguments: {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// `soft_timeout` and `refresh_ahead` let the body run after the call returned, so it must own

@@ -145,16 +145,39 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         }
     };
 
-    let main = quote! {
-        #(#attrs)*
-        #vis #outer_sig {
-            #main_statics
-            #key_before
-            #tags
-            #(#destructure)*
-            #key_after
-            #policy
-            #call
+    let main = match &plan.options.predict {
+        None => quote! {
+            #(#attrs)*
+            #vis #outer_sig {
+                #main_statics
+                #key_before
+                #tags
+                #(#destructure)*
+                #key_after
+                #policy
+                #call
+            }
+        },
+        Some((model, _)) => {
+            let run_body = quote! {
+                #key_before
+                #tags
+                #(#destructure)*
+                #key_after
+                #policy
+                #call
+            };
+            let key_of = key_of_tokens(plan, &key_before, &key_after, &destructure);
+            let parts = Predicting {
+                attrs: &attrs,
+                vis: &vis,
+                sig: &outer_sig,
+                statics: &main_statics,
+                run_body,
+                key_of,
+                stepper: stepper_tokens(plan, model),
+            };
+            predicting_main(plan, parts)
         }
     };
 
@@ -208,6 +231,164 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
                 ::core::option::Option::None => false,
             }
         }
+    }
+}
+
+/// The pieces of a function with `predict` that [`predicting_main`] puts together.
+struct Predicting<'a> {
+    attrs: &'a [syn::Attribute],
+    vis: &'a syn::Visibility,
+    sig: &'a syn::Signature,
+    statics: &'a TokenStream,
+    /// What the function does today, from the key to the call.
+    run_body: TokenStream,
+    key_of: TokenStream,
+    stepper: TokenStream,
+}
+
+/// A function with `predict`: its call becomes a closure of its arguments (`__optimize_run`),
+/// so the prefetch of a predicted argument set can make the very same call without naming the
+/// function (`f` or `Self::f`, which the attribute cannot tell apart). Before each call, the
+/// runtime's model learns from it and starts the prefetches it expects.
+fn predicting_main(plan: &Plan, p: Predicting<'_>) -> TokenStream {
+    let ret = &plan.ret;
+    let (attrs, vis, statics, run_body, key_of, stepper) = (
+        p.attrs,
+        p.vis,
+        p.statics,
+        &p.run_body,
+        &p.key_of,
+        &p.stepper,
+    );
+    // The closure takes the arguments as the signature binds them (`mut` included); the
+    // function itself only hands them over.
+    let closure_params: Vec<TokenStream> = p
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|i| match i {
+            FnArg::Typed(pt) => Some(pt.to_token_stream()),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let mut sig = p.sig.clone();
+    for input in sig.inputs.iter_mut() {
+        if let FnArg::Typed(pt) = input {
+            if let Pat::Ident(pi) = &mut *pt.pat {
+                pi.mutability = None;
+            }
+        }
+    }
+    let bindings: Vec<&syn::Ident> = plan.params.iter().map(|p| &p.binding).collect();
+    let types: Vec<&syn::Type> = plan.params.iter().map(|p| &*p.ty).collect();
+    if plan.is_async {
+        quote! {
+            #(#attrs)*
+            #vis #sig {
+                #statics
+                let __optimize_run = move |#(#closure_params),*| async move { #run_body };
+                let __optimize_args = (#(#bindings,)*);
+                #[allow(unused_variables)]
+                let __optimize_key_of = #key_of;
+                __optimize_site.predict_async(
+                    &__optimize_args,
+                    __optimize_key_of,
+                    #stepper,
+                    move |(#(#bindings,)*): (#(#types,)*)| async move {
+                        let _ = __optimize_run(#(#bindings),*).await;
+                    },
+                );
+                let (#(#bindings,)*) = __optimize_args;
+                __optimize_run(#(#bindings),*).await
+            }
+        }
+    } else {
+        quote! {
+            #(#attrs)*
+            #vis #sig {
+                #statics
+                let __optimize_run = move |#(#closure_params),*| -> #ret { #run_body };
+                let __optimize_args = (#(#bindings,)*);
+                #[allow(unused_variables)]
+                let __optimize_key_of = #key_of;
+                __optimize_site.predict_sync(
+                    &__optimize_args,
+                    __optimize_key_of,
+                    #stepper,
+                    move |(#(#bindings,)*): (#(#types,)*)| {
+                        let _ = __optimize_run(#(#bindings),*);
+                    },
+                );
+                let (#(#bindings,)*) = __optimize_args;
+                __optimize_run(#(#bindings),*)
+            }
+        }
+    }
+}
+
+/// The closure computing the key of an argument tuple, as the call computes it: arguments
+/// hashed whole are borrowed from the tuple; a `key = ...` expression or a destructuring
+/// pattern gets its own copies.
+fn key_of_tokens(
+    plan: &Plan,
+    key_before: &TokenStream,
+    key_after: &TokenStream,
+    destructure: &[TokenStream],
+) -> TokenStream {
+    let krate = &plan.krate;
+    let bindings: Vec<&syn::Ident> = plan.params.iter().map(|p| &p.binding).collect();
+    let types: Vec<&syn::Type> = plan.params.iter().map(|p| &*p.ty).collect();
+    let borrowed = matches!(plan.key, KeySource::Args(_)) && destructure.is_empty();
+    let bind = if borrowed {
+        quote!(let (#(#bindings,)*) = __optimize_args;)
+    } else {
+        quote!(let (#(#bindings,)*) = ::core::clone::Clone::clone(__optimize_args);)
+    };
+    quote! {
+        |__optimize_args: &(#(#types,)*)| -> ::core::option::Option<#krate::__private::ArgsKey> {
+            #bind
+            #key_before
+            #(#destructure)*
+            #key_after
+            __optimize_key
+        }
+    }
+}
+
+/// `Some(Stepper { .. })` for `predict = "sequential"`: reads and steps the named integer
+/// argument of the tuple (errors about a type that is not an integer point at it); `None`
+/// for markov.
+fn stepper_tokens(plan: &Plan, model: &crate::args::Predict) -> TokenStream {
+    let krate = &plan.krate;
+    let crate::args::Predict::Sequential(name) = model else {
+        return quote!(::core::option::Option::None);
+    };
+    let index = match name {
+        Some(name) => plan.params.iter().position(|p| p.binding == name.as_str()),
+        None => Some(0),
+    };
+    let Some(index) = index else {
+        // Reported by the checks.
+        return quote!(::core::option::Option::None);
+    };
+    let ty = &plan.params[index].ty;
+    let types: Vec<&syn::Type> = plan.params.iter().map(|p| &*p.ty).collect();
+    let field = syn::Index::from(index);
+    let position = quote_spanned! {ty.span()=>
+        <#ty as #krate::__private::Step>::position(&__optimize_args.#field)
+    };
+    let advance = quote_spanned! {ty.span()=>
+        <#ty as #krate::__private::Step>::advance(&__optimize_args.#field, __optimize_by)
+    };
+    quote! {
+        ::core::option::Option::Some(#krate::__private::Stepper::<(#(#types,)*)> {
+            position: |__optimize_args| ::core::option::Option::Some(#position),
+            advance: |__optimize_args, __optimize_by| {
+                let mut __optimize_next = ::core::clone::Clone::clone(__optimize_args);
+                __optimize_next.#field = #advance?;
+                ::core::option::Option::Some(__optimize_next)
+            },
+        })
     }
 }
 
@@ -438,6 +619,22 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     }
     if let Some((n, _)) = &o.stale_if_busy {
         call("stale_if_busy", Some(quote!(#n)));
+    }
+    if let Some((model, _)) = &o.predict {
+        let variant = match model {
+            crate::args::Predict::Markov => quote!(Markov),
+            crate::args::Predict::Sequential(_) => quote!(Sequential),
+        };
+        call(
+            "predict",
+            Some(quote!(#krate::__private::PredictModel::#variant)),
+        );
+    }
+    if let Some((c, _)) = o.predict_confidence {
+        call("predict_confidence", Some(quote!(#c)));
+    }
+    if let Some((d, _)) = &o.predict_depth {
+        call("predict_depth", Some(quote!(#d)));
     }
     if let Some((d, _)) = o.l3_ttl {
         call("l3_ttl", Some(duration(d)));

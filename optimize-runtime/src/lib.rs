@@ -14,7 +14,7 @@
 //!
 //! Layers, from the top (docs/architecture.md): the call engine (`call`) and [`task`] →
 //! [`runtime`](mod@runtime) → [`config`] → [`monitor`] → [`registry`] → [`site`](mod@site) → [`cache`], [`pool`] →
-//! [`flight`], [`stats`], [`codec`], [`key`], [`policy`] → [`meta`], [`time`]. A module uses
+//! [`flight`], [`stats`], [`codec`], [`key`], [`policy`], [`predict`] → [`meta`], [`time`]. A module uses
 //! only modules below it.
 
 pub mod cache;
@@ -29,6 +29,7 @@ pub mod meta;
 pub mod monitor;
 pub mod policy;
 pub mod pool;
+pub mod predict;
 pub mod registry;
 pub mod runtime;
 pub mod site;
@@ -37,7 +38,7 @@ pub mod task;
 pub mod time;
 pub mod warm;
 
-pub use meta::{Kind, Level, Priority, Tier, TierSet};
+pub use meta::{Kind, Level, PredictModel, Priority, Tier, TierSet};
 pub use pool::io::TimedOut;
 pub use runtime::{
     flush, flush_async, install, invalidate_everything, invalidate_everything_async,
@@ -77,9 +78,10 @@ pub mod __private {
     pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
     pub use crate::call::SiteSlot;
     pub use crate::key::{type_schema, ArgsKey, KeyHasher, KeyPart};
-    pub use crate::meta::{Kind, Level, Priority, SiteMeta};
+    pub use crate::meta::{Kind, Level, PredictModel, Priority, SiteMeta};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
     pub use crate::pool::io::{RetryOutput, TimeoutOutput};
+    pub use crate::predict::{Step, Stepper};
     pub use crate::registry::FUNCTIONS;
     pub use crate::runtime::ExitGuard;
     pub use core::time::Duration;

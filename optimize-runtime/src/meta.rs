@@ -155,6 +155,27 @@ impl FromStr for Priority {
     }
 }
 
+/// How a function with `predict = "..."` guesses its next call (docs/resilience.md,
+/// "Predictive prefetch").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PredictModel {
+    /// The next key after each key: after `a` came `b` often enough, so `b` is prefetched
+    /// when `a` is called.
+    Markov,
+    /// A constant step in one integer argument: 3, 4, 5 → 6 is prefetched.
+    Sequential,
+}
+
+impl PredictModel {
+    /// The model's name as written in the attribute and configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PredictModel::Markov => "markov",
+            PredictModel::Sequential => "sequential",
+        }
+    }
+}
+
 /// An optimization level: a preset of what is turned on (docs/configuration.md has the
 /// table; `config` holds its code).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -252,6 +273,12 @@ pub struct SiteMeta {
     pub refresh_ahead: Option<f64>,
     /// `stale_if_busy = N`.
     pub stale_if_busy: Option<u64>,
+    /// `predict = "..."`.
+    pub predict: Option<PredictModel>,
+    /// `predict_confidence = 0.6`.
+    pub predict_confidence: Option<f64>,
+    /// `predict_depth = N`.
+    pub predict_depth: Option<u32>,
     /// `l3_ttl = "..."` (defaults to `ttl`).
     pub l3_ttl: Option<Duration>,
     /// `compress_above = "..."`: zstd threshold in bytes for shared-tier entries.
@@ -306,6 +333,9 @@ impl SiteMeta {
             soft_timeout: None,
             refresh_ahead: None,
             stale_if_busy: None,
+            predict: None,
+            predict_confidence: None,
+            predict_depth: None,
             l3_ttl: None,
             compress_above: None,
             version: 0,
@@ -388,6 +418,24 @@ impl SiteMeta {
     /// `stale_if_busy = N`.
     pub const fn stale_if_busy(mut self, depth: u64) -> Self {
         self.stale_if_busy = Some(depth);
+        self
+    }
+
+    /// `predict = "..."`.
+    pub const fn predict(mut self, model: PredictModel) -> Self {
+        self.predict = Some(model);
+        self
+    }
+
+    /// `predict_confidence = 0.6`.
+    pub const fn predict_confidence(mut self, confidence: f64) -> Self {
+        self.predict_confidence = Some(confidence);
+        self
+    }
+
+    /// `predict_depth = N`.
+    pub const fn predict_depth(mut self, depth: u32) -> Self {
+        self.predict_depth = Some(depth);
         self
     }
 

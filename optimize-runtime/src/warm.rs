@@ -1,7 +1,8 @@
 //! Warming and prefetching (docs/resilience.md), as methods of a function's [`Site`]
 //! (`f_cache()`): [`Site::warm`] fills the cache with a list of argument sets through a call
 //! of the function per set, with bounded concurrency, counting failures and never stopping at
-//! one; [`Site::prefetch`] starts one call and returns at once.
+//! one; [`Site::prefetch`] starts one call and returns at once; predictive prefetch (the
+//! model is in [`crate::predict`]) starts the calls a function's model expects next.
 //!
 //! The calls are the caller's own closures calling the function, so they go through its
 //! ordinary call path (its tiers, its lease, its pool) and work for methods as well: a warmed
@@ -9,6 +10,7 @@
 //! counts as `prefetched` rather than `computed`: it was nobody's call.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::pin;
@@ -17,6 +19,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use futures_util::FutureExt;
 
+use crate::key::ArgsKey;
+use crate::predict::Stepper;
 use crate::site::Site;
 
 thread_local! {
@@ -297,7 +301,7 @@ impl Site {
     }
 
     /// Starts `call` (a call of the function with one argument set, its result ignored) and
-    /// returns at once: on a thread of its own. At most [`MAX_PREFETCHES`] run at once in the
+    /// returns at once: on one of a few prefetch threads. At most [`MAX_PREFETCHES`] run at once in the
     /// process; beyond, a prefetch is skipped and counted ([`prefetches_skipped`]).
     ///
     /// ```
@@ -312,30 +316,158 @@ impl Site {
     /// });
     /// ```
     pub fn prefetch(&self, call: impl FnOnce() + Send + 'static) {
-        let Some(slot) = PrefetchSlot::take() else {
-            return;
-        };
-        let spawned = std::thread::Builder::new()
-            .name("optimize-prefetch".into())
-            .spawn(move || {
-                let _slot = slot;
-                let _ = catch_unwind(AssertUnwindSafe(|| marked(call)));
-            });
-        if spawned.is_err() {
-            tracing::debug!(r#fn = %self.path(), "optimize: prefetch skipped (no thread)");
+        if !submit(call) {
+            tracing::debug!(r#fn = %self.path(), "optimize: prefetch skipped");
         }
     }
 
     /// [`Site::prefetch`] of an async call: on the caller's tokio runtime (outside one, on a
     /// thread with a runtime of its own).
     pub fn prefetch_async(&self, call: impl Future<Output = ()> + Send + 'static) {
+        if !self.submit_async(call) {
+            tracing::debug!(r#fn = %self.path(), "optimize: prefetch skipped");
+        }
+    }
+
+    /// Starts `call` marked as a prefetch on the caller's runtime (or a thread of its own);
+    /// `false` if [`MAX_PREFETCHES`] were running.
+    fn submit_async(&self, call: impl Future<Output = ()> + Send + 'static) -> bool {
         let Some(slot) = PrefetchSlot::take() else {
-            return;
+            return false;
         };
         run_async(self, async move {
             let _slot = slot;
             let _ = AssertUnwindSafe(marked_async(call)).catch_unwind().await;
         });
+        true
+    }
+
+    /// Predictive prefetch, called by generated code before each call of a function with
+    /// `predict = "..."`: tells the model about this call (`args`, keyed by `key_of`) and
+    /// starts `run` for each argument set it then expects, unless L1 holds it already or its
+    /// prefetch is outstanding.
+    #[doc(hidden)]
+    pub fn predict_sync<A: Clone + Send + 'static>(
+        &'static self,
+        args: &A,
+        key_of: impl Fn(&A) -> Option<ArgsKey>,
+        step: Option<Stepper<A>>,
+        run: impl FnOnce(A) + Clone + Send + 'static,
+    ) {
+        self.predict_with(args, key_of, step.as_ref(), |next| {
+            let run = run.clone();
+            submit(move || run(next))
+        });
+    }
+
+    /// [`Site::predict_sync`] for an async function: `run` returns the call's future.
+    #[doc(hidden)]
+    pub fn predict_async<A, Fut>(
+        &'static self,
+        args: &A,
+        key_of: impl Fn(&A) -> Option<ArgsKey>,
+        step: Option<Stepper<A>>,
+        run: impl FnOnce(A) -> Fut + Clone + Send + 'static,
+    ) where
+        A: Clone + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.predict_with(args, key_of, step.as_ref(), |next| {
+            self.submit_async(run.clone()(next))
+        });
+    }
+
+    fn predict_with<A: Clone + Send + 'static>(
+        &self,
+        args: &A,
+        key_of: impl Fn(&A) -> Option<ArgsKey>,
+        step: Option<&Stepper<A>>,
+        start: impl Fn(A) -> bool,
+    ) {
+        let Some(predictor) = &self.predictor else {
+            return;
+        };
+        // A prefetch's own call teaches nothing: nobody asked for it.
+        if prefetching() || !self.settings.enabled {
+            return;
+        }
+        let Some(key) = key_of(args) else {
+            return;
+        };
+        predictor.note_call(key, |k| self.contains(k));
+        for next in predictor.learn(key, args, step) {
+            let Some(next_key) = key_of(&next) else {
+                continue;
+            };
+            if self.contains(next_key) || !predictor.claim(next_key) {
+                continue;
+            }
+            if !start(next) {
+                predictor.unclaim(next_key);
+            }
+        }
+    }
+}
+
+/// Sync prefetches waiting for a prefetch thread, and the threads.
+struct PrefetchQueue {
+    jobs: VecDeque<Box<dyn FnOnce() + Send>>,
+    threads: usize,
+    idle: usize,
+}
+
+static QUEUE: Mutex<PrefetchQueue> = Mutex::new(PrefetchQueue {
+    jobs: VecDeque::new(),
+    threads: 0,
+    idle: 0,
+});
+static QUEUED: Condvar = Condvar::new();
+
+/// Prefetch threads, started as prefetches need them; they live as long as the process.
+pub const PREFETCH_THREADS: usize = 4;
+
+/// Queues `call` for a prefetch thread, marked as a prefetch; `false` if [`MAX_PREFETCHES`]
+/// were running (or no thread could start).
+fn submit(call: impl FnOnce() + Send + 'static) -> bool {
+    let Some(slot) = PrefetchSlot::take() else {
+        return false;
+    };
+    let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
+    queue.jobs.push_back(Box::new(move || {
+        let _slot = slot;
+        let _ = catch_unwind(AssertUnwindSafe(|| marked(call)));
+    }));
+    if queue.idle == 0 && queue.threads < PREFETCH_THREADS {
+        let started = std::thread::Builder::new()
+            .name("optimize-prefetch".into())
+            .spawn(prefetch_thread)
+            .is_ok();
+        if started {
+            queue.threads += 1;
+        } else if queue.threads == 0 {
+            // Nothing would ever run it.
+            drop(queue.jobs.pop_back());
+            return false;
+        }
+    }
+    drop(queue);
+    QUEUED.notify_one();
+    true
+}
+
+fn prefetch_thread() {
+    loop {
+        let mut queue = QUEUE.lock().unwrap_or_else(PoisonError::into_inner);
+        let job = loop {
+            if let Some(job) = queue.jobs.pop_front() {
+                break job;
+            }
+            queue.idle += 1;
+            queue = QUEUED.wait(queue).unwrap_or_else(PoisonError::into_inner);
+            queue.idle -= 1;
+        };
+        drop(queue);
+        job();
     }
 }
 

@@ -48,6 +48,11 @@ pub trait L1Engine<V>: Send + Sync {
     fn insert(&self, key: ArgsKey, entry: Entry<V>);
     /// Removes the entry for `key`; whether one was present.
     fn remove(&self, key: ArgsKey) -> bool;
+    /// Whether an entry for `key` is present (expired or not), without counting as a read
+    /// for eviction.
+    fn contains(&self, key: ArgsKey) -> bool {
+        self.get(key).is_some()
+    }
     /// Removes the entry for `key` and returns it.
     fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
         let entry = self.get(key);
@@ -154,6 +159,9 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
     }
     fn remove(&self, key: ArgsKey) -> bool {
         dispatch!(self, e => e.remove(key))
+    }
+    fn contains(&self, key: ArgsKey) -> bool {
+        dispatch!(self, e => e.contains(key))
     }
     fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
         dispatch!(self, e => e.take(key))
@@ -556,6 +564,11 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         self.engine.len()
     }
 
+    /// Whether an entry for `key` is present (expired or not; not counted as a read).
+    pub fn contains(&self, key: ArgsKey) -> bool {
+        self.engine.contains(key)
+    }
+
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.engine.is_empty()
@@ -637,6 +650,10 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
 
     fn remove(&self, key: ArgsKey) -> bool {
         self.cache.remove(&key).is_some()
+    }
+
+    fn contains(&self, key: ArgsKey) -> bool {
+        self.cache.contains_key(&key)
     }
 
     fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
@@ -755,6 +772,10 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for QuickEngine<V> {
 
     fn remove(&self, key: ArgsKey) -> bool {
         self.cache.remove(&key).is_some()
+    }
+
+    fn contains(&self, key: ArgsKey) -> bool {
+        self.cache.contains_key(&key)
     }
 
     fn take(&self, key: ArgsKey) -> Option<Entry<V>> {

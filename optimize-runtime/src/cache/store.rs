@@ -547,6 +547,8 @@ pub trait AnyStore: Send + Sync {
     fn clear(&self);
     /// L1 entries.
     fn len(&self) -> u64;
+    /// Whether L1 holds an entry for `key` (expired or not; not counted as a read).
+    fn contains(&self, key: ArgsKey) -> bool;
     /// Whether L1 is empty.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -570,6 +572,9 @@ impl<V: CacheValue> AnyStore for FnStore<V> {
     }
     fn len(&self) -> u64 {
         self.l1.as_ref().map_or(0, L1Store::len)
+    }
+    fn contains(&self, key: ArgsKey) -> bool {
+        self.l1.as_ref().is_some_and(|l1| l1.contains(key))
     }
     fn purge_expired(&self) -> u64 {
         self.l1.as_ref().map_or(0, L1Store::purge_expired)

@@ -19,11 +19,21 @@ impl AttemptObserver for Site {
 }
 
 impl Site {
+    /// The priority this call waits for admission with: the function's, or the lowest for a
+    /// warming or prefetch call, which nobody is waiting for.
+    fn admission_priority(&self) -> crate::meta::Priority {
+        if crate::warm::prefetching() {
+            crate::meta::Priority::Batch
+        } else {
+            self.settings.priority
+        }
+    }
+
     fn io_gates(&self) -> IoGates<'_> {
         IoGates {
             global: self.env.pools.io().gate(),
             local: self.concurrency.as_ref(),
-            priority: self.settings.priority,
+            priority: self.admission_priority(),
         }
     }
 
@@ -112,7 +122,7 @@ impl Site {
         if !self.settings.enabled {
             return body();
         }
-        self.env.pools.cpu().run(self.settings.priority, body)
+        self.env.pools.cpu().run(self.admission_priority(), body)
     }
 
     /// An async cpu body with owned arguments: run on the CPU pool while the caller's task
@@ -128,7 +138,7 @@ impl Site {
         self.env
             .pools
             .cpu()
-            .run_async(self.settings.priority, body)
+            .run_async(self.admission_priority(), body)
             .await
     }
 
@@ -148,7 +158,7 @@ impl Site {
         self.env
             .pools
             .memory()
-            .run(Some(self.settings.mem), self.settings.priority, body)
+            .run(Some(self.settings.mem), self.admission_priority(), body)
     }
 
     /// An async memory body: awaited once the memory budget admits it.
@@ -160,7 +170,7 @@ impl Site {
         self.env
             .pools
             .memory()
-            .run_async(Some(self.settings.mem), self.settings.priority, body)
+            .run_async(Some(self.settings.mem), self.admission_priority(), body)
             .await
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::Level;
 use crate::cache::l1::EngineKind;
 use crate::cache::Tier;
+use crate::meta::PredictModel;
 use crate::pool::Priority;
 use crate::site::TierSet;
 use crate::stats::Recording;
@@ -33,6 +34,7 @@ pub(crate) enum Type {
     Tiers,
     Priority,
     Recording,
+    Predict,
 }
 
 impl Type {
@@ -57,6 +59,7 @@ impl Type {
             Type::Tiers => "a list of tiers such as \"l1,l3\" (l1, l2, l3)",
             Type::Priority => "one of \"critical\", \"high\", \"normal\", \"low\", \"batch\"",
             Type::Recording => "one of \"full\", \"counters\", \"off\"",
+            Type::Predict => "one of \"markov\", \"sequential\", \"off\"",
         }
     }
 }
@@ -79,6 +82,8 @@ pub(crate) enum Value {
     Tiers(TierSet),
     Priority(Priority),
     Recording(Recording),
+    /// A prediction model; `None` is "off".
+    Predict(Option<PredictModel>),
 }
 
 /// One key: its dotted path (`functions.*` keys apply per function), type and alias in the
@@ -172,6 +177,8 @@ pub(crate) const KEYS: &[Key] = &[
     duration("resilience.fail_safe", Duration::ZERO, MAX_TTL),
     duration("resilience.fail_safe_throttle", MS, DAY),
     key("resilience.stale_if_busy", Type::Int),
+    key("resilience.predict_confidence", Type::Ratio),
+    key("resilience.predict_depth", Type::Int),
     key("pools.cpu_threads", Type::Int),
     key("pools.io_concurrency", Type::Int),
     key("pools.memory_budget", Type::Size),
@@ -209,6 +216,9 @@ pub(crate) const FUNCTION_KEYS: &[Key] = &[
     duration("soft_timeout", Duration::ZERO, DAY),
     key("refresh_ahead", Type::Ratio),
     key("stale_if_busy", Type::Int),
+    key("predict", Type::Predict),
+    key("predict_confidence", Type::Ratio),
+    key("predict_depth", Type::Int),
 ];
 
 /// Top-level tables and arrays that are not keys of [`KEYS`] themselves.
@@ -408,6 +418,12 @@ pub(crate) fn parse_str(ty: Type, text: &str) -> Option<Value> {
             "full" => Recording::Full,
             "counters" => Recording::Counters,
             "off" => Recording::Off,
+            _ => return None,
+        }),
+        Type::Predict => Value::Predict(match t {
+            "markov" => Some(PredictModel::Markov),
+            "sequential" => Some(PredictModel::Sequential),
+            "off" => None,
             _ => return None,
         }),
     })

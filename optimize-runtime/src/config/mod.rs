@@ -38,6 +38,7 @@ use crate::cache::l2_redis::{RedisOptions, RedisUrl, TlsFiles};
 use crate::cache::tiered::{L3Options, TierConfig};
 use crate::cache::Tier;
 use crate::codec::EnvelopeOptions;
+use crate::meta::PredictModel;
 use crate::monitor::alert::{AlertHandler, Rule};
 use crate::monitor::{HttpConfig, MonitorConfig};
 use crate::pool::PoolConfig;
@@ -102,6 +103,9 @@ fn set_override(o: &mut FnOverride, key: &str, value: Value) {
         ("soft_timeout", Value::Duration(d)) => o.soft_timeout = Some(d),
         ("refresh_ahead", Value::Float(f)) => o.refresh_ahead = Some(f),
         ("stale_if_busy", Value::Int(n)) => o.stale_if_busy = Some(n),
+        ("predict", Value::Predict(m)) => o.predict = Some(m),
+        ("predict_confidence", Value::Float(f)) => o.predict_confidence = Some(f),
+        ("predict_depth", Value::Int(n)) => o.predict_depth = Some(int(n)),
         (key, value) => unreachable!("function key {key} with {value:?}"),
     }
 }
@@ -162,6 +166,10 @@ pub struct Config {
     pub fail_safe_throttle: Duration,
     /// Stale-if-busy depth of functions with fail-safe that set none (`None`: off).
     pub stale_if_busy: Option<u64>,
+    /// Confidence of predicting functions that set none.
+    pub predict_confidence: f64,
+    /// Depth of predicting functions that set none.
+    pub predict_depth: u32,
     /// Secret that signs shared-tier entries (HMAC-SHA256); entries without a valid tag are
     /// refused. Never shown.
     signing_key: Option<String>,
@@ -293,6 +301,8 @@ impl Default for Config {
             fail_safe: None,
             fail_safe_throttle: crate::cache::store::FailSafe::DEFAULT_THROTTLE,
             stale_if_busy: None,
+            predict_confidence: crate::predict::Prediction::DEFAULT_CONFIDENCE,
+            predict_depth: crate::predict::Prediction::DEFAULT_DEPTH,
             signing_key: None,
             signing_key_previous: None,
             pools,
@@ -380,6 +390,8 @@ impl Config {
             ("resilience.stale_if_busy", V::Int(n)) => {
                 self.stale_if_busy = (n > 0).then_some(n);
             }
+            ("resilience.predict_confidence", V::Float(f)) => self.predict_confidence = f,
+            ("resilience.predict_depth", V::Int(n)) => self.predict_depth = int(n),
             ("tiers.signing_key", V::Text(s)) => self.signing_key = Some(s),
             ("tiers.signing_key_previous", V::Text(s)) => self.signing_key_previous = Some(s),
             ("pools.cpu_threads", V::Int(n)) => self.pools.cpu_threads = int(n),
@@ -432,6 +444,15 @@ impl Config {
             if zero {
                 fail(key, "must be at least 1".into());
             }
+        }
+        if self.predict_depth == 0 || self.predict_depth > crate::predict::Prediction::MAX_DEPTH {
+            fail(
+                "resilience.predict_depth",
+                format!(
+                    "is how many calls ahead to prefetch: expected a number from 1 to {}",
+                    crate::predict::Prediction::MAX_DEPTH
+                ),
+            );
         }
         if self.monitor_interval.is_zero() {
             fail(
@@ -688,6 +709,8 @@ impl Config {
             fail_safe: self.fail_safe,
             fail_safe_throttle: self.fail_safe_throttle,
             stale_if_busy: self.stale_if_busy,
+            predict_confidence: self.predict_confidence,
+            predict_depth: self.predict_depth,
         }
     }
 
@@ -763,6 +786,36 @@ impl Config {
             }
             if o.refresh_ahead.is_some_and(|r| r > 0.0) && meta.refresh_ahead.is_none() {
                 refuse("refresh_ahead", "needs the body to run in the background, which the attribute sets up: add `refresh_ahead = 0.8` to the function's attribute (a table can then change it, or turn it off with 0)");
+            }
+            let predicting = |key: &str| {
+                format!("needs the prefetch call the attribute generates: add `predict = \"markov\"` (or `\"sequential\"`) to the function's attribute; `{key}` here can then tune it")
+            };
+            match (o.predict, meta.predict) {
+                (Some(Some(_)), None) => refuse("predict", &predicting("predict")),
+                (Some(Some(PredictModel::Sequential)), Some(PredictModel::Markov)) => refuse(
+                    "predict",
+                    "\"sequential\" steps an integer argument the attribute names, and this function's attribute has `predict = \"markov\"`; write `predict = \"sequential(arg)\"` in the attribute, or \"markov\" or \"off\" here",
+                ),
+                _ => {}
+            }
+            if meta.predict.is_none() {
+                if o.predict_confidence.is_some() {
+                    refuse("predict_confidence", &predicting("predict_confidence"));
+                }
+                if o.predict_depth.is_some() {
+                    refuse("predict_depth", &predicting("predict_depth"));
+                }
+            }
+            if o.predict_depth
+                .is_some_and(|d| d == 0 || d > crate::predict::Prediction::MAX_DEPTH)
+            {
+                refuse(
+                    "predict_depth",
+                    &format!(
+                        "is how many calls ahead to prefetch: expected a number from 1 to {}",
+                        crate::predict::Prediction::MAX_DEPTH
+                    ),
+                );
             }
         }
         problems
@@ -872,7 +925,7 @@ impl ConfigBuilder {
             .capacity_bytes
             .map(Value::Bytes)
             .or(o.capacity.map(Value::Int));
-        let fields: [(&'static str, Option<Value>); 12] = [
+        let fields: [(&'static str, Option<Value>); 15] = [
             ("enabled", o.enabled.map(Value::Bool)),
             ("level", o.level.map(Value::Level)),
             ("ttl", o.ttl.map(Value::Duration)),
@@ -888,6 +941,12 @@ impl ConfigBuilder {
             ("soft_timeout", o.soft_timeout.map(Value::Duration)),
             ("refresh_ahead", o.refresh_ahead.map(Value::Float)),
             ("stale_if_busy", o.stale_if_busy.map(Value::Int)),
+            ("predict", o.predict.map(Value::Predict)),
+            ("predict_confidence", o.predict_confidence.map(Value::Float)),
+            (
+                "predict_depth",
+                o.predict_depth.map(|d| Value::Int(u64::from(d))),
+            ),
         ];
         for (k, v) in fields {
             if let Some(v) = v {

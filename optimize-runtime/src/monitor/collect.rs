@@ -88,6 +88,28 @@ pub(crate) fn functions(b: &mut SnapshotBuilder, registry: &Registry) {
             Counter,
         )
         .number(labels([("fn", path)]), stats.retries as f64);
+        if let Some(p) = site.predictions() {
+            let family = b.family(
+                "optimize_predictions_total",
+                "Predictive prefetches, by what became of them.",
+                Counter,
+            );
+            for (result, n) in [
+                ("predicted", p.predicted),
+                ("used", p.used),
+                ("late", p.late),
+                ("wasted", p.wasted),
+                ("skipped", p.skipped),
+            ] {
+                family.number(labels([("fn", path), ("result", result)]), n as f64);
+            }
+            b.family(
+                "optimize_predictions_pending",
+                "Predictive prefetches whose key nobody has asked for yet.",
+                Gauge,
+            )
+            .number(labels([("fn", path)]), p.pending as f64);
+        }
     }
 }
 

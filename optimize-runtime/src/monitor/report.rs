@@ -46,6 +46,13 @@ pub struct FnReport {
     pub coalesced: u64,
     /// Calls answered with a value kept past its expiry because the body failed (fail-safe).
     pub stale: u64,
+    /// Background runs that stored a fresh value (refresh-ahead, soft timeouts).
+    pub refreshed: u64,
+    /// Warming and prefetch calls that ran the body.
+    pub prefetched: u64,
+    /// What predictive prefetch did, for a function with `predict` on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<crate::predict::PredictStats>,
     /// `Err`/`None` results and panics.
     pub errors: u64,
     /// Attempts that timed out.
@@ -141,6 +148,9 @@ impl StatsReport {
                     },
                     coalesced: s.count(Outcome::Coalesced),
                     stale: s.count(Outcome::Stale),
+                    refreshed: s.count(Outcome::Refreshed),
+                    prefetched: s.count(Outcome::Prefetched),
+                    predictions: site.predictions(),
                     errors: s.errors(),
                     timeouts: s.timeouts,
                     retries: s.retries,

@@ -19,6 +19,7 @@ use crate::policy::CacheValue;
 use crate::pool::gate::Gate;
 use crate::pool::io::Attempts;
 use crate::pool::Pools;
+use crate::predict::{PredictStats, Predictor};
 use crate::stats::{FnRecorder, FnStats};
 use crate::time::{block_on, Clock};
 
@@ -74,6 +75,8 @@ pub struct Site {
     store: OnceLock<(&'static (dyn Any + Send + Sync), &'static dyn AnyStore)>,
     /// The `concurrency` limit's gate.
     pub(crate) concurrency: Option<Arc<Gate>>,
+    /// The prediction model (`predict = "..."`).
+    pub(crate) predictor: Option<Predictor>,
 }
 
 impl fmt::Debug for Site {
@@ -98,6 +101,7 @@ impl Site {
     ) -> Self {
         Self {
             concurrency: settings.concurrency.map(Gate::new),
+            predictor: settings.predict.map(Predictor::new),
             meta,
             path,
             settings,
@@ -242,14 +246,43 @@ impl Site {
         self.recorder.snapshot()
     }
 
-    /// Forgets the statistics recorded so far (the cache is untouched).
+    /// Forgets the statistics recorded so far, predictions' included (the cache and the
+    /// prediction model are untouched).
     pub fn reset_stats(&self) {
         self.recorder.reset();
+        if let Some(p) = &self.predictor {
+            p.reset_stats();
+        }
+    }
+
+    /// What predictive prefetch did, for a function with `predict = "..."` that has it on
+    /// (docs/resilience.md).
+    ///
+    /// ```
+    /// #[optimize::io(ttl = "10m", predict = "sequential")]
+    /// fn page(n: u64) -> String {
+    ///     format!("page {n}")
+    /// }
+    ///
+    /// for n in 0..20 {
+    ///     page(n);
+    /// }
+    /// let p = page_cache().predictions().expect("predict is on");
+    /// assert!(p.predicted > 0);
+    /// assert!(page_cache().predictions().is_some());
+    /// ```
+    pub fn predictions(&self) -> Option<PredictStats> {
+        self.predictor.as_ref().map(Predictor::stats)
     }
 
     /// Number of entries in the function's L1 store.
     pub fn len(&self) -> u64 {
         self.store.get().map_or(0, |(_, s)| s.len())
+    }
+
+    /// Whether L1 holds an entry for this key (expired or not); not counted as a read.
+    pub fn contains(&self, key: ArgsKey) -> bool {
+        self.store.get().is_some_and(|(_, s)| s.contains(key))
     }
 
     /// Whether the function's L1 store is empty.

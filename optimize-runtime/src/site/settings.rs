@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use crate::cache::l1::{EngineKind, L1Options};
 use crate::cache::store::{FailSafe, StoreOptions};
-use crate::meta::{Kind, Level, Priority, SiteMeta, TierSet};
+use crate::meta::{Kind, Level, PredictModel, Priority, SiteMeta, TierSet};
 use crate::pool::io::Attempts;
+use crate::predict::Prediction;
 
 /// What a `[functions."path::fn"]` table (or the builder) sets for one function; unset
 /// fields keep the attribute's values.
@@ -40,6 +41,13 @@ pub struct FnOverride {
     pub refresh_ahead: Option<f64>,
     /// Stale-if-busy queue depth (`0` turns it off).
     pub stale_if_busy: Option<u64>,
+    /// The prediction model; `Some(None)` (`predict = "off"`) turns prediction off. Only for
+    /// a function whose attribute has `predict`.
+    pub predict: Option<Option<PredictModel>>,
+    /// How sure the model must be before it prefetches.
+    pub predict_confidence: Option<f64>,
+    /// How many calls ahead it prefetches.
+    pub predict_depth: Option<u32>,
 }
 
 /// The process-wide values a function falls back on (from the resolved configuration).
@@ -62,6 +70,10 @@ pub struct FnDefaults {
     /// Stale-if-busy depth of functions with fail-safe that set none
     /// (`resilience.stale_if_busy`).
     pub stale_if_busy: Option<u64>,
+    /// Confidence of predicting functions that set none (`resilience.predict_confidence`).
+    pub predict_confidence: f64,
+    /// Depth of predicting functions that set none (`resilience.predict_depth`).
+    pub predict_depth: u32,
 }
 
 impl Default for FnDefaults {
@@ -75,6 +87,8 @@ impl Default for FnDefaults {
             fail_safe: None,
             fail_safe_throttle: FailSafe::DEFAULT_THROTTLE,
             stale_if_busy: None,
+            predict_confidence: Prediction::DEFAULT_CONFIDENCE,
+            predict_depth: Prediction::DEFAULT_DEPTH,
         }
     }
 }
@@ -125,6 +139,9 @@ pub struct Settings {
     /// Stale if busy: with a stale value at hand, serve it instead of queueing when this many
     /// calls already wait for the function's pool (or memory pressure holds admission).
     pub stale_if_busy: Option<u64>,
+    /// Predictive prefetch: the model and its thresholds (only with `predict` in the
+    /// attribute, which generates what a prediction needs).
+    pub predict: Option<Prediction>,
 }
 
 impl Settings {
@@ -184,7 +201,31 @@ impl Settings {
             .refresh_ahead
             .map(|attr| o.refresh_ahead.unwrap_or(attr))
             .filter(|r| *r > 0.0 && *r < 1.0);
+        // A sequential model needs the step function the attribute generates for it.
+        let predict = meta
+            .predict
+            .and_then(|attr| match o.predict {
+                Some(Some(PredictModel::Sequential)) if attr != PredictModel::Sequential => {
+                    Some(attr)
+                }
+                Some(choice) => choice,
+                None => Some(attr),
+            })
+            .map(|model| Prediction {
+                model,
+                confidence: o
+                    .predict_confidence
+                    .or(meta.predict_confidence)
+                    .unwrap_or(defaults.predict_confidence)
+                    .clamp(0.0, 1.0),
+                depth: o
+                    .predict_depth
+                    .or(meta.predict_depth)
+                    .unwrap_or(defaults.predict_depth)
+                    .clamp(1, Prediction::MAX_DEPTH),
+            });
         Self {
+            predict,
             soft_timeout,
             refresh_ahead,
             stale_if_busy: o
