@@ -85,9 +85,25 @@ fn calm(id: u64) -> u64 {
     id + HOT_RUNS.fetch_add(1, SeqCst)
 }
 
+/// The order cpu bodies started in, and a gate that holds the one CPU thread.
+static CPU_ORDER: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+static HOG_GATE: Gate = Gate::new();
+
+#[optimize::cpu(ttl = "10s", refresh_ahead = 0.8)]
+fn crunch(id: u64) -> u64 {
+    CPU_ORDER.lock().unwrap().push(id);
+    id
+}
+
+#[optimize::cpu(cache = false)]
+fn hog() {
+    HOG_GATE.pass();
+}
+
 fn install() -> (optimize::RuntimeGuard, MockClock) {
     let (clock, mock) = Clock::mock();
-    let guard = optimize::install(install::quiet().clock(clock).function(
+    let config = install::quiet().set("pools.cpu_threads", "1");
+    let guard = optimize::install(config.clock(clock).function(
         "freshness::calm",
         FnOverride {
             refresh_ahead: Some(0.0),
@@ -203,6 +219,34 @@ fn slow_bodies_and_hot_keys() {
         s.count(Outcome::HitL1),
         s.calls() - 1 - 3,
         "every call but the fill hit: {s:?}"
+    );
+
+    // A refresh waits for admission behind callers: with the one CPU thread held, a refresh
+    // of `crunch(1)` and a caller's `crunch(2)` queue; the caller's runs first.
+    crunch(1);
+    HOG_GATE.set(false);
+    let holder = std::thread::spawn(hog);
+    let cpu = || optimize::runtime().pools().stats().cpu;
+    bounded::until("the CPU thread held", || cpu().active == 1);
+    mock.increment(Duration::from_millis(8_500));
+    assert_eq!(crunch(1), 1, "a hit, refreshed in the background");
+    bounded::until("the refresh queued", || {
+        cpu().queued[optimize::Priority::Batch.index()] == 1
+    });
+    let caller = std::thread::spawn(|| crunch(2));
+    bounded::until("the caller queued", || {
+        cpu().queued[optimize::Priority::Normal.index()] == 1
+    });
+    HOG_GATE.set(true);
+    holder.join().unwrap();
+    assert_eq!(caller.join().unwrap(), 2);
+    bounded::until("the refresh ran", || {
+        crunch_cache().stats().count(Outcome::Refreshed) == 1
+    });
+    assert_eq!(
+        *CPU_ORDER.lock().unwrap(),
+        [1, 2, 1],
+        "fill, caller, refresh"
     );
 
     // A table turned refresh-ahead off for `calm`: a late hit refreshes nothing.

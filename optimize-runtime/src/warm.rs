@@ -26,6 +26,8 @@ use crate::site::Site;
 thread_local! {
     /// Set while this thread runs a warm or prefetch call (or polls one).
     static PREFETCHING: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread runs a background refresh's body (or polls it).
+    static REFRESHING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Whether the current call was started by warming or prefetching.
@@ -33,18 +35,46 @@ pub(crate) fn prefetching() -> bool {
     PREFETCHING.with(Cell::get)
 }
 
-/// Runs `f` marked as a prefetch.
-fn marked<R>(f: impl FnOnce() -> R) -> R {
-    let before = PREFETCHING.with(|p| p.replace(true));
+/// Whether the current work is nobody's call — a warming, a prefetch or a background
+/// refresh — and so waits for admission behind callers.
+pub(crate) fn behind_callers() -> bool {
+    prefetching() || REFRESHING.with(Cell::get)
+}
+
+type Mark = std::thread::LocalKey<Cell<bool>>;
+
+/// Runs `f` with `mark` set.
+fn with_mark<R>(mark: &'static Mark, f: impl FnOnce() -> R) -> R {
+    let before = mark.with(|p| p.replace(true));
     let out = f();
-    PREFETCHING.with(|p| p.set(before));
+    mark.with(|p| p.set(before));
     out
 }
 
-/// Polls `fut` marked as a prefetch (the mark is held only while it is polled).
-async fn marked_async<F: Future>(fut: F) -> F::Output {
+/// Polls `fut` with `mark` set (only while it is polled).
+async fn with_mark_async<F: Future>(mark: &'static Mark, fut: F) -> F::Output {
     let mut fut = pin!(fut);
-    std::future::poll_fn(|cx| marked(|| fut.as_mut().poll(cx))).await
+    std::future::poll_fn(|cx| with_mark(mark, || fut.as_mut().poll(cx))).await
+}
+
+/// Runs `f` marked as a prefetch.
+fn marked<R>(f: impl FnOnce() -> R) -> R {
+    with_mark(&PREFETCHING, f)
+}
+
+/// Polls `fut` marked as a prefetch.
+async fn marked_async<F: Future>(fut: F) -> F::Output {
+    with_mark_async(&PREFETCHING, fut).await
+}
+
+/// Runs a background refresh's body behind callers.
+pub(crate) fn refreshing<R>(f: impl FnOnce() -> R) -> R {
+    with_mark(&REFRESHING, f)
+}
+
+/// Polls a background refresh's body behind callers.
+pub(crate) async fn refreshing_async<F: Future>(fut: F) -> F::Output {
+    with_mark_async(&REFRESHING, fut).await
 }
 
 /// How far a warming has got.
@@ -536,6 +566,14 @@ impl Drop for PrefetchSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refresh_is_behind_callers_but_no_prefetch() {
+        assert!(!behind_callers());
+        refreshing(|| assert!(behind_callers() && !prefetching()));
+        marked(|| assert!(behind_callers()));
+        assert!(!behind_callers());
+    }
 
     #[test]
     fn marks_nest_and_restore() {

@@ -199,7 +199,8 @@ impl Site {
                                 return;
                             };
                             let compute_start = self.now();
-                            if let Ok(out) = catch_unwind(AssertUnwindSafe(body)) {
+                            let run = || crate::warm::refreshing(body);
+                            if let Ok(out) = catch_unwind(AssertUnwindSafe(run)) {
                                 let stored = self.store_background(policy, store, key, miss, &out);
                                 self.record_refresh(stored, compute_start);
                             }
@@ -300,7 +301,8 @@ impl Site {
                                 return;
                             };
                             let compute_start = self.now();
-                            if let Ok(out) = AssertUnwindSafe(body).catch_unwind().await {
+                            let run = crate::warm::refreshing_async(body);
+                            if let Ok(out) = AssertUnwindSafe(run).catch_unwind().await {
                                 let stored = self.store_background(policy, store, key, miss, &out);
                                 self.record_refresh(stored, compute_start);
                             }

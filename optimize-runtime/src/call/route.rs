@@ -20,9 +20,9 @@ impl AttemptObserver for Site {
 
 impl Site {
     /// The priority this call waits for admission with: the function's, or the lowest for a
-    /// warming or prefetch call, which nobody is waiting for.
+    /// warming, prefetch or background refresh, which nobody is waiting for.
     fn admission_priority(&self) -> crate::meta::Priority {
-        if crate::warm::prefetching() {
+        if crate::warm::behind_callers() {
             crate::meta::Priority::Batch
         } else {
             self.settings.priority
