@@ -485,27 +485,35 @@ fn routed_body(plan: &Plan, block: &syn::Block, ret_span: proc_macro2::Span) -> 
         .collect();
     let site = quote!(__optimize_site);
     let retrying = plan.retries() > 0;
+    // How the return type answers a full queue, chosen by trait dispatch (`None`: it waits).
+    let rej = quote! {
+        {
+            #[allow(unused_imports)]
+            use #krate::__private::{CanReject as _, WaitsInstead as _};
+            (&#krate::__private::RejectProbe::<#ret>::NEW).on_rejected()
+        }
+    };
     match (plan.is_async, plan.kind) {
         (false, Kind::Io) if retrying => quote! {
-            move || #site.io_sync(#should_retry, || -> #ret { #(#clones)* #block })
+            move || #site.io_sync(#rej, #should_retry, || -> #ret { #(#clones)* #block })
         },
-        (false, Kind::Io) => quote!(move || #site.io_sync_once(move || -> #ret #block)),
-        (false, Kind::Cpu) => quote!(move || #site.cpu_sync(move || -> #ret #block)),
-        (false, Kind::Memory) => quote!(move || #site.memory_sync(move || -> #ret #block)),
+        (false, Kind::Io) => quote!(move || #site.io_sync_once(#rej, move || -> #ret #block)),
+        (false, Kind::Cpu) => quote!(move || #site.cpu_sync(#rej, move || -> #ret #block)),
+        (false, Kind::Memory) => quote!(move || #site.memory_sync(#rej, move || -> #ret #block)),
         (true, Kind::Io) if retrying => quote! {
-            #site.io_async(#on_timeout, #should_retry, move || {
+            #site.io_async(#rej, #on_timeout, #should_retry, move || {
                 #(#clones)*
                 async move #block
             })
         },
-        (true, Kind::Io) => quote!(#site.io_async_once(#on_timeout, async move #block)),
+        (true, Kind::Io) => quote!(#site.io_async_once(#rej, #on_timeout, async move #block)),
         // Owned arguments travel to the pool with the body; borrowed ones cannot outlive the
         // call, so the caller waits for the pool instead.
         (true, Kind::Cpu) if plan.args_borrow => {
-            quote!(#site.cpu_async_borrowed(move || -> #ret #block))
+            quote!(#site.cpu_async_borrowed(#rej, move || -> #ret #block))
         }
-        (true, Kind::Cpu) => quote!(#site.cpu_async(move || -> #ret #block)),
-        (true, Kind::Memory) => quote!(#site.memory_async(async move #block)),
+        (true, Kind::Cpu) => quote!(#site.cpu_async(#rej, move || -> #ret #block)),
+        (true, Kind::Memory) => quote!(#site.memory_async(#rej, async move #block)),
     }
 }
 

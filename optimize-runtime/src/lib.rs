@@ -40,6 +40,7 @@ pub mod warm;
 
 pub use meta::{Kind, Level, PredictModel, Priority, Tier, TierSet};
 pub use pool::io::TimedOut;
+pub use pool::Rejected;
 pub use runtime::{
     flush, flush_async, install, invalidate_everything, invalidate_everything_async,
     invalidate_tag, invalidate_tag_async, runtime, shutdown, shutdown_async, shutdown_within,
@@ -81,6 +82,7 @@ pub mod __private {
     pub use crate::meta::{Kind, Level, PredictModel, Priority, SiteMeta};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
     pub use crate::pool::io::{RetryOutput, TimeoutOutput};
+    pub use crate::pool::{CanReject, RejectProbe, WaitsInstead};
     pub use crate::predict::{Step, Stepper};
     pub use crate::registry::FUNCTIONS;
     pub use crate::runtime::ExitGuard;

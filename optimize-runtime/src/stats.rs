@@ -46,6 +46,9 @@ pub enum Outcome {
     /// Not a caller's call: a warming or prefetch call that ran the body and cached its
     /// value.
     Prefetched,
+    /// Refused at once because the pool's queue was full (`pools.queue_capacity`): the
+    /// body did not run, and the caller got the return type's rejection (`Err`, `None`).
+    Rejected,
     /// Ran the body of a function that never caches (`cache = false`); it succeeded.
     Executed,
     /// Ran the body of a function that never caches; it returned `Err` or `None`.
@@ -54,7 +57,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a fixed order.
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::HitL1,
         Outcome::HitL2,
         Outcome::HitL3,
@@ -65,6 +68,7 @@ impl Outcome {
         Outcome::Stale,
         Outcome::Refreshed,
         Outcome::Prefetched,
+        Outcome::Rejected,
         Outcome::Executed,
         Outcome::Failed,
     ];
@@ -82,6 +86,7 @@ impl Outcome {
             Outcome::Stale => "stale",
             Outcome::Refreshed => "refreshed",
             Outcome::Prefetched => "prefetched",
+            Outcome::Rejected => "rejected",
             Outcome::Executed => "executed",
             Outcome::Failed => "failed",
         }
@@ -92,11 +97,11 @@ impl Outcome {
         matches!(self, Outcome::HitL1 | Outcome::HitL2 | Outcome::HitL3)
     }
 
-    /// Whether the call ended in an `Err`/`None` result or a panic.
+    /// Whether the call ended in an `Err`/`None` result, a panic or a rejection.
     pub fn is_error(self) -> bool {
         matches!(
             self,
-            Outcome::Uncached | Outcome::Panicked | Outcome::Failed
+            Outcome::Uncached | Outcome::Panicked | Outcome::Failed | Outcome::Rejected
         )
     }
 

@@ -32,7 +32,7 @@ use tokio::task::AbortHandle;
 
 use crate::meta::{Kind, Priority};
 use crate::pool::chain;
-use crate::pool::gate::Permit;
+use crate::pool::gate::{Gate, Permit};
 use crate::pool::io::{Attempts, TimedOut};
 use crate::pool::tasks::{TaskState, TaskTracker};
 use crate::pool::Pools;
@@ -54,9 +54,10 @@ pub enum TaskError<E> {
     /// The task panicked; the panic message.
     #[error("task panicked: {0}")]
     Panicked(String),
-    /// The pools were shut down before the task was admitted (or, outside a tokio runtime,
-    /// the task runtime's threads could not be started; the error is logged).
-    #[error("task rejected: the pools are shut down")]
+    /// Refused at submission: its pool's queue held `pools.queue_capacity` waiting calls and
+    /// tasks already; or the pools were shut down (or, outside a tokio runtime, the task
+    /// runtime's threads could not be started; the error is logged).
+    #[error("task rejected: its pool's queue is full, or the pools are shut down")]
     Rejected,
 }
 
@@ -163,15 +164,27 @@ impl Task {
         })
     }
 
-    /// Waits for this task's pool to admit an attempt; `None` once the pools are shut down.
-    async fn admit(&self, pools: &Pools, state: &TaskState) -> Option<Permit> {
-        let permit = match self.kind {
-            Kind::Cpu => pools.cpu().gate().acquire(1, self.priority).await,
-            Kind::Io => pools.io().gate().acquire(1, self.priority).await,
+    /// This task's pool's gate, and what an attempt weighs there.
+    fn gate<'p>(&self, pools: &'p Pools) -> (&'p Arc<Gate>, u64) {
+        match self.kind {
+            Kind::Cpu => (pools.cpu().gate(), 1),
+            Kind::Io => (pools.io().gate(), 1),
             Kind::Memory => {
                 let budget = pools.memory();
-                let weight = self.mem.unwrap_or(budget.default_weight());
-                budget.gate().acquire(weight, self.priority).await
+                (budget.gate(), self.mem.unwrap_or(budget.default_weight()))
+            }
+        }
+    }
+
+    /// Waits for this task's pool to admit an attempt — the first in the place it took at
+    /// submission, a retry at the back of the queue (an accepted task is never refused);
+    /// `None` once the pools are shut down.
+    async fn admit(&self, pools: &Pools, state: &TaskState) -> Option<Permit> {
+        let permit = match state.take_ticket() {
+            Some(ticket) => ticket.admitted().await,
+            None => {
+                let (gate, weight) = self.gate(pools);
+                gate.acquire(weight, self.priority).await
             }
         };
         let permit = permit.ok()?;
@@ -310,19 +323,27 @@ impl Task {
         let shared = Arc::new(TaskState::default());
         let (tx, rx) = oneshot::channel();
         let id = tracker.next_id();
-        let runtime = match driver_runtime() {
-            Some(runtime) if !pools.cpu().gate().is_closed() => runtime,
-            _ => {
-                shared.set(TaskStatus::Rejected);
-                let _ = tx.send(Err(TaskError::Rejected));
-                return TaskHandle {
-                    id,
-                    shared,
-                    rx,
-                    tracker,
-                };
-            }
+        // The place in the pool's queue is taken now, within its bound: over it, the task is
+        // refused at once (and the gate counts it).
+        let (gate, weight) = self.gate(&pools);
+        let ticket = match driver_runtime() {
+            Some(runtime) if !pools.cpu().gate().is_closed() => gate
+                .reserve(weight, self.priority)
+                .ok()
+                .map(|ticket| (runtime, ticket)),
+            _ => None,
         };
+        let Some((runtime, ticket)) = ticket else {
+            shared.set(TaskStatus::Rejected);
+            let _ = tx.send(Err(TaskError::Rejected));
+            return TaskHandle {
+                id,
+                shared,
+                rx,
+                tracker,
+            };
+        };
+        shared.hold_ticket(ticket);
         let attempts = self.attempts;
         let state = shared.clone();
         let driver = move |registered| async move {

@@ -25,6 +25,13 @@ use crate::stats::Outcome;
 
 type Panic = Box<dyn std::any::Any + Send>;
 
+/// A background run's result, with this thread's rejection mark cleared: the run records no
+/// caller's outcome, and the mark must not reach the next call made on this thread.
+fn unflagged<T>(out: T) -> T {
+    super::route::take_rejected();
+    out
+}
+
 /// A sync background run's result, handed to the caller waiting for it, or left with the run
 /// when the caller stopped waiting.
 struct Handoff<T> {
@@ -200,7 +207,7 @@ impl Site {
                             };
                             let compute_start = self.now();
                             let run = || crate::warm::refreshing(body);
-                            if let Ok(out) = catch_unwind(AssertUnwindSafe(run)) {
+                            if let Ok(out) = unflagged(catch_unwind(AssertUnwindSafe(run))) {
                                 let stored = self.store_background(policy, store, key, miss, &out);
                                 self.record_refresh(stored, compute_start);
                             }
@@ -242,7 +249,7 @@ impl Site {
             let miss = crate::time::block_on(store.refresh_miss(key, &tags))
                 .unwrap_or_else(|| Miss::without_lookup(&tags));
             let compute_start = self.now();
-            match catch_unwind(AssertUnwindSafe(body)) {
+            match unflagged(catch_unwind(AssertUnwindSafe(body))) {
                 Ok(out) => {
                     let stored = self.store_background(policy, store, key, miss, &out);
                     if !theirs.offer(Ok(out)) {
@@ -302,7 +309,7 @@ impl Site {
                             };
                             let compute_start = self.now();
                             let run = crate::warm::refreshing_async(body);
-                            if let Ok(out) = AssertUnwindSafe(run).catch_unwind().await {
+                            if let Ok(out) = unflagged(AssertUnwindSafe(run).catch_unwind().await) {
                                 let stored = self.store_background(policy, store, key, miss, &out);
                                 self.record_refresh(stored, compute_start);
                             }
@@ -345,7 +352,7 @@ impl Site {
                 .await
                 .unwrap_or_else(|| Miss::without_lookup(&tags));
             let compute_start = self.now();
-            match AssertUnwindSafe(body).catch_unwind().await {
+            match unflagged(AssertUnwindSafe(body).catch_unwind().await) {
                 Ok(out) => {
                     let stored = self.store_background(policy, store, key, miss, &out);
                     if tx.send(Ok(out)).is_err() {

@@ -144,9 +144,12 @@ impl Site {
     /// Records a call that was timed, and traces it.
     #[inline]
     fn record(&self, outcome: Outcome, total: u64, compute: u64) {
-        // A warming or prefetch call that computed its value was nobody's call.
+        // A warming or prefetch call that computed its value was nobody's call; a call
+        // whose `Err`/`None` came from a full queue was rejected, not run.
+        let rejected = route::take_rejected();
         let outcome = match outcome {
             Outcome::Computed if crate::warm::prefetching() => Outcome::Prefetched,
+            Outcome::Uncached | Outcome::Failed if rejected => Outcome::Rejected,
             other => other,
         };
         self.recorder.record(outcome, total, compute);

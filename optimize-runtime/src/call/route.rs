@@ -2,9 +2,11 @@
 //! options and the [`pool`](crate::pool)s. Generated code calls these; each takes the body
 //! the attribute wrapped and decides where and when it runs.
 
+use std::cell::Cell;
 use std::future::Future;
 
 use crate::pool::io::{self, AttemptObserver, Attempts, IoGates, TimedOut};
+use crate::pool::Rejected;
 use crate::site::Site;
 
 impl AttemptObserver for Site {
@@ -37,28 +39,62 @@ impl Site {
         }
     }
 
+    /// How a call refused by a full queue answers: `on_rejected` (from the return type, see
+    /// [`RejectProbe`](crate::pool::RejectProbe)) with this function's name, the refusal
+    /// noted for the call's outcome. `None` (a type that cannot say it): the call waits.
+    fn rejecting<'s, R: 's>(
+        &'s self,
+        on_rejected: Option<fn(Rejected) -> R>,
+    ) -> Option<impl FnOnce(Rejected) -> R + 's> {
+        on_rejected.map(|answer| {
+            move |rejected: Rejected| {
+                REJECTED.with(|r| r.set(true));
+                tracing::debug!(r#fn = %self.path, pool = rejected.pool, "optimize: call rejected, the queue is full");
+                answer(Rejected {
+                    function: self.path.clone(),
+                    ..rejected
+                })
+            }
+        })
+    }
+
     /// A sync io body run once: admitted by the io limits, under `block_in_place` on a
     /// multi-thread tokio worker.
     #[doc(hidden)]
-    pub fn io_sync_once<R>(&self, body: impl FnOnce() -> R) -> R {
+    pub fn io_sync_once<R>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        body: impl FnOnce() -> R,
+    ) -> R {
         if !self.settings.enabled {
             return body();
         }
         let mut body = Some(body);
-        io::run_sync(self.io_gates(), Attempts::default(), None, self, || {
-            (body.take().expect("retries are off, so the body runs once"))()
-        })
+        io::run_sync(
+            self.io_gates(),
+            Attempts::default(),
+            self.rejecting(on_rejected),
+            None,
+            self,
+            || (body.take().expect("retries are off, so the body runs once"))(),
+        )
     }
 
     /// A sync io body retried while `should_retry` says so.
     #[doc(hidden)]
-    pub fn io_sync<R>(&self, should_retry: fn(&R) -> bool, mut attempt: impl FnMut() -> R) -> R {
+    pub fn io_sync<R>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        should_retry: fn(&R) -> bool,
+        mut attempt: impl FnMut() -> R,
+    ) -> R {
         if !self.settings.enabled {
             return attempt();
         }
         io::run_sync(
             self.io_gates(),
             self.settings.attempts,
+            self.rejecting(on_rejected),
             Some(should_retry),
             self,
             attempt,
@@ -69,6 +105,7 @@ impl Site {
     #[doc(hidden)]
     pub async fn io_async_once<R>(
         &self,
+        on_rejected: Option<fn(Rejected) -> R>,
         on_timeout: Option<fn(TimedOut) -> R>,
         body: impl Future<Output = R>,
     ) -> R {
@@ -85,6 +122,7 @@ impl Site {
             attempts,
             &self.path,
             on_timeout,
+            self.rejecting(on_rejected),
             None,
             self,
             || body.take().expect("retries are off, so the body runs once"),
@@ -96,6 +134,7 @@ impl Site {
     #[doc(hidden)]
     pub async fn io_async<R, Fut: Future<Output = R>>(
         &self,
+        on_rejected: Option<fn(Rejected) -> R>,
         on_timeout: Option<fn(TimedOut) -> R>,
         should_retry: fn(&R) -> bool,
         mut attempt: impl FnMut() -> Fut,
@@ -108,6 +147,7 @@ impl Site {
             self.settings.attempts,
             &self.path,
             on_timeout,
+            self.rejecting(on_rejected),
             Some(should_retry),
             self,
             attempt,
@@ -118,11 +158,19 @@ impl Site {
     /// A sync cpu body: run on the CPU pool while the caller blocks; in place on a pool
     /// thread.
     #[doc(hidden)]
-    pub fn cpu_sync<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
+    pub fn cpu_sync<R: Send>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        body: impl FnOnce() -> R + Send,
+    ) -> R {
         if !self.settings.enabled {
             return body();
         }
-        self.env.pools.cpu().run(self.admission_priority(), body)
+        self.env.pools.cpu().run_or_reject(
+            self.admission_priority(),
+            self.rejecting(on_rejected),
+            body,
+        )
     }
 
     /// An async cpu body with owned arguments: run on the CPU pool while the caller's task
@@ -130,6 +178,7 @@ impl Site {
     #[doc(hidden)]
     pub async fn cpu_async<R: Send + 'static>(
         &self,
+        on_rejected: Option<fn(Rejected) -> R>,
         body: impl FnOnce() -> R + Send + 'static,
     ) -> R {
         if !self.settings.enabled {
@@ -138,39 +187,70 @@ impl Site {
         self.env
             .pools
             .cpu()
-            .run_async(self.admission_priority(), body)
+            .run_async_or_reject(self.admission_priority(), self.rejecting(on_rejected), body)
             .await
     }
 
     /// An async cpu body that borrows its arguments: it cannot outlive the call, so the
     /// caller's thread waits for it (under `block_in_place` on a multi-thread runtime).
     #[doc(hidden)]
-    pub async fn cpu_async_borrowed<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
-        self.cpu_sync(body)
+    pub async fn cpu_async_borrowed<R: Send>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        body: impl FnOnce() -> R + Send,
+    ) -> R {
+        self.cpu_sync(on_rejected, body)
     }
 
     /// A sync memory body: run in place once the memory budget admits it.
     #[doc(hidden)]
-    pub fn memory_sync<R>(&self, body: impl FnOnce() -> R) -> R {
+    pub fn memory_sync<R>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        body: impl FnOnce() -> R,
+    ) -> R {
         if !self.settings.enabled {
             return body();
         }
-        self.env
-            .pools
-            .memory()
-            .run(Some(self.settings.mem), self.admission_priority(), body)
+        self.env.pools.memory().run_or_reject(
+            Some(self.settings.mem),
+            self.admission_priority(),
+            self.rejecting(on_rejected),
+            body,
+        )
     }
 
     /// An async memory body: awaited once the memory budget admits it.
     #[doc(hidden)]
-    pub async fn memory_async<F: Future>(&self, body: F) -> F::Output {
+    pub async fn memory_async<F: Future>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> F::Output>,
+        body: F,
+    ) -> F::Output {
         if !self.settings.enabled {
             return body.await;
         }
         self.env
             .pools
             .memory()
-            .run_async(Some(self.settings.mem), self.admission_priority(), body)
+            .run_async_or_reject(
+                Some(self.settings.mem),
+                self.admission_priority(),
+                self.rejecting(on_rejected),
+                body,
+            )
             .await
     }
+}
+
+thread_local! {
+    /// Set when this thread's call was refused by a full queue, until the call engine
+    /// records the call's outcome.
+    static REJECTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the call that just finished on this thread was rejected (and forgets it). The
+/// rejection and the recording happen in one poll of the call, so on one thread.
+pub(crate) fn take_rejected() -> bool {
+    REJECTED.with(|r| r.replace(false))
 }

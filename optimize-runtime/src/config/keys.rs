@@ -185,6 +185,10 @@ pub(crate) const KEYS: &[Key] = &[
     key("pools.memory_budget_fraction", Type::Ratio),
     key("pools.memory_default_weight", Type::Size),
     key("pools.memory_pressure_threshold", Type::Ratio),
+    key("pools.queue_capacity", Type::Int),
+    key("pools.cpu_queue_capacity", Type::Int),
+    key("pools.io_queue_capacity", Type::Int),
+    key("pools.memory_queue_capacity", Type::Int),
     duration(
         "pools.memory_sample_interval",
         Duration::from_millis(10),

@@ -177,6 +177,9 @@ pub struct Config {
     signing_key_previous: Option<String>,
     /// Pool settings.
     pub pools: PoolConfig,
+    /// `pools.queue_capacity`: the bound of each pool's queue that sets none of its own
+    /// (0: unbounded).
+    queue_capacity: u64,
     /// What calls record.
     pub recording: Recording,
     /// Calls at least this slow are logged at info.
@@ -306,6 +309,7 @@ impl Default for Config {
             signing_key: None,
             signing_key_previous: None,
             pools,
+            queue_capacity: PoolConfig::DEFAULT_QUEUE_CAPACITY,
             recording: Recording::Full,
             slow_call: crate::stats::DEFAULT_SLOW_CALL,
             monitor_enabled: false,
@@ -346,6 +350,26 @@ impl Config {
     /// A builder over the file and environment.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder::default()
+    }
+
+    /// Each pool's queue bound: its own key where one was given, else `pools.queue_capacity`.
+    fn settle_queue_capacities(&mut self) {
+        let shared = (self.queue_capacity > 0).then_some(self.queue_capacity);
+        for (key, bound) in [
+            (
+                "pools.cpu_queue_capacity",
+                &mut self.pools.cpu_queue_capacity,
+            ),
+            ("pools.io_queue_capacity", &mut self.pools.io_queue_capacity),
+            (
+                "pools.memory_queue_capacity",
+                &mut self.pools.memory_queue_capacity,
+            ),
+        ] {
+            if !self.origins.contains_key(key) {
+                *bound = shared;
+            }
+        }
     }
 
     /// The configuration from defaults, the level, the file and the environment.
@@ -401,6 +425,16 @@ impl Config {
             ("pools.memory_default_weight", V::Int(n)) => self.pools.memory_default_weight = n,
             ("pools.memory_pressure_threshold", V::Float(f)) => {
                 self.pools.memory_pressure_threshold = f
+            }
+            ("pools.queue_capacity", V::Int(n)) => self.queue_capacity = n,
+            ("pools.cpu_queue_capacity", V::Int(n)) => {
+                self.pools.cpu_queue_capacity = (n > 0).then_some(n);
+            }
+            ("pools.io_queue_capacity", V::Int(n)) => {
+                self.pools.io_queue_capacity = (n > 0).then_some(n);
+            }
+            ("pools.memory_queue_capacity", V::Int(n)) => {
+                self.pools.memory_queue_capacity = (n > 0).then_some(n);
             }
             ("pools.memory_sample_interval", V::Duration(d)) => {
                 self.pools.memory_sample_interval = d
@@ -1118,6 +1152,7 @@ impl ConfigBuilder {
         {
             config.l3_enabled = true;
         }
+        config.settle_queue_capacities();
         config.check(&mut problems);
         if problems.is_empty() {
             Ok(config)

@@ -352,12 +352,27 @@ fn gate(b: &mut SnapshotBuilder, pool: &'static str, g: &GateStats) {
         labels([("pool", pool)]),
         HistogramValue::durations(g.wait.clone(), g.wait.approx_sum()),
     );
-    b.family(
+    let rejected = b.family(
         "optimize_pool_rejected_total",
-        "Admissions refused because the pool was shut down.",
+        "Admissions refused: the pool was shut down, or its queue was full.",
         Counter,
-    )
-    .number(labels([("pool", pool)]), g.rejected as f64);
+    );
+    rejected.number(
+        labels([("pool", pool), ("reason", "shutdown")]),
+        g.rejected as f64,
+    );
+    rejected.number(
+        labels([("pool", pool), ("reason", "queue_full")]),
+        g.refused_full as f64,
+    );
+    if let Some(bound) = g.queue_capacity {
+        b.family(
+            "optimize_pool_queue_capacity",
+            "Calls and tasks that may wait for a pool's admission (all priorities).",
+            Gauge,
+        )
+        .number(labels([("pool", pool)]), bound as f64);
+    }
     b.family(
         "optimize_pool_completed_total",
         "Calls and tasks a pool admitted and that finished.",

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::gate::{Gate, Permit};
-use super::{blocking, chain, Priority};
+use super::gate::{Gate, Permit, Refused};
+use super::{blocking, chain, Priority, Rejected};
 use crate::meta::Kind;
 
 /// The CPU pool. See the module documentation.
@@ -108,22 +108,52 @@ impl CpuPool {
     /// assert_eq!(total, 6);
     /// ```
     pub fn run<R: Send>(&self, priority: Priority, f: impl FnOnce() -> R + Send) -> R {
+        self.run_or_reject(priority, None::<fn(Rejected) -> R>, f)
+    }
+
+    /// [`CpuPool::run`], answered by `on_rejected` instead when the queue is full (with
+    /// `None`, the caller waits however long the queue).
+    pub fn run_or_reject<R: Send>(
+        &self,
+        priority: Priority,
+        on_rejected: Option<impl FnOnce(Rejected) -> R>,
+        f: impl FnOnce() -> R + Send,
+    ) -> R {
         if self.runs_in_place() {
             chain::admitted(Kind::Cpu);
             return f();
         }
         let inherited = chain::held();
-        blocking(|| match self.gate.acquire_blocking(1, priority) {
-            Ok(_permit) => {
-                chain::admitted(Kind::Cpu);
-                self.install(inherited, f)
-            }
-            Err(_closed) => {
-                chain::admitted(Kind::Cpu);
-                let _chain = chain::Scope::enter(Kind::Cpu, inherited);
-                f()
+        let bounded = on_rejected.is_some();
+        blocking(|| {
+            let admission = match bounded {
+                true => self.gate.acquire_blocking_within_bound(1, priority),
+                false => self
+                    .gate
+                    .acquire_blocking(1, priority)
+                    .map_err(|_| Refused::Closed),
+            };
+            match (admission, on_rejected) {
+                (Ok(_permit), _) => {
+                    chain::admitted(Kind::Cpu);
+                    self.install(inherited, f)
+                }
+                (Err(Refused::Full), Some(reject)) => reject(self.rejected()),
+                (Err(_), _) => {
+                    chain::admitted(Kind::Cpu);
+                    let _chain = chain::Scope::enter(Kind::Cpu, inherited);
+                    f()
+                }
             }
         })
+    }
+
+    fn rejected(&self) -> Rejected {
+        Rejected {
+            function: String::new(),
+            pool: "cpu",
+            queue_capacity: self.gate.queue_capacity().unwrap_or(0),
+        }
     }
 
     /// Whether a call made here runs under its chain's admission: inside an admitted cpu body
@@ -140,14 +170,37 @@ impl CpuPool {
         priority: Priority,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> R {
+        self.run_async_or_reject(priority, None::<fn(Rejected) -> R>, f)
+            .await
+    }
+
+    /// [`CpuPool::run_async`], answered by `on_rejected` instead when the queue is full.
+    pub async fn run_async_or_reject<R: Send + 'static>(
+        &self,
+        priority: Priority,
+        on_rejected: Option<impl FnOnce(Rejected) -> R>,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
         if self.runs_in_place() {
             chain::admitted(Kind::Cpu);
             return f();
         }
         let inherited = chain::held();
-        let Ok(permit) = self.gate.acquire(1, priority).await else {
-            chain::admitted(Kind::Cpu);
-            return blocking(f);
+        let admission = match on_rejected.is_some() {
+            true => self.gate.acquire_within_bound(1, priority).await,
+            false => self
+                .gate
+                .acquire(1, priority)
+                .await
+                .map_err(|_| Refused::Closed),
+        };
+        let permit = match (admission, on_rejected) {
+            (Ok(permit), _) => permit,
+            (Err(Refused::Full), Some(reject)) => return reject(self.rejected()),
+            (Err(_), _) => {
+                chain::admitted(Kind::Cpu);
+                return blocking(f);
+            }
         };
         chain::admitted(Kind::Cpu);
         match self.spawn_in_chain(permit, inherited, f).await {

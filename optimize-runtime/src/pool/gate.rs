@@ -25,6 +25,15 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Closed;
 
+/// Why a caller asking within the queue's bound was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The gate was closed by shutdown.
+    Closed,
+    /// The queue held its capacity of waiters already ([`Gate::set_queue_capacity`]).
+    Full,
+}
+
 /// What a waiter is woken with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Grant {
@@ -53,6 +62,14 @@ struct State {
     /// Extra condition for admission besides free units (the memory budget's pressure
     /// check); ignored while nothing is admitted, so the gate always makes progress.
     held: bool,
+    /// Waiters (all priorities) beyond which a caller asking within the bound is refused.
+    queue_capacity: Option<u64>,
+}
+
+impl State {
+    fn queued(&self) -> u64 {
+        self.queues.iter().map(|q| q.len() as u64).sum()
+    }
 }
 
 /// Counters of one gate, readable at any time.
@@ -70,6 +87,10 @@ pub struct GateStats {
     pub completed: u64,
     /// Callers refused because the gate was closed.
     pub rejected: u64,
+    /// Callers refused because the queue was full.
+    pub refused_full: u64,
+    /// The queue's bound (`None`: unbounded).
+    pub queue_capacity: Option<u64>,
     /// Time callers spent waiting for admission (callers admitted at once count as zero).
     pub wait: Histogram,
 }
@@ -86,6 +107,7 @@ pub struct Gate {
     state: Mutex<State>,
     completed: AtomicU64,
     rejected: AtomicU64,
+    refused_full: AtomicU64,
     wait: AtomicHistogram,
 }
 
@@ -126,9 +148,11 @@ impl Gate {
                 closed: false,
                 next_id: 0,
                 held: false,
+                queue_capacity: None,
             }),
             completed: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
             wait: AtomicHistogram::new(),
         })
     }
@@ -148,6 +172,18 @@ impl Gate {
         let mut s = self.lock();
         s.capacity = capacity.max(1);
         Self::admit_waiting(&mut s);
+    }
+
+    /// Bounds the queue: once `capacity` callers wait (all priorities together), a caller
+    /// asking within the bound ([`Gate::acquire_within_bound`]) is refused at once with
+    /// [`Refused::Full`]; `None` removes the bound.
+    pub fn set_queue_capacity(&self, capacity: Option<u64>) {
+        self.lock().queue_capacity = capacity;
+    }
+
+    /// The queue's bound (`None`: unbounded).
+    pub fn queue_capacity(&self) -> Option<u64> {
+        self.lock().queue_capacity
     }
 
     /// Holds admissions (while something is admitted) or lets them resume: the memory
@@ -200,8 +236,21 @@ impl Gate {
             queued,
             completed: self.completed.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
+            refused_full: self.refused_full.load(Relaxed),
+            queue_capacity: s.queue_capacity,
             wait: self.wait.snapshot(),
         }
+    }
+
+    /// `weight` units at once, if they are free, nobody waits ahead and the gate is open;
+    /// `None` otherwise (then ask with [`Gate::acquire`] and friends, which queue).
+    pub fn try_acquire(self: &Arc<Self>, weight: u64) -> Option<Permit> {
+        let mut s = self.lock();
+        if s.closed {
+            return None;
+        }
+        let weight = Self::clamp(&s, weight);
+        self.try_admit(&mut s, weight)
     }
 
     /// Admits the caller at once if `weight` units are free and nobody waits ahead of it.
@@ -234,21 +283,27 @@ impl Gate {
 
     /// Admits at once, or queues the caller with the waker `channel` builds (only then, so
     /// an immediate admission allocates nothing): the common start of both acquire paths.
-    /// `Ok(Err((id, weight, receiver)))` means queued.
+    /// `Ok(Err((id, weight, receiver)))` means queued. `bounded`: refuse rather than queue
+    /// beyond the queue's capacity.
     fn admit_or_enqueue<R>(
         self: &Arc<Self>,
         weight: u64,
         priority: Priority,
+        bounded: bool,
         channel: impl FnOnce() -> (Wake, R),
-    ) -> Result<Result<Permit, (u64, u64, R)>, Closed> {
+    ) -> Result<Result<Permit, (u64, u64, R)>, Refused> {
         let mut s = self.lock();
         if s.closed {
             self.rejected.fetch_add(1, Relaxed);
-            return Err(Closed);
+            return Err(Refused::Closed);
         }
         let weight = Self::clamp(&s, weight);
         if let Some(permit) = self.try_admit(&mut s, weight) {
             return Ok(Ok(permit));
+        }
+        if bounded && s.queue_capacity.is_some_and(|cap| s.queued() >= cap) {
+            self.refused_full.fetch_add(1, Relaxed);
+            return Err(Refused::Full);
         }
         let (wake, rx) = channel();
         let id = Self::enqueue(&mut s, weight, priority, wake);
@@ -264,17 +319,36 @@ impl Gate {
         }
     }
 
-    /// Waits (blocking the thread) until `weight` units are admitted at `priority`.
+    /// Waits (blocking the thread) until `weight` units are admitted at `priority`, however
+    /// long the queue.
     pub fn acquire_blocking(
         self: &Arc<Self>,
         weight: u64,
         priority: Priority,
     ) -> Result<Permit, Closed> {
+        self.blocking(weight, priority, false).map_err(|_| Closed)
+    }
+
+    /// [`Gate::acquire_blocking`], refused at once when the queue is full.
+    pub fn acquire_blocking_within_bound(
+        self: &Arc<Self>,
+        weight: u64,
+        priority: Priority,
+    ) -> Result<Permit, Refused> {
+        self.blocking(weight, priority, true)
+    }
+
+    fn blocking(
+        self: &Arc<Self>,
+        weight: u64,
+        priority: Priority,
+        bounded: bool,
+    ) -> Result<Permit, Refused> {
         let channel = || {
             let (tx, rx) = mpsc::sync_channel(1);
             (Wake::Thread(tx), rx)
         };
-        let (_, weight, rx) = match self.admit_or_enqueue(weight, priority, channel)? {
+        let (_, weight, rx) = match self.admit_or_enqueue(weight, priority, bounded, channel)? {
             Ok(permit) => return Ok(permit),
             Err(queued) => queued,
         };
@@ -283,22 +357,43 @@ impl Gate {
         // itself is gone, which an `Arc` caller rules out.
         match rx.recv() {
             Ok(Grant::Admitted) => Ok(self.admitted_after_wait(weight, start)),
-            Ok(Grant::Closed) | Err(_) => Err(Closed),
+            Ok(Grant::Closed) | Err(_) => Err(Refused::Closed),
         }
     }
 
-    /// Waits (asynchronously) until `weight` units are admitted at `priority`. Dropping the
-    /// future gives up the place in the queue, or the units if they were granted meanwhile.
+    /// Waits (asynchronously) until `weight` units are admitted at `priority`, however long
+    /// the queue. Dropping the future gives up the place in the queue, or the units if they
+    /// were granted meanwhile.
     pub async fn acquire(
         self: &Arc<Self>,
         weight: u64,
         priority: Priority,
     ) -> Result<Permit, Closed> {
+        self.waiting(weight, priority, false)
+            .await
+            .map_err(|_| Closed)
+    }
+
+    /// [`Gate::acquire`], refused at once when the queue is full.
+    pub async fn acquire_within_bound(
+        self: &Arc<Self>,
+        weight: u64,
+        priority: Priority,
+    ) -> Result<Permit, Refused> {
+        self.waiting(weight, priority, true).await
+    }
+
+    async fn waiting(
+        self: &Arc<Self>,
+        weight: u64,
+        priority: Priority,
+        bounded: bool,
+    ) -> Result<Permit, Refused> {
         let channel = || {
             let (tx, rx) = oneshot::channel();
             (Wake::Task(tx), rx)
         };
-        let (id, weight, rx) = match self.admit_or_enqueue(weight, priority, channel)? {
+        let (id, weight, rx) = match self.admit_or_enqueue(weight, priority, bounded, channel)? {
             Ok(permit) => return Ok(permit),
             Err(queued) => queued,
         };
@@ -311,6 +406,28 @@ impl Gate {
         }
         .wait()
         .await
+    }
+
+    /// Takes a place in the queue now, within its bound, or an admission if one is free: a
+    /// task takes it when it is submitted, so the bound holds exactly and the order of
+    /// submission is the order of admission. Dropping a queued ticket leaves the queue.
+    pub fn reserve(self: &Arc<Self>, weight: u64, priority: Priority) -> Result<Ticket, Refused> {
+        let channel = || {
+            let (tx, rx) = oneshot::channel();
+            (Wake::Task(tx), rx)
+        };
+        Ok(Ticket(
+            match self.admit_or_enqueue(weight, priority, true, channel)? {
+                Ok(permit) => TicketState::Admitted(permit),
+                Err((id, weight, rx)) => TicketState::Queued(PendingAdmission {
+                    gate: self.clone(),
+                    id,
+                    weight,
+                    rx: Some(rx),
+                    start: Instant::now(),
+                }),
+            },
+        ))
     }
 
     fn enqueue(s: &mut State, weight: u64, priority: Priority, wake: Wake) -> u64 {
@@ -362,6 +479,34 @@ impl Wake {
     }
 }
 
+/// A place in a gate's queue, or an admission ([`Gate::reserve`]).
+#[must_use = "dropping a ticket gives up its place"]
+pub struct Ticket(TicketState);
+
+enum TicketState {
+    Admitted(Permit),
+    Queued(PendingAdmission),
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            TicketState::Admitted(_) => "Ticket(admitted)",
+            TicketState::Queued(_) => "Ticket(queued)",
+        })
+    }
+}
+
+impl Ticket {
+    /// Waits for the admission (at once if it was granted already).
+    pub async fn admitted(self) -> Result<Permit, Closed> {
+        match self.0 {
+            TicketState::Admitted(permit) => Ok(permit),
+            TicketState::Queued(pending) => pending.wait().await.map_err(|_| Closed),
+        }
+    }
+}
+
 /// An async caller's place in the queue.
 struct PendingAdmission {
     gate: Arc<Gate>,
@@ -372,13 +517,13 @@ struct PendingAdmission {
 }
 
 impl PendingAdmission {
-    async fn wait(mut self) -> Result<Permit, Closed> {
+    async fn wait(mut self) -> Result<Permit, Refused> {
         let rx = self.rx.as_mut().expect("set until resolved");
         let grant = rx.await;
         self.rx = None;
         match grant {
             Ok(Grant::Admitted) => Ok(self.gate.admitted_after_wait(self.weight, self.start)),
-            Ok(Grant::Closed) | Err(_) => Err(Closed),
+            Ok(Grant::Closed) | Err(_) => Err(Refused::Closed),
         }
     }
 }
@@ -408,6 +553,42 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::time::Duration;
+
+    #[test]
+    fn a_full_queue_refuses_callers_within_its_bound_only() {
+        let gate = Gate::new(1);
+        gate.set_queue_capacity(Some(2));
+        let _running = gate.acquire_blocking(1, Priority::Normal).unwrap();
+        let first = gate.reserve(1, Priority::Normal).unwrap();
+        let second = gate.reserve(1, Priority::High).unwrap();
+        assert_eq!(
+            gate.reserve(1, Priority::Critical).unwrap_err(),
+            Refused::Full
+        );
+        assert_eq!(
+            gate.acquire_blocking_within_bound(1, Priority::Normal)
+                .unwrap_err(),
+            Refused::Full
+        );
+        let stats = gate.stats();
+        assert_eq!((stats.queued_total(), stats.refused_full), (2, 2));
+        // A caller that cannot be refused still queues.
+        let g = gate.clone();
+        let waiter = std::thread::spawn(move || g.acquire_blocking(1, Priority::Low).is_ok());
+        while gate.stats().queued_total() < 3 {
+            std::thread::yield_now();
+        }
+        // A dropped ticket leaves the queue.
+        drop(first);
+        assert_eq!(gate.stats().queued_total(), 2);
+        drop(_running);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let admitted = rt.block_on(second.admitted()).unwrap();
+        drop(admitted);
+        assert!(waiter.join().unwrap());
+    }
 
     #[test]
     fn admits_up_to_capacity_then_queues() {

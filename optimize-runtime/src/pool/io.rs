@@ -5,8 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gate::Gate;
-use super::{blocking, chain, Priority};
+use super::gate::{Gate, Permit, Refused};
+use super::{blocking, chain, Priority, Rejected};
 use crate::meta::Kind;
 
 /// The global io limit.
@@ -154,14 +154,105 @@ pub struct IoGates<'a> {
     pub priority: Priority,
 }
 
+/// The permits of an admitted io attempt (none for a nested call, which runs under its
+/// chain's admission).
+type Admitted = (Option<Permit>, Option<Permit>);
+
+impl IoGates<'_> {
+    /// What a full queue answers: which limit it was.
+    fn rejected(&self, gate: &Gate, local: bool) -> Rejected {
+        Rejected {
+            function: String::new(),
+            pool: if local {
+                "io (the function's concurrency)"
+            } else {
+                "io"
+            },
+            queue_capacity: gate.queue_capacity().unwrap_or(0),
+        }
+    }
+
+    /// Admits an attempt, blocking: the narrow limit first, so a call queued behind a
+    /// saturated function holds nothing that unrelated calls need. A closed gate (shutdown)
+    /// still lets the call run: it never fails the caller. `bounded`: a full queue refuses.
+    fn admit_blocking(&self, bounded: bool) -> Result<Admitted, Rejected> {
+        if !chain::needs_admission(Kind::Io) {
+            return Ok((None, None));
+        }
+        let ask = |gate: &Arc<Gate>| match bounded {
+            true => gate.acquire_blocking_within_bound(1, self.priority),
+            false => gate
+                .acquire_blocking(1, self.priority)
+                .map_err(|_| Refused::Closed),
+        };
+        let local = match self.local.map(|g| (g, ask(g))) {
+            Some((g, Err(Refused::Full))) => return Err(self.rejected(g, true)),
+            Some((_, admitted)) => admitted.ok(),
+            None => None,
+        };
+        let global = match ask(self.global) {
+            Err(Refused::Full) => return Err(self.rejected(self.global, false)),
+            admitted => admitted.ok(),
+        };
+        Ok((local, global))
+    }
+
+    /// [`IoGates::admit_blocking`] for async callers. Admitted at once, nothing is awaited;
+    /// a call that must queue awaits a boxed future, so the state of a queued admission
+    /// does not enlarge every io call's future (recursive async functions nest them).
+    async fn admit(&self, bounded: bool) -> Result<Admitted, Rejected> {
+        if !chain::needs_admission(Kind::Io) {
+            return Ok((None, None));
+        }
+        let local_now = self.local.map(|g| g.try_acquire(1));
+        let global_now = match local_now {
+            None | Some(Some(_)) => self.global.try_acquire(1),
+            Some(None) => None,
+        };
+        match (local_now, global_now) {
+            (None, Some(global)) => Ok((None, Some(global))),
+            (Some(Some(local)), Some(global)) => Ok((Some(local), Some(global))),
+            _ => Box::pin(self.admit_queued(bounded)).await,
+        }
+    }
+
+    async fn admit_queued(&self, bounded: bool) -> Result<Admitted, Rejected> {
+        let priority = self.priority;
+        async fn ask(
+            gate: &Arc<Gate>,
+            priority: Priority,
+            bounded: bool,
+        ) -> Result<Permit, Refused> {
+            match bounded {
+                true => gate.acquire_within_bound(1, priority).await,
+                false => gate.acquire(1, priority).await.map_err(|_| Refused::Closed),
+            }
+        }
+        let local = match self.local {
+            Some(g) => match ask(g, priority, bounded).await {
+                Err(Refused::Full) => return Err(self.rejected(g, true)),
+                admitted => admitted.ok(),
+            },
+            None => None,
+        };
+        let global = match ask(self.global, priority, bounded).await {
+            Err(Refused::Full) => return Err(self.rejected(self.global, false)),
+            admitted => admitted.ok(),
+        };
+        Ok((local, global))
+    }
+}
+
 /// Runs an async io call: each attempt is admitted by the gates, bounded by the timeout, and
 /// retried with backoff while `should_retry` says so. `attempt` makes a fresh future per
 /// attempt. Timers need a tokio runtime with time enabled when a timeout or retries are set.
+#[allow(clippy::too_many_arguments)] // each is one independent choice of the call's
 pub async fn run_async<R, Fut>(
     gates: IoGates<'_>,
     attempts: Attempts,
     function: &str,
     on_timeout: Option<fn(TimedOut) -> R>,
+    on_rejected: Option<impl FnOnce(Rejected) -> R>,
     should_retry: Option<fn(&R) -> bool>,
     observer: &impl AttemptObserver,
     mut attempt: impl FnMut() -> Fut,
@@ -169,20 +260,16 @@ pub async fn run_async<R, Fut>(
 where
     Fut: Future<Output = R>,
 {
+    let mut on_rejected = on_rejected;
     let mut retry = 0;
     loop {
         let out = {
-            // The narrow limit first: queued behind a saturated function, a call holds nothing
-            // that unrelated calls need. A closed gate (shutdown) still lets the call run: it
-            // never fails the caller. A nested io call runs under its chain's admission.
-            let admit = chain::needs_admission(Kind::Io);
-            let _local = match gates.local.filter(|_| admit) {
-                Some(g) => g.acquire(1, gates.priority).await.ok(),
-                None => None,
-            };
-            let _global = match admit {
-                true => gates.global.acquire(1, gates.priority).await.ok(),
-                false => None,
+            let _admitted = match gates.admit(on_rejected.is_some()).await {
+                Ok(admitted) => admitted,
+                Err(rejected) => match on_rejected.take() {
+                    Some(reject) => return reject(rejected),
+                    None => unreachable!("only a bounded admission is refused"),
+                },
             };
             chain::admitted(Kind::Io);
             let attempt = chain::InChain::new(Kind::Io, attempt());
@@ -219,23 +306,23 @@ where
 pub fn run_sync<R>(
     gates: IoGates<'_>,
     attempts: Attempts,
+    on_rejected: Option<impl FnOnce(Rejected) -> R>,
     should_retry: Option<fn(&R) -> bool>,
     observer: &impl AttemptObserver,
     mut attempt: impl FnMut() -> R,
 ) -> R {
+    let mut on_rejected = on_rejected;
     blocking(|| {
         let mut retry = 0;
         loop {
             let out = {
-                // Narrow limit first, then the global one (see `run_async`).
-                let admit = chain::needs_admission(Kind::Io);
-                let _local = gates
-                    .local
-                    .filter(|_| admit)
-                    .and_then(|g| g.acquire_blocking(1, gates.priority).ok());
-                let _global = admit
-                    .then(|| gates.global.acquire_blocking(1, gates.priority).ok())
-                    .flatten();
+                let _admitted = match gates.admit_blocking(on_rejected.is_some()) {
+                    Ok(admitted) => admitted,
+                    Err(rejected) => match on_rejected.take() {
+                        Some(reject) => return reject(rejected),
+                        None => unreachable!("only a bounded admission is refused"),
+                    },
+                };
                 chain::admitted(Kind::Io);
                 let _chain = chain::Scope::enter(Kind::Io, 0);
                 attempt()
@@ -255,6 +342,10 @@ pub fn run_sync<R>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn no_rejection<R>() -> Option<fn(Rejected) -> R> {
+        None
+    }
     use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 
     fn gates(global: &Arc<Gate>) -> IoGates<'_> {
@@ -298,6 +389,7 @@ mod tests {
             attempts,
             "f",
             None,
+            no_rejection(),
             Some(Result::is_err),
             &(),
             || {
@@ -320,6 +412,7 @@ mod tests {
             attempts,
             "f",
             None,
+            no_rejection(),
             Some(Result::is_err),
             &(),
             || {
@@ -345,6 +438,7 @@ mod tests {
             },
             "app::slow",
             Some(<Result<u32, std::io::Error> as TimeoutOutput>::timed_out),
+            no_rejection(),
             Some(Result::is_err),
             &(),
             || {
@@ -368,6 +462,7 @@ mod tests {
             },
             "app::slow",
             Some(<Option<u32> as TimeoutOutput>::timed_out),
+            no_rejection(),
             None,
             &(),
             || async {
@@ -395,6 +490,7 @@ mod tests {
                             priority: Priority::Normal,
                         },
                         Attempts::default(),
+                        no_rejection(),
                         None,
                         &(),
                         || {

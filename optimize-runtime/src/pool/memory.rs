@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::gate::Gate;
-use super::{blocking, chain, PoolConfig, Priority, PurgeHook};
+use super::gate::{Gate, Refused};
+use super::{blocking, chain, PoolConfig, Priority, PurgeHook, Rejected};
 use crate::meta::Kind;
 
 /// The memory budget. See the module documentation.
@@ -157,17 +157,47 @@ impl MemoryBudget {
     /// assert_eq!(v, 16);
     /// ```
     pub fn run<R>(&self, weight: Option<u64>, priority: Priority, f: impl FnOnce() -> R) -> R {
+        self.run_or_reject(weight, priority, None::<fn(Rejected) -> R>, f)
+    }
+
+    /// [`MemoryBudget::run`], answered by `on_rejected` instead when the queue is full (with
+    /// `None`, the caller waits however long the queue).
+    pub fn run_or_reject<R>(
+        &self,
+        weight: Option<u64>,
+        priority: Priority,
+        on_rejected: Option<impl FnOnce(Rejected) -> R>,
+        f: impl FnOnce() -> R,
+    ) -> R {
         if !chain::needs_admission(Kind::Memory) {
             chain::admitted(Kind::Memory);
             return f();
         }
         let weight = weight.unwrap_or(self.default_weight);
         blocking(|| {
-            let _permit = self.gate.acquire_blocking(weight, priority).ok();
+            let admission = match on_rejected.is_some() {
+                true => self.gate.acquire_blocking_within_bound(weight, priority),
+                false => self
+                    .gate
+                    .acquire_blocking(weight, priority)
+                    .map_err(|_| Refused::Closed),
+            };
+            let _permit = match (admission, on_rejected) {
+                (Err(Refused::Full), Some(reject)) => return reject(self.rejected()),
+                (admission, _) => admission.ok(),
+            };
             chain::admitted(Kind::Memory);
             let _chain = chain::Scope::enter(Kind::Memory, 0);
             f()
         })
+    }
+
+    fn rejected(&self) -> Rejected {
+        Rejected {
+            function: String::new(),
+            pool: "memory",
+            queue_capacity: self.gate.queue_capacity().unwrap_or(0),
+        }
     }
 
     /// Awaits `fut` once `weight` bytes (or the default) are admitted. Nested calls made
@@ -178,12 +208,36 @@ impl MemoryBudget {
         priority: Priority,
         fut: F,
     ) -> F::Output {
+        self.run_async_or_reject(weight, priority, None::<fn(Rejected) -> F::Output>, fut)
+            .await
+    }
+
+    /// [`MemoryBudget::run_async`], answered by `on_rejected` instead when the queue is full.
+    pub async fn run_async_or_reject<F: Future>(
+        &self,
+        weight: Option<u64>,
+        priority: Priority,
+        on_rejected: Option<impl FnOnce(Rejected) -> F::Output>,
+        fut: F,
+    ) -> F::Output {
         if !chain::needs_admission(Kind::Memory) {
             chain::admitted(Kind::Memory);
             return fut.await;
         }
         let weight = weight.unwrap_or(self.default_weight);
-        let _permit = self.gate.acquire(weight, priority).await.ok();
+        // Admitted at once, nothing is awaited; a queued admission's state is boxed, so it
+        // does not enlarge the future of every call (see the io pool's `admit`).
+        let admission = match (self.gate.try_acquire(weight), on_rejected.is_some()) {
+            (Some(permit), _) => Ok(permit),
+            (None, true) => Box::pin(self.gate.acquire_within_bound(weight, priority)).await,
+            (None, false) => Box::pin(self.gate.acquire(weight, priority))
+                .await
+                .map_err(|_| Refused::Closed),
+        };
+        let _permit = match (admission, on_rejected) {
+            (Err(Refused::Full), Some(reject)) => return reject(self.rejected()),
+            (admission, _) => admission.ok(),
+        };
         chain::admitted(Kind::Memory);
         chain::InChain::new(Kind::Memory, fut).await
     }

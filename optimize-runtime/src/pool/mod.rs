@@ -30,7 +30,97 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::meta::{Priority, UnknownPriority};
-pub use gate::{Closed, GateStats};
+pub use gate::{Closed, GateStats, Refused};
+
+/// A managed call or task refused at once because its pool's queue was full
+/// (`pools.queue_capacity`): a call's answer under overload instead of an unbounded wait.
+///
+/// ```
+/// use optimize_runtime::pool::Rejected;
+///
+/// let e = Rejected { function: "shop::price".into(), pool: "io", queue_capacity: 100 };
+/// assert_eq!(e.to_string(), "`shop::price` rejected: the io pool's queue is full (100 waiting)");
+/// let io: std::io::Error = e.clone().into();
+/// assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);
+/// let text: String = e.into();
+/// assert!(text.contains("queue is full"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{function}` rejected: the {pool} pool's queue is full ({queue_capacity} waiting)")]
+pub struct Rejected {
+    /// The managed function's path (empty for a task).
+    pub function: String,
+    /// `cpu`, `io` (or the function's own `concurrency` limit) or `memory`.
+    pub pool: &'static str,
+    /// The queue's bound that was reached.
+    pub queue_capacity: u64,
+}
+
+impl From<Rejected> for std::io::Error {
+    fn from(e: Rejected) -> Self {
+        std::io::Error::new(std::io::ErrorKind::WouldBlock, e)
+    }
+}
+
+impl From<Rejected> for String {
+    fn from(e: Rejected) -> Self {
+        e.to_string()
+    }
+}
+
+/// A return type that can say a call was rejected: `Result<T, E>` with `E: From<Rejected>`
+/// (returns `Err`), or `Option<T>` (returns `None`). A managed function returning anything
+/// else waits for admission however long the queue (docs/pools.md, "Bounded queues").
+pub trait RejectOutput: Sized {
+    /// The value a rejected call returns.
+    fn rejected(e: Rejected) -> Self;
+}
+
+impl<T, E: From<Rejected>> RejectOutput for Result<T, E> {
+    fn rejected(e: Rejected) -> Self {
+        Err(E::from(e))
+    }
+}
+
+impl<T> RejectOutput for Option<T> {
+    fn rejected(_: Rejected) -> Self {
+        None
+    }
+}
+
+/// Chooses, at compile time, how a return type answers a rejection: generated code calls
+/// `(&RejectProbe::<R>::NEW).on_rejected()` with both traits in scope; a type implementing
+/// [`RejectOutput`] gets `Some`, any other `None` (its calls wait instead).
+pub struct RejectProbe<R>(std::marker::PhantomData<fn() -> R>);
+
+impl<R> RejectProbe<R> {
+    /// The probe.
+    pub const NEW: Self = RejectProbe(std::marker::PhantomData);
+}
+
+/// The [`RejectProbe`] method for types that can say a call was rejected.
+pub trait CanReject<R> {
+    /// How a rejected call answers.
+    fn on_rejected(&self) -> Option<fn(Rejected) -> R>;
+}
+
+impl<R: RejectOutput> CanReject<R> for RejectProbe<R> {
+    fn on_rejected(&self) -> Option<fn(Rejected) -> R> {
+        Some(R::rejected)
+    }
+}
+
+/// The [`RejectProbe`] fallback: the call waits.
+pub trait WaitsInstead<R> {
+    /// `None`.
+    fn on_rejected(&self) -> Option<fn(Rejected) -> R>;
+}
+
+impl<R> WaitsInstead<R> for &RejectProbe<R> {
+    fn on_rejected(&self) -> Option<fn(Rejected) -> R> {
+        None
+    }
+}
 
 /// Sizes and thresholds of the process's pools.
 ///
@@ -60,11 +150,21 @@ pub struct PoolConfig {
     pub memory_pressure_threshold: f64,
     /// How often system memory is sampled (default 500 ms).
     pub memory_sample_interval: Duration,
+    /// Calls and tasks that may wait for each pool's admission (all priorities together);
+    /// beyond, a task is rejected at once and a managed call that can say so returns
+    /// [`Rejected`](crate::pool::Rejected). `None`: unbounded.
+    pub cpu_queue_capacity: Option<u64>,
+    /// The same bound for the io pool (and each io function's `concurrency` limit).
+    pub io_queue_capacity: Option<u64>,
+    /// The same bound for the memory budget.
+    pub memory_queue_capacity: Option<u64>,
 }
 
 impl PoolConfig {
     /// Weight of a memory call that names none: 64 MiB.
     pub const DEFAULT_MEMORY_WEIGHT: u64 = 64 << 20;
+    /// Calls and tasks that may wait for a pool's admission by default.
+    pub const DEFAULT_QUEUE_CAPACITY: u64 = 10_000;
 }
 
 impl Default for PoolConfig {
@@ -77,6 +177,9 @@ impl Default for PoolConfig {
             memory_default_weight: Self::DEFAULT_MEMORY_WEIGHT,
             memory_pressure_threshold: 0.8,
             memory_sample_interval: Duration::from_millis(500),
+            cpu_queue_capacity: Some(Self::DEFAULT_QUEUE_CAPACITY),
+            io_queue_capacity: Some(Self::DEFAULT_QUEUE_CAPACITY),
+            memory_queue_capacity: Some(Self::DEFAULT_QUEUE_CAPACITY),
         }
     }
 }
@@ -112,12 +215,22 @@ impl Pools {
     }
 
     fn with_cpu(cpu: cpu::CpuPool, config: &PoolConfig, purge: PurgeHook) -> Arc<Self> {
-        Arc::new(Self {
+        let pools = Self {
             cpu,
             io: io::IoPool::new(config.io_concurrency),
             memory: memory::MemoryBudget::start(config, purge),
             tasks: tasks::TaskTracker::default(),
-        })
+        };
+        pools
+            .cpu
+            .gate()
+            .set_queue_capacity(config.cpu_queue_capacity);
+        pools.io.gate().set_queue_capacity(config.io_queue_capacity);
+        pools
+            .memory
+            .gate()
+            .set_queue_capacity(config.memory_queue_capacity);
+        Arc::new(pools)
     }
 
     /// The CPU pool.

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::AbortHandle;
 
+use super::gate::Ticket;
+
 /// Where a task is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -27,7 +29,8 @@ pub enum TaskStatus {
     Cancelled,
     /// The task panicked.
     Panicked,
-    /// Refused: the pools were shut down.
+    /// Refused at submission: its pool's queue was full (`pools.queue_capacity`), or the
+    /// pools were shut down.
     Rejected,
 }
 
@@ -58,6 +61,8 @@ impl TaskStatus {
 pub struct TaskState {
     status: AtomicU8,
     attempts: AtomicU32,
+    /// The place its first attempt took in its pool's queue at submission.
+    ticket: Mutex<Option<Ticket>>,
 }
 
 impl TaskState {
@@ -79,6 +84,16 @@ impl TaskState {
     /// Attempts started so far.
     pub fn attempts(&self) -> u32 {
         self.attempts.load(Relaxed)
+    }
+
+    /// Keeps the place the task took in its pool's queue when it was submitted.
+    pub fn hold_ticket(&self, ticket: Ticket) {
+        *self.ticket.lock().unwrap_or_else(|e| e.into_inner()) = Some(ticket);
+    }
+
+    /// The place taken at submission, for the first attempt (`None` after it).
+    pub fn take_ticket(&self) -> Option<Ticket> {
+        self.ticket.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -139,6 +154,8 @@ impl TaskTracker {
         };
         state.set(TaskStatus::Cancelled);
         abort.abort();
+        // Its place in the queue (or its admission, if granted before it started) goes.
+        drop(state.take_ticket());
         true
     }
 
@@ -148,6 +165,7 @@ impl TaskTracker {
         for (_, (abort, state)) in &all {
             state.set(TaskStatus::Cancelled);
             abort.abort();
+            drop(state.take_ticket());
         }
         all.len()
     }
@@ -162,6 +180,10 @@ pub struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.tracker.lock().remove(&self.id);
+        let gone = self.tracker.lock().remove(&self.id);
+        // A driver dropped before its first attempt leaves its place in the queue.
+        if let Some((_, state)) = gone {
+            drop(state.take_ticket());
+        }
     }
 }

@@ -100,7 +100,12 @@ impl Site {
         env: SiteEnv,
     ) -> Self {
         Self {
-            concurrency: settings.concurrency.map(Gate::new),
+            // A function's own limit queues as much as the io pool does.
+            concurrency: settings.concurrency.map(|limit| {
+                let gate = Gate::new(limit);
+                gate.set_queue_capacity(env.pools.io().gate().queue_capacity());
+                gate
+            }),
             predictor: settings.predict.map(Predictor::new),
             meta,
             path,
