@@ -410,6 +410,53 @@ pub(crate) fn pools(b: &mut SnapshotBuilder, pools: &Pools) {
         Gauge,
     )
     .number(Vec::new(), s.tasks_running as f64);
+    let t = &s.tasks;
+    let ended = b.family("optimize_tasks_total", "Tasks that ended, by how.", Counter);
+    for (status, n) in &t.ended {
+        ended.number(labels([("status", *status)]), *n as f64);
+    }
+    let live = b.family(
+        "optimize_tasks_live",
+        "Tasks not ended: waiting for the tasks they depend on, queued, or running.",
+        Gauge,
+    );
+    for (status, n) in [
+        ("waiting", t.waiting),
+        ("queued", t.queued),
+        ("running", t.running),
+    ] {
+        live.number(labels([("status", status)]), n as f64);
+    }
+    b.family(
+        "optimize_task_duration_seconds",
+        "Execution time of tasks that ran, from admission to end.",
+        Histogram,
+    )
+    .histogram(
+        Vec::new(),
+        HistogramValue::durations(t.execution.clone(), t.execution_total),
+    );
+    b.family(
+        "optimize_tasks_throughput",
+        "Tasks ended per second over the last 10 seconds.",
+        Gauge,
+    )
+    .number(Vec::new(), t.throughput_per_s);
+    for w in &s.cpu_workers {
+        let worker = w.worker.to_string();
+        b.family(
+            "optimize_cpu_worker_runs_total",
+            "Bodies and task attempts a CPU pool thread ran.",
+            Counter,
+        )
+        .number(labels([("worker", worker.as_str())]), w.runs as f64);
+        b.family(
+            "optimize_cpu_worker_busy_seconds_total",
+            "Time a CPU pool thread spent running them.",
+            Counter,
+        )
+        .number(labels([("worker", worker.as_str())]), w.busy.as_secs_f64());
+    }
 }
 
 pub(crate) fn system(b: &mut SnapshotBuilder, s: &SystemStats) {

@@ -90,6 +90,12 @@ pub struct PoolReport {
     pub completed: u64,
     /// Refused after shutdown.
     pub rejected: u64,
+    /// Refused because the queue was full.
+    pub refused_full: u64,
+    /// The queue's bound (`None`: unbounded).
+    pub queue_capacity: Option<u64>,
+    /// Waiting, per priority (critical, high, normal, low, batch).
+    pub queued_by_priority: Vec<u64>,
     /// 99th percentile of admission waits, milliseconds.
     pub wait_p99_ms: f64,
 }
@@ -104,6 +110,9 @@ impl PoolReport {
             queued: g.queued_total(),
             completed: g.completed,
             rejected: g.rejected,
+            refused_full: g.refused_full,
+            queue_capacity: g.queue_capacity,
+            queued_by_priority: g.queued.to_vec(),
             wait_p99_ms: ms(g.wait.quantile(0.99)),
         }
     }
@@ -120,6 +129,10 @@ pub struct StatsReport {
     pub tiers: Option<TiersStatus>,
     /// The pools.
     pub pools: Vec<PoolReport>,
+    /// The task processor's figures.
+    pub tasks: crate::pool::tasks::TaskFigures,
+    /// Each CPU pool thread's figures.
+    pub cpu_workers: Vec<crate::pool::cpu::WorkerStats>,
     /// The last system sample, when the monitor runs.
     pub system: Option<SystemStats>,
     /// Alert instances firing.
@@ -164,6 +177,7 @@ impl StatsReport {
             })
             .collect();
         let s = sources.pools.stats();
+        let (tasks, cpu_workers) = (s.tasks.clone(), s.cpu_workers.clone());
         let pools = vec![
             PoolReport::new("cpu", &s.cpu),
             PoolReport::new("io", &s.io),
@@ -174,6 +188,8 @@ impl StatsReport {
             functions,
             tiers: Some(sources.tiers.status()),
             pools,
+            tasks,
+            cpu_workers,
             system,
             alerts_firing,
         }

@@ -6,7 +6,9 @@
 //! pool has threads cannot deadlock it (rule 1 of [`super::chain`]).
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -21,6 +23,60 @@ pub struct CpuPool {
     pool: Option<rayon::ThreadPool>,
     gate: Arc<Gate>,
     threads: usize,
+    workers: Arc<[Worker]>,
+}
+
+/// What one pool thread did.
+#[derive(Default)]
+struct Worker {
+    runs: AtomicU64,
+    busy_nanos: AtomicU64,
+    /// The first tag of the task it runs now (`None`: idle, or a managed call).
+    tag: Mutex<Option<Arc<str>>>,
+}
+
+/// One CPU pool thread's figures ([`CpuPool::workers`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerStats {
+    /// The thread's number (`optimize-cpu-N`).
+    pub worker: usize,
+    /// Bodies and task attempts it ran.
+    pub runs: u64,
+    /// Time it spent running them.
+    #[serde(rename = "busy_seconds", serialize_with = "seconds")]
+    pub busy: Duration,
+    /// The first tag of the task it runs now, if it runs a tagged task.
+    pub current_tag: Option<String>,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Counts a run on the current pool thread (nothing elsewhere), showing `tag` while it
+/// lasts.
+fn on_worker(workers: &[Worker], tag: Option<Arc<str>>) -> Option<OnWorker<'_>> {
+    let worker = workers.get(rayon::current_thread_index()?)?;
+    *worker.tag.lock().unwrap_or_else(|e| e.into_inner()) = tag;
+    Some(OnWorker {
+        worker,
+        start: Instant::now(),
+    })
+}
+
+/// Counts one run on the current pool thread, with `tag` shown meanwhile.
+struct OnWorker<'w> {
+    worker: &'w Worker,
+    start: Instant,
+}
+
+impl Drop for OnWorker<'_> {
+    fn drop(&mut self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.worker.busy_nanos.fetch_add(nanos, Relaxed);
+        self.worker.runs.fetch_add(1, Relaxed);
+        *self.worker.tag.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 impl std::fmt::Debug for CpuPool {
@@ -53,6 +109,7 @@ impl CpuPool {
             pool: Some(pool),
             gate: Gate::new(threads as u64),
             threads,
+            workers: (0..threads).map(|_| Worker::default()).collect(),
         })
     }
 
@@ -63,6 +120,7 @@ impl CpuPool {
             pool: None,
             gate: Gate::new(threads as u64),
             threads,
+            workers: Arc::new([]),
         }
     }
 
@@ -76,6 +134,25 @@ impl CpuPool {
         &self.gate
     }
 
+    /// Each pool thread's figures.
+    pub fn workers(&self) -> Vec<WorkerStats> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerStats {
+                worker: i,
+                runs: w.runs.load(Relaxed),
+                busy: Duration::from_nanos(w.busy_nanos.load(Relaxed)),
+                current_tag: w
+                    .tag
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .as_deref()
+                    .map(str::to_owned),
+            })
+            .collect()
+    }
+
     /// Whether the current thread is one of this pool's.
     pub fn on_pool_thread(&self) -> bool {
         self.pool
@@ -86,6 +163,7 @@ impl CpuPool {
     /// Runs `f` on a pool thread (in place without threads), in a chain holding cpu.
     fn install<R: Send>(&self, inherited: u8, f: impl FnOnce() -> R + Send) -> R {
         let run = move || {
+            let _worker = on_worker(&self.workers, None);
             let _chain = chain::Scope::enter(Kind::Cpu, inherited);
             f()
         };
@@ -203,7 +281,7 @@ impl CpuPool {
             }
         };
         chain::admitted(Kind::Cpu);
-        match self.spawn_in_chain(permit, inherited, f).await {
+        match self.spawn_in_chain(permit, inherited, None, f).await {
             Ok(value) => value,
             Err(payload) => panic::resume_unwind(payload),
         }
@@ -216,7 +294,17 @@ impl CpuPool {
         permit: Permit,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> std::thread::Result<R> {
-        self.spawn_in_chain(permit, 0, f).await
+        self.spawn_in_chain(permit, 0, None, f).await
+    }
+
+    /// [`CpuPool::spawn_admitted`] for a task with `tag`, shown by its worker meanwhile.
+    pub(crate) async fn spawn_admitted_tagged<R: Send + 'static>(
+        &self,
+        permit: Permit,
+        tag: Option<Arc<str>>,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> std::thread::Result<R> {
+        self.spawn_in_chain(permit, 0, tag, f).await
     }
 
     /// [`CpuPool::spawn_admitted`] for a job whose caller's chain held `inherited`.
@@ -224,11 +312,14 @@ impl CpuPool {
         &self,
         permit: Permit,
         inherited: u8,
+        tag: Option<Arc<str>>,
         f: impl FnOnce() -> R + Send + 'static,
     ) -> std::thread::Result<R> {
         let (tx, rx) = oneshot::channel();
+        let workers = self.workers.clone();
         let job = move || {
             let out = {
+                let _worker = on_worker(&workers, tag);
                 let _chain = chain::Scope::enter(Kind::Cpu, inherited);
                 panic::catch_unwind(AssertUnwindSafe(f))
             };

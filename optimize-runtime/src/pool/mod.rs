@@ -263,6 +263,8 @@ impl Pools {
             memory_pressure: self.memory.pressure(),
             memory_held: self.memory.gate().is_held(),
             tasks_running: self.tasks.running(),
+            tasks: self.tasks.figures(),
+            cpu_workers: self.cpu.workers(),
         }
     }
 
@@ -336,6 +338,10 @@ pub struct PoolsStats {
     pub memory_held: bool,
     /// Tasks submitted through the task API that have not finished.
     pub tasks_running: usize,
+    /// The task processor's figures.
+    pub tasks: tasks::TaskFigures,
+    /// Each CPU pool thread's figures.
+    pub cpu_workers: Vec<cpu::WorkerStats>,
 }
 
 /// Runs blocking work from sync code that may be on an async runtime's worker: under
