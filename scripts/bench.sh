@@ -3,7 +3,8 @@
 # machine (L1 hits vs HashMap, quick_cache, moka and `cached` on one and two threads; L2 and L3
 # hits vs raw redis GET and raw sled get; the miss path; single-flight; io p99 under cpu load,
 # routed vs naive; invalidation propagation between instances; predictive prefetch's hit ratio
-# with and without a model; the demo workload).
+# with and without a model; task submission and adaptive concurrency against fixed limits;
+# the demo workload).
 # Full criterion output goes to target/bench-*.log; the summaries are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,11 @@ echo
 echo "==> predictive prefetch: hit ratio with and without a model (cargo bench --bench predict)"
 cargo bench --bench predict > target/bench-predict.log 2>&1 || { tail -30 target/bench-predict.log; exit 1; }
 sed -n '/^summary/,$p' target/bench-predict.log
+
+echo
+echo "==> the task processor and adaptive concurrency (cargo bench --bench tasks)"
+cargo bench --bench tasks > target/bench-tasks.log 2>&1 || { tail -30 target/bench-tasks.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-tasks.log
 
 echo
 echo "==> the demo workload (cargo run --release --example demo)"

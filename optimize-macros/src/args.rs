@@ -111,6 +111,8 @@ pub(crate) struct Args {
     pub(crate) priority: Option<(Priority, LitStr)>,
     /// `concurrency = N` (io).
     pub(crate) concurrency: Option<u64>,
+    /// `concurrency = "adaptive(min..max)"` (io): the bounds.
+    pub(crate) adaptive_concurrency: Option<(u64, u64)>,
     /// `timeout = "2s"` (async io).
     pub(crate) timeout: Option<(Duration, LitStr)>,
     /// `retries = N` (io).
@@ -366,6 +368,23 @@ fn lit_str(value: &Expr, option: &str, errors: &mut Errors) -> Option<LitStr> {
             None
         }
     }
+}
+
+/// The most calls `concurrency = "adaptive"` admits (the runtime's `ADAPTIVE_MAX`).
+const ADAPTIVE_MAX: u64 = 1024;
+
+/// `adaptive` or `adaptive(min..max)`, with `1 <= min <= max`.
+fn parse_adaptive(text: &str) -> Option<(u64, u64)> {
+    let rest = text.trim().strip_prefix("adaptive")?.trim();
+    if rest.is_empty() {
+        return Some((1, ADAPTIVE_MAX));
+    }
+    let (min, max) = rest
+        .strip_prefix('(')?
+        .strip_suffix(')')?
+        .split_once("..")?;
+    let (min, max): (u64, u64) = (min.trim().parse().ok()?, max.trim().parse().ok()?);
+    (min >= 1 && min <= max).then_some((min, max))
 }
 
 /// The deepest `predict_depth` (the runtime's `Prediction::MAX_DEPTH`).
@@ -757,10 +776,27 @@ fn assign(args: &mut Args, option: &str, value: Expr, errors: &mut Errors) {
             Some(found) => args.stale_if_busy = Some(found),
             None => {}
         },
-        "concurrency" => match lit_int::<u64>(&value, option, errors) {
-            Some((0, lit)) => errors.at(&lit, "`concurrency` must be at least 1"),
-            Some((n, _)) => args.concurrency = Some(n),
-            None => {}
+        "concurrency" => match &value {
+            Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(lit),
+                ..
+            }) => match parse_adaptive(&lit.value()) {
+                Some(bounds) => args.adaptive_concurrency = Some(bounds),
+                None => errors.at(
+                    lit,
+                    format!(
+                        "`concurrency` is a number of calls (`concurrency = 8`) or a limit that \
+                         follows latency: `concurrency = \"adaptive\"` (1 to {ADAPTIVE_MAX}) or \
+                         `concurrency = \"adaptive(2..64)\"` (at least 1, min <= max); found {:?}",
+                        lit.value()
+                    ),
+                ),
+            },
+            _ => match lit_int::<u64>(&value, option, errors) {
+                Some((0, lit)) => errors.at(&lit, "`concurrency` must be at least 1"),
+                Some((n, _)) => args.concurrency = Some(n),
+                None => {}
+            },
         },
         "timeout" => args.timeout = duration(&value, option, errors),
         "backoff" => args.backoff = duration(&value, option, errors),

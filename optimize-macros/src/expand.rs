@@ -663,6 +663,7 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     if let Some(c) = o.concurrency {
         call("concurrency", Some(c.into_token_stream()));
     }
+
     if let Some((d, _)) = o.timeout {
         call("timeout", Some(duration(d)));
     }
@@ -684,6 +685,9 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
         (Some(c), Some(_)) => calls.push(quote!(.capacity_bytes(#c))),
         (Some(c), None) => call("capacity", Some(c.into_token_stream())),
         (None, _) => {}
+    }
+    if let Some((min, max)) = o.adaptive_concurrency {
+        calls.push(quote!(.adaptive_concurrency(#min, #max)));
     }
     // Not options: the signature says them.
     if plan.has_receiver {

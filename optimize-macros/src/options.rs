@@ -300,7 +300,7 @@ pub(crate) const OPTIONS: &[Spec] = &[
             ],
         ),
         without_cache: true,
-        example: "`concurrency = 8`",
+        example: "`concurrency = 8` or `concurrency = \"adaptive\"`",
         doc: "calls of this function running at once",
         meta: Some("concurrency"),
     },

@@ -291,6 +291,8 @@ pub struct SiteMeta {
     pub priority: Priority,
     /// `concurrency = N` (io): calls of this function running at once.
     pub concurrency: Option<u64>,
+    /// `concurrency = "adaptive(min..max)"` (io): the limit follows latency within these.
+    pub adaptive_concurrency: Option<(u64, u64)>,
     /// `timeout = "..."` (async io): deadline of each attempt.
     pub timeout: Option<Duration>,
     /// `retries = N` (io): extra attempts after an `Err`.
@@ -342,6 +344,7 @@ impl SiteMeta {
             schema,
             priority: Priority::Normal,
             concurrency: None,
+            adaptive_concurrency: None,
             timeout: None,
             retries: 0,
             backoff: None,
@@ -467,6 +470,11 @@ impl SiteMeta {
     /// `concurrency = N`.
     pub const fn concurrency(mut self, limit: u64) -> Self {
         self.concurrency = Some(limit);
+        self
+    }
+    /// `concurrency = "adaptive(min..max)"`.
+    pub const fn adaptive_concurrency(mut self, min: u64, max: u64) -> Self {
+        self.adaptive_concurrency = Some((min, max));
         self
     }
     /// `timeout = "..."`.

@@ -35,6 +35,8 @@ impl Site {
         IoGates {
             global: self.env.pools.io().gate(),
             local: self.concurrency.as_ref(),
+            local_adaptive: self.adaptive.as_ref(),
+            global_adaptive: self.env.pools.io().adaptive_limit(),
             priority: self.admission_priority(),
         }
     }

@@ -35,6 +35,8 @@ pub(crate) enum Type {
     Priority,
     Recording,
     Predict,
+    /// An integer, or `"adaptive"` / `"adaptive(min..max)"`.
+    Concurrency,
 }
 
 impl Type {
@@ -60,6 +62,7 @@ impl Type {
             Type::Priority => "one of \"critical\", \"high\", \"normal\", \"low\", \"batch\"",
             Type::Recording => "one of \"full\", \"counters\", \"off\"",
             Type::Predict => "one of \"markov\", \"sequential\", \"off\"",
+            Type::Concurrency => "a whole number such as 8, \"adaptive\" or \"adaptive(2..64)\"",
         }
     }
 }
@@ -84,6 +87,8 @@ pub(crate) enum Value {
     Recording(Recording),
     /// A prediction model; `None` is "off".
     Predict(Option<PredictModel>),
+    /// An adaptive limit's bounds.
+    Adaptive(u64, u64),
 }
 
 /// One key: its dotted path (`functions.*` keys apply per function), type and alias in the
@@ -181,6 +186,7 @@ pub(crate) const KEYS: &[Key] = &[
     key("resilience.predict_depth", Type::Int),
     key("pools.cpu_threads", Type::Int),
     key("pools.io_concurrency", Type::Int),
+    key("pools.io_adaptive", Type::Bool),
     key("pools.memory_budget", Type::Size),
     key("pools.memory_budget_fraction", Type::Ratio),
     key("pools.memory_default_weight", Type::Size),
@@ -214,7 +220,7 @@ pub(crate) const FUNCTION_KEYS: &[Key] = &[
     key("tiers", Type::Tiers),
     key("capacity", Type::IntOrSize),
     key("priority", Type::Priority),
-    key("concurrency", Type::Int),
+    key("concurrency", Type::Concurrency),
     duration("fail_safe", Duration::ZERO, MAX_TTL),
     duration("fail_safe_throttle", MS, DAY),
     duration("soft_timeout", Duration::ZERO, DAY),
@@ -424,6 +430,13 @@ pub(crate) fn parse_str(ty: Type, text: &str) -> Option<Value> {
             "off" => Recording::Off,
             _ => return None,
         }),
+        Type::Concurrency => match t.replace('_', "").parse() {
+            Ok(n) => Value::Int(n),
+            Err(_) => {
+                let (min, max) = parse_adaptive(t)?;
+                Value::Adaptive(min, max)
+            }
+        },
         Type::Predict => Value::Predict(match t {
             "markov" => Some(PredictModel::Markov),
             "sequential" => Some(PredictModel::Sequential),
@@ -433,11 +446,28 @@ pub(crate) fn parse_str(ty: Type, text: &str) -> Option<Value> {
     })
 }
 
+/// The most calls an adaptive limit admits when its bounds are not written.
+pub(crate) const ADAPTIVE_MAX: u64 = 1024;
+
+/// `adaptive` (1 to [`ADAPTIVE_MAX`]) or `adaptive(min..max)`, with `1 <= min <= max`.
+pub(crate) fn parse_adaptive(text: &str) -> Option<(u64, u64)> {
+    let rest = text.trim().strip_prefix("adaptive")?.trim();
+    if rest.is_empty() {
+        return Some((1, ADAPTIVE_MAX));
+    }
+    let (min, max) = rest
+        .strip_prefix('(')?
+        .strip_suffix(')')?
+        .split_once("..")?;
+    let (min, max): (u64, u64) = (min.trim().parse().ok()?, max.trim().parse().ok()?);
+    (min >= 1 && min <= max).then_some((min, max))
+}
+
 /// Parses a TOML value.
 pub(crate) fn parse_toml(ty: Type, value: &toml::Value) -> Option<Value> {
     match (ty, value) {
         (Type::Bool, toml::Value::Boolean(b)) => Some(Value::Bool(*b)),
-        (Type::Int | Type::Size | Type::IntOrSize, toml::Value::Integer(n)) => {
+        (Type::Int | Type::Size | Type::IntOrSize | Type::Concurrency, toml::Value::Integer(n)) => {
             u64::try_from(*n).ok().map(Value::Int)
         }
         (Type::Ratio, toml::Value::Float(f)) => parse_str(ty, &f.to_string()),

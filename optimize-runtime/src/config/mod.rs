@@ -97,7 +97,14 @@ fn set_override(o: &mut FnOverride, key: &str, value: Value) {
         ("capacity", Value::Int(n)) => o.capacity = Some(n),
         ("capacity", Value::Bytes(n)) => o.capacity_bytes = Some(n),
         ("priority", Value::Priority(p)) => o.priority = Some(p),
-        ("concurrency", Value::Int(n)) => o.concurrency = Some(n),
+        ("concurrency", Value::Int(n)) => {
+            o.concurrency = Some(n);
+            o.adaptive_concurrency = None;
+        }
+        ("concurrency", Value::Adaptive(min, max)) => {
+            o.adaptive_concurrency = Some((min, max));
+            o.concurrency = None;
+        }
         ("fail_safe", Value::Duration(d)) => o.fail_safe = Some(d),
         ("fail_safe_throttle", Value::Duration(d)) => o.fail_safe_throttle = Some(d),
         ("soft_timeout", Value::Duration(d)) => o.soft_timeout = Some(d),
@@ -420,6 +427,7 @@ impl Config {
             ("tiers.signing_key_previous", V::Text(s)) => self.signing_key_previous = Some(s),
             ("pools.cpu_threads", V::Int(n)) => self.pools.cpu_threads = int(n),
             ("pools.io_concurrency", V::Int(n)) => self.pools.io_concurrency = n,
+            ("pools.io_adaptive", V::Bool(b)) => self.pools.io_adaptive = b,
             ("pools.memory_budget", V::Int(n)) => self.pools.memory_budget = Some(n),
             ("pools.memory_budget_fraction", V::Float(f)) => self.pools.memory_budget_fraction = f,
             ("pools.memory_default_weight", V::Int(n)) => self.pools.memory_default_weight = n,
@@ -966,7 +974,12 @@ impl ConfigBuilder {
             ("tiers", o.tiers.map(Value::Tiers)),
             ("capacity", capacity),
             ("priority", o.priority.map(Value::Priority)),
-            ("concurrency", o.concurrency.map(Value::Int)),
+            (
+                "concurrency",
+                o.concurrency.map(Value::Int).or(o
+                    .adaptive_concurrency
+                    .map(|(min, max)| Value::Adaptive(min, max))),
+            ),
             ("fail_safe", o.fail_safe.map(Value::Duration)),
             (
                 "fail_safe_throttle",

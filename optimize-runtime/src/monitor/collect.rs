@@ -76,6 +76,14 @@ pub(crate) fn functions(b: &mut SnapshotBuilder, registry: &Registry) {
             labels([("fn", path), ("tier", "l1")]),
             stats.evictions as f64,
         );
+        if let Some(limit) = site.concurrency() {
+            b.family(
+                "optimize_concurrency_limit",
+                "A function's concurrency limit now (it moves when the limit is adaptive).",
+                Gauge,
+            )
+            .number(labels([("fn", path)]), limit as f64);
+        }
         b.family(
             "optimize_timeouts_total",
             "Attempts that ran out of their timeout.",

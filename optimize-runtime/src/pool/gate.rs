@@ -167,6 +167,11 @@ impl Gate {
         self.lock().capacity
     }
 
+    /// Callers admitted and not yet finished.
+    pub fn active(&self) -> u64 {
+        self.lock().active
+    }
+
     /// Changes the capacity; waiters that now fit are admitted.
     pub fn set_capacity(&self, capacity: u64) {
         let mut s = self.lock();

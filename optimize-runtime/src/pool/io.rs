@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::adaptive::AdaptiveLimit;
 use super::gate::{Gate, Permit, Refused};
 use super::{blocking, chain, Priority, Rejected};
 use crate::meta::Kind;
@@ -13,6 +14,7 @@ use crate::meta::Kind;
 #[derive(Debug)]
 pub struct IoPool {
     gate: Arc<Gate>,
+    adaptive: Option<AdaptiveLimit>,
 }
 
 impl IoPool {
@@ -20,12 +22,28 @@ impl IoPool {
     pub fn new(concurrency: u64) -> Self {
         Self {
             gate: Gate::new(concurrency),
+            adaptive: None,
+        }
+    }
+
+    /// A limit that follows the calls' latency, between 1 and `max` io calls at once
+    /// (`pools.io_adaptive`).
+    pub fn adaptive(max: u64) -> Self {
+        let gate = Gate::new(AdaptiveLimit::initial(1, max));
+        Self {
+            adaptive: Some(AdaptiveLimit::new(gate.clone(), 1, max)),
+            gate,
         }
     }
 
     /// The admission gate.
     pub fn gate(&self) -> &Arc<Gate> {
         &self.gate
+    }
+
+    /// The adaptive limit, when the pool has one.
+    pub fn adaptive_limit(&self) -> Option<&AdaptiveLimit> {
+        self.adaptive.as_ref()
     }
 }
 
@@ -150,6 +168,10 @@ pub struct IoGates<'a> {
     pub global: &'a Arc<Gate>,
     /// The function's `concurrency` limit, if any.
     pub local: Option<&'a Arc<Gate>>,
+    /// The function's limit's adaptation, when it is `"adaptive"`.
+    pub local_adaptive: Option<&'a AdaptiveLimit>,
+    /// The io pool's, when `pools.io_adaptive` is on.
+    pub global_adaptive: Option<&'a AdaptiveLimit>,
     /// Where the call queues when a limit is reached.
     pub priority: Priority,
 }
@@ -158,7 +180,41 @@ pub struct IoGates<'a> {
 /// chain's admission).
 type Admitted = (Option<Permit>, Option<Permit>);
 
+/// An admitted attempt being timed for the adaptive limits: when it started, and how busy
+/// each gate was then.
+struct Timing {
+    start: tokio::time::Instant,
+    local: u64,
+    global: u64,
+}
+
 impl IoGates<'_> {
+    /// Starts timing an admitted attempt, if a limit adapts (and the attempt was admitted
+    /// here, not nested under its chain's admission).
+    fn time(&self, admitted: &Admitted) -> Option<Timing> {
+        let adapts = (self.local_adaptive.is_some() && admitted.0.is_some())
+            || (self.global_adaptive.is_some() && admitted.1.is_some());
+        adapts.then(|| Timing {
+            start: tokio::time::Instant::now(),
+            local: self.local.map_or(0, |g| g.active()),
+            global: self.global.active(),
+        })
+    }
+
+    /// Tells the adaptive limits how the attempt went.
+    fn learn(&self, timing: Option<Timing>, timed_out: bool) {
+        let Some(t) = timing else {
+            return;
+        };
+        let took = t.start.elapsed();
+        if let Some(l) = self.local_adaptive {
+            l.sample(took, t.local, timed_out);
+        }
+        if let Some(l) = self.global_adaptive {
+            l.sample(took, t.global, timed_out);
+        }
+    }
+
     /// What a full queue answers: which limit it was.
     fn rejected(&self, gate: &Gate, local: bool) -> Rejected {
         Rejected {
@@ -264,30 +320,35 @@ where
     let mut retry = 0;
     loop {
         let out = {
-            let _admitted = match gates.admit(on_rejected.is_some()).await {
+            let admitted = match gates.admit(on_rejected.is_some()).await {
                 Ok(admitted) => admitted,
                 Err(rejected) => match on_rejected.take() {
                     Some(reject) => return reject(rejected),
                     None => unreachable!("only a bounded admission is refused"),
                 },
             };
+            let timing = gates.time(&admitted);
             chain::admitted(Kind::Io);
             let attempt = chain::InChain::new(Kind::Io, attempt());
-            match (attempts.timeout, on_timeout) {
+            let (out, timed_out) = match (attempts.timeout, on_timeout) {
                 (Some(after), Some(on_timeout)) => {
                     match tokio::time::timeout(after, attempt).await {
-                        Ok(out) => out,
+                        Ok(out) => (out, false),
                         Err(_) => {
                             observer.timed_out();
-                            on_timeout(TimedOut {
+                            let out = on_timeout(TimedOut {
                                 function: function.to_owned(),
                                 after,
-                            })
+                            });
+                            (out, true)
                         }
                     }
                 }
-                _ => attempt.await,
-            }
+                _ => (attempt.await, false),
+            };
+            gates.learn(timing, timed_out);
+            drop(admitted);
+            out
         };
         match should_retry {
             Some(failed) if retry < attempts.retries && failed(&out) => {
@@ -316,16 +377,22 @@ pub fn run_sync<R>(
         let mut retry = 0;
         loop {
             let out = {
-                let _admitted = match gates.admit_blocking(on_rejected.is_some()) {
+                let admitted = match gates.admit_blocking(on_rejected.is_some()) {
                     Ok(admitted) => admitted,
                     Err(rejected) => match on_rejected.take() {
                         Some(reject) => return reject(rejected),
                         None => unreachable!("only a bounded admission is refused"),
                     },
                 };
+                let timing = gates.time(&admitted);
                 chain::admitted(Kind::Io);
-                let _chain = chain::Scope::enter(Kind::Io, 0);
-                attempt()
+                let out = {
+                    let _chain = chain::Scope::enter(Kind::Io, 0);
+                    attempt()
+                };
+                gates.learn(timing, false);
+                drop(admitted);
+                out
             };
             match should_retry {
                 Some(failed) if retry < attempts.retries && failed(&out) => {
@@ -352,6 +419,8 @@ mod tests {
         IoGates {
             global,
             local: None,
+            local_adaptive: None,
+            global_adaptive: None,
             priority: Priority::Normal,
         }
     }
@@ -487,6 +556,8 @@ mod tests {
                         IoGates {
                             global: &global,
                             local: Some(&local),
+                            local_adaptive: None,
+                            global_adaptive: None,
                             priority: Priority::Normal,
                         },
                         Attempts::default(),

@@ -19,6 +19,7 @@
 //! assert!(pools.stats().cpu.completed >= 1);
 //! ```
 
+pub mod adaptive;
 pub mod chain;
 pub mod cpu;
 pub mod gate;
@@ -137,8 +138,12 @@ impl<R> WaitsInstead<R> for &RejectProbe<R> {
 pub struct PoolConfig {
     /// Threads of the CPU pool (default: the number of cores).
     pub cpu_threads: usize,
-    /// io calls running at once over all functions (default 1024).
+    /// io calls running at once over all functions (default 1024); with `io_adaptive`, the
+    /// most the adaptive limit admits.
     pub io_concurrency: u64,
+    /// Whether the io limit follows the calls' latency (docs/pools.md, "Adaptive
+    /// concurrency").
+    pub io_adaptive: bool,
     /// Bytes the memory budget admits at once; `None`: `memory_budget_fraction` of the
     /// system's total memory.
     pub memory_budget: Option<u64>,
@@ -172,6 +177,7 @@ impl Default for PoolConfig {
         Self {
             cpu_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             io_concurrency: 1024,
+            io_adaptive: false,
             memory_budget: None,
             memory_budget_fraction: 0.5,
             memory_default_weight: Self::DEFAULT_MEMORY_WEIGHT,
@@ -217,7 +223,10 @@ impl Pools {
     fn with_cpu(cpu: cpu::CpuPool, config: &PoolConfig, purge: PurgeHook) -> Arc<Self> {
         let pools = Self {
             cpu,
-            io: io::IoPool::new(config.io_concurrency),
+            io: match config.io_adaptive {
+                true => io::IoPool::adaptive(config.io_concurrency),
+                false => io::IoPool::new(config.io_concurrency),
+            },
             memory: memory::MemoryBudget::start(config, purge),
             tasks: tasks::TaskTracker::default(),
         };

@@ -16,6 +16,7 @@ use crate::cache::tiered::Tiers;
 use crate::cache::writeback::{FunctionInvalidation, WriteOp};
 use crate::key::{ArgsKey, KeyLayout};
 use crate::policy::CacheValue;
+use crate::pool::adaptive::AdaptiveLimit;
 use crate::pool::gate::Gate;
 use crate::pool::io::Attempts;
 use crate::pool::Pools;
@@ -77,6 +78,8 @@ pub struct Site {
     pub(crate) concurrency: Option<Arc<Gate>>,
     /// The prediction model (`predict = "..."`).
     pub(crate) predictor: Option<Predictor>,
+    /// What drives the `concurrency` gate when it is `"adaptive"`.
+    pub(crate) adaptive: Option<AdaptiveLimit>,
 }
 
 impl fmt::Debug for Site {
@@ -99,13 +102,18 @@ impl Site {
         settings: Settings,
         env: SiteEnv,
     ) -> Self {
+        // A function's own limit queues as much as the io pool does.
+        let concurrency = settings.concurrency.map(|limit| {
+            let gate = Gate::new(limit);
+            gate.set_queue_capacity(env.pools.io().gate().queue_capacity());
+            gate
+        });
         Self {
-            // A function's own limit queues as much as the io pool does.
-            concurrency: settings.concurrency.map(|limit| {
-                let gate = Gate::new(limit);
-                gate.set_queue_capacity(env.pools.io().gate().queue_capacity());
-                gate
-            }),
+            concurrency: concurrency.clone(),
+            adaptive: settings
+                .adaptive_concurrency
+                .zip(concurrency)
+                .map(|((min, max), gate)| AdaptiveLimit::new(gate, min, max)),
             predictor: settings.predict.map(Predictor::new),
             meta,
             path,
@@ -212,9 +220,18 @@ impl Site {
         self.settings.attempts
     }
 
-    /// The `concurrency = N` limit: calls of this function running at once.
+    /// The `concurrency` limit: calls of this function running at once (now, for an
+    /// adaptive one).
     pub fn concurrency(&self) -> Option<u64> {
-        self.settings.concurrency
+        match &self.adaptive {
+            Some(limit) => Some(limit.limit()),
+            None => self.settings.concurrency,
+        }
+    }
+
+    /// An adaptive `concurrency` limit's bounds.
+    pub fn adaptive_concurrency(&self) -> Option<(u64, u64)> {
+        self.adaptive.as_ref().map(AdaptiveLimit::bounds)
     }
 
     /// Counters of the function's own `concurrency` limit (running and queued calls).

@@ -29,8 +29,10 @@ pub struct FnOverride {
     pub capacity_bytes: Option<u64>,
     /// Admission priority.
     pub priority: Option<Priority>,
-    /// io concurrency limit.
+    /// io concurrency limit (replaces an adaptive one).
     pub concurrency: Option<u64>,
+    /// An adaptive io concurrency limit's bounds (replaces a fixed one).
+    pub adaptive_concurrency: Option<(u64, u64)>,
     /// Fail-safe window (`"0s"` turns it off).
     pub fail_safe: Option<Duration>,
     /// Fail-safe throttle.
@@ -123,8 +125,11 @@ pub struct Settings {
     pub engine: EngineKind,
     /// Admission priority.
     pub priority: Priority,
-    /// Calls of this function running at once (io).
+    /// Calls of this function running at once (io): the fixed limit, or where an adaptive
+    /// one starts.
     pub concurrency: Option<u64>,
+    /// The bounds of an adaptive limit (`concurrency = "adaptive"`).
+    pub adaptive_concurrency: Option<(u64, u64)>,
     /// Timeout, retries and backoff of each call (io).
     pub attempts: Attempts,
     /// Bytes a call reserves from the memory budget (memory).
@@ -224,8 +229,22 @@ impl Settings {
                     .unwrap_or(defaults.predict_depth)
                     .clamp(1, Prediction::MAX_DEPTH),
             });
+        let (concurrency, adaptive_concurrency) = match (
+            o.concurrency,
+            o.adaptive_concurrency,
+            meta.adaptive_concurrency,
+        ) {
+            (Some(n), _, _) => (Some(n), None),
+            (None, Some((min, max)), _) | (None, None, Some((min, max))) => (
+                Some(crate::pool::adaptive::AdaptiveLimit::initial(min, max)),
+                Some((min, max)),
+            ),
+            (None, None, None) => (meta.concurrency, None),
+        };
         Self {
             predict,
+            concurrency,
+            adaptive_concurrency,
             soft_timeout,
             refresh_ahead,
             stale_if_busy: o
@@ -246,7 +265,6 @@ impl Settings {
             lease: meta.lease,
             engine: defaults.l1_engine,
             priority: o.priority.unwrap_or(meta.priority),
-            concurrency: o.concurrency.or(meta.concurrency),
             attempts: Attempts {
                 timeout: meta.timeout,
                 retries: meta.retries,
@@ -286,7 +304,9 @@ impl Settings {
             fail_safe: self.fail_safe,
             refresh_ahead: self.refresh_ahead,
             background_limit: self
-                .concurrency
+                .adaptive_concurrency
+                .map(|(_, max)| max)
+                .or(self.concurrency)
                 .map_or(Self::BACKGROUND_LIMIT, |c| c as usize),
         }
     }
