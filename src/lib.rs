@@ -77,14 +77,15 @@ extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, main, memory, optimize};
 pub use optimize_runtime::{
-    cache, codec, config, flight, key, meta, monitor, policy, pool, registry, stats, task, time,
-    warm,
+    cache, codec, config, flight, key, meta, monitor, policy, pool, predict, registry, stats, task,
+    time, warm,
 };
 pub use optimize_runtime::{
     flush, flush_async, functions, install, invalidate_everything, invalidate_everything_async,
     invalidate_tag, invalidate_tag_async, runtime, shutdown, shutdown_async, shutdown_within, site,
-    Histogram, InstallError, Kind, Level, Outcome, Priority, Runtime, RuntimeGuard, Site, Task,
-    TaskError, TaskHandle, TaskStatus, Tier, TierSet, TimedOut, WarmProgress, Warming,
+    Histogram, InstallError, Kind, Level, Outcome, PredictModel, Priority, Rejected, Runtime,
+    RuntimeGuard, Site, Task, TaskError, TaskHandle, TaskStatus, Tier, TierSet, TimedOut,
+    WarmProgress, Warming,
 };
 
 /// Statistics of one managed function; see [`Site::stats`].

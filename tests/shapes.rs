@@ -262,9 +262,22 @@ async fn fib_async(n: u64) -> u64 {
     }
 }
 
-#[tokio::test]
-async fn recursive_async_fn() {
-    assert_eq!(fib_async(60).await, 1_548_008_755_920);
+/// Each level nests the managed call's future (a few KiB in a debug build: admission,
+/// rejection, timeouts and the adaptive limit's timing), so 60 levels are run on a thread with
+/// an 8 MiB stack, as a `main` thread has, rather than the test harness's 2 MiB.
+#[test]
+fn recursive_async_fn() {
+    let run = std::thread::Builder::new()
+        .stack_size(8 << 20)
+        .spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(fib_async(60))
+        })
+        .unwrap();
+    assert_eq!(run.join().unwrap(), 1_548_008_755_920);
 }
 
 #[optimize::io(key = 0u8)]

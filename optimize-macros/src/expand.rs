@@ -145,28 +145,24 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         }
     };
 
+    // From the key to the call: the function's body as generated.
+    let run_body = quote! {
+        #key_before
+        #tags
+        #(#destructure)*
+        #key_after
+        #policy
+        #call
+    };
     let main = match &plan.options.predict {
         None => quote! {
             #(#attrs)*
             #vis #outer_sig {
                 #main_statics
-                #key_before
-                #tags
-                #(#destructure)*
-                #key_after
-                #policy
-                #call
+                #run_body
             }
         },
         Some((model, _)) => {
-            let run_body = quote! {
-                #key_before
-                #tags
-                #(#destructure)*
-                #key_after
-                #policy
-                #call
-            };
             let key_of = key_of_tokens(plan, &key_before, &key_after, &destructure);
             let parts = Predicting {
                 attrs: &attrs,

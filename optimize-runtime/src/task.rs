@@ -814,25 +814,22 @@ impl<T: Send + 'static, E: Send + 'static> Shared<T, E> {
     where
         T: Clone,
     {
-        let (tx, rx) = oneshot::channel();
-        self.listen(Box::new(move |r| {
-            let _ = tx.send(r.cloned());
-        }));
-        let id = self.id;
-        rx.map(move |r| {
-            r.unwrap_or(Err(Cause {
-                task: id,
-                ended: TaskStatus::Cancelled,
-            }))
-        })
-        .boxed()
+        self.watch(|r| r.cloned())
     }
 
     /// Resolves once the task ended: `Ok` if it succeeded.
     fn ended(&self) -> BoxFuture<'static, Result<(), Cause>> {
+        self.watch(|r| r.map(drop))
+    }
+
+    /// Resolves to what `read` takes from the task's end.
+    fn watch<V: Send + 'static>(
+        &self,
+        read: impl FnOnce(Result<&T, Cause>) -> Result<V, Cause> + Send + 'static,
+    ) -> BoxFuture<'static, Result<V, Cause>> {
         let (tx, rx) = oneshot::channel();
         self.listen(Box::new(move |r| {
-            let _ = tx.send(r.map(drop));
+            let _ = tx.send(read(r));
         }));
         let id = self.id;
         rx.map(move |r| {

@@ -180,38 +180,31 @@ pub struct IoGates<'a> {
 /// chain's admission).
 type Admitted = (Option<Permit>, Option<Permit>);
 
-/// An admitted attempt being timed for the adaptive limits: when it started, and how busy
-/// each gate was then.
-struct Timing {
-    start: tokio::time::Instant,
-    local: u64,
-    global: u64,
-}
+/// When an admitted attempt started, for the adaptive limits (`None`: no limit adapts).
+/// Kept small: it lives in every io call's future.
+type Timing = Option<tokio::time::Instant>;
 
 impl IoGates<'_> {
     /// Starts timing an admitted attempt, if a limit adapts (and the attempt was admitted
     /// here, not nested under its chain's admission).
-    fn time(&self, admitted: &Admitted) -> Option<Timing> {
+    fn time(&self, admitted: &Admitted) -> Timing {
         let adapts = (self.local_adaptive.is_some() && admitted.0.is_some())
             || (self.global_adaptive.is_some() && admitted.1.is_some());
-        adapts.then(|| Timing {
-            start: tokio::time::Instant::now(),
-            local: self.local.map_or(0, |g| g.active()),
-            global: self.global.active(),
-        })
+        adapts.then(tokio::time::Instant::now)
     }
 
-    /// Tells the adaptive limits how the attempt went.
-    fn learn(&self, timing: Option<Timing>, timed_out: bool) {
-        let Some(t) = timing else {
+    /// Tells the adaptive limits how the attempt went (how busy each gate is as it ends
+    /// stands for how busy it was while it ran).
+    fn learn(&self, timing: Timing, timed_out: bool) {
+        let Some(start) = timing else {
             return;
         };
-        let took = t.start.elapsed();
-        if let Some(l) = self.local_adaptive {
-            l.sample(took, t.local, timed_out);
+        let took = start.elapsed();
+        if let (Some(l), Some(g)) = (self.local_adaptive, self.local) {
+            l.sample(took, g.active(), timed_out);
         }
         if let Some(l) = self.global_adaptive {
-            l.sample(took, t.global, timed_out);
+            l.sample(took, self.global.active(), timed_out);
         }
     }
 
@@ -253,26 +246,23 @@ impl IoGates<'_> {
         Ok((local, global))
     }
 
-    /// [`IoGates::admit_blocking`] for async callers. Admitted at once, nothing is awaited;
-    /// a call that must queue awaits a boxed future, so the state of a queued admission
-    /// does not enlarge every io call's future (recursive async functions nest them).
-    async fn admit(&self, bounded: bool) -> Result<Admitted, Rejected> {
+    /// The admission of an async call when it is free now (or not needed): no future is
+    /// involved, so a call admitted at once keeps its future small (recursive async
+    /// functions nest them); `None` means it must queue ([`IoGates::admit_queued`], boxed).
+    fn admit_now(&self) -> Option<Admitted> {
         if !chain::needs_admission(Kind::Io) {
-            return Ok((None, None));
+            return Some((None, None));
         }
-        let local_now = self.local.map(|g| g.try_acquire(1));
-        let global_now = match local_now {
-            None | Some(Some(_)) => self.global.try_acquire(1),
-            Some(None) => None,
+        let local = match self.local {
+            Some(g) => Some(g.try_acquire(1)?),
+            None => None,
         };
-        match (local_now, global_now) {
-            (None, Some(global)) => Ok((None, Some(global))),
-            (Some(Some(local)), Some(global)) => Ok((Some(local), Some(global))),
-            _ => Box::pin(self.admit_queued(bounded)).await,
-        }
+        Some((local, Some(self.global.try_acquire(1)?)))
     }
 
-    async fn admit_queued(&self, bounded: bool) -> Result<Admitted, Rejected> {
+    /// Queues for admission; `Err(local)` when a full queue refused it (which one: a small
+    /// value, since it is held across the await).
+    async fn admit_queued(&self, bounded: bool) -> Result<Admitted, bool> {
         let priority = self.priority;
         async fn ask(
             gate: &Arc<Gate>,
@@ -286,16 +276,24 @@ impl IoGates<'_> {
         }
         let local = match self.local {
             Some(g) => match ask(g, priority, bounded).await {
-                Err(Refused::Full) => return Err(self.rejected(g, true)),
+                Err(Refused::Full) => return Err(true),
                 admitted => admitted.ok(),
             },
             None => None,
         };
         let global = match ask(self.global, priority, bounded).await {
-            Err(Refused::Full) => return Err(self.rejected(self.global, false)),
+            Err(Refused::Full) => return Err(false),
             admitted => admitted.ok(),
         };
         Ok((local, global))
+    }
+
+    /// The rejection of a call refused by the function's own limit (`local`) or the pool's.
+    fn refused(&self, local: bool) -> Rejected {
+        match (local, self.local) {
+            (true, Some(g)) => self.rejected(g, true),
+            _ => self.rejected(self.global, false),
+        }
     }
 }
 
@@ -320,10 +318,14 @@ where
     let mut retry = 0;
     loop {
         let out = {
-            let admitted = match gates.admit(on_rejected.is_some()).await {
+            let admission = match gates.admit_now() {
+                Some(admitted) => Ok(admitted),
+                None => Box::pin(gates.admit_queued(on_rejected.is_some())).await,
+            };
+            let admitted = match admission {
                 Ok(admitted) => admitted,
-                Err(rejected) => match on_rejected.take() {
-                    Some(reject) => return reject(rejected),
+                Err(local) => match on_rejected.take() {
+                    Some(reject) => return reject(gates.refused(local)),
                     None => unreachable!("only a bounded admission is refused"),
                 },
             };
