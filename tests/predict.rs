@@ -50,6 +50,23 @@ fn prefetched(site: &optimize::Site, n: u64) {
     });
 }
 
+/// `predict` with the other options that shape the generated call.
+#[optimize::io(ttl = "10m", retries = 2, backoff = "1ms", predict = "sequential")]
+fn retried(mut n: u64) -> Result<u64, String> {
+    n += 1;
+    Ok(n)
+}
+
+#[optimize::io(ttl = "10m", key = (region.clone(), id / 10), predict = "markov")]
+fn keyed(region: String, id: u64) -> String {
+    format!("{region}/{}", id / 10)
+}
+
+#[optimize::cpu(ttl = "10m", tags = ["cell:{cell}"], predict = "sequential(cell)")]
+async fn tagged_cell(sheet: String, cell: u32) -> String {
+    format!("{sheet}!{cell}")
+}
+
 #[optimize::io(ttl = "10m")]
 fn unpredicted(n: u64) -> u64 {
     n
@@ -88,6 +105,7 @@ fn predictive_prefetch() {
     random_keys_prefetch_almost_nothing();
     a_table_turns_prediction_off();
     figures_are_exported();
+    other_options_keep_working();
 
     drop(guard);
 }
@@ -283,4 +301,37 @@ fn figures_are_exported() {
     assert_eq!((page.prefetched, page.predictions), (35, Some(p)));
     let json = serde_json::to_value(page).unwrap();
     assert_eq!(json["predictions"]["used"], 34);
+}
+
+fn other_options_keep_working() {
+    for n in 0..12 {
+        assert_eq!(retried(n), Ok(n + 1));
+    }
+    prefetched(retried_cache(), 1);
+    assert!(retried_cache().predictions().unwrap().predicted >= 1);
+
+    // The key is `(region, id / 10)`: ids 0..10 share one entry.
+    for _ in 0..3 {
+        for id in [5u64, 25, 45] {
+            assert_eq!(keyed("eu".into(), id), format!("eu/{}", id / 10));
+        }
+    }
+    assert_eq!(keyed_cache().len(), 3);
+
+    // A multi-thread runtime: an async prefetch is a task on the caller's runtime, which
+    // must go on running it after the caller's last call.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for cell in 0..10 {
+            assert_eq!(tagged_cell("s".into(), cell).await, format!("s!{cell}"));
+        }
+    });
+    // Cell 9 prefetched cell 10, which carries its tag.
+    bounded::until("cell 10 prefetched", || tagged_cell_cache().len() == 11);
+    optimize::invalidate_tag("cell:10");
+    assert_eq!(tagged_cell_cache().len(), 10);
 }
