@@ -148,6 +148,13 @@ async fn cancelling_cascades() {
     for (name, handle) in [("A", &a), ("B", &b), ("C", &c), ("D", &d)] {
         assert_eq!(handle.status(), TaskStatus::Cancelled, "{name}");
     }
+    bounded::until("the cancelled tasks no longer wait", || {
+        optimize::runtime()
+            .pools()
+            .tasks()
+            .waiting(optimize::Kind::Cpu)
+            == 0
+    });
     assert!(!a.cancel(), "ended already");
     assert!(matches!(d.join().await, Err(TaskError::Cancelled)));
     assert!(matches!(b.join().await, Err(TaskError::Cancelled)));

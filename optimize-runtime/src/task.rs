@@ -419,13 +419,15 @@ impl Task {
             if waits {
                 let bound = gate.queue_capacity();
                 let held = tracker.waiting(self.kind) + gate.stats().queued_total();
-                return bound.is_none_or(|b| held < b).then_some(runtime);
+                return bound
+                    .is_none_or(|b| held < b)
+                    .then(|| (runtime, Some(tracker.start_waiting(self.kind))));
             }
             let ticket = gate.reserve(weight, self.priority).ok()?;
             state.hold_ticket(ticket);
-            Some(runtime)
+            Some((runtime, None))
         });
-        let Some(runtime) = admitted else {
+        let Some((runtime, waiting)) = admitted else {
             tracker.record_rejected();
             shared.complete(Err(TaskError::Rejected));
             return handle;
@@ -440,7 +442,9 @@ impl Task {
         };
         let driver = move |registered| async move {
             let _registered = registered;
-            let values = match inputs.await {
+            let values = inputs.await;
+            drop(waiting);
+            let values = match values {
                 Ok(values) => values,
                 Err(cause) => {
                     shared.state.set_cause(cause);

@@ -331,6 +331,31 @@ pub struct TaskTracker {
     registry: Arc<Mutex<Registry>>,
     next_id: Arc<AtomicU64>,
     figures: Arc<Figures>,
+    /// Tasks waiting for the tasks they depend on, per kind (a counter, so a submission does
+    /// not scan every live task).
+    waiting: Arc<[AtomicU64; 3]>,
+}
+
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Io => 0,
+        Kind::Cpu => 1,
+        Kind::Memory => 2,
+    }
+}
+
+/// A task of some kind waiting for the tasks it depends on; dropping it ends the wait (its
+/// inputs came, or it ended, or its driver was dropped).
+#[derive(Debug)]
+pub struct Waiting {
+    counter: Arc<[AtomicU64; 3]>,
+    kind: usize,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.counter[self.kind].fetch_sub(1, Relaxed);
+    }
 }
 
 impl std::fmt::Debug for TaskTracker {
@@ -491,11 +516,17 @@ impl TaskTracker {
 
     /// Live tasks of `kind` waiting for the tasks they depend on.
     pub fn waiting(&self, kind: Kind) -> u64 {
-        self.lock()
-            .live
-            .values()
-            .filter(|l| l.state.kind == kind && l.state.get() == TaskStatus::Waiting)
-            .count() as u64
+        self.waiting[kind_index(kind)].load(Relaxed)
+    }
+
+    /// Counts a task of `kind` as waiting until the returned guard is dropped.
+    pub fn start_waiting(&self, kind: Kind) -> Waiting {
+        let kind = kind_index(kind);
+        self.waiting[kind].fetch_add(1, Relaxed);
+        Waiting {
+            counter: self.waiting.clone(),
+            kind,
+        }
     }
 
     /// The processor's figures now.
