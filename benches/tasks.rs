@@ -128,18 +128,15 @@ async fn submission() {
 }
 
 fn rejection() {
-    let (release, hold) = std::sync::mpsc::channel::<()>();
-    let hog = Task::cpu().spawn(move || hold.recv().map_err(|_| ()));
+    // Both CPU threads held, so submissions can only queue.
     let pools = optimize::runtime().pools();
+    let (release, hogs): (Vec<_>, Vec<_>) = (0..2)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            (tx, Task::cpu().spawn(move || rx.recv().map_err(|_| ())))
+        })
+        .unzip();
     while pools.stats().cpu.active < 2 {
-        // Two CPU threads: hold both.
-        if pools.stats().cpu.active == 1 {
-            let (_, hold2) = std::sync::mpsc::channel::<()>();
-            std::mem::forget(Task::cpu().spawn(move || {
-                let _ = hold2.recv_timeout(Duration::from_secs(5));
-                Ok::<_, ()>(())
-            }));
-        }
         std::thread::sleep(Duration::from_millis(1));
     }
     let mut refused = Vec::new();
@@ -156,15 +153,17 @@ fn rejection() {
     }
     refused.sort_unstable();
     println!(
-        "\nrejection with pools.queue_capacity = 100, CPU pool held: {} accepted, {} refused; a refused submission took p50 {:.1}µs, p99 {:.1}µs, max {:.1}µs",
+        "\nrejection with the CPU pool's queue bound at 100, both CPU threads held: {} accepted, {} refused; a refused submission took p50 {:.1}µs, p99 {:.1}µs, max {:.1}µs",
         accepted.len(),
         refused.len(),
         micros(quantile(&refused, 0.5)),
         micros(quantile(&refused, 0.99)),
         micros(*refused.last().unwrap()),
     );
-    release.send(()).unwrap();
-    hog.wait().unwrap();
+    for (tx, hog) in release.into_iter().zip(hogs) {
+        tx.send(()).unwrap();
+        hog.wait().unwrap();
+    }
     for h in accepted {
         h.wait().unwrap();
     }

@@ -42,13 +42,13 @@ fn the_task_processor() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    rt.block_on(bounded::within_async("the pipelines", async {
         diamond().await;
         a_failure_ends_its_dependents_with_the_cause().await;
         cancelling_cascades().await;
         batches().await;
         tags().await;
-    });
+    }));
     figures();
 }
 

@@ -205,7 +205,7 @@ fn repeated_sequences_are_answered_from_l1() {
         .build()
         .unwrap();
     let cycle = [5u32, 17, 3, 42, 8];
-    rt.block_on(async {
+    rt.block_on(bounded::within_async("the async calls", async {
         // Rounds 0 and 1 teach each transition twice (votes 2 of 2, over the 0.9 asked).
         for _ in 0..2 {
             for id in cycle {
@@ -227,7 +227,7 @@ fn repeated_sequences_are_answered_from_l1() {
                 });
             }
         }
-    });
+    }));
     let stats = site.stats();
     // The first call of 5 ran its body; every later call found its key prefetched.
     assert_eq!(stats.count(Outcome::Computed), 1, "{stats:?}");
@@ -325,11 +325,11 @@ fn other_options_keep_working() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    rt.block_on(bounded::within_async("the async calls", async {
         for cell in 0..10 {
             assert_eq!(tagged_cell("s".into(), cell).await, format!("s!{cell}"));
         }
-    });
+    }));
     // Cell 9 prefetched cell 10, which carries its tag.
     bounded::until("cell 10 prefetched", || tagged_cell_cache().len() == 11);
     optimize::invalidate_tag("cell:10");

@@ -112,78 +112,81 @@ fn queues_are_bounded() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let calls: Vec<_> = (0..150).map(|id| tokio::spawn(fetch(id))).collect();
-        bounded::until("100 calls queued behind the one running", || {
-            fetch_cache()
-                .concurrency_stats()
-                .is_some_and(|g| g.queued_total() == 100 && g.refused_full == 49)
-        });
-        HOLD.add_permits(101);
-        let mut refused = 0;
-        for call in calls {
-            match call.await.unwrap() {
-                Ok(_) => {}
-                Err(message) => {
-                    assert!(message.contains("queue is full"), "{message}");
-                    assert!(message.contains("queue_bound::fetch"), "{message}");
-                    refused += 1;
+    rt.block_on(bounded::within_async(
+        "the managed calls over the bound",
+        async {
+            let calls: Vec<_> = (0..150).map(|id| tokio::spawn(fetch(id))).collect();
+            bounded::until("100 calls queued behind the one running", || {
+                fetch_cache()
+                    .concurrency_stats()
+                    .is_some_and(|g| g.queued_total() == 100 && g.refused_full == 49)
+            });
+            HOLD.add_permits(101);
+            let mut refused = 0;
+            for call in calls {
+                match call.await.unwrap() {
+                    Ok(_) => {}
+                    Err(message) => {
+                        assert!(message.contains("queue is full"), "{message}");
+                        assert!(message.contains("queue_bound::fetch"), "{message}");
+                        refused += 1;
+                    }
                 }
             }
-        }
-        assert_eq!(refused, 49);
-        let s = fetch_cache().stats();
-        assert_eq!(s.count(Outcome::Rejected), 49, "{s:?}");
-        assert_eq!(s.count(Outcome::Computed), 101, "{s:?}");
-        assert_eq!(s.errors(), 49);
+            assert_eq!(refused, 49);
+            let s = fetch_cache().stats();
+            assert_eq!(s.count(Outcome::Rejected), 49, "{s:?}");
+            assert_eq!(s.count(Outcome::Computed), 101, "{s:?}");
+            assert_eq!(s.errors(), 49);
 
-        // `Option`: `None`.
-        let calls: Vec<_> = (0..120).map(|id| tokio::spawn(lookup(id))).collect();
-        bounded::until("lookup's queue full", || {
-            lookup_cache()
-                .concurrency_stats()
-                .is_some_and(|g| g.refused_full == 19)
-        });
-        HOLD.add_permits(101);
-        let mut none = 0;
-        for call in calls {
-            none += usize::from(call.await.unwrap().is_none());
-        }
-        assert_eq!(none, 19);
-        assert_eq!(lookup_cache().stats().count(Outcome::Rejected), 19);
+            // `Option`: `None`.
+            let calls: Vec<_> = (0..120).map(|id| tokio::spawn(lookup(id))).collect();
+            bounded::until("lookup's queue full", || {
+                lookup_cache()
+                    .concurrency_stats()
+                    .is_some_and(|g| g.refused_full == 19)
+            });
+            HOLD.add_permits(101);
+            let mut none = 0;
+            for call in calls {
+                none += usize::from(call.await.unwrap().is_none());
+            }
+            assert_eq!(none, 19);
+            assert_eq!(lookup_cache().stats().count(Outcome::Rejected), 19);
 
-        // A plain value cannot say it was rejected: its callers wait, however many.
-        let calls: Vec<_> = (0..120).map(|id| tokio::spawn(plain(id))).collect();
-        bounded::until("plain's callers all queued", || {
-            plain_cache()
-                .concurrency_stats()
-                .is_some_and(|g| g.queued_total() == 119)
-        });
-        HOLD.add_permits(120);
-        for (id, call) in calls.into_iter().enumerate() {
-            assert_eq!(call.await.unwrap(), id as u64);
-        }
-        assert_eq!(plain_cache().stats().count(Outcome::Rejected), 0);
+            // A plain value cannot say it was rejected: its callers wait, however many.
+            let calls: Vec<_> = (0..120).map(|id| tokio::spawn(plain(id))).collect();
+            bounded::until("plain's callers all queued", || {
+                plain_cache()
+                    .concurrency_stats()
+                    .is_some_and(|g| g.queued_total() == 119)
+            });
+            HOLD.add_permits(120);
+            for (id, call) in calls.into_iter().enumerate() {
+                assert_eq!(call.await.unwrap(), id as u64);
+            }
+            assert_eq!(plain_cache().stats().count(Outcome::Rejected), 0);
 
-        // Fail-safe: a rejected call with a stale value at hand is served that value.
-        for id in 0..110 {
-            assert_eq!(quote(id).await.unwrap(), id * 10);
-        }
-        mock.increment(Duration::from_secs(2));
-        QUOTE_DOWN.store(1, SeqCst);
-        let calls: Vec<_> = (0..110).map(|id| tokio::spawn(quote(id))).collect();
-        bounded::until("quote's queue full", || {
-            quote_cache()
-                .concurrency_stats()
-                .is_some_and(|g| g.refused_full == 9)
-        });
-        HOLD.add_permits(101);
-        for (id, call) in calls.into_iter().enumerate() {
-            let value = call.await.unwrap().expect("fresh or stale, never an error");
-            assert_eq!(value, id as u64 * 10);
-        }
-        let s = quote_cache().stats();
-        assert_eq!(s.errors(), 0, "{s:?}");
-        assert_eq!(s.count(Outcome::Stale), 9, "{s:?}");
-    });
+            // Fail-safe: a rejected call with a stale value at hand is served that value.
+            for id in 0..110 {
+                assert_eq!(quote(id).await.unwrap(), id * 10);
+            }
+            mock.increment(Duration::from_secs(2));
+            QUOTE_DOWN.store(1, SeqCst);
+            let calls: Vec<_> = (0..110).map(|id| tokio::spawn(quote(id))).collect();
+            bounded::until("quote's queue full", || {
+                quote_cache()
+                    .concurrency_stats()
+                    .is_some_and(|g| g.refused_full == 9)
+            });
+            HOLD.add_permits(101);
+            for (id, call) in calls.into_iter().enumerate() {
+                let value = call.await.unwrap().expect("fresh or stale, never an error");
+                assert_eq!(value, id as u64 * 10);
+            }
+            let s = quote_cache().stats();
+            assert_eq!(s.errors(), 0, "{s:?}");
+            assert_eq!(s.count(Outcome::Stale), 9, "{s:?}");
+        },
+    ));
 }

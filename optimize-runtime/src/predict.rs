@@ -35,8 +35,8 @@ pub const MARKOV_SLOTS: usize = 4096;
 pub const STRIDES: usize = 8;
 /// Prefetches remembered until their key is asked for.
 pub const OUTSTANDING_SLOTS: usize = 1024;
-/// The votes of a successor stop growing here, so a changed pattern is learned within this
-/// many calls.
+/// Past this many sightings after a key, its counts are halved: recent calls weigh more, so
+/// a changed pattern is learned within a few calls.
 const MAX_VOTES: u32 = 8;
 
 /// A function's prediction settings.

@@ -428,7 +428,6 @@ impl Task {
             Some((runtime, None))
         });
         let Some((runtime, waiting)) = admitted else {
-            tracker.record_rejected();
             shared.complete(Err(TaskError::Rejected));
             return handle;
         };
@@ -788,9 +787,7 @@ impl<T: Send + 'static, E: Send + 'static> Shared<T, E> {
         }
         *slot = Slot::Done(Some(result));
         drop(slot);
-        if status != TaskStatus::Rejected {
-            self.tracker.record_end(&self.state, status);
-        }
+        self.tracker.record_end(&self.state, status);
         self.done.notify_waiters();
         true
     }

@@ -38,3 +38,12 @@ pub fn until(what: &str, mut condition: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// Awaits `fut`, or panics naming `what` if it does not finish within [`BOUND`] (a deadlock
+/// in async code fails the test instead of hanging the run).
+pub async fn within_async<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(BOUND, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: still running after {BOUND:?} (deadlock?)"),
+    }
+}

@@ -101,6 +101,11 @@ impl AdaptiveLimit {
     /// assert_eq!(gate.capacity(), limit.limit());
     /// ```
     pub fn new(gate: Arc<Gate>, min: u64, max: u64) -> Self {
+        Self::with_tuning(gate, min, max, AdaptiveTuning::default())
+    }
+
+    /// [`AdaptiveLimit::new`] with other tuning than `Gradient2Limit`'s defaults.
+    pub fn with_tuning(gate: Arc<Gate>, min: u64, max: u64, tuning: AdaptiveTuning) -> Self {
         let min = min.max(1);
         let max = max.max(min);
         let start = Self::initial(min, max);
@@ -109,7 +114,7 @@ impl AdaptiveLimit {
             gate,
             min,
             max,
-            tuning: AdaptiveTuning::default(),
+            tuning,
             state: Mutex::new(State {
                 limit: start as f64,
                 short: None,
@@ -146,9 +151,9 @@ impl AdaptiveLimit {
             Some(avg) => avg + (rtt - avg) * (2.0 / (t.short_window + 1.0)),
             None => rtt,
         };
-        // The latency the backend gives unloaded: the lowest seen, drifting up by a tenth of
-        // a percent in `long_window` samples' tenth, so a backend slower for good is accepted
-        // in time, while a slow spell is not taken for the norm.
+        // The latency the backend gives unloaded: the lowest seen, rising by about a tenth
+        // every `long_window` samples, so a backend slower for good is accepted in time,
+        // while a slow spell is not taken for the norm.
         let long = match s.long {
             Some(low) => (low * (1.0 + 1.0 / (10.0 * t.long_window))).min(rtt),
             None => rtt,

@@ -229,7 +229,7 @@ impl CpuPool {
     fn rejected(&self) -> Rejected {
         Rejected {
             function: String::new(),
-            pool: "cpu",
+            pool: "cpu pool",
             queue_capacity: self.gate.queue_capacity().unwrap_or(0),
         }
     }

@@ -213,9 +213,9 @@ impl IoGates<'_> {
         Rejected {
             function: String::new(),
             pool: if local {
-                "io (the function's concurrency)"
+                "concurrency limit"
             } else {
-                "io"
+                "io pool"
             },
             queue_capacity: gate.queue_capacity().unwrap_or(0),
         }

@@ -195,7 +195,7 @@ impl MemoryBudget {
     fn rejected(&self) -> Rejected {
         Rejected {
             function: String::new(),
-            pool: "memory",
+            pool: "memory budget",
             queue_capacity: self.gate.queue_capacity().unwrap_or(0),
         }
     }

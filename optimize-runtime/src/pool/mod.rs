@@ -39,19 +39,20 @@ pub use gate::{Closed, GateStats, Refused};
 /// ```
 /// use optimize_runtime::pool::Rejected;
 ///
-/// let e = Rejected { function: "shop::price".into(), pool: "io", queue_capacity: 100 };
-/// assert_eq!(e.to_string(), "`shop::price` rejected: the io pool's queue is full (100 waiting)");
+/// let e = Rejected { function: "shop::price".into(), pool: "io pool", queue_capacity: 100 };
+/// assert_eq!(e.to_string(), "`shop::price` rejected: its io pool's queue is full (100 waiting)");
 /// let io: std::io::Error = e.clone().into();
 /// assert_eq!(io.kind(), std::io::ErrorKind::WouldBlock);
 /// let text: String = e.into();
 /// assert!(text.contains("queue is full"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{function}` rejected: the {pool} pool's queue is full ({queue_capacity} waiting)")]
+#[error("`{function}` rejected: its {pool}'s queue is full ({queue_capacity} waiting)")]
 pub struct Rejected {
     /// The managed function's path (empty for a task).
     pub function: String,
-    /// `cpu`, `io` (or the function's own `concurrency` limit) or `memory`.
+    /// Whose queue: `cpu pool`, `io pool`, `memory budget`, or `concurrency limit` (the
+    /// function's own).
     pub pool: &'static str,
     /// The queue's bound that was reached.
     pub queue_capacity: u64,

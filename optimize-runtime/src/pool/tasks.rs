@@ -5,7 +5,7 @@
 //! [`Finisher`] here so a cancellation from outside the task's driver can end it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -106,8 +106,6 @@ pub struct TaskState {
     attempts: AtomicU32,
     ticket: Mutex<Option<Ticket>>,
     cause: Mutex<Option<Cause>>,
-    /// Cancelled because a task it depends on was (a cascade), not failed for it.
-    cascaded: AtomicBool,
     kind: Kind,
     tags: Box<[Arc<str>]>,
     /// When its first attempt was admitted.
@@ -122,7 +120,6 @@ impl TaskState {
             attempts: AtomicU32::new(0),
             ticket: Mutex::new(None),
             cause: Mutex::new(None),
-            cascaded: AtomicBool::new(false),
             kind,
             tags,
             started: Mutex::new(None),
@@ -180,11 +177,6 @@ impl TaskState {
     /// Records why the task will not run.
     pub fn set_cause(&self, cause: Cause) {
         *lock(&self.cause) = Some(cause);
-    }
-
-    /// Whether a cancellation cascading from a task it depends on ended it.
-    pub fn cascaded(&self) -> bool {
-        self.cascaded.load(Relaxed)
     }
 
     /// How long it ran, from its first admission (`None`: it never ran).
@@ -421,11 +413,6 @@ impl TaskTracker {
         self.figures.record(status, state.ran_for());
     }
 
-    /// Records a task refused at submission (it was never registered).
-    pub fn record_rejected(&self) {
-        self.figures.record(TaskStatus::Rejected, None);
-    }
-
     /// Cancels task `id` and, transitively, every live task depending on it (none of them
     /// starts); `false` if `id` had ended.
     pub fn cancel(&self, id: u64) -> bool {
@@ -443,11 +430,6 @@ impl TaskTracker {
                         order.push(*d);
                         next.push(*d);
                     }
-                }
-            }
-            for d in &order {
-                if let Some(live) = registry.live.get(d) {
-                    live.state.cascaded.store(true, Relaxed);
                 }
             }
             order

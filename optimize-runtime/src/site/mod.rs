@@ -291,7 +291,6 @@ impl Site {
     /// }
     /// let p = page_cache().predictions().expect("predict is on");
     /// assert!(p.predicted > 0);
-    /// assert!(page_cache().predictions().is_some());
     /// ```
     pub fn predictions(&self) -> Option<PredictStats> {
         self.predictor.as_ref().map(Predictor::stats)
