@@ -338,19 +338,23 @@ async fn history_keeps_one_entry_per_evaluation() {
     let monitor = lock().monitor;
     monitor.tick();
     monitor.tick();
-    let all: Vec<serde_json::Value> = get("/history", Some(TOKEN), None)
+    let all: serde_json::Value = get("/history", Some(TOKEN), None)
         .await
         .json()
         .await
         .unwrap();
-    assert!(all.len() >= 2);
-    let last: Vec<serde_json::Value> = get("/history?limit=1", Some(TOKEN), None)
+    assert!(all["points"].as_array().unwrap().len() >= 2, "{all}");
+    let last: serde_json::Value = get("/history?limit=1", Some(TOKEN), None)
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(last.len(), 1);
-    assert!(last[0]["system"]["memory_total"].as_f64().unwrap() > 0.0);
+    let points = last["points"].as_array().unwrap();
+    assert_eq!(points.len(), 1);
+    assert!(points[0]["system"]["memory_total"].as_f64().unwrap() > 0.0);
+    let bad = get("/history?step=soon", Some(TOKEN), None).await;
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().await.unwrap().contains("step=\"soon\""));
 }
 
 #[test]

@@ -466,6 +466,28 @@ impl Histogram {
         }
     }
 
+    /// The non-empty buckets as `(bucket, count)` pairs: a compact form for storage.
+    pub fn sparse(&self) -> Vec<(u16, u64)> {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(idx, &n)| (idx as u16, n))
+            .collect()
+    }
+
+    /// The histogram [`Histogram::sparse`] gave; pairs naming no bucket are ignored, as
+    /// they come from storage that may be damaged.
+    pub fn from_sparse(pairs: &[(u16, u64)]) -> Histogram {
+        let mut h = Histogram::empty();
+        for &(idx, n) in pairs {
+            if let Some(b) = h.buckets.get_mut(usize::from(idx)) {
+                *b = b.saturating_add(n);
+            }
+        }
+        h
+    }
+
     /// Cumulative counts at each upper bound (in nanoseconds, ascending): how many values
     /// are at most that bound. A bucket is counted once its whole range is below the bound,
     /// so each count is exact to the histogram's resolution.

@@ -59,28 +59,14 @@ impl SledTier {
         errors: crate::cache::TierCounters,
         clock: crate::time::Clock,
     ) -> Self {
-        let (db, disabled) = match open_contained(dir) {
-            Ok(db) => (Some(db), false),
-            Err(Opened::Damaged(why)) => {
-                errors.error("open");
-                let aside = dir.with_file_name(format!(
-                    "{}.damaged-{}",
-                    dir.file_name().map_or("l3".into(), |n| n.to_string_lossy()),
-                    crate::time::unix_ms()
-                ));
-                tracing::error!(dir = %dir.display(), aside = %aside.display(), error = %why, "L3 (sled) is damaged; moving it aside and starting an empty one");
-                match std::fs::rename(dir, &aside)
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| open_contained(dir).map_err(|e| e.to_string()))
-                {
-                    Ok(db) => (Some(db), false),
-                    Err(e) => {
-                        tracing::error!(dir = %dir.display(), error = %e, "L3 (sled) could not be recreated; continuing without it");
-                        (None, true)
-                    }
+        let (db, disabled) = match open_or_replace(dir, "L3 (sled)") {
+            Ok((db, replaced)) => {
+                if replaced {
+                    errors.error("open");
                 }
+                (Some(db), false)
             }
-            Err(Opened::Failed(e)) => {
+            Err(e) => {
                 tracing::error!(dir = %dir.display(), error = %e, "L3 (sled) could not be opened; continuing without it");
                 errors.error("open");
                 (None, true)
@@ -301,6 +287,29 @@ impl SledTier {
         }
         db.apply_batch(removals)?;
         Ok(report)
+    }
+}
+
+/// Opens (creating) the sled database in `dir`. One that is damaged (sled panicked or
+/// reported corruption) is moved aside to `<dir>.damaged-<unix ms>` and a fresh one created,
+/// so a store may lose its entries, never the process. `what` names the store in the log.
+/// Gives the database and whether it replaced a damaged one.
+pub(crate) fn open_or_replace(dir: &Path, what: &str) -> Result<(sled::Db, bool), String> {
+    match open_contained(dir) {
+        Ok(db) => Ok((db, false)),
+        Err(Opened::Damaged(why)) => {
+            let aside = dir.with_file_name(format!(
+                "{}.damaged-{}",
+                dir.file_name().map_or("sled".into(), |n| n.to_string_lossy()),
+                crate::time::unix_ms()
+            ));
+            tracing::error!(dir = %dir.display(), aside = %aside.display(), error = %why, "{what} is damaged; moving it aside and starting an empty one");
+            std::fs::rename(dir, &aside)
+                .map_err(|e| e.to_string())
+                .and_then(|()| open_contained(dir).map_err(|e| e.to_string()))
+                .map(|db| (db, true))
+        }
+        Err(Opened::Failed(why)) => Err(why),
     }
 }
 

@@ -197,6 +197,14 @@ pub struct Config {
     pub monitor_interval: Duration,
     /// Monitor history entries.
     pub monitor_history: usize,
+    /// Whether the monitor's history is written to disk.
+    pub monitor_history_persist: bool,
+    /// Where (`None`: `history` inside `l3.dir` when L3 is on, else not persisted).
+    pub monitor_history_dir: Option<PathBuf>,
+    /// How long persisted history is kept.
+    pub monitor_history_retention: Duration,
+    /// The most bytes persisted history may take.
+    pub monitor_history_max_size: u64,
     /// Whether the monitor samples system metrics.
     pub monitor_system: bool,
     /// Whether the shipped alert rules are on.
@@ -322,6 +330,10 @@ impl Default for Config {
             monitor_enabled: false,
             monitor_interval: monitor.interval,
             monitor_history: monitor.history,
+            monitor_history_persist: true,
+            monitor_history_dir: None,
+            monitor_history_retention: Duration::from_secs(7 * 86_400),
+            monitor_history_max_size: 64 << 20,
             monitor_system: false,
             monitor_default_rules: false,
             monitor_addr: None,
@@ -452,6 +464,10 @@ impl Config {
             ("monitor.enabled", V::Bool(b)) => self.monitor_enabled = b,
             ("monitor.interval", V::Duration(d)) => self.monitor_interval = d,
             ("monitor.history", V::Int(n)) => self.monitor_history = int(n),
+            ("monitor.history_persist", V::Bool(b)) => self.monitor_history_persist = b,
+            ("monitor.history_dir", V::Path(p)) => self.monitor_history_dir = Some(p),
+            ("monitor.history_retention", V::Duration(d)) => self.monitor_history_retention = d,
+            ("monitor.history_max_size", V::Int(n)) => self.monitor_history_max_size = n,
             ("monitor.system", V::Bool(b)) => self.monitor_system = b,
             ("monitor.default_rules", V::Bool(b)) => self.monitor_default_rules = b,
             ("monitor.addr", V::Addr(a)) => self.monitor_addr = Some(a),
@@ -481,6 +497,7 @@ impl Config {
             ("l1.max_size", self.l1_max_size == Some(0)),
             ("l3.max_size", self.l3_max_size == 0),
             ("monitor.history", self.monitor_history == 0),
+            ("monitor.history_max_size", self.monitor_history_max_size == 0),
             ("tiers.writeback_capacity", self.writeback_capacity == 0),
         ] {
             if zero {
@@ -727,6 +744,21 @@ impl Config {
             .history(self.monitor_history)
             .system(self.monitor_system)
             .rules(rules);
+        // History is persisted where there is a place for it: next to L3, or where
+        // `monitor.history_dir` says.
+        let dir = match &self.monitor_history_dir {
+            Some(dir) => Some(dir.clone()),
+            None => self
+                .l3_enabled
+                .then(|| crate::monitor::history::default_dir(&self.l3_dir)),
+        };
+        if let Some(dir) = dir.filter(|_| self.monitor_history_persist) {
+            m = m.persist(
+                dir,
+                self.monitor_history_retention,
+                self.monitor_history_max_size,
+            );
+        }
         m.handlers.extend(self.alert_handlers.iter().cloned());
         m.http = self.monitor_addr.map(|addr| HttpConfig {
             addr,

@@ -7,7 +7,7 @@
 //! | `/stats` | JSON: every function's calls, hit ratios, latency quantiles, errors; tiers; pools; system |
 //! | `/alerts` | JSON: the rules and every pending, firing or recently resolved alert |
 //! | `/health` | JSON: `healthy`, `degraded` or `unhealthy` with reasons; 503 when unhealthy |
-//! | `/history` | JSON: recent `/stats` entries, one per evaluation (`?limit=N` for the last N) |
+//! | `/history` | JSON: the history over a range (`?from=2h&to=1h&step=1m&fn=app::f`), or the last N evaluations (`?limit=N`) |
 //!
 //! With a token configured, every path requires `Authorization: Bearer <token>` and answers
 //! 401 without it.
@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::{export, HttpConfig, Monitor, MonitorError};
+use super::{export, HistoryQuery, HttpConfig, Monitor, MonitorError};
 
 #[derive(Clone)]
 struct AppState {
@@ -187,15 +187,63 @@ async fn health(State(state): State<AppState>) -> Response {
 }
 
 #[derive(serde::Deserialize)]
-struct HistoryQuery {
+struct HistoryParams {
     limit: Option<usize>,
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+    #[serde(rename = "fn")]
+    function: Option<String>,
 }
 
-async fn history(State(state): State<AppState>, Query(q): Query<HistoryQuery>) -> Response {
-    let mut entries = state.monitor.history();
-    if let Some(limit) = q.limit {
-        let skip = entries.len().saturating_sub(limit);
-        entries.drain(..skip);
+/// A time given as milliseconds since the Unix epoch, or as how long ago (`90s`, `1h`,
+/// `-1h`).
+fn instant(name: &str, text: &str, now_unix_ms: u64) -> Result<u64, String> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
     }
-    Json(entries).into_response()
+    humantime::parse_duration(text.trim_start_matches('-'))
+        .map(|ago| now_unix_ms.saturating_sub(ago.as_millis() as u64))
+        .map_err(|_| {
+            format!("{name}={text:?}: expected milliseconds since the Unix epoch or how long ago, such as \"1h\"\n")
+        })
+}
+
+fn history_query(p: &HistoryParams, now_unix_ms: u64) -> Result<HistoryQuery, String> {
+    let step = match &p.step {
+        Some(text) => match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => return Err(format!("step={text:?}: expected a duration such as \"1m\"\n")),
+        },
+        None => None,
+    };
+    Ok(HistoryQuery {
+        from: p.from.as_deref().map(|t| instant("from", t, now_unix_ms)).transpose()?,
+        to: p.to.as_deref().map(|t| instant("to", t, now_unix_ms)).transpose()?,
+        step,
+        function: p.function.clone(),
+    })
+}
+
+async fn history(State(state): State<AppState>, Query(p): Query<HistoryParams>) -> Response {
+    let monitor = state.monitor.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let now = crate::time::unix_ms();
+        let mut answer = monitor.history(&history_query(&p, now)?);
+        if let Some(limit) = p.limit {
+            answer.points = monitor.recent_history(limit, p.function.as_deref());
+            answer.source = if monitor.history_persisted() {
+                "raw"
+            } else {
+                "memory"
+            };
+        }
+        Ok::<_, String>(answer)
+    })
+    .await;
+    match answer {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(bad)) => (StatusCode::BAD_REQUEST, bad).into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
 }

@@ -28,6 +28,7 @@
 pub mod alert;
 mod collect;
 pub mod export;
+pub mod history;
 pub mod http;
 pub mod metrics;
 mod report;
@@ -35,7 +36,6 @@ mod snapshot;
 mod sources;
 mod system;
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
@@ -45,6 +45,7 @@ pub use report::{FnReport, Health, HealthStatus, PoolReport, StatsReport, TierRa
 pub use snapshot::{
     Family, HistogramValue, Labels, MetricType, Series, Snapshot, Value, DURATION_BOUNDS,
 };
+pub use history::{HistoryAnswer, HistoryPoint, HistoryQuery, PersistConfig, Trends};
 pub use sources::Sources;
 pub use system::{DiskStats, SystemSampler, SystemStats};
 
@@ -83,8 +84,11 @@ impl Default for HttpConfig {
 pub struct MonitorConfig {
     /// Time between evaluations (system sample, alert rules, history entry). Default 15 s.
     pub interval: Duration,
-    /// Entries `/history` keeps. Default 240 (an hour at the default interval).
+    /// Points `/history` keeps in memory. Default 240 (an hour at the default interval).
     pub history: usize,
+    /// Where history is persisted, when it is (see [`history`]). Default: not persisted;
+    /// the runtime persists it next to L3 unless `monitor.history_persist = false`.
+    pub persist: Option<PersistConfig>,
     /// Whether to sample system metrics. Default on.
     pub system: bool,
     /// Paths whose volumes' free space is reported; the L3 directory is added when L3 runs.
@@ -102,6 +106,7 @@ impl std::fmt::Debug for MonitorConfig {
         f.debug_struct("MonitorConfig")
             .field("interval", &self.interval)
             .field("history", &self.history)
+            .field("persist", &self.persist)
             .field("system", &self.system)
             .field("rules", &self.rules.len())
             .field("handlers", &self.handlers.len())
@@ -115,6 +120,7 @@ impl Default for MonitorConfig {
         Self {
             interval: Self::DEFAULT_INTERVAL,
             history: Self::DEFAULT_HISTORY,
+            persist: None,
             system: true,
             watched_paths: Vec::new(),
             rules: alert::default_rules(),
@@ -172,9 +178,19 @@ impl MonitorConfig {
         self
     }
 
-    /// Keeps `n` history entries.
+    /// Keeps `n` history points in memory.
     pub fn history(mut self, n: usize) -> Self {
         self.history = n;
+        self
+    }
+
+    /// Persists history in `dir`, kept for `retention` and at most `max_bytes`.
+    pub fn persist(mut self, dir: impl Into<PathBuf>, retention: Duration, max_bytes: u64) -> Self {
+        self.persist = Some(PersistConfig {
+            dir: dir.into(),
+            retention,
+            max_bytes,
+        });
         self
     }
 }
@@ -201,13 +217,15 @@ pub enum MonitorError {
 /// The running monitor.
 pub struct Monitor {
     interval: Duration,
-    history_len: usize,
     handlers: Vec<Arc<dyn AlertHandler>>,
     sources: Sources,
     engine: Mutex<AlertEngine>,
     sampler: Option<Mutex<SystemSampler>>,
     last_system: Mutex<Option<SystemStats>>,
-    history: Mutex<VecDeque<StatsReport>>,
+    history: history::History,
+    /// The cumulative figures the last history point was measured from.
+    baseline: Mutex<history::Baseline>,
+    started_unix_ms: u64,
     http_addr: OnceLock<SocketAddr>,
     stop: (Mutex<bool>, Condvar),
     ticks: std::sync::atomic::AtomicU64,
@@ -240,13 +258,14 @@ impl Monitor {
         });
         let monitor = Arc::new(Self {
             interval: config.interval,
-            history_len: config.history.max(1),
             handlers: config.handlers,
             sources,
             engine: Mutex::new(engine),
             sampler,
             last_system: Mutex::new(None),
-            history: Mutex::new(VecDeque::new()),
+            history: history::History::new(config.history, config.persist.as_ref()),
+            baseline: Mutex::new(history::Baseline::default()),
+            started_unix_ms: crate::time::unix_ms(),
             http_addr: OnceLock::new(),
             stop: (Mutex::new(false), Condvar::new()),
             ticks: Default::default(),
@@ -309,12 +328,7 @@ impl Monitor {
                 }
             }
         }
-        let report = StatsReport::now(&self.sources, self.system(), self.firing());
-        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
-        if history.len() == self.history_len {
-            history.pop_front();
-        }
-        history.push_back(report);
+        self.record_point();
         self.ticks
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         snapshot
@@ -372,19 +386,65 @@ impl Monitor {
             .count()
     }
 
-    /// Recent history entries, oldest first.
-    pub fn history(&self) -> Vec<StatsReport> {
-        self.history
+    fn record_point(&self) {
+        let point = self
+            .baseline
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .advance(
+                &self.sources,
+                self.system().as_ref(),
+                self.firing(),
+                crate::time::unix_ms(),
+                self.started_unix_ms,
+            );
+        self.history.record(point);
+    }
+
+    /// History over a range (what `/history` answers): the points recorded at each
+    /// evaluation, from disk when persisted, merged `step` at a time.
+    ///
+    /// ```
+    /// use optimize::monitor::{HistoryQuery, MonitorConfig, Monitor};
+    ///
+    /// let sources = optimize::runtime().sources();
+    /// let monitor = Monitor::start(MonitorConfig::default().system(false), sources).unwrap();
+    /// monitor.tick();
+    /// let answer = monitor.history(&HistoryQuery::default());
+    /// assert_eq!(answer.source, "memory");
+    /// assert!(!answer.points.is_empty());
+    /// monitor.stop();
+    /// ```
+    pub fn history(&self, query: &HistoryQuery) -> HistoryAnswer {
+        self.history.query(query, crate::time::unix_ms())
+    }
+
+    /// The last `n` history points, each one evaluation, with only `function`'s figures
+    /// when it is given.
+    pub fn recent_history(&self, n: usize, function: Option<&str>) -> Vec<HistoryPoint> {
+        self.history
+            .last(n)
             .iter()
-            .cloned()
+            .map(|p| HistoryPoint::of(p, function))
             .collect()
     }
 
-    /// `/stats` now.
+    /// Whether history is being written to disk.
+    pub fn history_persisted(&self) -> bool {
+        self.history.is_persisted()
+    }
+
+    /// Each function's figures over the last hour against the hour before.
+    pub fn trends(&self) -> Trends {
+        self.history
+            .trends(history::TREND_WINDOW, crate::time::unix_ms())
+    }
+
+    /// `/stats` now, with the trends.
     pub fn stats(&self) -> StatsReport {
-        StatsReport::now(&self.sources, self.system(), self.firing())
+        let mut report = StatsReport::now(&self.sources, self.system(), self.firing());
+        report.trends = Some(self.trends());
+        report
     }
 
     /// `/health` now.
@@ -397,11 +457,21 @@ impl Monitor {
         self.http_addr.get().copied()
     }
 
-    /// Stops the evaluation thread (the HTTP endpoint keeps answering).
+    /// Stops the evaluation thread (the HTTP endpoint keeps answering), and records the
+    /// time since the last evaluation as a last history point, written to disk before this
+    /// returns.
     pub fn stop(&self) {
         let (stopped, wake) = &self.stop;
-        *stopped.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        let already = std::mem::replace(
+            &mut *stopped.lock().unwrap_or_else(PoisonError::into_inner),
+            true,
+        );
         wake.notify_all();
+        if !already {
+            let _one = self.ticking.lock().unwrap_or_else(PoisonError::into_inner);
+            self.record_point();
+            self.history.flush();
+        }
     }
 }
 

@@ -137,6 +137,10 @@ pub struct StatsReport {
     pub system: Option<SystemStats>,
     /// Alert instances firing.
     pub alerts_firing: usize,
+    /// Each function's figures over the last hour against the hour before, from the
+    /// monitor's history (absent without a monitor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trends: Option<super::Trends>,
 }
 
 impl StatsReport {
@@ -192,6 +196,7 @@ impl StatsReport {
             cpu_workers,
             system,
             alerts_firing,
+            trends: None,
         }
     }
 }
