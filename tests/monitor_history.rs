@@ -46,7 +46,10 @@ fn child() {
     );
     let guard = install();
     let monitor = guard.runtime().monitor().unwrap().clone();
-    assert!(monitor.history_persisted(), "history is persisted next to L3");
+    assert!(
+        monitor.history_persisted(),
+        "history is persisted next to L3"
+    );
     if std::env::var_os("HISTORY_WRITE").is_some() {
         for i in 0..30 {
             work(i % 10);
@@ -131,7 +134,13 @@ fn history_survives_a_restart_and_answers_ranges() {
     );
     let (out, _) = bounded::within("the reading process", {
         let l3 = l3.clone();
-        move || child::run("child", "HISTORY_CHILD", &[("OPTIMIZE_L3_DIR", l3.as_str())])
+        move || {
+            child::run(
+                "child",
+                "HISTORY_CHILD",
+                &[("OPTIMIZE_L3_DIR", l3.as_str())],
+            )
+        }
     });
     let field = |name: &str| child::result_field(&out, name);
     assert_eq!(field("calls"), "30", "the first process's calls, from disk");

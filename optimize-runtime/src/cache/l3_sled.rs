@@ -300,7 +300,8 @@ pub(crate) fn open_or_replace(dir: &Path, what: &str) -> Result<(sled::Db, bool)
         Err(Opened::Damaged(why)) => {
             let aside = dir.with_file_name(format!(
                 "{}.damaged-{}",
-                dir.file_name().map_or("sled".into(), |n| n.to_string_lossy()),
+                dir.file_name()
+                    .map_or("sled".into(), |n| n.to_string_lossy()),
                 crate::time::unix_ms()
             ));
             tracing::error!(dir = %dir.display(), aside = %aside.display(), error = %why, "{what} is damaged; moving it aside and starting an empty one");

@@ -207,7 +207,11 @@ pub(crate) const KEYS: &[Key] = &[
     key("monitor.history", Type::Int),
     key("monitor.history_persist", Type::Bool),
     key("monitor.history_dir", Type::Path),
-    duration("monitor.history_retention", MINUTE, Duration::from_secs(366 * 86_400)),
+    duration(
+        "monitor.history_retention",
+        MINUTE,
+        Duration::from_secs(366 * 86_400),
+    ),
     key("monitor.history_max_size", Type::Size),
     key("monitor.system", Type::Bool),
     key("monitor.default_rules", Type::Bool),

@@ -497,7 +497,10 @@ impl Config {
             ("l1.max_size", self.l1_max_size == Some(0)),
             ("l3.max_size", self.l3_max_size == 0),
             ("monitor.history", self.monitor_history == 0),
-            ("monitor.history_max_size", self.monitor_history_max_size == 0),
+            (
+                "monitor.history_max_size",
+                self.monitor_history_max_size == 0,
+            ),
             ("tiers.writeback_capacity", self.writeback_capacity == 0),
         ] {
             if zero {

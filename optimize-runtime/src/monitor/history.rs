@@ -203,7 +203,11 @@ impl Baseline {
         let stats = sources.pools.stats();
         let mut pools = Vec::new();
         let mut waits = Vec::new();
-        for (name, g) in [("cpu", &stats.cpu), ("io", &stats.io), ("memory", &stats.memory)] {
+        for (name, g) in [
+            ("cpu", &stats.cpu),
+            ("io", &stats.io),
+            ("memory", &stats.memory),
+        ] {
             let before = self.pool_waits.iter().find(|(n, _, _)| *n == name);
             let wait = before.map_or(g.wait.clone(), |(_, w, _)| g.wait.since(w));
             let completed = before.map_or(g.completed, |(_, _, c)| {
@@ -308,7 +312,11 @@ impl History {
             return points;
         }
         let memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
-        memory.iter().skip(memory.len().saturating_sub(n)).cloned().collect()
+        memory
+            .iter()
+            .skip(memory.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 
     /// Points ending in `from..=to`, merged `step` at a time (see [`HistoryQuery`]).
@@ -317,7 +325,9 @@ impl History {
         let from = q.from.unwrap_or(to.saturating_sub(3_600_000)).min(to);
         let range = to - from;
         let widest = range.div_ceil(MAX_POINTS).max(1);
-        let mut step = q.step.map_or(widest, |s| (s.as_millis() as u64).max(widest));
+        let mut step = q
+            .step
+            .map_or(widest, |s| (s.as_millis() as u64).max(widest));
         let (source, mut points) = match &self.store {
             Some(store) if !store.failed.load(Relaxed) => {
                 let raw_from = now_unix_ms.saturating_sub(RAW_RETENTION.as_millis() as u64);
@@ -328,7 +338,9 @@ impl History {
                     Some(points) => ("raw", points),
                     None => (
                         "minutes",
-                        store.range(Tree::Minutes, from, to, usize::MAX).unwrap_or_default(),
+                        store
+                            .range(Tree::Minutes, from, to, usize::MAX)
+                            .unwrap_or_default(),
                     ),
                 }
             }
@@ -761,7 +773,9 @@ impl SledHistory {
                 Some((s, m)) if *s == start => m.merge(point),
                 _ => *minute = Some((start, point.clone())),
             }
-            minute.as_ref().and_then(|(_, m)| serde_json::to_vec(m).ok())
+            minute
+                .as_ref()
+                .and_then(|(_, m)| serde_json::to_vec(m).ok())
         };
         if let Some(rolled) = rolled {
             self.guard("rollup", |s| {
@@ -769,7 +783,11 @@ impl SledHistory {
                 Ok(())
             });
         }
-        if self.appended.fetch_add(1, Relaxed).is_multiple_of(SWEEP_EVERY) {
+        if self
+            .appended
+            .fetch_add(1, Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
+        {
             self.sweep(point.at_unix_ms);
         }
     }
@@ -781,10 +799,7 @@ impl SledHistory {
         self.guard("sweep", |s| {
             for (tree, keep) in [(&s.raw, raw_keep), (&s.minutes, s.retention_ms)] {
                 let cutoff = now_unix_ms.saturating_sub(keep).to_be_bytes();
-                let old: Vec<sled::IVec> = tree
-                    .range(..cutoff)
-                    .keys()
-                    .collect::<Result<_, _>>()?;
+                let old: Vec<sled::IVec> = tree.range(..cutoff).keys().collect::<Result<_, _>>()?;
                 let mut batch = sled::Batch::default();
                 for k in old {
                     batch.remove(k);
@@ -958,7 +973,11 @@ mod tests {
             function: Some("app::g".into()),
             ..q
         };
-        assert!(h.query(&other, T0 + 10_000).points.iter().all(|p| p.calls == 0));
+        assert!(h
+            .query(&other, T0 + 10_000)
+            .points
+            .iter()
+            .all(|p| p.calls == 0));
     }
 
     #[test]

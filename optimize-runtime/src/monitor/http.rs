@@ -213,13 +213,25 @@ fn history_query(p: &HistoryParams, now_unix_ms: u64) -> Result<HistoryQuery, St
     let step = match &p.step {
         Some(text) => match humantime::parse_duration(text) {
             Ok(d) if !d.is_zero() => Some(d),
-            _ => return Err(format!("step={text:?}: expected a duration such as \"1m\"\n")),
+            _ => {
+                return Err(format!(
+                    "step={text:?}: expected a duration such as \"1m\"\n"
+                ))
+            }
         },
         None => None,
     };
     Ok(HistoryQuery {
-        from: p.from.as_deref().map(|t| instant("from", t, now_unix_ms)).transpose()?,
-        to: p.to.as_deref().map(|t| instant("to", t, now_unix_ms)).transpose()?,
+        from: p
+            .from
+            .as_deref()
+            .map(|t| instant("from", t, now_unix_ms))
+            .transpose()?,
+        to: p
+            .to
+            .as_deref()
+            .map(|t| instant("to", t, now_unix_ms))
+            .transpose()?,
         step,
         function: p.function.clone(),
     })

@@ -41,11 +41,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+pub use history::{HistoryAnswer, HistoryPoint, HistoryQuery, PersistConfig, Trends};
 pub use report::{FnReport, Health, HealthStatus, PoolReport, StatsReport, TierRatios};
 pub use snapshot::{
     Family, HistogramValue, Labels, MetricType, Series, Snapshot, Value, DURATION_BOUNDS,
 };
-pub use history::{HistoryAnswer, HistoryPoint, HistoryQuery, PersistConfig, Trends};
 pub use sources::Sources;
 pub use system::{DiskStats, SystemSampler, SystemStats};
 
