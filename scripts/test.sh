@@ -20,6 +20,7 @@ cargo fmt --all -- --check
 
 step "cargo clippy (-D warnings)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --example opentelemetry --features otel-example -- -D warnings
 
 step "cargo test (unit, integration, UI, doctests)"
 # Tests that rely on the lazy default read OPTIMIZE_* variables like an application would;
@@ -38,6 +39,18 @@ if [ -s "$skip_log" ]; then
     "$(wc -l < "$skip_log")"
   sed 's/^/  /' "$skip_log"
 fi
+
+step "managed calls in OpenTelemetry traces (examples/opentelemetry.rs)"
+otel_out=$(mktemp)
+cargo run -q --example opentelemetry --features otel-example > "$otel_out"
+# The stdout exporter prints each span: the calls are there, with their fields, under the
+# caller's span.
+grep -c 'Name         : optimize.call' "$otel_out"
+grep -q 'fn: String(Owned("opentelemetry::fetch_user"))' "$otel_out"
+grep -q 'outcome: String(Owned("hit_l1"))' "$otel_out"
+grep -q 'tier: String(Owned("l1"))' "$otel_out"
+test "$(grep -c 'ParentSpanId : None (root span)' "$otel_out")" = 1
+rm -f "$otel_out"
 
 step "demo (cargo run --release --example demo)"
 cargo run --release --example demo

@@ -77,8 +77,8 @@ extern crate self as optimize;
 
 pub use optimize_macros::{cpu, io, main, memory, optimize};
 pub use optimize_runtime::{
-    cache, codec, config, flight, key, meta, monitor, policy, pool, predict, registry, stats, task,
-    time, warm,
+    cache, codec, config, flight, key, meta, monitor, policy, pool, predict, registry, spans,
+    stats, task, time, warm,
 };
 pub use optimize_runtime::{
     flush, flush_async, functions, install, invalidate_everything, invalidate_everything_async,

@@ -33,6 +33,7 @@ pub mod predict;
 pub mod registry;
 pub mod runtime;
 pub mod site;
+pub mod spans;
 pub mod stats;
 pub mod task;
 pub mod time;

@@ -197,6 +197,7 @@ impl Runtime {
     fn start(config: Config, strict: bool) -> Result<Self, InstallError> {
         let clock = config.clock.clone();
         crate::stats::set_recording(config.recording);
+        crate::spans::set_span_level(config.spans);
         crate::stats::set_slow_call_threshold(config.slow_call);
         // Other instances' invalidations reach L1 through the registry, which the tiers must
         // not know: it is handed to their hook once it exists (before that, L1 is empty).

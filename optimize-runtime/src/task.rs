@@ -38,6 +38,7 @@ use futures_util::FutureExt;
 use tokio::runtime::Handle;
 use tokio::sync::{oneshot, Notify};
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::meta::{Kind, Priority};
 use crate::pool::chain;
@@ -272,18 +273,24 @@ impl Task {
             Kind::Cpu => {
                 pools
                     .cpu()
-                    .spawn_admitted_tagged(permit, self.tags.first().cloned(), call)
+                    .spawn_admitted_tagged(
+                        permit,
+                        self.tags.first().cloned(),
+                        crate::spans::carried(call),
+                    )
                     .await
             }
             // Closures of io and memory tasks may block: they get a blocking thread.
             Kind::Io | Kind::Memory => {
                 let kind = self.kind;
-                join(tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    // Managed calls the closure makes are nested in its admission.
-                    let _chain = chain::Scope::enter(kind, 0);
-                    call()
-                }))
+                join(tokio::task::spawn_blocking(crate::spans::carried(
+                    move || {
+                        let _permit = permit;
+                        // Managed calls the closure makes are nested in its admission.
+                        let _chain = chain::Scope::enter(kind, 0);
+                        call()
+                    },
+                )))
                 .await
             }
         };
@@ -311,10 +318,13 @@ impl Task {
             },
             Kind::Io | Kind::Memory => {
                 let fut = chain::InChain::new(self.kind, fut);
-                join(tokio::spawn(async move {
-                    let _permit = permit;
-                    fut.await
-                }))
+                join(tokio::spawn(
+                    async move {
+                        let _permit = permit;
+                        fut.await
+                    }
+                    .in_current_span(),
+                ))
                 .await
             }
         };
@@ -353,14 +363,17 @@ impl Task {
             let (waker, handle) = (waker.clone(), handle.clone());
             let polled = pools
                 .cpu()
-                .spawn_admitted(permit, move || {
-                    // Inside the submitting runtime's context, so the future's timers work.
-                    let _context = handle.enter();
-                    let poll = fut
-                        .as_mut()
-                        .poll(&mut std::task::Context::from_waker(&waker));
-                    (fut, poll)
-                })
+                .spawn_admitted(
+                    permit,
+                    crate::spans::carried(move || {
+                        // Inside the submitting runtime's context, so the future's timers work.
+                        let _context = handle.enter();
+                        let poll = fut
+                            .as_mut()
+                            .poll(&mut std::task::Context::from_waker(&waker));
+                        (fut, poll)
+                    }),
+                )
                 .await;
             match polled {
                 Err(panic) => return Some(Err(panic)),
@@ -476,7 +489,10 @@ impl Task {
             shared.complete(result);
         };
         tracker.register(id, state, finisher, &upstream, |registered| {
-            runtime.spawn(driver(registered)).abort_handle()
+            // The task runs in the submitter's span, whichever threads it runs on.
+            runtime
+                .spawn(driver(registered).in_current_span())
+                .abort_handle()
         });
         handle
     }

@@ -123,6 +123,7 @@ impl Site {
     /// Records an L1 hit: timed only when the call was sampled (`start` is `Some`).
     #[inline]
     fn record_l1_hit(&self, start: Option<u64>) {
+        crate::spans::record_outcome(Outcome::HitL1);
         match start {
             Some(start) => {
                 let took = self.now().saturating_sub(start);
@@ -153,6 +154,7 @@ impl Site {
             other => other,
         };
         self.recorder.record(outcome, total, compute);
+        crate::spans::record_outcome(outcome);
         self.trace_call(outcome, total);
     }
 
@@ -215,8 +217,10 @@ impl Site {
     where
         P::Cached: CacheValue,
     {
+        let span = crate::spans::call(&self.path, self.meta.kind.as_str());
+        let _in_span = span.enter();
         if !self.settings.enabled {
-            return self.call_measured_sync(policy, body);
+            return self.measured_sync(policy, body);
         }
         // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
         let sampled = crate::stats::sample_this_call().then(|| self.now());
@@ -293,7 +297,24 @@ impl Site {
 
     /// [`Site::call_async`] of a call whose entry carries tags (their hashes).
     #[doc(hidden)]
-    pub async fn call_async_tagged<P: ReturnPolicy, F: Future<Output = P::Output>>(
+    pub fn call_async_tagged<'t, P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &'static self,
+        policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
+        key: Option<ArgsKey>,
+        tags: &'t [u64],
+        body: F,
+    ) -> impl Future<Output = P::Output> + use<'t, P, F>
+    where
+        P::Cached: CacheValue,
+    {
+        use tracing::Instrument;
+        let span = crate::spans::call(&self.path, self.meta.kind.as_str());
+        self.cached_async(policy, codec, key, tags, body)
+            .instrument(span)
+    }
+
+    async fn cached_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
         &'static self,
         policy: P,
         codec: Option<ValueCodec<P::Cached>>,
@@ -305,7 +326,7 @@ impl Site {
         P::Cached: CacheValue,
     {
         if !self.settings.enabled {
-            return self.call_measured_async(policy, body).await;
+            return self.measured_async(policy, body).await;
         }
         let sampled = crate::stats::sample_this_call().then(|| self.now());
         let Some(key) = key else {
@@ -369,6 +390,16 @@ impl Site {
         policy: P,
         body: impl FnOnce() -> P::Output,
     ) -> P::Output {
+        let span = crate::spans::call(&self.path, self.meta.kind.as_str());
+        let _in_span = span.enter();
+        self.measured_sync(policy, body)
+    }
+
+    fn measured_sync<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        body: impl FnOnce() -> P::Output,
+    ) -> P::Output {
         let start = self.now();
         let guard = PanicRecorder::new(self, start, start);
         let out = body();
@@ -379,7 +410,17 @@ impl Site {
 
     /// Runs an async call of a function with `cache = false`: measured, never cached or shared.
     #[doc(hidden)]
-    pub async fn call_measured_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+    pub fn call_measured_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
+        &self,
+        policy: P,
+        body: F,
+    ) -> impl Future<Output = P::Output> + use<'_, P, F> {
+        use tracing::Instrument;
+        let span = crate::spans::call(&self.path, self.meta.kind.as_str());
+        self.measured_async(policy, body).instrument(span)
+    }
+
+    async fn measured_async<P: ReturnPolicy, F: Future<Output = P::Output>>(
         &self,
         policy: P,
         body: F,

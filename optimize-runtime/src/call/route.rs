@@ -171,7 +171,7 @@ impl Site {
         self.env.pools.cpu().run_or_reject(
             self.admission_priority(),
             self.rejecting(on_rejected),
-            body,
+            crate::spans::carried(body),
         )
     }
 
@@ -189,7 +189,11 @@ impl Site {
         self.env
             .pools
             .cpu()
-            .run_async_or_reject(self.admission_priority(), self.rejecting(on_rejected), body)
+            .run_async_or_reject(
+                self.admission_priority(),
+                self.rejecting(on_rejected),
+                crate::spans::carried(body),
+            )
             .await
     }
 

@@ -34,6 +34,7 @@ pub(crate) enum Type {
     Tiers,
     Priority,
     Recording,
+    Spans,
     Predict,
     /// An integer, or `"adaptive"` / `"adaptive(min..max)"`.
     Concurrency,
@@ -61,6 +62,7 @@ impl Type {
             Type::Tiers => "a list of tiers such as \"l1,l3\" (l1, l2, l3)",
             Type::Priority => "one of \"critical\", \"high\", \"normal\", \"low\", \"batch\"",
             Type::Recording => "one of \"full\", \"counters\", \"off\"",
+            Type::Spans => "one of \"off\", \"trace\", \"debug\", \"info\"",
             Type::Predict => "one of \"markov\", \"sequential\", \"off\"",
             Type::Concurrency => "a whole number such as 8, \"adaptive\" or \"adaptive(2..64)\"",
         }
@@ -85,6 +87,7 @@ pub(crate) enum Value {
     Tiers(TierSet),
     Priority(Priority),
     Recording(Recording),
+    Spans(crate::spans::SpanLevel),
     /// A prediction model; `None` is "off".
     Predict(Option<PredictModel>),
     /// An adaptive limit's bounds.
@@ -201,6 +204,7 @@ pub(crate) const KEYS: &[Key] = &[
         MINUTE,
     ),
     key("metrics.recording", Type::Recording),
+    key("metrics.spans", Type::Spans),
     duration("metrics.slow_call", MS, DAY),
     key("monitor.enabled", Type::Bool),
     duration("monitor.interval", Duration::from_millis(100), DAY),
@@ -438,6 +442,7 @@ pub(crate) fn parse_str(ty: Type, text: &str) -> Option<Value> {
             "off" => Recording::Off,
             _ => return None,
         }),
+        Type::Spans => Value::Spans(crate::spans::SpanLevel::parse(t)?),
         Type::Concurrency => match t.replace('_', "").parse() {
             Ok(n) => Value::Int(n),
             Err(_) => {

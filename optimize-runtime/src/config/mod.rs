@@ -189,6 +189,8 @@ pub struct Config {
     queue_capacity: u64,
     /// What calls record.
     pub recording: Recording,
+    /// The level of the per-call spans.
+    pub spans: crate::spans::SpanLevel,
     /// Calls at least this slow are logged at info.
     pub slow_call: Duration,
     /// Whether the monitor runs.
@@ -326,6 +328,7 @@ impl Default for Config {
             pools,
             queue_capacity: PoolConfig::DEFAULT_QUEUE_CAPACITY,
             recording: Recording::Full,
+            spans: crate::spans::SpanLevel::Debug,
             slow_call: crate::stats::DEFAULT_SLOW_CALL,
             monitor_enabled: false,
             monitor_interval: monitor.interval,
@@ -460,6 +463,7 @@ impl Config {
                 self.pools.memory_sample_interval = d
             }
             ("metrics.recording", V::Recording(r)) => self.recording = r,
+            ("metrics.spans", V::Spans(l)) => self.spans = l,
             ("metrics.slow_call", V::Duration(d)) => self.slow_call = d,
             ("monitor.enabled", V::Bool(b)) => self.monitor_enabled = b,
             ("monitor.interval", V::Duration(d)) => self.monitor_interval = d,

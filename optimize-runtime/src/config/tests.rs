@@ -652,3 +652,43 @@ fn a_function_capacity_is_entries_or_bytes() {
     let b = c.function("app::b").unwrap();
     assert_eq!((b.capacity, b.capacity_bytes), (None, Some(64 << 20)));
 }
+
+#[test]
+fn history_and_span_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = resolve_file(&format!(
+        "[l3]\nenabled = true\ndir = {:?}\n[metrics]\nspans = \"info\"\n[monitor]\nhistory_retention = \"30d\"\nhistory_max_size = \"1MiB\"\n",
+        dir.path().display().to_string()
+    ))
+    .unwrap();
+    assert_eq!(c.spans, crate::spans::SpanLevel::Info);
+    let persist = c.monitor_config().persist.expect("persisted next to L3");
+    assert_eq!(persist.dir, dir.path().join("history"));
+    assert_eq!(
+        persist.retention,
+        std::time::Duration::from_secs(30 * 86_400)
+    );
+    assert_eq!(persist.max_bytes, 1 << 20);
+    let off = resolve_file("[l3]\nenabled = false\n").unwrap();
+    assert!(
+        off.monitor_config().persist.is_none(),
+        "no L3, no dir: memory only"
+    );
+    let named =
+        resolve_file("[l3]\nenabled = false\n[monitor]\nhistory_dir = \"/tmp/h\"\n").unwrap();
+    assert_eq!(
+        named.monitor_config().persist.unwrap().dir,
+        std::path::Path::new("/tmp/h")
+    );
+    let not =
+        resolve_file("[monitor]\nhistory_persist = false\nhistory_dir = \"/tmp/h\"\n").unwrap();
+    assert!(not.monitor_config().persist.is_none());
+    says(
+        &problem("[metrics]\nspans = \"loud\"\n"),
+        &["metrics.spans", "\"off\", \"trace\", \"debug\", \"info\""],
+    );
+    says(
+        &problem("[monitor]\nhistory_retention = \"10s\"\n"),
+        &["monitor.history_retention"],
+    );
+}
