@@ -390,3 +390,118 @@ fn rule_file_passes_promtool_check_rules() {
         assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
     }
 }
+
+static PRICED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Called by one test only.
+#[optimize::io(ttl = "1h", tags = ["sku:{sku}"])]
+fn price(sku: &str, qty: u32) -> u64 {
+    PRICED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    u64::from(qty) * 10
+}
+
+async fn post(path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
+    let addr = lock().monitor.http_addr().unwrap();
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}{path}"))
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn invalidation_over_http_by_key_function_and_tag() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let path = price_cache().path().to_owned();
+    let priced = || PRICED.load(SeqCst);
+    let call = |sku: &'static str, qty| tokio::task::spawn_blocking(move || price(sku, qty));
+    call("apple", 3).await.unwrap();
+    call("pear", 1).await.unwrap();
+    call("apple", 3).await.unwrap();
+    assert_eq!(priced(), 2);
+
+    // One call's entry, by its arguments as JSON: only that entry goes.
+    let body = format!(r#"{{"fn": "{path}", "args": {{"sku": "apple", "qty": 3}}}}"#);
+    let (status, answer) = post("/invalidate", Some(TOKEN), &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["invalidated"], "key");
+    assert_eq!(answer["was_in_l1"], true);
+    call("apple", 3).await.unwrap();
+    call("pear", 1).await.unwrap();
+    assert_eq!(priced(), 3, "apple ran again, pear is still cached");
+
+    // The same entry by an array of arguments.
+    let body = format!(r#"{{"fn": "{path}", "args": ["apple", 3]}}"#);
+    assert_eq!(
+        post("/invalidate", Some(TOKEN), &body).await.1["was_in_l1"],
+        true
+    );
+
+    // A tag.
+    let (status, answer) = post("/invalidate", Some(TOKEN), r#"{"tag": "sku:pear"}"#).await;
+    assert_eq!((status, answer["invalidated"].as_str()), (200, Some("tag")));
+    call("pear", 1).await.unwrap();
+    assert_eq!(priced(), 4, "pear ran again after its tag was invalidated");
+
+    // The whole function.
+    let body = format!(r#"{{"fn": "{path}"}}"#);
+    assert_eq!(post("/invalidate", Some(TOKEN), &body).await.0, 200);
+    assert_eq!(price_cache().len(), 0);
+
+    // Refusals say why.
+    let (status, _) = post("/invalidate", None, &body).await;
+    assert_eq!(status, 401, "the token is required");
+    let (status, answer) = post("/invalidate", Some(TOKEN), r#"{"fn": "no::such"}"#).await;
+    assert_eq!(status, 404);
+    assert!(answer["error"].as_str().unwrap().contains("no::such"));
+    let body = format!(r#"{{"fn": "{path}", "args": {{"sku": "apple"}}}}"#);
+    let (status, answer) = post("/invalidate", Some(TOKEN), &body).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("`qty` is missing"),
+        "{answer}"
+    );
+    let (status, _) = post("/invalidate", Some(TOKEN), r#"{"fn": "a", "tag": "b"}"#).await;
+    assert_eq!(status, 400);
+    let (status, _) = post("/invalidate", Some(TOKEN), "not json").await;
+    assert_eq!(status, 400);
+    let huge = format!(r#"{{"tag": "{}"}}"#, "x".repeat(100_000));
+    assert_eq!(post("/invalidate", Some(TOKEN), &huge).await.0, 413);
+}
+
+#[test]
+fn invalidation_over_http_needs_a_token() {
+    drop(lock());
+    let monitor = Monitor::start(
+        monitor::MonitorConfig::default()
+            .system(false)
+            .serve("127.0.0.1:0".parse().unwrap()),
+        optimize::runtime().sources(),
+    )
+    .unwrap();
+    let addr = monitor.http_addr().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (status, body) = runtime.block_on(async {
+        let res = reqwest::Client::new()
+            .post(format!("http://{addr}/invalidate"))
+            .body(r#"{"tag": "x"}"#)
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    });
+    monitor.stop();
+    assert_eq!(status, 403);
+    assert!(body.contains("set monitor.token"), "{body}");
+}

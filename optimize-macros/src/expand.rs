@@ -7,7 +7,7 @@ use syn::spanned::Spanned;
 use syn::{FnArg, ItemFn, Pat, PatIdent};
 
 use crate::args::Kind;
-use crate::model::{KeySource, Plan};
+use crate::model::{KeySource, Param, Plan};
 
 pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
     if !plan.options.cache {
@@ -700,6 +700,7 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
             &[#(::core::mem::size_of::<#types>()),*],
         )) as fn() -> u64)
     };
+    let json_key = json_key_tokens(plan);
     let schema = plan.schema;
     let is_async = plan.is_async;
     let owner = if plan.has_receiver {
@@ -733,7 +734,60 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
         #(#calls)*;
         static __OPTIMIZE_SITE: #krate::__private::SiteSlot =
             #krate::__private::SiteSlot::new(&__OPTIMIZE_META);
-        let __optimize_site = __OPTIMIZE_SITE.get(#owner, #types_fn);
+        let __optimize_site = __OPTIMIZE_SITE.get(#owner, #types_fn, #json_key);
+    }
+}
+
+/// `Some(fn)` computing the key from the key arguments given as JSON (for invalidation over
+/// HTTP and the CLI), read into owned types (`&str` as `String`, `&[T]` as `Vec<T>`, `&T` as
+/// `T`), which serialize as the borrowed ones do, so the key is the call's. A closure in the
+/// body can name the impl's generics and `Self`. Types that are not `Deserialize` (or not
+/// `Serialize`, reported once, on the call's own key) make it answer an error at run time
+/// (a probe), never a compile error. `None` without a cache, or
+/// with a key expression or a destructured argument: the arguments alone do not give the
+/// key there.
+fn json_key_tokens(plan: &Plan) -> TokenStream {
+    let krate = &plan.krate;
+    let KeySource::Args(bindings) = &plan.key else {
+        return quote!(::core::option::Option::None);
+    };
+    if !plan.options.cache {
+        return quote!(::core::option::Option::None);
+    }
+    let params: Vec<&Param> = bindings
+        .iter()
+        .filter_map(|b| plan.params.iter().find(|p| &p.binding == b))
+        .collect();
+    if params.len() != bindings.len() || params.iter().any(|p| p.destructure.is_some()) {
+        return quote!(::core::option::Option::None);
+    }
+    let owned: Vec<syn::Type> = params.iter().map(|p| owned_type(&p.ty)).collect();
+    let names: Vec<String> = bindings.iter().map(ToString::to_string).collect();
+    quote! {
+        ::core::option::Option::Some((|__optimize_json: &#krate::__private::JsonValue| {
+            #[allow(unused_imports)]
+            use #krate::__private::{JsonArgsDecode as _, JsonArgsRefuse as _};
+            (&#krate::__private::JsonArgs::<(#(#owned,)*)>::NEW)
+                .key(__optimize_json, &[#(#names),*])
+        }) as #krate::__private::JsonKeyFn)
+    }
+}
+
+/// The owned type a borrowed parameter is read into from JSON.
+fn owned_type(ty: &syn::Type) -> syn::Type {
+    match ty {
+        syn::Type::Reference(r) => match &*r.elem {
+            syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("str") => {
+                syn::parse_quote!(::std::string::String)
+            }
+            syn::Type::Slice(slice) => {
+                let elem = static_lifetimes((*slice.elem).clone());
+                syn::parse_quote!(::std::vec::Vec<#elem>)
+            }
+            elem => static_lifetimes(elem.clone()),
+        },
+        syn::Type::Paren(p) => owned_type(&p.elem),
+        other => static_lifetimes(other.clone()),
     }
 }
 

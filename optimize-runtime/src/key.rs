@@ -383,3 +383,134 @@ mod tests {
         assert_eq!(h.finish(), None);
     }
 }
+
+/// Computes a function's key from its key arguments given as JSON (an invalidation over
+/// HTTP or from the CLI): `Ok(None)` when the function has no key for them.
+pub type JsonKeyFn = fn(&serde_json::Value) -> Result<Option<ArgsKey>, String>;
+
+/// Type-level carrier of a function's key argument types (owned), for reading them from
+/// JSON when they are `Deserialize` (the technique of `policy`'s probes).
+pub struct JsonArgs<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> JsonArgs<T> {
+    /// The probe.
+    pub const NEW: Self = JsonArgs(std::marker::PhantomData);
+}
+
+/// Reads the key arguments from JSON and hashes them: chosen when they are all
+/// `Deserialize` (and `Serialize`, as every key argument is).
+pub trait JsonArgsDecode {
+    /// The key of the arguments: an object by parameter name, an array in parameter order,
+    /// or (one parameter) the value alone. A tuple encodes as its elements one after the
+    /// other, so hashing it gives the call's key.
+    fn key(&self, json: &serde_json::Value, names: &[&str]) -> Result<Option<ArgsKey>, String>;
+}
+
+impl<T: serde::de::DeserializeOwned + Serialize> JsonArgsDecode for JsonArgs<T> {
+    fn key(&self, json: &serde_json::Value, names: &[&str]) -> Result<Option<ArgsKey>, String> {
+        let args: T = serde_json::from_value(json_args_array(json, names)?).map_err(|e| {
+            format!(
+                "the arguments do not match the parameters ({}): {e}",
+                names.join(", ")
+            )
+        })?;
+        let mut hasher = KeyHasher::new();
+        hasher.push(&args);
+        Ok(hasher.finish())
+    }
+}
+
+/// Refuses: chosen when some key argument is not `Deserialize`.
+pub trait JsonArgsRefuse {
+    /// Always an error saying why.
+    fn key(&self, json: &serde_json::Value, names: &[&str]) -> Result<Option<ArgsKey>, String>;
+}
+
+impl<T> JsonArgsRefuse for &JsonArgs<T> {
+    fn key(&self, _: &serde_json::Value, _: &[&str]) -> Result<Option<ArgsKey>, String> {
+        Err("its key arguments cannot be read from JSON (some type is not `serde::Deserialize`, or is generic): invalidate the whole function or a tag instead".into())
+    }
+}
+
+/// The key arguments as a JSON array in parameter order, from the forms
+/// [`JsonArgsDecode::decode`] accepts.
+fn json_args_array(json: &serde_json::Value, names: &[&str]) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    match json {
+        Value::Object(fields) if names.len() != 1 || fields.contains_key(names[0]) => {
+            if let Some(unknown) = fields.keys().find(|k| !names.contains(&k.as_str())) {
+                return Err(format!(
+                    "no key parameter is named `{unknown}` (the key parameters: {})",
+                    names.join(", ")
+                ));
+            }
+            names
+                .iter()
+                .map(|n| {
+                    fields
+                        .get(*n)
+                        .cloned()
+                        .ok_or_else(|| format!("the argument `{n}` is missing"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array)
+        }
+        Value::Array(items) if items.len() == names.len() && names.len() != 1 => Ok(json.clone()),
+        Value::Array(items) if names.len() != 1 => Err(format!(
+            "{} arguments given, {} expected ({})",
+            items.len(),
+            names.len(),
+            names.join(", ")
+        )),
+        Value::Array(items) if items.len() == 1 && names.len() == 1 => Ok(json.clone()),
+        single if names.len() == 1 => Ok(Value::Array(vec![single.clone()])),
+        _ if names.is_empty() => Ok(Value::Array(Vec::new())),
+        _ => Err(format!(
+            "expected an object by parameter name or an array of {} arguments ({})",
+            names.len(),
+            names.join(", ")
+        )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::needless_borrow)] // the probe's `&` picks the impl
+mod json_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(json: serde_json::Value) -> Result<Option<ArgsKey>, String> {
+        (&JsonArgs::<(u64, String)>::NEW).key(&json, &["id", "name"])
+    }
+
+    #[test]
+    fn json_arguments_in_every_form_give_the_calls_key() {
+        // What a call `f(7, "x")` with `name: &str` hashes.
+        let mut call = KeyHasher::new();
+        7u64.write_key(&mut call);
+        "x".write_key(&mut call);
+        let call = call.finish();
+        assert_eq!(key(json!([7, "x"])).unwrap(), call);
+        assert_eq!(key(json!({"name": "x", "id": 7})).unwrap(), call);
+        let mut one = KeyHasher::new();
+        [1u8, 2].as_slice().write_key(&mut one);
+        let bytes = (&JsonArgs::<(Vec<u8>,)>::NEW).key(&json!([1, 2]), &["bytes"]);
+        assert_eq!(
+            bytes.unwrap(),
+            one.finish(),
+            "a `&[u8]` argument, the value alone"
+        );
+    }
+
+    #[test]
+    fn bad_json_arguments_say_what_is_expected() {
+        let err = |json| key(json).unwrap_err();
+        assert!(err(json!([7])).contains("1 arguments given, 2 expected (id, name)"));
+        assert!(err(json!({"id": 7})).contains("`name` is missing"));
+        assert!(err(json!({"id": 7, "nme": "x"})).contains("no key parameter is named `nme`"));
+        assert!(err(json!(["x", 7])).contains("do not match the parameters (id, name)"));
+        struct Opaque;
+        let refused = (&JsonArgs::<(Opaque,)>::NEW).key(&json!(1), &["o"]);
+        assert!(refused.is_err_and(|e| e.contains("not `serde::Deserialize`")));
+    }
+}

@@ -79,7 +79,10 @@ pub mod __private {
     pub use crate::cache::generations::tag_hash_fmt;
     pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
     pub use crate::call::SiteSlot;
-    pub use crate::key::{type_schema, ArgsKey, KeyHasher, KeyPart};
+    pub use crate::key::{
+        type_schema, ArgsKey, JsonArgs, JsonArgsDecode, JsonArgsRefuse, JsonKeyFn, KeyHasher,
+        KeyPart,
+    };
     pub use crate::meta::{Kind, Level, PredictModel, Priority, SiteMeta};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
     pub use crate::pool::io::{RetryOutput, TimeoutOutput};
@@ -89,4 +92,5 @@ pub mod __private {
     pub use crate::runtime::ExitGuard;
     pub use core::time::Duration;
     pub use linkme;
+    pub use serde_json::Value as JsonValue;
 }

@@ -235,6 +235,22 @@ impl Registry {
         self.sites().into_iter().find(|s| s.path() == path)
     }
 
+    /// Retires every entry tagged `tag`: this process's L1 now, the shared tiers and the
+    /// other instances through a queued write; whether a write was queued (to wait for with
+    /// [`Tiers::barrier`](crate::cache::tiered::Tiers::barrier)).
+    pub(crate) fn start_invalidate_tag(
+        &self,
+        tiers: &crate::cache::tiered::Tiers,
+        tag: &str,
+    ) -> bool {
+        let hash = crate::cache::generations::tag_hash(tag);
+        self.apply_remote(Remote::Tag { tag: hash });
+        tiers.enqueue(crate::cache::writeback::WriteOp::InvalidateTag {
+            tag: hash,
+            generation_key: tiers.tag_generation_key(hash),
+        })
+    }
+
     /// Applies another instance's invalidation (from the backplane) to L1.
     pub fn apply_remote(&self, remote: Remote<'_>) {
         match remote {

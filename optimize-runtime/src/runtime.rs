@@ -420,12 +420,7 @@ impl Runtime {
 
     /// Clears L1 and queues the generation's raise; whether there is anything to wait for.
     fn start_invalidate_tag(&self, tag: &str) -> bool {
-        let hash = crate::cache::generations::tag_hash(tag);
-        self.registry.apply_remote(Remote::Tag { tag: hash });
-        self.tiers.enqueue(WriteOp::InvalidateTag {
-            tag: hash,
-            generation_key: self.tiers.tag_generation_key(hash),
-        })
+        self.registry.start_invalidate_tag(&self.tiers, tag)
     }
 
     /// Applies every queued shared-tier write and puts L3 on disk (under `block_in_place`

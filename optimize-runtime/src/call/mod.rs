@@ -55,15 +55,19 @@ impl SiteSlot {
     /// the type they belong to (each type of a generic impl has its own site); `types`
     /// hashes what the signature's types resolve to. The first use of any slot starts the
     /// runtime (the lazy default) if nothing was installed.
+    /// `json_key` computes a key from arguments given as JSON (see [`Site::key_from_json`]).
     #[inline]
     pub fn get(
         &'static self,
         owner: Option<fn() -> &'static str>,
         types: Option<fn() -> u64>,
+        json_key: Option<crate::key::JsonKeyFn>,
     ) -> &'static Site {
-        let site = *self.site.get_or_init(|| self.resolve(owner, types));
+        let site = *self
+            .site
+            .get_or_init(|| self.resolve(owner, types, json_key));
         match owner {
-            Some(owner) if !site.is_owned_by(owner()) => self.other(owner, types),
+            Some(owner) if !site.is_owned_by(owner()) => self.other(owner, types, json_key),
             _ => site,
         }
     }
@@ -72,6 +76,7 @@ impl SiteSlot {
         &self,
         owner: Option<fn() -> &'static str>,
         types: Option<fn() -> u64>,
+        json_key: Option<crate::key::JsonKeyFn>,
     ) -> &'static Site {
         let site = crate::runtime::runtime()
             .registry()
@@ -79,12 +84,20 @@ impl SiteSlot {
         if let Some(types) = types {
             site.bind_types(types);
         }
+        if let Some(json_key) = json_key {
+            site.bind_json_key(json_key);
+        }
         site
     }
 
     /// The site of a further type of a generic impl.
     #[cold]
-    fn other(&self, owner: fn() -> &'static str, types: Option<fn() -> u64>) -> &'static Site {
+    fn other(
+        &self,
+        owner: fn() -> &'static str,
+        types: Option<fn() -> u64>,
+        json_key: Option<crate::key::JsonKeyFn>,
+    ) -> &'static Site {
         let name = owner();
         let found = self
             .others
@@ -105,6 +118,9 @@ impl SiteSlot {
             .site_for_type(self.meta, name);
         if let Some(types) = types {
             site.bind_types(types);
+        }
+        if let Some(json_key) = json_key {
+            site.bind_json_key(json_key);
         }
         others.push(site);
         site

@@ -8,9 +8,11 @@
 //! | `/alerts` | JSON: the rules and every pending, firing or recently resolved alert |
 //! | `/health` | JSON: `healthy`, `degraded` or `unhealthy` with reasons; 503 when unhealthy |
 //! | `/history` | JSON: the history over a range (`?from=2h&to=1h&step=1m&fn=app::f`), or the last N evaluations (`?limit=N`) |
+//! | `POST /invalidate` | invalidates a function (`{"fn": "app::f"}`), one call's entry (`{"fn": "app::f", "args": {"id": 7}}`) or a tag (`{"tag": "user:7"}`) in every tier of every instance |
 //!
 //! With a token configured, every path requires `Authorization: Bearer <token>` and answers
-//! 401 without it.
+//! 401 without it. `/invalidate` is refused (403) when no token is configured: changing the
+//! cache needs one.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{export, HistoryQuery, HttpConfig, Monitor, MonitorError};
@@ -58,6 +60,9 @@ pub(crate) fn serve(monitor: Arc<Monitor>, config: HttpConfig) -> Result<SocketA
     tracing::info!(%addr, "optimize: monitor HTTP endpoint listening");
     Ok(addr)
 }
+
+/// The largest `/invalidate` body accepted.
+pub const INVALIDATE_BODY_LIMIT: usize = 64 * 1024;
 
 /// Connections served at once; more are closed as soon as they are accepted.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -104,6 +109,8 @@ fn router(state: AppState) -> Router {
         .route("/alerts", get(alerts))
         .route("/health", get(health))
         .route("/history", get(history))
+        .route("/invalidate", post(invalidate))
+        .layer(axum::extract::DefaultBodyLimit::max(INVALIDATE_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authorize,
@@ -257,5 +264,89 @@ async fn history(State(state): State<AppState>, Query(p): Query<HistoryParams>) 
         Ok(Ok(answer)) => Json(answer).into_response(),
         Ok(Err(bad)) => (StatusCode::BAD_REQUEST, bad).into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateRequest {
+    #[serde(rename = "fn")]
+    function: Option<String>,
+    args: Option<serde_json::Value>,
+    tag: Option<String>,
+}
+
+fn refuse(code: StatusCode, message: String) -> Response {
+    (code, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn invalidate(State(state): State<AppState>, body: axum::body::Bytes) -> Response {
+    if state.token.is_none() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "invalidation over HTTP needs a token: set monitor.token (docs/security.md)".into(),
+        );
+    }
+    let request: InvalidateRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"fn\": \"path\"}}, {{\"fn\": \"path\", \"args\": ...}} or {{\"tag\": \"name\"}}: {e}"),
+            )
+        }
+    };
+    let sources = &state.monitor.sources;
+    match request {
+        InvalidateRequest {
+            tag: Some(tag),
+            function: None,
+            args: None,
+        } => {
+            if sources.registry.start_invalidate_tag(&sources.tiers, &tag) {
+                sources.tiers.barrier().await;
+            }
+            Json(serde_json::json!({ "invalidated": "tag", "tag": tag })).into_response()
+        }
+        InvalidateRequest {
+            function: Some(path),
+            args,
+            tag: None,
+        } => {
+            let Some(site) = sources.registry.site(&path) else {
+                return refuse(
+                    StatusCode::NOT_FOUND,
+                    format!("no managed function is named `{path}` (GET /stats lists them)"),
+                );
+            };
+            match args {
+                None => {
+                    site.invalidate_all_async().await;
+                    Json(serde_json::json!({ "invalidated": "function", "fn": path }))
+                        .into_response()
+                }
+                Some(args) => match site.key_from_json(&args) {
+                    Ok(Some(key)) => {
+                        let was_in_l1 = site.invalidate_async(key).await;
+                        Json(serde_json::json!({
+                            "invalidated": "key",
+                            "fn": path,
+                            "key": key.to_string(),
+                            "was_in_l1": was_in_l1,
+                        }))
+                        .into_response()
+                    }
+                    Ok(None) => refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!("these arguments give `{path}` no cache key"),
+                    ),
+                    Err(e) => refuse(StatusCode::BAD_REQUEST, format!("`{path}`: {e}")),
+                },
+            }
+        }
+        _ => refuse(
+            StatusCode::BAD_REQUEST,
+            "give either \"fn\" (with \"args\" for one call's entry) or \"tag\"".into(),
+        ),
     }
 }

@@ -218,7 +218,7 @@ pub enum MonitorError {
 pub struct Monitor {
     interval: Duration,
     handlers: Vec<Arc<dyn AlertHandler>>,
-    sources: Sources,
+    pub(crate) sources: Sources,
     engine: Mutex<AlertEngine>,
     sampler: Option<Mutex<SystemSampler>>,
     last_system: Mutex<Option<SystemStats>>,

@@ -68,6 +68,8 @@ pub struct Site {
     /// The written signature's hash combined with what its types resolve to, which only a
     /// call knows (see [`Site::bind_types`]).
     schema: OnceLock<u64>,
+    /// How a key is computed from arguments given as JSON (see [`Site::key_from_json`]).
+    json_key: OnceLock<crate::key::JsonKeyFn>,
     keys: OnceLock<Arc<KeyLayout>>,
     /// The typed store, created on first call when the value type is known, twice: as `Any`
     /// for the hit path (one virtual call to downcast) and as `AnyStore` for type-independent
@@ -122,6 +124,7 @@ impl Site {
             env,
             owner,
             schema: OnceLock::new(),
+            json_key: OnceLock::new(),
             keys: OnceLock::new(),
             store: OnceLock::new(),
         }
@@ -132,6 +135,38 @@ impl Site {
     /// where the types can be named (generics and `Self` included); the first call wins.
     pub fn bind_types(&self, types: fn() -> u64) {
         let _ = self.schema.set(self.meta.schema.rotate_left(17) ^ types());
+    }
+
+    /// Adds how keys are computed from arguments given as JSON; generated code calls it at
+    /// the function's first use in the process.
+    pub fn bind_json_key(&self, json_key: crate::key::JsonKeyFn) {
+        let _ = self.json_key.set(json_key);
+    }
+
+    /// The key of the call with these key arguments, given as JSON: an object by parameter
+    /// name (`{"id": 7}`), an array in parameter order (`[7, "eu"]`), or, for a function of
+    /// one key parameter, the value alone (`7`). `Ok(None)`: the call has no key (a key
+    /// expression that gave none). Errors say what was expected.
+    ///
+    /// ```
+    /// #[optimize::io(ttl = "1m")]
+    /// fn price(sku: &str, qty: u32) -> u64 {
+    ///     qty as u64 * 10
+    /// }
+    ///
+    /// price("apple", 3);
+    /// let site = price_cache();
+    /// let key = site.key_from_json(&serde_json::json!({"sku": "apple", "qty": 3})).unwrap();
+    /// assert!(site.invalidate(key.unwrap()));
+    /// ```
+    pub fn key_from_json(&self, args: &serde_json::Value) -> Result<Option<ArgsKey>, String> {
+        match self.json_key.get() {
+            Some(key_of) => key_of(args),
+            None => Err(format!(
+                "`{}` has not been called in this process yet, so its argument types are not known here: invalidate the whole function or a tag instead",
+                self.path
+            )),
+        }
     }
 
     /// Whether this is the site of methods of `type_name` (a generic impl has one per type).
