@@ -14,10 +14,14 @@
 //! L3 lives in a fresh temporary directory unless `OPTIMIZE_L3_DIR` is set; keys go under a
 //! fresh namespace unless `OPTIMIZE_NAMESPACE` is set, so runs never see each other's entries.
 //!
-//! The monitor serves its HTTP endpoint during the run (address printed at the start;
-//! `OPTIMIZE_DEMO_ADDR` picks it, `OPTIMIZE_DEMO_LINGER=60` keeps it up 60 s after the run).
-//! A `demo_backlog` gauge counts requests not yet answered, and a rule on it fires while the
-//! first run's backlog is deep and resolves once it drains: one alert seen to fire and resolve.
+//! The monitor serves its HTTP endpoint and dashboard during the run (addresses printed at
+//! the start; `OPTIMIZE_DEMO_ADDR` picks the address). `OPTIMIZE_DEMO_LINGER=60` keeps it up
+//! 60 s after the run, with a trickle of requests (20 a second) so the dashboard moves.
+//! A `demo_backlog` gauge counts requests not yet answered, and a rule on it (above a third
+//! of the requests) fires while the first run's backlog is deep and resolves once it
+//! drains: one alert seen to fire and resolve. `OPTIMIZE_DEMO_HOLD=3` holds that backlog for
+//! 3 s before the run starts, so that a Prometheus scraping the demo sees the alert too.
+//! `OPTIMIZE_DEMO_REQUESTS` sets the requests per run (3,000).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -28,7 +32,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::Zipf;
 use serde::{Deserialize, Serialize};
 
-const REQUESTS: usize = 3_000;
+const DEFAULT_REQUESTS: usize = 3_000;
 const CONCURRENCY: usize = 32;
 const USERS: u64 = 10_000;
 const ZIPF_EXPONENT: f64 = 1.1;
@@ -93,10 +97,25 @@ struct Timings {
     score: Vec<Duration>,
 }
 
+/// A whole number from the environment variable `name`, or `default`.
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text.parse().unwrap_or_else(|_| {
+            eprintln!("demo: {name}={text:?} is not a whole number");
+            std::process::exit(2);
+        }),
+        Err(_) => default,
+    }
+}
+
+fn requests() -> usize {
+    env_number("OPTIMIZE_DEMO_REQUESTS", DEFAULT_REQUESTS as u64).max(1) as usize
+}
+
 fn workload() -> Vec<u64> {
     let mut rng = StdRng::seed_from_u64(42);
     let zipf = Zipf::new(USERS as f64, ZIPF_EXPONENT).expect("valid Zipf parameters");
-    (0..REQUESTS).map(|_| rng.sample(zipf) as u64).collect()
+    (0..requests()).map(|_| rng.sample(zipf) as u64).collect()
 }
 
 /// Runs every request with `CONCURRENCY` workers; returns the wall time and per-call timings.
@@ -207,11 +226,17 @@ fn print_sites() {
 fn configure() -> (optimize::config::ConfigBuilder, Option<tempfile::TempDir>) {
     use optimize::config::Config;
     use optimize::monitor::alert::{AlertEvent, AlertState, Rule, Selector, Severity};
-    let resolved = Config::builder().resolve().unwrap_or_else(|e| {
-        eprintln!("demo: {e}");
-        std::process::exit(2);
-    });
     let addr = std::env::var("OPTIMIZE_DEMO_ADDR").unwrap_or_else(|_| "127.0.0.1:0".into());
+    // Where the file and the environment leave L3 and the namespace (a token given in the
+    // environment needs the address the demo sets).
+    let resolved = Config::builder()
+        .set("monitor.enabled", "true")
+        .set("monitor.addr", &addr)
+        .resolve()
+        .unwrap_or_else(|e| {
+            eprintln!("demo: {e}");
+            std::process::exit(2);
+        });
     let mut builder = Config::builder()
         .set("monitor.enabled", "true")
         .set("monitor.system", "true")
@@ -220,7 +245,7 @@ fn configure() -> (optimize::config::ConfigBuilder, Option<tempfile::TempDir>) {
         .set("monitor.addr", &addr)
         .alert(
             Rule::value("DemoBacklogDeep", Selector::metric("demo_backlog"))
-                .above(1000.0)
+                .above((requests() / 3) as f64)
                 .severity(Severity::Warning)
                 .message("{{ $value }} requests waiting"),
         )
@@ -255,8 +280,12 @@ fn configure() -> (optimize::config::ConfigBuilder, Option<tempfile::TempDir>) {
     (builder, temp)
 }
 
-async fn http_get(url: &str) -> Option<(u16, String)> {
-    let res = reqwest::get(url).await.ok()?;
+async fn http_get(url: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let res = request.send().await.ok()?;
     let status = res.status().as_u16();
     Some((status, res.text().await.ok()?))
 }
@@ -287,6 +316,7 @@ async fn main() {
         monitor.http_addr().expect("the demo serves HTTP")
     );
     println!("monitor: {base}/metrics  {base}/stats  {base}/alerts  {base}/health  {base}/history");
+    println!("dashboard: {base}/dashboard");
     let backlog = optimize::monitor::metrics::gauge(
         "demo_backlog",
         "Requests of the current run not yet answered.",
@@ -296,14 +326,20 @@ async fn main() {
     let ids = workload();
     let distinct: HashSet<u64> = ids.iter().copied().collect();
     println!(
-        "optimize demo: {REQUESTS} requests, {CONCURRENCY} concurrent, Zipf(s = {ZIPF_EXPONENT}) \
+        "optimize demo: {} requests, {CONCURRENCY} concurrent, Zipf(s = {ZIPF_EXPONENT}) \
          over {USERS} user ids ({} distinct)\n{tiers_line}\n",
+        ids.len(),
         distinct.len()
     );
 
     // The backlog is deep when the run starts: the alert fires at this evaluation...
     backlog.set(ids.len() as f64);
     monitor.tick();
+    let hold = env_number("OPTIMIZE_DEMO_HOLD", 0);
+    if hold > 0 {
+        println!("holding the backlog for {hold} s (OPTIMIZE_DEMO_HOLD)");
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+    }
     let (plain_wall, mut plain) = run(&ids, false).await;
     // ...and resolves once it has drained.
     backlog.set(0.0);
@@ -369,8 +405,15 @@ async fn main() {
         pools.io.completed
     );
     monitor.tick();
-    let scrape = http_get(&format!("{base}/metrics")).await;
-    let health = http_get(&format!("{base}/health")).await;
+    // The token `monitor.token` sets, if any (from the file or the environment).
+    let token = guard
+        .runtime()
+        .config()
+        .monitor_config()
+        .http
+        .and_then(|h| h.token);
+    let scrape = http_get(&format!("{base}/metrics"), token.as_deref()).await;
+    let health = http_get(&format!("{base}/health"), token.as_deref()).await;
     match (&scrape, &health) {
         (Some((200, metrics)), Some((_, health))) => println!(
             "monitor: /metrics served {} lines ({} series of optimize_calls_total); /health {health}",
@@ -389,8 +432,17 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        println!("monitor: serving for {secs} s more (OPTIMIZE_DEMO_LINGER)");
-        tokio::time::sleep(Duration::from_secs(secs)).await;
+        println!("monitor: serving for {secs} s more (OPTIMIZE_DEMO_LINGER), 20 requests a second");
+        let until = Instant::now() + Duration::from_secs(secs);
+        for id in ids.iter().cycle() {
+            if Instant::now() >= until {
+                break;
+            }
+            if let Ok(profile) = optimized::fetch_profile(*id).await {
+                std::hint::black_box(optimized::risk_score(&profile));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     drop(guard); // flushes queued writes and shuts the pools and monitor down
     if !fired {

@@ -5,6 +5,7 @@
 #   redis-server  redis-server   Redis tests and benchmarks
 #   redis-cli     redis-tools    joining the servers of the Redis Cluster tests
 #   promtool      prometheus     `promtool check metrics` / `check rules` in the monitor tests
+#   tmux          tmux           `optimize top` drawn in a real terminal (optimize-cli/tests)
 set -euo pipefail
 command=$1
 package=$2

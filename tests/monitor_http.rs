@@ -223,7 +223,9 @@ async fn openmetrics_when_asked_for() {
 
 #[tokio::test]
 async fn every_path_needs_the_token() {
-    for path in ["/metrics", "/stats", "/alerts", "/health", "/history"] {
+    for path in [
+        "/metrics", "/stats", "/alerts", "/health", "/history", "/rules",
+    ] {
         assert_eq!(get(path, None, None).await.status(), 401, "{path}");
         assert_eq!(get(path, Some("wrong"), None).await.status(), 401, "{path}");
         assert_ne!(get(path, Some(TOKEN), None).await.status(), 401, "{path}");
@@ -504,4 +506,20 @@ fn invalidation_over_http_needs_a_token() {
     monitor.stop();
     assert_eq!(status, 403);
     assert!(body.contains("set monitor.token"), "{body}");
+}
+
+#[tokio::test]
+async fn the_rules_in_force_as_a_prometheus_rule_file() {
+    let res = get("/rules", Some(TOKEN), None).await;
+    assert_eq!(res.status(), 200);
+    let yaml = res.text().await.unwrap();
+    assert!(yaml.contains("- alert: \"TestQueueDeep\""), "{yaml}");
+    assert!(
+        yaml.contains("expr: \"sum(test_queue_depth) > 10\""),
+        "{yaml}"
+    );
+    if promtool::available() {
+        let out = promtool::check_rules(&yaml).unwrap();
+        assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
+    }
 }

@@ -203,6 +203,10 @@ pub struct FnRecorder {
     evictions: AtomicU64,
     /// How long bodies ran; recorded on misses only, so one set of atomics suffices.
     compute: AtomicHistogram,
+    /// What [`FnRecorder::reset`] set aside: snapshots are counted from it, while the
+    /// counters themselves only grow (the monitor's history reads them whole, so a reset
+    /// loses nothing there).
+    base: std::sync::Mutex<Option<FnStats>>,
 }
 
 /// One in this many hits per thread is timed; its duration is recorded with this weight, so
@@ -281,6 +285,7 @@ impl FnRecorder {
             retries: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             compute: AtomicHistogram::new(),
+            base: std::sync::Mutex::new(None),
         }
     }
 
@@ -339,8 +344,21 @@ impl FnRecorder {
         self.evictions.fetch_add(1, Relaxed);
     }
 
-    /// Merges the shards into a snapshot.
+    /// What was recorded since the last [`FnRecorder::reset`].
     pub fn snapshot(&self) -> FnStats {
+        let all = self.cumulative();
+        let base = self
+            .base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*base {
+            Some(base) => all.since(base),
+            None => all,
+        }
+    }
+
+    /// Everything recorded since the function's first call, resets or not.
+    pub fn cumulative(&self) -> FnStats {
         let mut outcomes = [0u64; Outcome::ALL.len()];
         let mut latency = vec![0u64; BUCKETS];
         let (mut total, mut compute) = (0u64, 0u64);
@@ -366,19 +384,13 @@ impl FnRecorder {
         }
     }
 
-    /// Forgets everything recorded so far.
+    /// Forgets everything recorded so far: later snapshots count from now.
     pub fn reset(&self) {
-        for shard in &self.shards {
-            for c in shard.outcomes.iter().chain(&shard.latency) {
-                c.store(0, Relaxed);
-            }
-            shard.total_nanos.store(0, Relaxed);
-            shard.compute_nanos.store(0, Relaxed);
-        }
-        self.timeouts.store(0, Relaxed);
-        self.retries.store(0, Relaxed);
-        self.evictions.store(0, Relaxed);
-        self.compute.reset();
+        let now = self.cumulative();
+        *self
+            .base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now);
     }
 }
 
@@ -414,12 +426,6 @@ impl AtomicHistogram {
     pub(crate) fn snapshot(&self) -> Histogram {
         Histogram {
             buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
-        }
-    }
-
-    pub(crate) fn reset(&self) {
-        for b in &self.buckets {
-            b.store(0, Relaxed);
         }
     }
 }
@@ -581,6 +587,24 @@ pub struct FnStats {
 }
 
 impl FnStats {
+    /// What was recorded after `earlier` (a snapshot of the same function).
+    pub fn since(&self, earlier: &FnStats) -> FnStats {
+        let mut outcomes = self.outcomes;
+        for (n, e) in outcomes.iter_mut().zip(earlier.outcomes) {
+            *n = n.saturating_sub(e);
+        }
+        FnStats {
+            outcomes,
+            total_time: self.total_time.saturating_sub(earlier.total_time),
+            compute_time: self.compute_time.saturating_sub(earlier.compute_time),
+            latency: self.latency.since(&earlier.latency),
+            compute: self.compute.since(&earlier.compute),
+            timeouts: self.timeouts.saturating_sub(earlier.timeouts),
+            retries: self.retries.saturating_sub(earlier.retries),
+            evictions: self.evictions.saturating_sub(earlier.evictions),
+        }
+    }
+
     /// Calls that ended with `outcome`.
     pub fn count(&self, outcome: Outcome) -> u64 {
         self.outcomes[outcome.index()]

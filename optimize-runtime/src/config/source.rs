@@ -184,13 +184,11 @@ pub(crate) fn from_env(
         if !var.starts_with("OPTIMIZE_") || value.trim().is_empty() {
             continue;
         }
-        // Variables the configuration does not own (the demo's, the monitor's test hooks).
-        if [
-            "OPTIMIZE_CONFIG",
-            "OPTIMIZE_DEMO_ADDR",
-            "OPTIMIZE_DEMO_LINGER",
-        ]
-        .contains(&var.as_str())
+        // Variables the configuration does not own: the file's path, the demo's settings
+        // and the `optimize` command's.
+        if var == "OPTIMIZE_CONFIG"
+            || var.starts_with("OPTIMIZE_DEMO_")
+            || var.starts_with("OPTIMIZE_CLI_")
         {
             continue;
         }

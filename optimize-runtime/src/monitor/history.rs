@@ -137,6 +137,7 @@ fn add_sparse(a: &[(u16, u64)], b: &[(u16, u64)]) -> Vec<(u16, u64)> {
 #[derive(Default)]
 pub(crate) struct Baseline {
     at_unix_ms: Option<u64>,
+    /// Each function's cumulative statistics at the last point.
     functions: Vec<(String, FnStats)>,
     pool_waits: Vec<(&'static str, Histogram, u64)>,
 }
@@ -155,7 +156,8 @@ impl Baseline {
         let mut functions = Vec::new();
         let mut seen = Vec::new();
         for site in sources.registry.sites() {
-            let now = site.stats();
+            // Cumulative: `reset_stats` does not change it, so nothing is lost or counted twice.
+            let now = site.cumulative_stats();
             let before = self
                 .functions
                 .iter()
@@ -163,8 +165,7 @@ impl Baseline {
                 .map(|(_, s)| s);
             let delta = |outcome: Outcome| {
                 let n = now.count(outcome);
-                // A count that went down was reset (`reset_stats`): count from zero.
-                before.map_or(n, |b| n.checked_sub(b.count(outcome)).unwrap_or(n))
+                before.map_or(n, |b| n.saturating_sub(b.count(outcome)))
             };
             let calls: u64 = Outcome::ALL.iter().map(|&o| delta(o)).sum();
             let latency = match before {

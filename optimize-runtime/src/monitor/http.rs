@@ -8,6 +8,7 @@
 //! | `/alerts` | JSON: the rules and every pending, firing or recently resolved alert |
 //! | `/health` | JSON: `healthy`, `degraded` or `unhealthy` with reasons; 503 when unhealthy |
 //! | `/history` | JSON: the history over a range (`?from=2h&to=1h&step=1m&fn=app::f`), or the last N evaluations (`?limit=N`) |
+//! | `/rules` | YAML: the alert rules in force as a Prometheus rule file (group `optimize`) |
 //! | `POST /invalidate` | invalidates a function (`{"fn": "app::f"}`), one call's entry (`{"fn": "app::f", "args": {"id": 7}}`) or a tag (`{"tag": "user:7"}`) in every tier of every instance |
 //!
 //! With a token configured, every path requires `Authorization: Bearer <token>` and answers
@@ -109,6 +110,7 @@ fn router(state: AppState) -> Router {
         .route("/alerts", get(alerts))
         .route("/health", get(health))
         .route("/history", get(history))
+        .route("/rules", get(rules))
         .route("/invalidate", post(invalidate))
         .layer(axum::extract::DefaultBodyLimit::max(INVALIDATE_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
@@ -182,6 +184,14 @@ async fn alerts(State(state): State<AppState>) -> Response {
         "alerts": state.monitor.alerts(),
     }))
     .into_response()
+}
+
+async fn rules(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+        super::alert::promfile::rule_file("optimize", &state.monitor.rules()),
+    )
+        .into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {

@@ -303,6 +303,12 @@ impl Site {
         self.recorder.snapshot()
     }
 
+    /// Everything recorded since the function's first call, whatever
+    /// [`Site::reset_stats`] did (what the monitor's history reads).
+    pub fn cumulative_stats(&self) -> FnStats {
+        self.recorder.cumulative()
+    }
+
     /// Forgets the statistics recorded so far, predictions' included (the cache and the
     /// prediction model are untouched).
     pub fn reset_stats(&self) {
