@@ -6,6 +6,7 @@
 #   redis-cli     redis-tools    joining the servers of the Redis Cluster tests
 #   promtool      prometheus     `promtool check metrics` / `check rules` in the monitor tests
 #   tmux          tmux           `optimize top` drawn in a real terminal (optimize-cli/tests)
+#   chromium      chromium       the dashboard loaded in headless Chromium (optimize-cli/tests)
 set -euo pipefail
 command=$1
 package=$2

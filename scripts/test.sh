@@ -16,6 +16,9 @@ bash scripts/ensure-command.sh promtool prometheus
 promtool --version 2>&1 | sed -n 1p
 # `optimize top` is tested in a real terminal: tmux, read back with capture-pane.
 bash scripts/ensure-command.sh tmux tmux
+# The dashboard is tested in a real browser: Debian's Chromium, headless.
+bash scripts/ensure-command.sh chromium chromium
+chromium --version
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

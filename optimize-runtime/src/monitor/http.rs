@@ -8,6 +8,7 @@
 //! | `/alerts` | JSON: the rules and every pending, firing or recently resolved alert |
 //! | `/health` | JSON: `healthy`, `degraded` or `unhealthy` with reasons; 503 when unhealthy |
 //! | `/history` | JSON: the history over a range (`?from=2h&to=1h&step=1m&fn=app::f`), or the last N evaluations (`?limit=N`) |
+//! | `/dashboard` | HTML: the dashboard (functions, charts over the history, alerts, tiers, pools, tasks), refreshed every 2 s |
 //! | `/rules` | YAML: the alert rules in force as a Prometheus rule file (group `optimize`) |
 //! | `POST /invalidate` | invalidates a function (`{"fn": "app::f"}`), one call's entry (`{"fn": "app::f", "args": {"id": 7}}`) or a tag (`{"tag": "user:7"}`) in every tier of every instance |
 //!
@@ -111,6 +112,7 @@ fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/history", get(history))
         .route("/rules", get(rules))
+        .route("/dashboard", get(dashboard))
         .route("/invalidate", post(invalidate))
         .layer(axum::extract::DefaultBodyLimit::max(INVALIDATE_BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
@@ -125,27 +127,95 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The cookie the dashboard's page reads with, set when it is opened with `?token=`.
+const TOKEN_COOKIE: &str = "optimize_token";
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// `?token=` of the dashboard's address.
+fn query_token(request: &axum::extract::Request) -> Option<String> {
+    let Query(mut q) =
+        Query::<std::collections::HashMap<String, String>>::try_from_uri(request.uri()).ok()?;
+    q.remove("token")
+}
+
+/// With a token configured: the `Authorization: Bearer` header on every request; for reads
+/// (GET), the dashboard's cookie instead; and `/dashboard?token=` once, answered with the
+/// cookie and a redirect that takes the token out of the address. A write (`POST
+/// /invalidate`) needs the header, so another site's page cannot make the browser send it.
 async fn authorize(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(token) = &state.token {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required\n",
-            )
-                .into_response();
-        }
+    let Some(token) = &state.token else {
+        return next.run(request).await;
+    };
+    let matches = |given: &str| same(given.as_bytes(), token.as_bytes());
+    let headers = request.headers();
+    let by_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(matches);
+    let read = request.method() == axum::http::Method::GET;
+    let by_cookie = read && cookie(headers, TOKEN_COOKIE).is_some_and(matches);
+    if by_header || by_cookie {
+        return next.run(request).await;
     }
-    next.run(request).await
+    if read
+        && request.uri().path() == "/dashboard"
+        && query_token(&request).is_some_and(|t| matches(&t))
+    {
+        return (
+            StatusCode::SEE_OTHER,
+            [
+                (header::LOCATION, "/dashboard".to_owned()),
+                (
+                    header::SET_COOKIE,
+                    format!("{TOKEN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"),
+                ),
+            ],
+        )
+            .into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required (a browser: open /dashboard?token=<token>)\n",
+    )
+        .into_response()
+}
+
+/// The dashboard: one page, its script and styles inline, nothing fetched from elsewhere.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+                 frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
