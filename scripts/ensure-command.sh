@@ -5,6 +5,7 @@
 #   redis-server  redis-server   Redis tests and benchmarks
 #   redis-cli     redis-tools    joining the servers of the Redis Cluster tests
 #   promtool      prometheus     `promtool check metrics` / `check rules` in the monitor tests
+#   prometheus    prometheus     a real Prometheus scraping the demo (optimize-cli/tests)
 #   tmux          tmux           `optimize top` drawn in a real terminal (optimize-cli/tests)
 #   chromium      chromium       the dashboard loaded in headless Chromium (optimize-cli/tests)
 set -euo pipefail

@@ -14,6 +14,8 @@ bash scripts/ensure-command.sh redis-cli redis-tools
 # The monitor's export is checked with promtool (metrics and rule files).
 bash scripts/ensure-command.sh promtool prometheus
 promtool --version 2>&1 | sed -n 1p
+# A real Prometheus scrapes the demo (optimize-cli/tests/prometheus.rs); same package.
+bash scripts/ensure-command.sh prometheus prometheus
 # `optimize top` is tested in a real terminal: tmux, read back with capture-pane.
 bash scripts/ensure-command.sh tmux tmux
 # The dashboard is tested in a real browser: Debian's Chromium, headless.
