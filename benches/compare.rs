@@ -3,6 +3,8 @@
 //! a bare `HashMap` get (the floor), raw quick_cache and moka gets, and the `cached` crate's
 //! `#[cached]` hit. On one thread, and on two threads at once (time per operation per thread).
 //! Also counts executions for 1,000 concurrent cold calls (single-flight).
+//! `attribute_monitor_on` is the same hit while a monitor evaluates every 100 ms and writes
+//! its history to disk (what persisting history costs a hit, if anything).
 //!
 //! `cargo bench --bench compare` (prints ratios at the end; `scripts/bench.sh` runs everything).
 
@@ -64,7 +66,24 @@ fn contenders() -> Vec<(&'static str, Lookup)> {
         // The same hit with less recorded (see `recording_for`): what metrics cost.
         ("attribute_counters", Arc::new(attribute)),
         ("attribute_no_metrics", Arc::new(attribute)),
+        ("attribute_monitor_on", Arc::new(attribute)),
     ]
+}
+
+/// For `attribute_monitor_on`: a monitor evaluating every 100 ms (the shortest interval),
+/// sampling the system and persisting its history in a temporary directory.
+fn monitor_for(name: &str) -> Option<(Arc<optimize::monitor::Monitor>, tempfile::TempDir)> {
+    if name != "attribute_monitor_on" {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = optimize::monitor::MonitorConfig::default()
+        .interval(Duration::from_millis(100))
+        .persist(dir.path().join("history"), Duration::from_secs(3600), 64 << 20);
+    let monitor =
+        optimize::monitor::Monitor::start(config, optimize::runtime().sources()).unwrap();
+    assert!(monitor.history_persisted());
+    Some((monitor, dir))
 }
 
 /// The recording level a contender runs under: full metrics unless its name says otherwise.
@@ -90,6 +109,7 @@ fn main() {
     let mut g = c.benchmark_group("l1_hit_1_thread");
     for (name, f) in &contenders {
         set_recording(recording_for(name));
+        let monitor = monitor_for(name);
         g.bench_function(*name, |b| {
             let mut k = 0u64;
             b.iter(|| {
@@ -97,12 +117,16 @@ fn main() {
                 black_box(f(black_box(k)))
             })
         });
+        if let Some((monitor, _dir)) = monitor {
+            monitor.stop();
+        }
     }
     g.finish();
 
     let mut g = c.benchmark_group("l1_hit_2_threads");
     for (name, f) in &contenders {
         set_recording(recording_for(name));
+        let monitor = monitor_for(name);
         g.bench_function(*name, |b| {
             b.iter_custom(|iters| {
                 let start = std::sync::Barrier::new(2);
@@ -123,6 +147,9 @@ fn main() {
                 })
             })
         });
+        if let Some((monitor, _dir)) = monitor {
+            monitor.stop();
+        }
     }
     g.finish();
     set_recording(Recording::Full);
