@@ -79,9 +79,12 @@ fn monitor_for(name: &str) -> Option<(Arc<optimize::monitor::Monitor>, tempfile:
     let dir = tempfile::tempdir().unwrap();
     let config = optimize::monitor::MonitorConfig::default()
         .interval(Duration::from_millis(100))
-        .persist(dir.path().join("history"), Duration::from_secs(3600), 64 << 20);
-    let monitor =
-        optimize::monitor::Monitor::start(config, optimize::runtime().sources()).unwrap();
+        .persist(
+            dir.path().join("history"),
+            Duration::from_secs(3600),
+            64 << 20,
+        );
+    let monitor = optimize::monitor::Monitor::start(config, optimize::runtime().sources()).unwrap();
     assert!(monitor.history_persisted());
     Some((monitor, dir))
 }
