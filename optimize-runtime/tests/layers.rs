@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 /// Layers from the bottom; a module may use its own layer and those before it.
 const LAYERS: &[&[&str]] = &[
     &["meta", "time"],
-    &["key", "codec", "policy", "flight", "stats", "predict", "spans"],
+    &[
+        "key", "codec", "policy", "flight", "stats", "predict", "spans",
+    ],
     &["cache", "pool"],
     &["site"],
     &["registry"],
