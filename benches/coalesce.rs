@@ -74,7 +74,7 @@ fn main() {
         let mut attribute = Vec::new();
         RUNS.store(0, SeqCst);
         for id in 0..ROUNDS {
-            attribute.push(round(id, |id| through_attribute(id)).await);
+            attribute.push(round(id, through_attribute).await);
         }
         assert_eq!(
             RUNS.load(SeqCst),
