@@ -78,35 +78,46 @@ pub fn span_level() -> SpanLevel {
 
 /// Whether a span at the configured level would be recorded by anyone: the configured level
 /// against the most verbose level any subscriber wants (one relaxed load each).
-#[inline]
+#[inline(always)]
 fn wanted() -> Option<Level> {
     let level = span_level().level()?;
     (level <= tracing::level_filters::LevelFilter::current()).then_some(level)
 }
 
 /// The span of one call of `path`, a `kind` function; disabled when nobody records it.
-#[inline]
+#[inline(always)]
 pub(crate) fn call(path: &str, kind: &'static str) -> Span {
     match wanted() {
         None => Span::none(),
-        Some(Level::INFO) => {
+        Some(level) => new_call(level, path, kind),
+    }
+}
+
+#[cold]
+fn new_call(level: Level, path: &str, kind: &'static str) -> Span {
+    match level {
+        Level::INFO => {
             tracing::info_span!(target: "optimize::call", "optimize.call", r#fn = path, kind, outcome = Empty, tier = Empty)
         }
-        Some(Level::DEBUG) => {
+        Level::DEBUG => {
             tracing::debug_span!(target: "optimize::call", "optimize.call", r#fn = path, kind, outcome = Empty, tier = Empty)
         }
-        Some(_) => {
+        _ => {
             tracing::trace_span!(target: "optimize::call", "optimize.call", r#fn = path, kind, outcome = Empty, tier = Empty)
         }
     }
 }
 
 /// Records how the current call ended on its span (and the tier that answered a hit).
-#[inline]
+#[inline(always)]
 pub(crate) fn record_outcome(outcome: Outcome) {
-    if wanted().is_none() {
-        return;
+    if wanted().is_some() {
+        record_on_current(outcome);
     }
+}
+
+#[cold]
+fn record_on_current(outcome: Outcome) {
     let span = Span::current();
     span.record("outcome", outcome.as_str());
     let tier = match outcome {

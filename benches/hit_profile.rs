@@ -1,0 +1,52 @@
+//! Instructions per L1 hit, counted by callgrind (repeatable, unlike timings on a shared
+//! machine): `scripts/bench.sh` runs this under `valgrind --tool=callgrind` once per
+//! contender and divides by the hits. Run alone, it just does the hits.
+//!
+//! `target/release/deps/hit_profile-* <attribute|cached|quick_cache|none> [hits]`
+
+use std::hint::black_box;
+
+use cached::proc_macro::cached;
+
+const KEYS: u64 = 1024;
+
+#[optimize::cpu(capacity = 10_000)]
+fn attribute(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+#[cached(max_size = 10_000)]
+fn cached_crate(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Under `cargo bench` (arguments like --bench): nothing to profile.
+    let Some(which) = args.get(1).filter(|a| !a.starts_with('-')) else {
+        return;
+    };
+    let hits: u64 = args
+        .get(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let quick = quick_cache::sync::Cache::<u64, u64>::new(10_000);
+    for k in 0..KEYS {
+        attribute(k);
+        cached_crate(k);
+        quick.insert(k, k);
+    }
+    let f: &dyn Fn(u64) -> u64 = match which.as_str() {
+        "attribute" => &attribute,
+        "cached" => &cached_crate,
+        "quick_cache" => &|k| quick.get(&k).unwrap(),
+        // The loop alone: subtracted from the others.
+        "none" => &|k| k,
+        other => panic!("unknown contender {other}"),
+    };
+    let mut k = 0;
+    for _ in 0..hits {
+        k = (k + 1) & (KEYS - 1);
+        black_box(f(black_box(k)));
+    }
+}
