@@ -4,7 +4,9 @@
 # hits vs raw redis GET and raw sled get; the miss path; single-flight; io p99 under cpu load,
 # routed vs naive; invalidation propagation between instances; predictive prefetch's hit ratio
 # with and without a model; task submission and adaptive concurrency against fixed limits;
-# the demo workload).
+# scaling from 1 to 16 threads; memory per entry; coalescing 1,000 waiters against moka's
+# get_with; hit ratio per L1 engine against a plain LRU; instructions per hit (callgrind);
+# compile time of 100 annotated functions against `cached`; the demo workload).
 # Full criterion output goes to target/bench-*.log; the summaries are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,49 @@ echo
 echo "==> the task processor and adaptive concurrency (cargo bench --bench tasks)"
 cargo bench --bench tasks > target/bench-tasks.log 2>&1 || { tail -30 target/bench-tasks.log; exit 1; }
 sed -n '/^summary/,$p' target/bench-tasks.log
+
+echo
+echo "==> L1 hit scaling, 1 to 16 threads (cargo bench --bench scaling)"
+cargo bench --bench scaling > target/bench-scaling.log 2>&1 || { tail -30 target/bench-scaling.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-scaling.log
+
+echo
+echo "==> memory per L1 entry (cargo bench --bench memory)"
+cargo bench --bench memory > target/bench-memory.log 2>&1 || { tail -30 target/bench-memory.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-memory.log
+
+echo
+echo "==> coalescing 1,000 waiters (cargo bench --bench coalesce)"
+cargo bench --bench coalesce > target/bench-coalesce.log 2>&1 || { tail -30 target/bench-coalesce.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-coalesce.log
+
+echo
+echo "==> hit ratio by L1 engine against a plain LRU (cargo bench --bench engines)"
+cargo bench --bench engines > target/bench-engines.log 2>&1 || { tail -30 target/bench-engines.log; exit 1; }
+sed -n '/^summary/,$p' target/bench-engines.log
+
+echo
+echo "==> instructions per L1 hit (callgrind on benches/hit_profile.rs)"
+bash scripts/ensure-command.sh valgrind valgrind
+CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --bench hit_profile --no-run > target/bench-hit-profile.log 2>&1
+profile_bin=$(ls -t target/release/deps/hit_profile-* | grep -v '\.d$' | head -1)
+count() { # contender hits -> instructions
+  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$profile_bin" "$1" "$2" 2>&1 >/dev/null \
+    | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+echo "summary (instructions per hit: (Ir at 300,000 hits - Ir at 100,000) / 200,000, loop subtracted; ratio to cached)"
+loop=$(( ($(count none 300000) - $(count none 100000)) / 200000 ))
+declare -A per_hit
+for c in quick_cache cached attribute; do
+  per_hit[$c]=$(( ($(count "$c" 300000) - $(count "$c" 100000)) / 200000 - loop ))
+done
+for c in quick_cache cached attribute; do
+  awk -v c="$c" -v n="${per_hit[$c]}" -v b="${per_hit[cached]}" 'BEGIN { printf "  %-12s %5d instructions  %5.2fx\n", c, n, n / b }'
+done
+
+echo
+echo "==> compile time of 100 annotated functions (scripts/compile-time.sh)"
+bash scripts/compile-time.sh
 
 echo
 echo "==> the demo workload (cargo run --release --example demo)"
