@@ -117,7 +117,18 @@ fn duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // `--help` and `--version` print and succeed; a usage error is a bad argument (64).
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(Failure::Usage(String::new()).exit_code())
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let client = Client::new(&cli.url, cli.token.clone());
     match run(cli.command, &client) {
         Ok(()) => ExitCode::SUCCESS,

@@ -147,6 +147,44 @@ fn every_subcommand_against_the_demo() {
 }
 
 #[test]
+fn usage_errors_exit_64_and_help_succeeds() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_optimize"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["invalidate"]);
+    assert_eq!(out.status.code(), Some(64), "neither --fn nor --tag");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fn"));
+    assert_eq!(
+        run(&["invalidate", "--fn", "a", "--tag", "b"])
+            .status
+            .code(),
+        Some(64)
+    );
+    assert_eq!(run(&["top", "--interval", "soon"]).status.code(), Some(64));
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(64));
+    let help = run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("invalidate"));
+    let out = Command::new(env!("CARGO_BIN_EXE_optimize"))
+        .args([
+            "--url",
+            "http://127.0.0.1:9",
+            "invalidate",
+            "--fn",
+            "f",
+            "--args",
+            "{oops",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "--args that is not JSON");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--args is not JSON"));
+}
+
+#[test]
 fn rules_from_a_configuration_file_offline() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("optimize.toml");
