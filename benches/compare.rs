@@ -8,6 +8,8 @@
 //!
 //! `cargo bench --bench compare` (prints ratios at the end; `scripts/bench.sh` runs everything).
 
+#[path = "support/hit.rs"]
+mod hit;
 #[path = "support/summary.rs"]
 mod summary;
 
@@ -17,22 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cached::proc_macro::cached;
 use criterion::Criterion;
+use hit::{attribute, cached_crate, KEYS};
 use optimize::stats::{set_recording, Recording};
 use summary::median_ns;
-
-const KEYS: u64 = 1024;
-
-#[optimize::cpu(capacity = 10_000)]
-fn attribute(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-#[cached(max_size = 10_000)]
-fn cached_crate(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
 
 static COLD: AtomicUsize = AtomicUsize::new(0);
 

@@ -4,21 +4,12 @@
 //!
 //! `target/release/deps/hit_profile-* <attribute|cached|quick_cache|none> [hits]`
 
+#[path = "support/hit.rs"]
+mod hit;
+
 use std::hint::black_box;
 
-use cached::proc_macro::cached;
-
-const KEYS: u64 = 1024;
-
-#[optimize::cpu(capacity = 10_000)]
-fn attribute(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-#[cached(max_size = 10_000)]
-fn cached_crate(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
+use hit::{attribute, cached_crate, KEYS};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

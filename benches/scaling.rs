@@ -6,25 +6,17 @@
 //!
 //! `cargo bench --bench scaling`
 
+#[path = "support/hit.rs"]
+mod hit;
+
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use cached::proc_macro::cached;
+use hit::{attribute, cached_crate, KEYS};
 
-const KEYS: u64 = 1024;
 const OPS_PER_THREAD: u64 = 2_000_000;
 const REPEATS: usize = 5;
-
-#[optimize::cpu(capacity = 10_000)]
-fn attribute(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-#[cached(max_size = 10_000)]
-fn cached_crate(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
 
 type Lookup = Arc<dyn Fn(u64) -> u64 + Send + Sync>;
 
