@@ -404,7 +404,10 @@ fn price(sku: &str, qty: u32) -> u64 {
 
 async fn post(path: &str, token: Option<&str>, body: &str) -> (u16, serde_json::Value) {
     let addr = lock().monitor.http_addr().unwrap();
-    let mut req = reqwest::Client::new()
+    let mut req = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
         .post(format!("http://{addr}{path}"))
         .body(body.to_owned());
     if let Some(t) = token {

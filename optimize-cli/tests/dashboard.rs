@@ -101,6 +101,7 @@ fn the_dashboard_shows_the_demo_in_a_real_browser() {
     let (open, redirect) = runtime.block_on(async {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
             .build()
             .unwrap();
         let open = client

@@ -5,7 +5,8 @@
 //! shows managed calls in traces.
 //!
 //! The level is set by `metrics.spans` (`debug` by default): a service whose subscriber is
-//! at `info` creates no span, and a call then pays one relaxed load for it.
+//! at `info` creates no span, and a call then pays a few relaxed loads for it (the configured
+//! level against the subscribers' most verbose one, when the call starts and when it ends).
 //!
 //! ```
 //! use optimize_runtime::spans::{set_span_level, span_level, SpanLevel};

@@ -307,17 +307,29 @@ impl History {
         memory.push_back(point);
     }
 
-    /// The last `n` points, oldest first, as they were recorded.
-    pub(crate) fn last(&self, n: usize) -> Vec<Point> {
-        if let Some(points) = self.store.as_ref().and_then(|s| s.last(n)) {
-            return points;
+    /// The last `n` evaluations, oldest first, as recorded (with only `function`'s figures
+    /// when it is given).
+    pub(crate) fn last(&self, n: usize, function: Option<&str>) -> HistoryAnswer {
+        let (source, points) = match self.store.as_ref().and_then(|s| s.last(n)) {
+            Some(points) => ("raw", points),
+            None => {
+                let memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
+                let skip = memory.len().saturating_sub(n);
+                ("memory", memory.iter().skip(skip).cloned().collect())
+            }
+        };
+        let span = |p: &Point| (p.at_unix_ms.saturating_sub(p.span_ms), p.at_unix_ms);
+        HistoryAnswer {
+            from: points.first().map_or(0, |p| span(p).0),
+            to: points.last().map_or(0, |p| span(p).1),
+            step_ms: None,
+            source,
+            persisted: self.is_persisted(),
+            points: points
+                .iter()
+                .map(|p| HistoryPoint::of(p, function))
+                .collect(),
         }
-        let memory = self.memory.lock().unwrap_or_else(PoisonError::into_inner);
-        memory
-            .iter()
-            .skip(memory.len().saturating_sub(n))
-            .cloned()
-            .collect()
     }
 
     /// Points ending in `from..=to`, merged `step` at a time (see [`HistoryQuery`]).
@@ -689,6 +701,8 @@ struct SledHistory {
     /// The minute being rolled up: its start and what it holds so far.
     minute: Mutex<Option<(u64, Point)>>,
     appended: std::sync::atomic::AtomicU64,
+    /// Bytes (keys and values) the two trees hold.
+    bytes: std::sync::atomic::AtomicU64,
     failed: AtomicBool,
 }
 
@@ -717,8 +731,12 @@ impl SledHistory {
             max_bytes: config.max_bytes,
             minute: Mutex::new(None),
             appended: Default::default(),
+            bytes: Default::default(),
             failed: AtomicBool::new(false),
         };
+        if let Some(total) = store.guard("measure", SledHistory::measure) {
+            store.bytes.store(total, Relaxed);
+        }
         // Carry on the minute an earlier run was rolling up, if it is still this one.
         let now = crate::time::unix_ms();
         if let Some(Some((start, point))) = store.guard("read", |s| {
@@ -764,7 +782,10 @@ impl SledHistory {
             return;
         };
         self.guard("append", |s| {
-            s.raw.insert(point.at_unix_ms.to_be_bytes(), value)?;
+            let key = point.at_unix_ms.to_be_bytes();
+            let size = (key.len() + value.len()) as u64;
+            let old = s.raw.insert(key, value)?;
+            s.account(size, old.map(|v| (key.len() + v.len()) as u64));
             Ok(())
         });
         let start = minute_of(point.at_unix_ms);
@@ -780,7 +801,10 @@ impl SledHistory {
         };
         if let Some(rolled) = rolled {
             self.guard("rollup", |s| {
-                s.minutes.insert(start.to_be_bytes(), rolled)?;
+                let key = start.to_be_bytes();
+                let size = (key.len() + rolled.len()) as u64;
+                let old = s.minutes.insert(key, rolled)?;
+                s.account(size, old.map(|v| (key.len() + v.len()) as u64));
                 Ok(())
             });
         }
@@ -793,6 +817,28 @@ impl SledHistory {
         }
     }
 
+    /// Counts `added` bytes stored, in place of `replaced` ones.
+    fn account(&self, added: u64, replaced: Option<u64>) {
+        self.bytes.fetch_add(added, Relaxed);
+        if let Some(gone) = replaced {
+            self.bytes
+                .fetch_sub(gone.min(self.bytes.load(Relaxed)), Relaxed);
+        }
+    }
+
+    /// Bytes (keys and values) of both trees, read once when the store opens; appends and
+    /// sweeps keep [`SledHistory::bytes`] up to date after that.
+    fn measure(&self) -> sled::Result<u64> {
+        let mut total = 0;
+        for tree in [&self.raw, &self.minutes] {
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                total += (k.len() + v.len()) as u64;
+            }
+        }
+        Ok(total)
+    }
+
     /// Deletes what is past its retention, then the oldest points while the trees hold more
     /// than `max_bytes` (raw points first: the rollups still cover their time).
     fn sweep(&self, now_unix_ms: u64) {
@@ -800,26 +846,22 @@ impl SledHistory {
         self.guard("sweep", |s| {
             for (tree, keep) in [(&s.raw, raw_keep), (&s.minutes, s.retention_ms)] {
                 let cutoff = now_unix_ms.saturating_sub(keep).to_be_bytes();
-                let old: Vec<sled::IVec> = tree.range(..cutoff).keys().collect::<Result<_, _>>()?;
                 let mut batch = sled::Batch::default();
-                for k in old {
+                let mut freed = 0;
+                for kv in tree.range(..cutoff) {
+                    let (k, v) = kv?;
+                    freed += (k.len() + v.len()) as u64;
                     batch.remove(k);
                 }
                 tree.apply_batch(batch)?;
+                s.account(0, Some(freed));
             }
-            let bytes = |t: &sled::Tree| -> sled::Result<u64> {
-                t.iter().try_fold(0u64, |n, kv| {
-                    let (k, v) = kv?;
-                    Ok(n + (k.len() + v.len()) as u64)
-                })
-            };
-            let mut total = bytes(&s.raw)? + bytes(&s.minutes)?;
             for tree in [&s.raw, &s.minutes] {
-                while total > s.max_bytes {
+                while s.bytes.load(Relaxed) > s.max_bytes {
                     let Some((k, v)) = tree.pop_min()? else {
                         break;
                     };
-                    total -= (k.len() + v.len()) as u64;
+                    s.account(0, Some((k.len() + v.len()) as u64));
                 }
             }
             Ok(())
@@ -1045,6 +1087,11 @@ mod tests {
             .map(|kv| kv.map(|(k, v)| k.len() + v.len()).unwrap())
             .sum();
         assert!(bytes <= 8 * 1024, "{bytes}");
+        assert_eq!(
+            s.bytes.load(Relaxed),
+            s.measure().unwrap(),
+            "the running count matches the trees"
+        );
         assert!(!s.raw.is_empty(), "the newest points stay");
     }
 

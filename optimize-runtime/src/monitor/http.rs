@@ -327,17 +327,10 @@ fn history_query(p: &HistoryParams, now_unix_ms: u64) -> Result<HistoryQuery, St
 async fn history(State(state): State<AppState>, Query(p): Query<HistoryParams>) -> Response {
     let monitor = state.monitor.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let now = crate::time::unix_ms();
-        let mut answer = monitor.history(&history_query(&p, now)?);
-        if let Some(limit) = p.limit {
-            answer.points = monitor.recent_history(limit, p.function.as_deref());
-            answer.source = if monitor.history_persisted() {
-                "raw"
-            } else {
-                "memory"
-            };
-        }
-        Ok::<_, String>(answer)
+        Ok::<_, String>(match p.limit {
+            Some(limit) => monitor.recent_history(limit, p.function.as_deref()),
+            None => monitor.history(&history_query(&p, crate::time::unix_ms())?),
+        })
     })
     .await;
     match answer {

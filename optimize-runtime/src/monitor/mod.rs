@@ -419,14 +419,10 @@ impl Monitor {
         self.history.query(query, crate::time::unix_ms())
     }
 
-    /// The last `n` history points, each one evaluation, with only `function`'s figures
-    /// when it is given.
-    pub fn recent_history(&self, n: usize, function: Option<&str>) -> Vec<HistoryPoint> {
-        self.history
-            .last(n)
-            .iter()
-            .map(|p| HistoryPoint::of(p, function))
-            .collect()
+    /// The last `n` evaluations (what `/history?limit=n` answers), with only `function`'s
+    /// figures when it is given.
+    pub fn recent_history(&self, n: usize, function: Option<&str>) -> HistoryAnswer {
+        self.history.last(n, function)
     }
 
     /// Whether history is being written to disk.
