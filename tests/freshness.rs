@@ -152,6 +152,10 @@ fn slow_bodies_and_hot_keys() {
     bounded::until("the refreshed value served", || {
         rt.block_on(price(1)).is_ok_and(|v| v != first)
     });
+    // The run stores its value before it records its outcome: wait for the record too.
+    bounded::until("the background run recorded", || {
+        price_cache().stats().count(Outcome::Refreshed) >= 1
+    });
     let s = price_cache().stats();
     assert!(s.count(Outcome::Stale) >= 21, "{s:?}");
     assert_eq!(s.count(Outcome::Refreshed), 1, "{s:?}");
@@ -174,6 +178,9 @@ fn slow_bodies_and_hot_keys() {
     GATE.set(true);
     bounded::until("the refreshed value served (sync)", || {
         price_sync(3).is_ok_and(|v| v != first)
+    });
+    bounded::until("the background run recorded (sync)", || {
+        price_sync_cache().stats().count(Outcome::Refreshed) >= 1
     });
     assert_eq!(price_sync_cache().stats().count(Outcome::Refreshed), 1);
 
