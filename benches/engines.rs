@@ -20,14 +20,7 @@ use rand_distr::Zipf;
 const ACCESSES: usize = 1_000_000;
 
 fn entry(v: u64) -> Entry<u64> {
-    Entry {
-        value: v,
-        expires_at: 0,
-        keep_until: 0,
-        weight: 1,
-        bytes: 0,
-        tag_bits: 0,
-    }
+    Entry::new(v, 0)
 }
 
 fn zipf(seed: u64) -> impl Iterator<Item = u64> {

@@ -13,25 +13,87 @@ use crate::key::ArgsKey;
 use crate::time::Clock;
 
 /// A value stored in L1 together with its deadline (see [`Clock::deadline`]).
+///
+/// Kept to 24 bytes besides the value (memory per entry is measured against the raw engines
+/// in `benches/memory.rs`): the fail-safe window is held in 32 bits past the deadline, and
+/// one size serves both the capacity weight and the byte budget.
 #[derive(Clone, Debug)]
 pub struct Entry<V> {
     /// The cached value.
     pub value: V,
     /// Deadline in [`Clock`] nanoseconds; 0 means it never expires.
     pub expires_at: u64,
-    /// Past `expires_at`, the entry is kept until this deadline (fail-safe) to be served
-    /// only when computing it again fails; 0: removed when it expires.
-    pub keep_until: u64,
-    /// What the entry counts against the capacity: 1, or its size in bytes in a store
-    /// [weighed by size](L1Store::weighed).
-    pub weight: u32,
-    /// What the entry counts against the process-wide [byte budget](crate::cache::budget)
-    /// (0 without one).
-    pub bytes: u32,
     /// The entry's tags, as a 64-bit set of [`tag_bit`]s: invalidating a tag removes every
     /// entry whose set has its bit (and, rarely, an entry of another tag sharing it).
     pub tag_bits: u64,
+    /// How long past `expires_at` the entry is kept (fail-safe), to be served only when
+    /// computing it again fails: milliseconds, or with [`KEPT_IN_SECONDS`] set, seconds
+    /// (windows of 2³¹ ms, about 24 days, and more); 0: removed when it expires.
+    kept: u32,
+    /// The value's size in bytes, measured on insert by a store that weighs values or
+    /// counts them against the byte budget (0 otherwise).
+    size: u32,
 }
+
+impl<V> Entry<V> {
+    /// An entry with no tags, no fail-safe window and no measured size.
+    pub fn new(value: V, expires_at: u64) -> Self {
+        Self {
+            value,
+            expires_at,
+            tag_bits: 0,
+            kept: 0,
+            size: 0,
+        }
+    }
+
+    /// Until when fail-safe keeps the entry past its deadline ([`Clock`] nanoseconds); 0
+    /// when it is removed as it expires.
+    #[inline]
+    pub fn keep_until(&self) -> u64 {
+        let (amount, unit) = match self.kept {
+            0 => return 0,
+            k if k & KEPT_IN_SECONDS != 0 => (k & !KEPT_IN_SECONDS, 1_000_000_000),
+            ms => (ms, 1_000_000),
+        };
+        self.expires_at.saturating_add(u64::from(amount) * unit)
+    }
+
+    /// The value's size in bytes as measured on insert (0 when the store measures none).
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// What the entry counts against the capacity: its size in a store [weighed by
+    /// size](L1Store::weighed), else 1.
+    #[inline]
+    fn weight(&self, by_size: bool) -> u32 {
+        if by_size {
+            self.size.max(1)
+        } else {
+            1
+        }
+    }
+
+    /// Kept until `keep_until` (0: not kept), rounded up to the millisecond, or to the
+    /// second for a window of about 24 days or more (at most 68 years).
+    fn kept_until(mut self, keep_until: u64) -> Self {
+        let past = keep_until.saturating_sub(self.expires_at);
+        let ms = past.div_ceil(1_000_000);
+        self.kept = match (keep_until, self.expires_at) {
+            (0, _) | (_, 0) => 0,
+            _ if ms < u64::from(KEPT_IN_SECONDS) => ms as u32,
+            _ => {
+                let seconds = past.div_ceil(1_000_000_000);
+                seconds.min(u64::from(!KEPT_IN_SECONDS)) as u32 | KEPT_IN_SECONDS
+            }
+        };
+        self
+    }
+}
+
+/// The bit of [`Entry::kept`] that says its unit is seconds.
+const KEPT_IN_SECONDS: u32 = 1 << 31;
 
 /// The bit a tag (by its hash) sets in [`Entry::tag_bits`].
 #[inline]
@@ -282,7 +344,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
                 let share = b.share.clone();
                 let inner = on_evict;
                 let handler: EvictionHandler<V> = Arc::new(move |key, entry: Entry<V>| {
-                    share.release(u64::from(entry.bytes));
+                    share.release(u64::from(entry.size));
                     if let Some(inner) = &inner {
                         inner(key, entry);
                     }
@@ -298,14 +360,16 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             None => options.capacity,
         };
         let engine = match options.engine {
-            EngineKind::Moka => Engine::Moka(MokaEngine::with_eviction(
+            EngineKind::Moka => Engine::Moka(MokaEngine::build(
                 options.capacity,
                 on_evict.clone(),
+                weigher.is_some(),
             )),
             EngineKind::Quick => Engine::Quick(QuickEngine::build(
                 options.capacity,
                 estimated_items,
                 on_evict.clone(),
+                weigher.is_some(),
             )),
         };
         Self {
@@ -341,36 +405,26 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     }
 
     fn put_kept(&self, key: ArgsKey, value: V, expires_at: u64, keep_until: u64, tag_bits: u64) {
-        let weight = self.weigher.map_or(1, |size| {
-            u32::try_from(size(&value)).unwrap_or(u32::MAX).max(1)
-        });
-        let bytes = self
-            .budgeted
-            .as_ref()
-            .map_or(0, |b| u32::try_from((b.size)(&value)).unwrap_or(u32::MAX));
+        let size = self
+            .weigher
+            .or(self.budgeted.as_ref().map(|b| b.size))
+            .map_or(0, |size| u32::try_from(size(&value)).unwrap_or(u32::MAX));
         if let Some(b) = &self.budgeted {
-            if u64::from(bytes) > b.share.budget.limit() {
+            if u64::from(size) > b.share.budget.limit() {
                 // Larger than the whole budget: it stays out of L1 (the shared tiers and the
                 // caller still have it).
                 return;
             }
             if let Some(old) = self.engine.take(key) {
-                b.share.release(u64::from(old.bytes));
+                b.share.release(u64::from(old.size));
             }
         }
-        self.engine.insert(
-            key,
-            Entry {
-                value,
-                expires_at,
-                keep_until,
-                weight,
-                bytes,
-                tag_bits,
-            },
-        );
+        let mut entry = Entry::new(value, expires_at).kept_until(keep_until);
+        entry.tag_bits = tag_bits;
+        entry.size = size;
+        self.engine.insert(key, entry);
         if let Some(b) = &self.budgeted {
-            b.share.charge(u64::from(bytes));
+            b.share.charge(u64::from(size));
             b.share.budget.enforce();
         }
     }
@@ -394,7 +448,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         if entry.expires_at != 0 {
             let now = self.clock.now_nanos();
             if Clock::is_expired(entry.expires_at, now) {
-                if entry.keep_until != 0 && !Clock::is_expired(entry.keep_until, now) {
+                if entry.keep_until() != 0 && !Clock::is_expired(entry.keep_until(), now) {
                     return None;
                 }
                 self.remove(key);
@@ -414,7 +468,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         }
         let now = self.clock.now_nanos();
         if Clock::is_expired(entry.expires_at, now) {
-            if entry.keep_until == 0 || Clock::is_expired(entry.keep_until, now) {
+            if entry.keep_until() == 0 || Clock::is_expired(entry.keep_until(), now) {
                 self.remove(key);
             }
             return None;
@@ -426,11 +480,12 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     pub fn get_stale(&self, key: ArgsKey) -> Option<(V, u64)> {
         let entry = self.engine.get(key)?;
         let now = self.clock.now_nanos();
+        let keep_until = entry.keep_until();
         (entry.expires_at != 0
             && Clock::is_expired(entry.expires_at, now)
-            && entry.keep_until != 0
-            && !Clock::is_expired(entry.keep_until, now))
-        .then_some((entry.value, entry.keep_until))
+            && keep_until != 0
+            && !Clock::is_expired(keep_until, now))
+        .then_some((entry.value, keep_until))
     }
 
     /// Keeps a value that is already stale (read from a shared tier past its freshness) for
@@ -507,7 +562,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
             Some(b) => self
                 .engine
                 .take(key)
-                .map(|e| b.share.release(u64::from(e.bytes)))
+                .map(|e| b.share.release(u64::from(e.size)))
                 .is_some(),
             None => self.engine.remove(key),
         }
@@ -527,7 +582,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         let n = dispatch!(&self.engine, e => e.purge(&|entry: &Entry<V>| {
             let gone = doomed(entry);
             if gone {
-                freed.fetch_add(u64::from(entry.bytes), Relaxed);
+                freed.fetch_add(u64::from(entry.size), Relaxed);
             }
             gone
         }));
@@ -544,7 +599,7 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         self.purge_where(&|entry: &Entry<V>| {
             entry.expires_at != 0
                 && Clock::is_expired(entry.expires_at, now)
-                && (entry.keep_until == 0 || Clock::is_expired(entry.keep_until, now))
+                && (entry.keep_until() == 0 || Clock::is_expired(entry.keep_until(), now))
         })
     }
 
@@ -596,6 +651,11 @@ impl Hasher for PrehashedKey {
     }
 
     #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+
+    #[inline]
     fn write_u128(&mut self, i: u128) {
         self.0 = (i as u64) ^ ((i >> 64) as u64);
     }
@@ -603,9 +663,37 @@ impl Hasher for PrehashedKey {
 
 type PrehashedBuild = BuildHasherDefault<PrehashedKey>;
 
+/// An [`ArgsKey`] as the built-in engines store it: two `u64`s are aligned to 8 bytes where a
+/// `u128` is aligned to 16, which pads every stored pair (8 bytes per entry for `u64`
+/// values, measured in `benches/memory.rs`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PackedKey([u64; 2]);
+
+impl From<ArgsKey> for PackedKey {
+    #[inline]
+    fn from(key: ArgsKey) -> Self {
+        Self([key.0 as u64, (key.0 >> 64) as u64])
+    }
+}
+
+impl From<PackedKey> for ArgsKey {
+    #[inline]
+    fn from(key: PackedKey) -> Self {
+        ArgsKey(u128::from(key.0[0]) | (u128::from(key.0[1]) << 64))
+    }
+}
+
+impl std::hash::Hash for PackedKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The same fold as `PrehashedKey::write_u128`: the key is already a uniform hash.
+        state.write_u64(self.0[0] ^ self.0[1]);
+    }
+}
+
 /// The moka engine (TinyLFU admission, LRU eviction).
 pub struct MokaEngine<V> {
-    cache: moka::sync::Cache<ArgsKey, Entry<V>, PrehashedBuild>,
+    cache: moka::sync::Cache<PackedKey, Entry<V>, PrehashedBuild>,
 }
 
 impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
@@ -616,14 +704,19 @@ impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
 
     /// An engine that reports capacity evictions to `on_evict`.
     pub fn with_eviction(capacity: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
+        Self::build(capacity, on_evict, false)
+    }
+
+    /// An engine whose capacity counts entries' sizes (`by_size`) or entries.
+    fn build(capacity: u64, on_evict: Option<EvictionHandler<V>>, by_size: bool) -> Self {
         let mut builder = moka::sync::Cache::builder()
             .max_capacity(capacity)
-            .weigher(|_: &ArgsKey, e: &Entry<V>| e.weight);
+            .weigher(move |_: &PackedKey, e: &Entry<V>| e.weight(by_size));
         if let Some(on_evict) = on_evict {
             builder =
-                builder.eviction_listener(move |key: std::sync::Arc<ArgsKey>, entry, cause| {
+                builder.eviction_listener(move |key: std::sync::Arc<PackedKey>, entry, cause| {
                     if cause == moka::notification::RemovalCause::Size {
-                        on_evict(*key, entry);
+                        on_evict((*key).into(), entry);
                     }
                 });
         }
@@ -641,28 +734,28 @@ impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
 impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
     #[inline]
     fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
-        self.cache.get(&key)
+        self.cache.get(&PackedKey::from(key))
     }
 
     fn insert(&self, key: ArgsKey, entry: Entry<V>) {
-        self.cache.insert(key, entry);
+        self.cache.insert(key.into(), entry);
     }
 
     fn remove(&self, key: ArgsKey) -> bool {
-        self.cache.remove(&key).is_some()
+        self.cache.remove(&PackedKey::from(key)).is_some()
     }
 
     fn contains(&self, key: ArgsKey) -> bool {
-        self.cache.contains_key(&key)
+        self.cache.contains_key(&PackedKey::from(key))
     }
 
     fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
-        self.cache.remove(&key)
+        self.cache.remove(&PackedKey::from(key))
     }
 
     fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
         for (key, entry) in self.cache.iter() {
-            if !visit(*key, &entry) {
+            if !visit((*key).into(), &entry) {
                 return;
             }
         }
@@ -679,7 +772,7 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
     }
 
     fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
-        let keys: Vec<ArgsKey> = self
+        let keys: Vec<PackedKey> = self
             .cache
             .iter()
             .filter(|(_, e)| expired(e))
@@ -700,28 +793,30 @@ impl<V> Clone for Evictions<V> {
     }
 }
 
-impl<V> quick_cache::Lifecycle<ArgsKey, Entry<V>> for Evictions<V> {
+impl<V> quick_cache::Lifecycle<PackedKey, Entry<V>> for Evictions<V> {
     type RequestState = ();
 
-    fn on_evict(&self, _: &mut (), key: ArgsKey, entry: Entry<V>) {
+    fn on_evict(&self, _: &mut (), key: PackedKey, entry: Entry<V>) {
         if let Some(on_evict) = &self.0 {
-            on_evict(key, entry);
+            on_evict(key.into(), entry);
         }
     }
 }
 
-/// Reads the weight stored in each entry (computed once, on insert).
+/// Weighs each entry by the size measured on insert (`by_size`), or as 1.
 #[derive(Clone, Copy)]
-struct EntryWeighter;
+struct EntryWeighter {
+    by_size: bool,
+}
 
-impl<V> quick_cache::Weighter<ArgsKey, Entry<V>> for EntryWeighter {
-    fn weight(&self, _: &ArgsKey, entry: &Entry<V>) -> u64 {
-        u64::from(entry.weight)
+impl<V> quick_cache::Weighter<PackedKey, Entry<V>> for EntryWeighter {
+    fn weight(&self, _: &PackedKey, entry: &Entry<V>) -> u64 {
+        u64::from(entry.weight(self.by_size))
     }
 }
 
 type QuickCache<V> =
-    quick_cache::sync::Cache<ArgsKey, Entry<V>, EntryWeighter, PrehashedBuild, Evictions<V>>;
+    quick_cache::sync::Cache<PackedKey, Entry<V>, EntryWeighter, PrehashedBuild, Evictions<V>>;
 
 /// The quick_cache engine (sharded, S3-FIFO-like eviction).
 pub struct QuickEngine<V> {
@@ -736,11 +831,17 @@ impl<V: Clone + Send + Sync + 'static> QuickEngine<V> {
 
     /// An engine that reports capacity evictions to `on_evict`.
     pub fn with_eviction(capacity: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
-        Self::build(capacity, capacity, on_evict)
+        Self::build(capacity, capacity, on_evict, false)
     }
 
-    /// An engine of `capacity` weight expected to hold about `estimated_items` entries.
-    fn build(capacity: u64, estimated_items: u64, on_evict: Option<EvictionHandler<V>>) -> Self {
+    /// An engine of `capacity` weight (entries' sizes with `by_size`, else entries)
+    /// expected to hold about `estimated_items` entries.
+    fn build(
+        capacity: u64,
+        estimated_items: u64,
+        on_evict: Option<EvictionHandler<V>>,
+        by_size: bool,
+    ) -> Self {
         let items = usize::try_from(estimated_items)
             .unwrap_or(usize::MAX)
             .max(1);
@@ -752,7 +853,7 @@ impl<V: Clone + Send + Sync + 'static> QuickEngine<V> {
         Self {
             cache: quick_cache::sync::Cache::with_options(
                 options,
-                EntryWeighter,
+                EntryWeighter { by_size },
                 PrehashedBuild::default(),
                 Evictions(on_evict),
             ),
@@ -763,28 +864,28 @@ impl<V: Clone + Send + Sync + 'static> QuickEngine<V> {
 impl<V: Clone + Send + Sync + 'static> L1Engine<V> for QuickEngine<V> {
     #[inline]
     fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
-        self.cache.get(&key)
+        self.cache.get(&PackedKey::from(key))
     }
 
     fn insert(&self, key: ArgsKey, entry: Entry<V>) {
-        self.cache.insert(key, entry);
+        self.cache.insert(key.into(), entry);
     }
 
     fn remove(&self, key: ArgsKey) -> bool {
-        self.cache.remove(&key).is_some()
+        self.cache.remove(&PackedKey::from(key)).is_some()
     }
 
     fn contains(&self, key: ArgsKey) -> bool {
-        self.cache.contains_key(&key)
+        self.cache.contains_key(&PackedKey::from(key))
     }
 
     fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
-        self.cache.remove(&key).map(|(_, e)| e)
+        self.cache.remove(&PackedKey::from(key)).map(|(_, e)| e)
     }
 
     fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
         for (key, entry) in self.cache.iter() {
-            if !visit(key, &entry) {
+            if !visit(key.into(), &entry) {
                 return;
             }
         }
@@ -829,7 +930,7 @@ impl<V: Clone + Send + Sync + 'static> BudgetMember for L1Store<V> {
             if counted >= bytes {
                 return false;
             }
-            counted += u64::from(entry.bytes);
+            counted += u64::from(entry.size);
             chosen.push(key);
             true
         }));
@@ -837,7 +938,7 @@ impl<V: Clone + Send + Sync + 'static> BudgetMember for L1Store<V> {
             if let Some(entry) = self.engine.take(key) {
                 match &self.on_evict {
                     Some(handler) => handler(key, entry),
-                    None => b.share.release(u64::from(entry.bytes)),
+                    None => b.share.release(u64::from(entry.size)),
                 }
             }
         }
@@ -891,6 +992,59 @@ mod tests {
         assert_eq!(plain.len(), 0);
     }
 
+    #[test]
+    fn an_entry_keeps_its_fail_safe_deadline_to_the_millisecond() {
+        let at = 5_000_000_123;
+        let kept = |until| Entry::new((), at).kept_until(until).keep_until();
+        assert_eq!(
+            kept(at + 60_000_000_000),
+            at + 60_000_000_000,
+            "whole ms: exact"
+        );
+        assert_eq!(kept(at + 1), at + 1_000_000, "a part of a ms: rounded up");
+        assert_eq!(kept(at), 0, "kept until its deadline: not kept");
+        assert_eq!(kept(0), 0);
+        assert_eq!(
+            Entry::new((), 0).kept_until(at).keep_until(),
+            0,
+            "never expires"
+        );
+        let days = |n: u64| n * 86_400_000_000_000;
+        assert_eq!(
+            kept(at + days(3650)),
+            at + days(3650),
+            "the longest window: exact"
+        );
+        assert_eq!(
+            kept(at + days(30) + 1),
+            at + days(30) + 1_000_000_000,
+            "a long window: rounded up to the second"
+        );
+        assert_eq!(
+            kept(u64::MAX),
+            at + u64::from(!KEPT_IN_SECONDS) * 1_000_000_000
+        );
+        // What the engines store per entry besides a `u64` value (benches/memory.rs).
+        assert_eq!(std::mem::size_of::<(PackedKey, Entry<u64>)>(), 48);
+    }
+
+    #[test]
+    fn a_packed_key_round_trips_and_hashes_like_the_key() {
+        use std::hash::BuildHasher;
+        let build = PrehashedBuild::default();
+        for raw in [
+            0u128,
+            1,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
+        ] {
+            let key = ArgsKey(raw);
+            let packed = PackedKey::from(key);
+            assert_eq!(ArgsKey::from(packed), key);
+            assert_eq!(build.hash_one(key), build.hash_one(packed));
+        }
+    }
+
     fn engines<V: Clone + Send + Sync + 'static>(
         capacity: u64,
         on_evict: Option<EvictionHandler<V>>,
@@ -920,17 +1074,7 @@ mod tests {
                 .find(|(k, _)| *k == kind)
                 .unwrap();
             for i in 0..1_000u64 {
-                engine.insert(
-                    ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15),
-                    Entry {
-                        value: i,
-                        expires_at: 0,
-                        keep_until: 0,
-                        weight: 1,
-                        bytes: 0,
-                        tag_bits: 0,
-                    },
-                );
+                engine.insert(ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15), Entry::new(i, 0));
             }
             let len = engine.len();
             assert!(len <= 110, "{kind}: len {len}");
@@ -987,17 +1131,7 @@ mod tests {
     fn capacity_is_enforced() {
         let engine = MokaEngine::<u64>::new(100);
         for i in 0..1_000u64 {
-            engine.insert(
-                ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15),
-                Entry {
-                    value: i,
-                    expires_at: 0,
-                    keep_until: 0,
-                    weight: 1,
-                    bytes: 0,
-                    tag_bits: 0,
-                },
-            );
+            engine.insert(ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15), Entry::new(i, 0));
         }
         engine.sync();
         assert!(engine.len() <= 100, "len {}", engine.len());
@@ -1013,30 +1147,10 @@ mod tests {
                 sink.lock().unwrap().push((k, e.value))
             })),
         );
-        engine.insert(
-            ArgsKey(u128::MAX),
-            Entry {
-                value: 1,
-                expires_at: 0,
-                keep_until: 0,
-                weight: 1,
-                bytes: 0,
-                tag_bits: 0,
-            },
-        );
+        engine.insert(ArgsKey(u128::MAX), Entry::new(1, 0));
         engine.remove(ArgsKey(u128::MAX));
         for i in 0..200u64 {
-            engine.insert(
-                ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15),
-                Entry {
-                    value: i,
-                    expires_at: 0,
-                    keep_until: 0,
-                    weight: 1,
-                    bytes: 0,
-                    tag_bits: 0,
-                },
-            );
+            engine.insert(ArgsKey(i as u128 * 0x9E37_79B9_7F4A_7C15), Entry::new(i, 0));
         }
         engine.sync();
         let evicted = evicted.lock().unwrap();
