@@ -18,7 +18,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use crate::key::ArgsKey;
+use crate::key::{ArgsKey, PrehashedBuild};
 
 const SHARDS: usize = 16;
 
@@ -74,7 +74,8 @@ impl<V> Flight<V> {
     }
 }
 
-type Shard<V> = Mutex<HashMap<ArgsKey, Arc<Flight<V>>>>;
+/// Keys are uniform hashes already: the map folds them instead of hashing them again.
+type Shard<V> = Mutex<HashMap<ArgsKey, Arc<Flight<V>>, PrehashedBuild>>;
 
 /// The in-progress computations of one function, sharded by key.
 pub struct Flights<V> {
@@ -93,11 +94,16 @@ impl<V: Clone> Flights<V> {
     /// An empty set of flights.
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
         }
     }
 
-    fn shard(&self, key: ArgsKey) -> MutexGuard<'_, HashMap<ArgsKey, Arc<Flight<V>>>> {
+    fn shard(
+        &self,
+        key: ArgsKey,
+    ) -> MutexGuard<'_, HashMap<ArgsKey, Arc<Flight<V>>, PrehashedBuild>> {
         self.shards[(key.0 as usize) % SHARDS]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -8,14 +8,50 @@
 //! `{namespace}:{fn_path}:v{version}:{schema:016x}:{args:032x}` (see [`FullKey`]).
 
 use std::fmt;
+use std::hash::Hasher;
 use std::io;
 
 use bincode::Options;
+
 use serde::Serialize;
 
 /// Hash of a call's key arguments: identifies one entry within one function's cache.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ArgsKey(pub u128);
+
+/// Hasher for keys that are already uniform 128-bit hashes: folds them instead of hashing again.
+#[derive(Default)]
+pub struct PrehashedKey(u64);
+
+impl Hasher for PrehashedKey {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached if a key type hashes itself as bytes; mix them in rather than lose them.
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(buf)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+
+    #[inline]
+    fn write_u128(&mut self, i: u128) {
+        self.0 = (i as u64) ^ ((i >> 64) as u64);
+    }
+}
+
+/// Builds [`PrehashedKey`]s: the hasher of every map keyed by [`ArgsKey`].
+pub type PrehashedBuild = std::hash::BuildHasherDefault<PrehashedKey>;
 
 impl fmt::Debug for ArgsKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -153,9 +189,14 @@ impl io::Write for KeyHasher {
 /// Appends `v` as 32 lowercase hex digits (what `{:032x}` prints, without the formatter).
 pub fn push_hex128(out: &mut String, v: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for shift in (0..32).rev() {
-        out.push(DIGITS[((v >> (shift * 4)) & 0xf) as usize] as char);
+    // Byte by byte (a `u128` shift per digit is several instructions) into one ASCII slice
+    // pushed at once (a push per char costs more): this runs on every shared-tier lookup.
+    let mut hex = [0u8; 32];
+    for (pair, byte) in hex.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
+    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
 }
 
 /// The key of an entry in a shared tier (L2, L3):
@@ -280,6 +321,32 @@ impl KeyLayout {
         key.push_str(&self.prefix);
         push_hex128(&mut key, args.0);
         key
+    }
+
+    /// Calls `f` with the key of the entry for `args`, built in a buffer of this thread
+    /// rather than a new `String` (an L3 hit reads with it before anything needs to own it).
+    ///
+    /// ```
+    /// use optimize_runtime::key::{ArgsKey, KeyLayout};
+    ///
+    /// let layout = KeyLayout::new("app", "f", 1, 7);
+    /// assert_eq!(layout.with_key(ArgsKey(42), str::to_owned), layout.key(ArgsKey(42)));
+    /// ```
+    pub fn with_key<R>(&self, args: ArgsKey, f: impl FnOnce(&str) -> R) -> R {
+        thread_local! {
+            static BUFFER: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        BUFFER.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut key) => {
+                key.clear();
+                key.push_str(&self.prefix);
+                push_hex128(&mut key, args.0);
+                f(&key)
+            }
+            // Re-entered from `f` (a value's `Deserialize` calling a managed function): an
+            // owned key for the inner call.
+            Err(_) => f(&self.key(args)),
+        })
     }
 
     /// `{namespace}:{fn_path}:v`: the prefix of every entry of the function, whatever its

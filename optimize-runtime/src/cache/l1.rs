@@ -3,7 +3,7 @@
 //! The store keeps each value with its own deadline instead of relying on the engine's TTL,
 //! so every engine expires entries the same way, per entry, on an injectable [`Clock`].
 
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -630,38 +630,9 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
     }
 }
 
-/// Hasher for keys that are already uniform 128-bit hashes: folds them instead of hashing again.
-#[derive(Default)]
-pub struct PrehashedKey(u64);
+pub use crate::key::PrehashedKey;
 
-impl Hasher for PrehashedKey {
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        // Only reached if a key type hashes itself as bytes; mix them in rather than lose them.
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0 ^ u64::from_le_bytes(buf)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.0 = i;
-    }
-
-    #[inline]
-    fn write_u128(&mut self, i: u128) {
-        self.0 = (i as u64) ^ ((i >> 64) as u64);
-    }
-}
-
-type PrehashedBuild = BuildHasherDefault<PrehashedKey>;
+use crate::key::PrehashedBuild;
 
 /// An [`ArgsKey`] as the built-in engines store it: two `u64`s are aligned to 8 bytes where a
 /// `u128` is aligned to 16, which pads every stored pair (8 bytes per entry for `u64`

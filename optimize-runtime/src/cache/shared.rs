@@ -87,6 +87,9 @@ pub struct Found<V> {
     pub tier: Tier,
     /// When it stops being fresh and when it is dead.
     pub expiry: Expiry,
+    /// When it was read (unix ms): its expiry was checked at this moment, and its freshness
+    /// is judged at it too (one clock read per hit).
+    pub read_at_ms: u64,
 }
 
 impl<V> Found<V> {
@@ -107,6 +110,22 @@ impl<V> Found<V> {
     pub fn is_stale(&self, now_ms: u64) -> bool {
         self.expiry.fresh_until_ms != 0 && now_ms >= self.expiry.fresh_until_ms
     }
+
+    /// Whether it was past its freshness when it was read.
+    pub fn was_stale(&self) -> bool {
+        self.is_stale(self.read_at_ms)
+    }
+}
+
+/// What [`SharedStore::probe_l3_alone`] found.
+#[derive(Debug)]
+pub enum L3Probe<T> {
+    /// Not read, or read but needing the full lookup.
+    Skipped,
+    /// L3 has no entry for the key: the full lookup need not read it again.
+    Missed,
+    /// A fresh, valid entry.
+    Hit(T),
 }
 
 /// What a shared-tier lookup returns.
@@ -171,12 +190,13 @@ impl<V: Send + 'static> SharedStore<V> {
         generation: u64,
     ) -> Result<Found<V>, Reject> {
         let bound_to = codec::key_hash(key);
+        let now = unix_ms();
         (self.codec.decode)(
             bytes,
             self.schema,
             bound_to,
             generation,
-            unix_ms(),
+            now,
             &self.options.envelope,
         )
         .map(|(value, header)| Found {
@@ -186,6 +206,7 @@ impl<V: Send + 'static> SharedStore<V> {
                 fresh_until_ms: header.fresh_until_ms,
                 expires_at_ms: header.expires_at_ms,
             },
+            read_at_ms: now,
         })
     }
 
@@ -237,6 +258,12 @@ impl<V: Send + 'static> SharedStore<V> {
     /// stamped with. Sync callers use [`block_on`](crate::time::block_on), which costs nothing
     /// extra when no L2 round trip is needed.
     pub async fn lookup(&self, key: &str, tags: &[u64]) -> Lookup<V> {
+        self.lookup_after(key, tags, false).await
+    }
+
+    /// [`SharedStore::lookup`], not reading L3 again when `l3_missed` (a
+    /// [probe](SharedStore::probe_l3_alone) just found nothing there).
+    pub async fn lookup_after(&self, key: &str, tags: &[u64], l3_missed: bool) -> Lookup<V> {
         // Known once L2 answered (with the current generations) or L3 was checked.
         let mut current: Option<u64> = None;
         let mut lease: Option<HeldLease> = None;
@@ -267,12 +294,12 @@ impl<V: Send + 'static> SharedStore<V> {
                         None => self.known_generation(tags).await,
                     };
                     current = Some(generation);
-                    let found = self
-                        .tiers
-                        .l3_get(key)
+                    let found = (!l3_missed)
+                        .then(|| self.tiers.l3_get(key))
+                        .flatten()
                         .and_then(|b| self.accept(Tier::L3, key, &b, generation));
                     match found {
-                        Some(found) if found.is_stale(unix_ms()) => stale = stale.or(Some(found)),
+                        Some(found) if found.was_stale() => stale = stale.or(Some(found)),
                         Some(found) => {
                             // Promoted to L2 under the lease, which the write releases.
                             self.promote(key, &found, generation, lease.as_mut());
@@ -349,7 +376,7 @@ impl<V: Send + 'static> SharedStore<V> {
                 match found {
                     // Past its freshness: kept to stand in for a failure, computed again
                     // like a miss (under the lease).
-                    Some(found) if found.is_stale(unix_ms()) => stale = Some(found),
+                    Some(found) if found.was_stale() => stale = Some(found),
                     Some(found) => {
                         if waited {
                             stats.served.fetch_add(1, Relaxed);
@@ -394,6 +421,35 @@ impl<V: Send + 'static> SharedStore<V> {
                 }
                 _ => return (None, generation, None, stale),
             }
+        }
+    }
+
+    /// Whether L3 is the function's only shared tier.
+    #[inline]
+    pub fn reads_l3_alone(&self) -> bool {
+        self.options.l3 && !self.options.l2
+    }
+
+    /// L3 read before the key's flight is joined, for a function whose only shared tier is
+    /// L3: a local read with nothing to coordinate (no lease, no promotion), so concurrent
+    /// callers may all make it, and a hit skips the flight and the async lookup (most of an
+    /// L3 hit's cost, `benches/l3_profile.rs`). Only a fresh, valid entry checked against
+    /// generations this process knows is a hit; whatever else needs the full lookup (a
+    /// stale or damaged entry, an unknown generation, a backplane catching up) is
+    /// [`L3Probe::Skipped`] and left to the flight's leader, which counts and handles it.
+    pub fn probe_l3_alone(&self, key: &str, tags: &[u64]) -> L3Probe<Found<V>> {
+        if !self.reads_l3_alone() || !self.tiers.backplane_is_caught_up() {
+            return L3Probe::Skipped;
+        }
+        let Some(generation) = self.locally_known_generation(tags) else {
+            return L3Probe::Skipped;
+        };
+        let Some(bytes) = self.tiers.l3_get(key) else {
+            return L3Probe::Missed;
+        };
+        match self.decode(Tier::L3, key, &bytes, generation) {
+            Ok(found) if !found.was_stale() => L3Probe::Hit(found),
+            _ => L3Probe::Skipped,
         }
     }
 
@@ -476,11 +532,10 @@ impl<V: Send + 'static> SharedStore<V> {
         if !self.tiers.has_l2() {
             // Without Redis, functions are invalidated by removing their L3 entries, and tags
             // keep their generations in L3 itself.
-            let stamped: Vec<(u64, u64)> = tags
-                .iter()
-                .map(|t| (*t, self.tiers.l3_tag_generation(*t)))
-                .collect();
-            return Some(digest(0, &stamped));
+            return Some(digest_of(
+                0,
+                tags.iter().map(|t| (*t, self.tiers.l3_tag_generation(*t))),
+            ));
         }
         let generations = self.tiers.generations();
         let function = Generations::function_in(&self.generation_cell)?;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::cache::budget::{BudgetMember, L1Budget};
 use crate::cache::l1::{tag_bit, EngineKind, EvictionHandler, L1Options, L1Store};
 use crate::cache::lease::HeldLease;
-use crate::cache::shared::{Found, SharedOptions, SharedStore, ValueCodec};
+use crate::cache::shared::{Found, L3Probe, SharedOptions, SharedStore, ValueCodec};
 use crate::cache::tiered::Tiers;
 use crate::cache::Tier;
 use crate::codec::EnvelopeOptions;
@@ -395,6 +395,33 @@ impl<V: CacheValue> FnStore<V> {
     /// current generations of the function and of `tags`, the call's tag hashes), promoted to
     /// the other shared tier and to L1. Also returns what storing a computed value needs.
     pub async fn lookup(&self, key: ArgsKey, tags: &[u64]) -> (Option<Served<V>>, Miss) {
+        self.lookup_after(key, tags, false).await
+    }
+
+    /// An L3 hit served before the key's flight is joined, for a function whose only shared
+    /// tier is L3 (see [`SharedStore::probe_l3_alone`]); filled into L1 like any L3 hit.
+    /// [`L3Probe::Missed`] tells [`FnStore::lookup_after`] not to read L3 again.
+    pub fn probe_l3(&self, key: ArgsKey, tags: &[u64]) -> L3Probe<Served<V>> {
+        let Some(shared) = self.shared.as_ref().filter(|s| s.reads_l3_alone()) else {
+            return L3Probe::Skipped;
+        };
+        match self
+            .keys
+            .with_key(key, |full| shared.probe_l3_alone(full, tags))
+        {
+            L3Probe::Hit(found) => L3Probe::Hit(self.accept(key, found, bits_of(tags))),
+            L3Probe::Missed => L3Probe::Missed,
+            L3Probe::Skipped => L3Probe::Skipped,
+        }
+    }
+
+    /// [`FnStore::lookup`], not reading L3 again when `l3_missed`.
+    pub async fn lookup_after(
+        &self,
+        key: ArgsKey,
+        tags: &[u64],
+        l3_missed: bool,
+    ) -> (Option<Served<V>>, Miss) {
         let mut miss = Miss {
             full_key: None,
             invalidations: Some(self.invalidations.load(Acquire)),
@@ -412,7 +439,7 @@ impl<V: CacheValue> FnStore<V> {
         // Boxed: the shared-tier lookup's state is large, and a caller's future (and, in
         // debug builds, each poll's stack frame) would otherwise carry it on every call path,
         // which deep recursion through managed async functions cannot afford.
-        let lookup = Box::pin(shared.lookup(&full, tags)).await;
+        let lookup = Box::pin(shared.lookup_after(&full, tags, l3_missed)).await;
         if let Some(stale) = lookup.stale {
             self.keep_stale(key, stale, miss.tag_bits);
         }
@@ -447,7 +474,7 @@ impl<V: CacheValue> FnStore<V> {
             // it stale for its own window after that).
             let fresh_until = found.fresh_until_ms();
             let remaining = (fresh_until != 0)
-                .then(|| Duration::from_millis(fresh_until.saturating_sub(unix_ms())));
+                .then(|| Duration::from_millis(fresh_until.saturating_sub(found.read_at_ms)));
             self.note_tags(tag_bits);
             l1.insert_within(
                 key,

@@ -544,17 +544,26 @@ impl Tiers {
     /// not serve (and promote to Redis) an entry retired meanwhile. With Redis unreachable it
     /// gives up after the bound and L3 serves what it has.
     pub async fn backplane_caught_up(&self) {
+        if self.backplane_is_caught_up() {
+            return;
+        }
         let (Some(bp), Some(l2), Some(bg)) = (&self.backplane, &self.l2, &self.background) else {
             return;
         };
-        if bp.is_caught_up() || l2.circuit_open() {
-            return;
-        }
         let (bp, bound) = (bp.clone(), l2.connect_timeout());
         let _ = bg
             .handle
             .spawn(async move { bp.caught_up_within(bound).await })
             .await;
+    }
+
+    /// Whether [`Tiers::backplane_caught_up`] would return at once: no backplane, caught
+    /// up, or Redis away.
+    pub fn backplane_is_caught_up(&self) -> bool {
+        match (&self.backplane, &self.l2, &self.background) {
+            (Some(bp), Some(l2), Some(_)) => bp.is_caught_up() || l2.circuit_open(),
+            _ => true,
+        }
     }
 
     /// Reads L3.

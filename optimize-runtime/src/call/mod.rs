@@ -12,6 +12,7 @@ mod route;
 use std::future::Future;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
+use crate::cache::shared::L3Probe;
 use crate::cache::shared::ValueCodec;
 use crate::cache::store::{FnStore, Miss};
 use crate::flight::{Lead, Role, Settled, Waited};
@@ -203,6 +204,19 @@ impl Site {
         policy.rebuild(value)
     }
 
+    /// Serves an L3 hit read before joining the key's flight (nobody waits on it), and
+    /// records it.
+    fn serve_probed<P: ReturnPolicy>(
+        &self,
+        policy: P,
+        value: P::Cached,
+        outcome: Outcome,
+        start: u64,
+    ) -> P::Output {
+        self.record(outcome, self.now().saturating_sub(start), 0);
+        policy.rebuild(value)
+    }
+
     /// Runs a sync call through the cache.
     #[doc(hidden)]
     #[inline]
@@ -250,15 +264,21 @@ impl Site {
             return policy.rebuild(v);
         }
         let start = sampled.unwrap_or_else(|| self.now());
+        let l3_missed = match store.probe_l3(key, tags) {
+            L3Probe::Hit((v, outcome)) => return self.serve_probed(policy, v, outcome, start),
+            L3Probe::Missed => true,
+            L3Probe::Skipped => false,
+        };
         loop {
             match store.flights().join(key) {
                 Role::Leader(lead) => {
                     // A shared-tier lookup may wait for Redis or the disk: on a multi-thread
                     // tokio worker, under `block_in_place`, so the worker's tasks move on.
+                    let lookup = store.lookup_after(key, tags, l3_missed);
                     let (found, miss) = if store.has_shared() {
-                        crate::pool::blocking(|| block_on(store.lookup(key, tags)))
+                        crate::pool::blocking(|| block_on(lookup))
                     } else {
-                        block_on(store.lookup(key, tags))
+                        block_on(lookup)
                     };
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
@@ -355,10 +375,15 @@ impl Site {
             return policy.rebuild(v);
         }
         let start = sampled.unwrap_or_else(|| self.now());
+        let l3_missed = match store.probe_l3(key, tags) {
+            L3Probe::Hit((v, outcome)) => return self.serve_probed(policy, v, outcome, start),
+            L3Probe::Missed => true,
+            L3Probe::Skipped => false,
+        };
         loop {
             match store.flights().join(key) {
                 Role::Leader(lead) => {
-                    let (found, miss) = store.lookup(key, tags).await;
+                    let (found, miss) = store.lookup_after(key, tags, l3_missed).await;
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
                     }
