@@ -2,7 +2,10 @@
 //! one run with the same key and the same ~100-byte value:
 //!
 //! - L2: an `async` function with `tiers = "l2"` (every call an L2 hit) vs a raw redis-rs
-//!   `GET` on a multiplexed connection;
+//!   `GET` on a multiplexed connection; beside them, the structural cost of the tiers' own
+//!   runtime: an empty task spawned on a second runtime and awaited (`hand_off`), and the
+//!   same raw `GET` on a connection of a second runtime, run there and awaited
+//!   (`raw_get_handed_off`, what every L2 operation of the attribute does);
 //! - L3: a function with `tiers = "l3"` (every call an L3 hit) vs a raw sled `get` + bincode
 //!   decode;
 //! - the miss path: a new key every call through a function with L1 + L2 (L1 miss, the L2
@@ -41,6 +44,12 @@ fn item(id: u64) -> Item {
 
 #[optimize::io(tiers = "l2", ttl = "1h")]
 async fn from_l2(id: u64) -> Item {
+    item(id)
+}
+
+/// The same without the cross-instance lease: its reads are a plain pipeline, not a script.
+#[optimize::io(tiers = "l2", ttl = "1h", lease = false)]
+async fn from_l2_unleased(id: u64) -> Item {
     item(id)
 }
 
@@ -88,6 +97,7 @@ fn main() {
 
     // Warm both tiers with the entry for id 7.
     rt.block_on(from_l2(7));
+    rt.block_on(from_l2_unleased(7));
     from_l3(7);
     optimize::flush();
 
@@ -103,6 +113,16 @@ fn main() {
             .await
             .unwrap();
         conn
+    });
+    // The tiers' arrangement: a connection driven by a second runtime, reached by a spawn.
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let other_redis = other.block_on(async {
+        let client = redis::Client::open(redis.url()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
     });
     let sled_dir = tempfile::tempdir().unwrap();
     let sled_db = sled::open(sled_dir.path()).unwrap();
@@ -131,6 +151,28 @@ fn main() {
     g.bench_function("attribute", |b| {
         b.to_async(&rt)
             .iter(|| async { black_box(from_l2(black_box(7)).await) })
+    });
+    g.bench_function("attribute_without_lease", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(from_l2_unleased(black_box(7)).await) })
+    });
+    g.bench_function("hand_off", |b| {
+        b.to_async(&rt)
+            .iter(|| async { other.spawn(async {}).await.unwrap() })
+    });
+    g.bench_function("raw_get_handed_off", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = other_redis.clone();
+            let task = other.spawn(async move {
+                let bytes: Vec<u8> = redis::cmd("GET")
+                    .arg("raw:7")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                bytes
+            });
+            async move { black_box(task.await.unwrap()) }
+        })
     });
     g.finish();
 
@@ -241,5 +283,17 @@ fn main() {
             _ => println!("  {label}: no estimates found (run without a filter)"),
         }
     }
+    match (
+        median_ns("l2_hit", "raw_redis_get"),
+        median_ns("l2_hit", "raw_get_handed_off"),
+        median_ns("l2_hit", "hand_off"),
+    ) {
+        (Some(raw), Some(handed), Some(hand_off)) => println!(
+            "  L2 structure     raw GET handed off {handed:>10.0} ns   ratio to raw GET {:.2}x   (an empty hand-off alone {hand_off:.0} ns)",
+            handed / raw
+        ),
+        _ => println!("  hand-off: no estimates found (run without a filter)"),
+    }
+    drop(other);
     optimize::shutdown();
 }

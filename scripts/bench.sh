@@ -5,7 +5,8 @@
 # routed vs naive; invalidation propagation between instances; predictive prefetch's hit ratio
 # with and without a model; task submission and adaptive concurrency against fixed limits;
 # scaling from 1 to 16 threads; memory per entry; coalescing 1,000 waiters against moka's
-# get_with; hit ratio per L1 engine against a plain LRU; instructions per hit (callgrind);
+# get_with; hit ratio per L1 engine against a plain LRU; instructions per L1 and per L3 hit
+# (callgrind);
 # compile time of 100 annotated functions against `cached`; the demo workload).
 # Full criterion output goes to target/bench-*.log; the summaries are printed.
 set -euo pipefail
@@ -80,6 +81,21 @@ done
 for c in quick_cache cached attribute; do
   awk -v c="$c" -v n="${per_hit[$c]}" -v b="${per_hit[cached]}" 'BEGIN { printf "  %-12s %5d instructions  %5.2fx\n", c, n, n / b }'
 done
+
+echo
+echo "==> instructions per L3 hit (callgrind on benches/l3_profile.rs, counted inside its loop)"
+CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --bench l3_profile --no-run > target/bench-l3-profile.log 2>&1
+l3_bin=$(ls -t target/release/deps/l3_profile-* | grep -v '\.d$' | head -1)
+l3_count() { # contender -> instructions per hit
+  valgrind --tool=callgrind --collect-atstart=no --toggle-collect=l3_profile::hits \
+    --callgrind-out-file=/dev/null "$l3_bin" "$1" 20000 2>&1 >/dev/null \
+    | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
+}
+l3_loop=$(l3_count none)
+l3_raw=$(( ($(l3_count raw_sled) - l3_loop) / 20000 ))
+l3_ours=$(( ($(l3_count attribute) - l3_loop) / 20000 ))
+echo "summary (instructions per L3 hit, loop subtracted; ratio to raw sled get + bincode decode; target <= 1.50x)"
+awk -v a="$l3_ours" -v r="$l3_raw" 'BEGIN { printf "  raw sled get + decode %5d instructions\n  attribute             %5d instructions  %5.2fx\n", r, a, a / r }'
 
 echo
 echo "==> compile time of 100 annotated functions (scripts/compile-time.sh)"

@@ -31,8 +31,8 @@ pub mod writeback;
 pub use crate::meta::Tier;
 
 /// The operations a tier counts errors and time for.
-pub const OPS: [&str; 8] = [
-    "get", "put", "delete", "flush", "open", "connect", "sweep", "decode",
+pub const OPS: [&str; 9] = [
+    "get", "put", "delete", "flush", "open", "connect", "sweep", "decode", "lease",
 ];
 
 struct Counters {

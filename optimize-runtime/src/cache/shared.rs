@@ -353,15 +353,11 @@ impl<V: Send + 'static> SharedStore<V> {
         loop {
             let keys = self.generation_keys(tags);
             let token = Lease::new(key).token;
-            let read = match leases {
-                true => self.tiers.l2_get_leased(key, keys, token).await,
-                false => self
-                    .tiers
-                    .l2_get_stamped(key, keys)
-                    .await
-                    .map(|(v, g)| (v, g, LeaseState::NotAsked)),
-            };
-            let L2Result::Done((bytes, gens, mut state)) = read else {
+            // A plain pipelined read, not a script: hits, the common case, pay no Lua call
+            // (measured in `benches/tiers.rs`); the lease is taken below, only when no fresh
+            // value was found.
+            let read = self.tiers.l2_get_stamped(key, keys).await;
+            let L2Result::Done((bytes, gens)) = read else {
                 return (None, generation, None, stale);
             };
             // Generations not read (their cluster node is away): those this process knows,
@@ -383,16 +379,17 @@ impl<V: Send + 'static> SharedStore<V> {
                         }
                         return (Some(found), generation, None, None);
                     }
+                    // Only a retired or damaged value: computing it again is a miss like any.
                     None => {}
                 }
-                // Only a retired or damaged value: computing it again is a miss like any.
-                if leases {
-                    state = match self.tiers.l2_acquire(key, token).await {
-                        L2Result::Done(s) => s,
-                        _ => LeaseState::NotAsked,
-                    };
-                }
             }
+            let state = match leases {
+                true => match self.tiers.l2_acquire(key, token).await {
+                    L2Result::Done(s) => s,
+                    _ => LeaseState::NotAsked,
+                },
+                false => LeaseState::NotAsked,
+            };
             match state {
                 LeaseState::Acquired => {
                     stats.acquired.fetch_add(1, Relaxed);
@@ -435,15 +432,16 @@ impl<V: Send + 'static> SharedStore<V> {
     /// callers may all make it, and a hit skips the flight and the async lookup (most of an
     /// L3 hit's cost, `benches/l3_profile.rs`). Only a fresh, valid entry checked against
     /// generations this process knows is a hit; whatever else needs the full lookup (a
-    /// stale or damaged entry, an unknown generation, a backplane catching up) is
+    /// stale or damaged entry, a backplane catching up) is
     /// [`L3Probe::Skipped`] and left to the flight's leader, which counts and handles it.
     pub fn probe_l3_alone(&self, key: &str, tags: &[u64]) -> L3Probe<Found<V>> {
         if !self.reads_l3_alone() || !self.tiers.backplane_is_caught_up() {
             return L3Probe::Skipped;
         }
-        let Some(generation) = self.locally_known_generation(tags) else {
-            return L3Probe::Skipped;
-        };
+        // What `known_generation` settles on without reading L2 (this function does not).
+        let generation = self
+            .locally_known_generation(tags)
+            .unwrap_or_else(|| self.generation_or_zero(tags));
         let Some(bytes) = self.tiers.l3_get(key) else {
             return L3Probe::Missed;
         };
@@ -517,13 +515,19 @@ impl<V: Send + 'static> SharedStore<V> {
                 return self.learn(tags, &gens);
             }
         }
+        self.generation_or_zero(tags)
+    }
+
+    /// The digest of the generations this process knows, those it does not counting as 0
+    /// (what a function that does not read L2 stamps and checks with).
+    fn generation_or_zero(&self, tags: &[u64]) -> u64 {
         let generations = self.tiers.generations();
         let function = Generations::function_in(&self.generation_cell).unwrap_or(0);
-        let stamped: Vec<(u64, u64)> =
+        digest_of(
+            function,
             std::iter::once((EVERYTHING, generations.everything().unwrap_or(0)))
-                .chain(tags.iter().map(|t| (*t, generations.tag(*t).unwrap_or(0))))
-                .collect();
-        digest(function, &stamped)
+                .chain(tags.iter().map(|t| (*t, generations.tag(*t).unwrap_or(0)))),
+        )
     }
 
     /// The digest, when this process knows every generation it needs (without L2 there are
