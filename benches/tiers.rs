@@ -156,6 +156,26 @@ fn main() {
         b.to_async(&rt)
             .iter(|| async { black_box(from_l2_unleased(black_box(7)).await) })
     });
+    // What the attribute's read sends: the value's range and the generations, pipelined.
+    g.bench_function("raw_pipeline_with_generations", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut conn = raw_redis.clone();
+            async move {
+                let (bytes, gens): (Vec<u8>, Vec<Option<u64>>) = redis::pipe()
+                    .cmd("GETRANGE")
+                    .arg("raw:7")
+                    .arg(0)
+                    .arg(65_535)
+                    .cmd("MGET")
+                    .arg("raw:gen:f")
+                    .arg("raw:gen:all")
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                black_box((bytes, gens))
+            }
+        })
+    });
     g.bench_function("hand_off", |b| {
         b.to_async(&rt)
             .iter(|| async { other.spawn(async {}).await.unwrap() })
@@ -293,6 +313,15 @@ fn main() {
             handed / raw
         ),
         _ => println!("  hand-off: no estimates found (run without a filter)"),
+    }
+    if let (Some(raw), Some(pipelined)) = (
+        median_ns("l2_hit", "raw_redis_get"),
+        median_ns("l2_hit", "raw_pipeline_with_generations"),
+    ) {
+        println!(
+            "  L2 read shape    raw GETRANGE + MGET of the generations {pipelined:>10.0} ns   ratio to raw GET {:.2}x",
+            pipelined / raw
+        );
     }
     drop(other);
     optimize::shutdown();

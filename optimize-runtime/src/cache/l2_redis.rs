@@ -592,8 +592,60 @@ impl RedisTier {
         self.lease
     }
 
-    /// Takes the key's lease (when a read found no fresh value), counted as a `lease`
-    /// operation.
+    /// [`RedisTier::get_stamped`] that also takes the key's lease when the value is absent
+    /// (one round trip: the [`LOOKUP`](crate::cache::lease) script).
+    pub async fn get_leased(
+        &self,
+        key: &str,
+        generations: &[String],
+        token: u64,
+    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>, LeaseState)> {
+        let Some(lease) = self.lease else {
+            return self
+                .get_stamped(key, generations)
+                .await
+                .map(|(v, g)| (v, g, LeaseState::NotAsked));
+        };
+        let last = self.first_last();
+        let read = self
+            .run("get", key, async |c| {
+                let mut call = crate::cache::lease::LOOKUP.key(key);
+                call.key(Lease::lease_key(key)).key(Lease::waited_key(key));
+                call.arg(last).arg(token).arg(millis(lease)).arg(1);
+                let (bytes, state, left, gens) = if c.is_cluster() {
+                    // The script's keys share the value's slot; the generations are read
+                    // beside it.
+                    let mut value = c.clone();
+                    let (read, gens) = futures_util::future::join(
+                        call.invoke_async::<(Vec<u8>, u8, i64, Vec<u64>)>(&mut value),
+                        self.generations_beside(c, generations),
+                    )
+                    .await;
+                    let (bytes, state, left, _) = read?;
+                    (bytes, state, left, gens)
+                } else {
+                    call.key(generations);
+                    let (bytes, state, left, gens) =
+                        call.invoke_async::<(Vec<u8>, u8, i64, Vec<u64>)>(c).await?;
+                    (bytes, state, left, Some(gens))
+                };
+                Ok((
+                    (!bytes.is_empty()).then_some(bytes),
+                    gens,
+                    lease_state(state, left),
+                ))
+            })
+            .await;
+        match read {
+            L2Result::Done((bytes, gens, state)) => {
+                L2Result::Done((self.complete(key, bytes).await, gens, state))
+            }
+            other => other,
+        }
+    }
+
+    /// Takes the key's lease (when a read found no fresh value and did not take it),
+    /// counted as a `lease` operation.
     pub async fn acquire(&self, key: &str, token: u64) -> L2Result<LeaseState> {
         let Some(lease) = self.lease else {
             return L2Result::Done(LeaseState::NotAsked);

@@ -108,9 +108,35 @@ pub enum LeaseState {
     Held(Duration),
 }
 
-/// Takes the lease (after a read found no fresh value): when it is free or a tombstone, else
-/// marks it as waited for. KEYS: lease, waited; ARGV: token, lease ms. Returns {state (1
-/// acquired, 2 held), ms left}.
+/// `GETRANGE` of the value, `GET` of each generation, and (when the value is absent and a
+/// lease is wanted) the lease: taken when free or a tombstone, else marked as waited for.
+/// KEYS: value, lease, waited, generations…; ARGV: last byte, token, lease ms, want (0/1).
+/// Returns {value, state (0 none, 1 acquired, 2 held), ms left, generations}.
+pub(crate) static LOOKUP: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local v = redis.call('GETRANGE', KEYS[1], 0, ARGV[1])
+local gens = {}
+for i = 4, #KEYS do gens[#gens + 1] = redis.call('GET', KEYS[i]) or '0' end
+local state, left = 0, 0
+if v == '' and ARGV[4] == '1' then
+  local cur = redis.call('GET', KEYS[2])
+  if (not cur) or cur == 'x' then
+    redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+    state = 1
+  else
+    state = 2
+    left = redis.call('PTTL', KEYS[2])
+    redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+  end
+end
+return {v, state, left, gens}
+",
+    )
+});
+
+/// Takes the lease (after a read found only a retired value). KEYS: lease, waited; ARGV:
+/// token, lease ms. Returns {state, ms left} as [`LOOKUP`].
 pub(crate) static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"

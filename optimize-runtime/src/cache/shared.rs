@@ -152,6 +152,38 @@ pub struct SharedStore<V> {
     generation_cell: Arc<std::sync::atomic::AtomicU64>,
     /// Whether a value that could not be written was reported at `warn` already.
     warned: std::sync::atomic::AtomicBool,
+    /// How the function's L2 reads went lately, to choose how to read next (see
+    /// [`ReadPredictor`]).
+    l2_reads: ReadPredictor,
+}
+
+/// Chooses, per function, between two ways of reading L2 when leases are on, each best for
+/// one outcome: a plain pipeline (`GETRANGE` and the generations) costs a hit nothing extra
+/// but a miss a second round trip to take the lease; the `LOOKUP` script takes the lease in
+/// the same round trip but costs every hit a Lua call. Measured in `benches/tiers.rs`
+/// (issue 20): the script made a hit 1.26x a raw `GET` against 1.0x for the pipeline, and the
+/// pipeline made a miss 1.9x the hand-written `GET`, body, `SET` against 1.1x for the script.
+/// A 4-bit saturating count of recent reads, up on a hit and down on a miss, like a branch
+/// predictor: mostly hits, the pipeline; mostly misses (and at first), the script. Either
+/// way is correct; a wrong guess costs one script call or one round trip.
+#[derive(Default)]
+struct ReadPredictor(std::sync::atomic::AtomicU8);
+
+impl ReadPredictor {
+    const MAX: u8 = 15;
+    /// From this count up, reads expect a hit.
+    const HITS_FROM: u8 = 8;
+
+    fn expects_hit(&self) -> bool {
+        self.0.load(Relaxed) >= Self::HITS_FROM
+    }
+
+    fn record(&self, hit: bool) {
+        let _ = self.0.fetch_update(Relaxed, Relaxed, |n| match hit {
+            true => (n < Self::MAX).then_some(n + 1),
+            false => n.checked_sub(1),
+        });
+    }
 }
 
 impl<V: Send + 'static> SharedStore<V> {
@@ -173,6 +205,7 @@ impl<V: Send + 'static> SharedStore<V> {
             options,
             schema,
             warned: std::sync::atomic::AtomicBool::new(false),
+            l2_reads: ReadPredictor::default(),
         })
     }
 
@@ -353,11 +386,17 @@ impl<V: Send + 'static> SharedStore<V> {
         loop {
             let keys = self.generation_keys(tags);
             let token = Lease::new(key).token;
-            // A plain pipelined read, not a script: hits, the common case, pay no Lua call
-            // (measured in `benches/tiers.rs`); the lease is taken below, only when no fresh
-            // value was found.
-            let read = self.tiers.l2_get_stamped(key, keys).await;
-            let L2Result::Done((bytes, gens)) = read else {
+            // With leases, the script when misses are expected (the lease in the same round
+            // trip), else the plain read (see `ReadPredictor`).
+            let read = match leases && !self.l2_reads.expects_hit() {
+                true => self.tiers.l2_get_leased(key, keys, token).await,
+                false => self
+                    .tiers
+                    .l2_get_stamped(key, keys)
+                    .await
+                    .map(|(v, g)| (v, g, LeaseState::NotAsked)),
+            };
+            let L2Result::Done((bytes, gens, state)) = read else {
                 return (None, generation, None, stale);
             };
             // Generations not read (their cluster node is away): those this process knows,
@@ -377,18 +416,21 @@ impl<V: Send + 'static> SharedStore<V> {
                         if waited {
                             stats.served.fetch_add(1, Relaxed);
                         }
+                        self.l2_reads.record(true);
                         return (Some(found), generation, None, None);
                     }
                     // Only a retired or damaged value: computing it again is a miss like any.
                     None => {}
                 }
             }
-            let state = match leases {
-                true => match self.tiers.l2_acquire(key, token).await {
+            self.l2_reads.record(false);
+            // No fresh value, and the lease not asked for in the read: taken now.
+            let state = match (leases, state) {
+                (true, LeaseState::NotAsked) => match self.tiers.l2_acquire(key, token).await {
                     L2Result::Done(s) => s,
                     _ => LeaseState::NotAsked,
                 },
-                false => LeaseState::NotAsked,
+                (_, state) => state,
             };
             match state {
                 LeaseState::Acquired => {
@@ -806,4 +848,31 @@ where
     P::Cached: SharedValue,
 {
     policy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadPredictor;
+
+    #[test]
+    fn reads_expect_a_hit_after_mostly_hits_and_a_miss_after_mostly_misses() {
+        let p = ReadPredictor::default();
+        assert!(
+            !p.expects_hit(),
+            "at first, misses (the script takes the lease)"
+        );
+        (0..7).for_each(|_| p.record(true));
+        assert!(!p.expects_hit());
+        p.record(true);
+        assert!(p.expects_hit(), "after 8 hits, the plain read");
+        (0..100).for_each(|_| p.record(true));
+        // Saturated at 15: eight misses turn it back, not a hundred.
+        (0..7).for_each(|_| p.record(false));
+        assert!(p.expects_hit());
+        p.record(false);
+        assert!(!p.expects_hit());
+        (0..100).for_each(|_| p.record(false));
+        p.record(true);
+        assert!(!p.expects_hit(), "saturated at 0: one hit does not flip it");
+    }
 }

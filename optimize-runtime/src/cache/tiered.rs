@@ -443,6 +443,27 @@ impl Tiers {
         &self.lease_stats
     }
 
+    /// [`Tiers::l2_get_stamped`] that also takes the key's lease when the value is absent.
+    pub async fn l2_get_leased(
+        &self,
+        key: &str,
+        generations: Vec<String>,
+        token: u64,
+    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>, LeaseState)> {
+        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+            return L2Result::Skipped;
+        };
+        let key = key.to_owned();
+        match bg
+            .handle
+            .spawn(async move { l2.get_leased(&key, &generations, token).await })
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => L2Result::Failed,
+        }
+    }
+
     /// Takes the key's lease.
     pub async fn l2_acquire(&self, key: &str, token: u64) -> L2Result<LeaseState> {
         let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
