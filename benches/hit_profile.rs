@@ -1,6 +1,8 @@
 //! Instructions per L1 hit, counted by callgrind (repeatable, unlike timings on a shared
 //! machine): `scripts/bench.sh` runs this under `valgrind --tool=callgrind` once per
-//! contender and divides by the hits. Run alone, it just does the hits.
+//! contender, counting only inside [`hits`] (`--collect-atstart=no
+//! --toggle-collect=hit_profile::hits`: start-up and the runtime's background threads vary
+//! from run to run), and divides by the hits. Run alone, it just does the hits.
 //!
 //! `target/release/deps/hit_profile-* <attribute|cached|quick_cache|none> [hits]`
 
@@ -35,8 +37,14 @@ fn main() {
         "none" => &|k| k,
         other => panic!("unknown contender {other}"),
     };
+    self::hits(f, hits);
+}
+
+/// The measured loop.
+#[inline(never)]
+fn hits(f: &dyn Fn(u64) -> u64, n: u64) {
     let mut k = 0;
-    for _ in 0..hits {
+    for _ in 0..n {
         k = (k + 1) & (KEYS - 1);
         black_box(f(black_box(k)));
     }

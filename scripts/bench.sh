@@ -64,19 +64,23 @@ cargo bench --bench engines > target/bench-engines.log 2>&1 || { tail -30 target
 sed -n '/^summary/,$p' target/bench-engines.log
 
 echo
-echo "==> instructions per L1 hit (callgrind on benches/hit_profile.rs)"
+echo "==> instructions per L1 hit (callgrind on benches/hit_profile.rs, counted inside its loop)"
 bash scripts/ensure-command.sh valgrind valgrind
-CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --bench hit_profile --no-run > target/bench-hit-profile.log 2>&1
-profile_bin=$(ls -t target/release/deps/hit_profile-* | grep -v '\.d$' | head -1)
-count() { # contender hits -> instructions
-  valgrind --tool=callgrind --callgrind-out-file=/dev/null "$profile_bin" "$1" "$2" 2>&1 >/dev/null \
+CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --bench hit_profile --bench l3_profile --no-run > target/bench-hit-profile.log 2>&1
+# Instructions counted inside the named loop function only: start-up and the runtime's
+# background threads vary from run to run.
+inside() { # binary loop-function contender hits -> instructions
+  valgrind --tool=callgrind --collect-atstart=no --toggle-collect="$2" \
+    --callgrind-out-file=/dev/null "$1" "$3" "$4" 2>&1 >/dev/null \
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
-echo "summary (instructions per hit: (Ir at 300,000 hits - Ir at 100,000) / 200,000, loop subtracted; ratio to cached)"
-loop=$(( ($(count none 300000) - $(count none 100000)) / 200000 ))
+profile_bin=$(ls -t target/release/deps/hit_profile-* | grep -v '\.d$' | head -1)
+l1() { inside "$profile_bin" hit_profile::hits "$1" 100000; }
+echo "summary (instructions per hit, loop subtracted; ratio to cached)"
+loop=$(l1 none)
 declare -A per_hit
 for c in quick_cache cached attribute; do
-  per_hit[$c]=$(( ($(count "$c" 300000) - $(count "$c" 100000)) / 200000 - loop ))
+  per_hit[$c]=$(( ($(l1 "$c") - loop) / 100000 ))
 done
 for c in quick_cache cached attribute; do
   awk -v c="$c" -v n="${per_hit[$c]}" -v b="${per_hit[cached]}" 'BEGIN { printf "  %-12s %5d instructions  %5.2fx\n", c, n, n / b }'
@@ -84,16 +88,11 @@ done
 
 echo
 echo "==> instructions per L3 hit (callgrind on benches/l3_profile.rs, counted inside its loop)"
-CARGO_PROFILE_BENCH_DEBUG=line-tables-only cargo bench --bench l3_profile --no-run > target/bench-l3-profile.log 2>&1
 l3_bin=$(ls -t target/release/deps/l3_profile-* | grep -v '\.d$' | head -1)
-l3_count() { # contender -> instructions per hit
-  valgrind --tool=callgrind --collect-atstart=no --toggle-collect=l3_profile::hits \
-    --callgrind-out-file=/dev/null "$l3_bin" "$1" 20000 2>&1 >/dev/null \
-    | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
-}
-l3_loop=$(l3_count none)
-l3_raw=$(( ($(l3_count raw_sled) - l3_loop) / 20000 ))
-l3_ours=$(( ($(l3_count attribute) - l3_loop) / 20000 ))
+l3() { inside "$l3_bin" l3_profile::hits "$1" 20000; }
+l3_loop=$(l3 none)
+l3_raw=$(( ($(l3 raw_sled) - l3_loop) / 20000 ))
+l3_ours=$(( ($(l3 attribute) - l3_loop) / 20000 ))
 echo "summary (instructions per L3 hit, loop subtracted; ratio to raw sled get + bincode decode; target <= 1.50x)"
 awk -v a="$l3_ours" -v r="$l3_raw" 'BEGIN { printf "  raw sled get + decode %5d instructions\n  attribute             %5d instructions  %5.2fx\n", r, a, a / r }'
 
