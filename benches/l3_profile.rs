@@ -6,22 +6,12 @@
 //!
 //! `target/release/deps/l3_profile-* <attribute|raw_sled|none> [hits]`
 
+#[path = "support/item.rs"]
+mod item;
+
 use std::hint::black_box;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-}
-
-fn item(id: u64) -> Item {
-    Item {
-        id,
-        name: "x".repeat(88),
-    }
-}
+use item::{item, Item};
 
 #[optimize::io(tiers = "l3", ttl = "1h")]
 fn from_l3(id: u64) -> Item {

@@ -22,25 +22,15 @@ mod skip;
 #[path = "support/summary.rs"]
 mod summary;
 
+#[path = "support/item.rs"]
+mod item;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::Criterion;
-use serde::{Deserialize, Serialize};
+use item::{item, Item};
 use summary::median_ns;
-
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-struct Item {
-    id: u64,
-    name: String,
-}
-
-fn item(id: u64) -> Item {
-    Item {
-        id,
-        name: "x".repeat(88),
-    } // 8 + 8 + 88 = 104 bytes encoded
-}
 
 #[optimize::io(tiers = "l2", ttl = "1h")]
 async fn from_l2(id: u64) -> Item {
