@@ -12,7 +12,6 @@ use std::hash::Hasher;
 use std::io;
 
 use bincode::Options;
-
 use serde::Serialize;
 
 /// Hash of a call's key arguments: identifies one entry within one function's cache.

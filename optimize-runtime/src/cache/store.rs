@@ -390,17 +390,9 @@ impl<V: CacheValue> FnStore<V> {
         }
     }
 
-    /// What a new leader finds before running the body: a value in L1 (put there by a leader
-    /// that finished just before this one joined) or in a shared tier (checked against the
-    /// current generations of the function and of `tags`, the call's tag hashes), promoted to
-    /// the other shared tier and to L1. Also returns what storing a computed value needs.
-    pub async fn lookup(&self, key: ArgsKey, tags: &[u64]) -> (Option<Served<V>>, Miss) {
-        self.lookup_after(key, tags, false).await
-    }
-
     /// An L3 hit served before the key's flight is joined, for a function whose only shared
     /// tier is L3 (see [`SharedStore::probe_l3_alone`]); filled into L1 like any L3 hit.
-    /// [`L3Probe::Missed`] tells [`FnStore::lookup_after`] not to read L3 again.
+    /// [`L3Probe::Missed`] tells [`FnStore::lookup`] not to read L3 again.
     pub fn probe_l3(&self, key: ArgsKey, tags: &[u64]) -> L3Probe<Served<V>> {
         let Some(shared) = self.shared.as_ref().filter(|s| s.reads_l3_alone()) else {
             return L3Probe::Skipped;
@@ -415,8 +407,13 @@ impl<V: CacheValue> FnStore<V> {
         }
     }
 
-    /// [`FnStore::lookup`], not reading L3 again when `l3_missed`.
-    pub async fn lookup_after(
+    /// What a new leader finds before running the body: a value in L1 (put there by a leader
+    /// that finished just before this one joined) or in a shared tier (checked against the
+    /// current generations of the function and of `tags`, the call's tag hashes), promoted to
+    /// the other shared tier and to L1. Also returns what storing a computed value needs.
+    /// With `l3_missed` (a [probe](FnStore::probe_l3) just found nothing there), L3 is not
+    /// read again.
+    pub async fn lookup(
         &self,
         key: ArgsKey,
         tags: &[u64],

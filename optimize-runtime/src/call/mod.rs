@@ -12,8 +12,7 @@ mod route;
 use std::future::Future;
 use std::sync::{OnceLock, PoisonError, RwLock};
 
-use crate::cache::shared::L3Probe;
-use crate::cache::shared::ValueCodec;
+use crate::cache::shared::{L3Probe, ValueCodec};
 use crate::cache::store::{FnStore, Miss};
 use crate::flight::{Lead, Role, Settled, Waited};
 use crate::key::ArgsKey;
@@ -264,6 +263,7 @@ impl Site {
             return policy.rebuild(v);
         }
         let start = sampled.unwrap_or_else(|| self.now());
+        // A local read, made in place like an async lookup's (docs/tiers.md, "The read path").
         let l3_missed = match store.probe_l3(key, tags) {
             L3Probe::Hit((v, outcome)) => return self.serve_probed(policy, v, outcome, start),
             L3Probe::Missed => true,
@@ -274,7 +274,7 @@ impl Site {
                 Role::Leader(lead) => {
                     // A shared-tier lookup may wait for Redis or the disk: on a multi-thread
                     // tokio worker, under `block_in_place`, so the worker's tasks move on.
-                    let lookup = store.lookup_after(key, tags, l3_missed);
+                    let lookup = store.lookup(key, tags, l3_missed);
                     let (found, miss) = if store.has_shared() {
                         crate::pool::blocking(|| block_on(lookup))
                     } else {
@@ -383,7 +383,7 @@ impl Site {
         loop {
             match store.flights().join(key) {
                 Role::Leader(lead) => {
-                    let (found, miss) = store.lookup_after(key, tags, l3_missed).await;
+                    let (found, miss) = store.lookup(key, tags, l3_missed).await;
                     if let Some((v, outcome)) = found {
                         return self.serve_found(policy, lead, v, outcome, start);
                     }
