@@ -16,6 +16,19 @@ use crate::cache::{Tier, TierCounters};
 use crate::codec::EnvelopeOptions;
 use crate::time::{block_on, unix_ms, Clock};
 
+/// What the tiers' Redis operations return. Boxed here, so the generic code that awaits them
+/// (each function's store) does not compile their state machines and the tokio task code
+/// they spawn again in every user crate: rustc builds an upstream `async fn`'s body in each
+/// crate that awaits it from generic code (docs/architecture.md, "Compile time"). One
+/// allocation beside a Redis round trip.
+pub type TierFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// An L2 value's bytes (if any) and the generations read beside it (if they could be).
+pub type Stamped = (Option<Vec<u8>>, Option<Vec<u64>>);
+
+/// [`Stamped`] and the key's lease, taken in the same round trip when the value is absent.
+pub type StampedLeased = (Option<Vec<u8>>, Option<Vec<u64>>, LeaseState);
+
 /// Settings of the L3 tier.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct L3Options {
@@ -404,23 +417,25 @@ impl Tiers {
     }
 
     /// [`Tiers::l2_get`] and the generations at `generations`, in one round trip.
-    pub async fn l2_get_stamped(
-        &self,
-        key: &str,
+    pub fn l2_get_stamped<'a>(
+        &'a self,
+        key: &'a str,
         generations: Vec<String>,
-    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>)> {
-        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-            return L2Result::Skipped;
-        };
-        let key = key.to_owned();
-        match bg
-            .handle
-            .spawn(async move { l2.get_stamped(&key, &generations).await })
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => L2Result::Failed,
-        }
+    ) -> TierFuture<'a, L2Result<Stamped>> {
+        Box::pin(async move {
+            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+                return L2Result::Skipped;
+            };
+            let key = key.to_owned();
+            match bg
+                .handle
+                .spawn(async move { l2.get_stamped(&key, &generations).await })
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => L2Result::Failed,
+            }
+        })
     }
 
     /// Whether misses take leases in Redis.
@@ -444,70 +459,82 @@ impl Tiers {
     }
 
     /// [`Tiers::l2_get_stamped`] that also takes the key's lease when the value is absent.
-    pub async fn l2_get_leased(
-        &self,
-        key: &str,
+    pub fn l2_get_leased<'a>(
+        &'a self,
+        key: &'a str,
         generations: Vec<String>,
         token: u64,
-    ) -> L2Result<(Option<Vec<u8>>, Option<Vec<u64>>, LeaseState)> {
-        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-            return L2Result::Skipped;
-        };
-        let key = key.to_owned();
-        match bg
-            .handle
-            .spawn(async move { l2.get_leased(&key, &generations, token).await })
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => L2Result::Failed,
-        }
+    ) -> TierFuture<'a, L2Result<StampedLeased>> {
+        Box::pin(async move {
+            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+                return L2Result::Skipped;
+            };
+            let key = key.to_owned();
+            match bg
+                .handle
+                .spawn(async move { l2.get_leased(&key, &generations, token).await })
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => L2Result::Failed,
+            }
+        })
     }
 
     /// Takes the key's lease.
-    pub async fn l2_acquire(&self, key: &str, token: u64) -> L2Result<LeaseState> {
-        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-            return L2Result::Skipped;
-        };
-        let key = key.to_owned();
-        match bg
-            .handle
-            .spawn(async move { l2.acquire(&key, token).await })
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => L2Result::Failed,
-        }
+    pub fn l2_acquire<'a>(
+        &'a self,
+        key: &'a str,
+        token: u64,
+    ) -> TierFuture<'a, L2Result<LeaseState>> {
+        Box::pin(async move {
+            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+                return L2Result::Skipped;
+            };
+            let key = key.to_owned();
+            match bg
+                .handle
+                .spawn(async move { l2.acquire(&key, token).await })
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => L2Result::Failed,
+            }
+        })
     }
 
     /// Waits (at most `bound`) until another instance announces the key's lease released.
-    pub async fn wait_for_lease(&self, key: &str, bound: Duration) {
-        let (Some(waiters), Some(bg)) = (self.lease_waiters.clone(), &self.background) else {
-            return;
-        };
-        let key = key.to_owned();
-        let _ = bg
-            .handle
-            .spawn(async move { waiters.wait(&key, bound).await })
-            .await;
+    pub fn wait_for_lease<'a>(&'a self, key: &'a str, bound: Duration) -> TierFuture<'a, ()> {
+        Box::pin(async move {
+            let (Some(waiters), Some(bg)) = (self.lease_waiters.clone(), &self.background) else {
+                return;
+            };
+            let key = key.to_owned();
+            let _ = bg
+                .handle
+                .spawn(async move { waiters.wait(&key, bound).await })
+                .await;
+        })
     }
 
     /// The generations at `keys`, read from Redis.
-    pub async fn l2_generations(&self, keys: Vec<String>) -> L2Result<Vec<u64>> {
-        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-            return L2Result::Skipped;
-        };
-        if keys.first().is_some_and(|k| l2.circuit_open_for(k)) {
-            return L2Result::Skipped;
-        }
-        match bg
-            .handle
-            .spawn(async move { l2.generations(&keys).await })
-            .await
-        {
-            Ok(r) => r,
-            Err(_) => L2Result::Failed,
-        }
+    pub fn l2_generations<'a>(&'a self, keys: Vec<String>) -> TierFuture<'a, L2Result<Vec<u64>>> {
+        Box::pin(async move {
+            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+                return L2Result::Skipped;
+            };
+            if keys.first().is_some_and(|k| l2.circuit_open_for(k)) {
+                return L2Result::Skipped;
+            }
+            match bg
+                .handle
+                .spawn(async move { l2.generations(&keys).await })
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => L2Result::Failed,
+            }
+        })
     }
 
     /// Runs `fut` on the tiers' own runtime (nothing when they have none: no shared tier).
@@ -523,15 +550,17 @@ impl Tiers {
     }
 
     /// `GET` from L2 on the tiers' runtime, awaited from any executor.
-    pub async fn l2_get(&self, key: &str) -> L2Result<Option<Vec<u8>>> {
-        let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-            return L2Result::Skipped;
-        };
-        let key = key.to_owned();
-        match bg.handle.spawn(async move { l2.get(&key).await }).await {
-            Ok(r) => r,
-            Err(_) => L2Result::Failed,
-        }
+    pub fn l2_get<'a>(&'a self, key: &'a str) -> TierFuture<'a, L2Result<Option<Vec<u8>>>> {
+        Box::pin(async move {
+            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
+                return L2Result::Skipped;
+            };
+            let key = key.to_owned();
+            match bg.handle.spawn(async move { l2.get(&key).await }).await {
+                Ok(r) => r,
+                Err(_) => L2Result::Failed,
+            }
+        })
     }
 
     /// `GET` from L2, blocking this thread (for sync callers; never inside the tiers' runtime).
@@ -543,18 +572,21 @@ impl Tiers {
     /// applied what other instances invalidated while this one was not listening, so L3 does
     /// not serve (and promote to Redis) an entry retired meanwhile. With Redis unreachable it
     /// gives up after the bound and L3 serves what it has.
-    pub async fn backplane_caught_up(&self) {
-        if self.backplane_is_caught_up() {
-            return;
-        }
-        let (Some(bp), Some(l2), Some(bg)) = (&self.backplane, &self.l2, &self.background) else {
-            return;
-        };
-        let (bp, bound) = (bp.clone(), l2.connect_timeout());
-        let _ = bg
-            .handle
-            .spawn(async move { bp.caught_up_within(bound).await })
-            .await;
+    pub fn backplane_caught_up<'a>(&'a self) -> TierFuture<'a, ()> {
+        Box::pin(async move {
+            if self.backplane_is_caught_up() {
+                return;
+            }
+            let (Some(bp), Some(l2), Some(bg)) = (&self.backplane, &self.l2, &self.background)
+            else {
+                return;
+            };
+            let (bp, bound) = (bp.clone(), l2.connect_timeout());
+            let _ = bg
+                .handle
+                .spawn(async move { bp.caught_up_within(bound).await })
+                .await;
+        })
     }
 
     /// Whether [`Tiers::backplane_caught_up`] would return at once: no backplane, caught

@@ -27,6 +27,14 @@ use crate::time::block_on;
 /// call's tags.
 type Own<'a, V> = (&'a FnStore<V>, ArgsKey, &'a [u64]);
 
+/// A sync call's body past the L1 hit, called at most once. Behind one type per return
+/// type, the engine is compiled once per return type rather than once per function (each
+/// body is a closure type of its own): docs/architecture.md, "Compile time".
+///
+/// Async bodies stay generic: a `dyn Future` would have to say whether it is `Send`, which
+/// only the caller's future knows.
+pub(crate) type Body<'a, O> = &'a mut dyn FnMut() -> O;
+
 /// A static slot the generated code holds; resolves to the function's one [`Site`].
 ///
 /// A function and its generated companions (`name_cache()`, `name_invalidate(..)`) each hold
@@ -233,6 +241,9 @@ impl Site {
     }
 
     /// [`Site::call_sync`] of a call whose entry carries tags (their hashes).
+    ///
+    /// Only the L1 hit is compiled into the caller: everything after it takes the body as a
+    /// [`Body`], so it is compiled once per return type, not once per function.
     #[doc(hidden)]
     #[inline]
     pub fn call_sync_tagged<P: ReturnPolicy>(
@@ -248,21 +259,44 @@ impl Site {
     {
         let span = crate::spans::call(&self.path, self.meta.kind.as_str());
         let _in_span = span.enter();
+        let mut sampled = None;
+        if self.settings.enabled {
+            // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
+            sampled = crate::stats::sample_this_call().then(|| self.now());
+            if let Some(key) = key {
+                if let Some(v) = self.store::<P::Cached>(codec).l1_hit(key) {
+                    self.record_l1_hit(sampled);
+                    return policy.rebuild(v);
+                }
+            }
+        }
+        let mut body = Some(body);
+        self.missed_sync(policy, codec, key, tags, sampled, &mut || {
+            (body.take().expect("a call runs its body once"))()
+        })
+    }
+
+    /// A sync call that L1 did not answer: the shared tiers, the key's flight, the body.
+    fn missed_sync<P: ReturnPolicy>(
+        &'static self,
+        policy: P,
+        codec: Option<ValueCodec<P::Cached>>,
+        key: Option<ArgsKey>,
+        tags: &[u64],
+        sampled: Option<u64>,
+        body: Body<'_, P::Output>,
+    ) -> P::Output
+    where
+        P::Cached: CacheValue,
+    {
         if !self.settings.enabled {
             return self.measured_sync(policy, body);
         }
-        // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
-        let sampled = crate::stats::sample_this_call().then(|| self.now());
+        let start = sampled.unwrap_or_else(|| self.now());
         let Some(key) = key else {
-            let start = sampled.unwrap_or_else(|| self.now());
             return self.run_own_sync(policy, None, start, body);
         };
         let store = self.store::<P::Cached>(codec);
-        if let Some(v) = store.l1_hit(key) {
-            self.record_l1_hit(sampled);
-            return policy.rebuild(v);
-        }
-        let start = sampled.unwrap_or_else(|| self.now());
         // A local read, made in place like an async lookup's (docs/tiers.md, "The read path").
         let l3_missed = match store.probe_l3(key, tags) {
             L3Probe::Hit((v, outcome)) => return self.serve_probed(policy, v, outcome, start),
@@ -433,14 +467,13 @@ impl Site {
     ) -> P::Output {
         let span = crate::spans::call(&self.path, self.meta.kind.as_str());
         let _in_span = span.enter();
-        self.measured_sync(policy, body)
+        let mut body = Some(body);
+        self.measured_sync(policy, &mut || {
+            (body.take().expect("a call runs its body once"))()
+        })
     }
 
-    fn measured_sync<P: ReturnPolicy>(
-        &self,
-        policy: P,
-        body: impl FnOnce() -> P::Output,
-    ) -> P::Output {
+    fn measured_sync<P: ReturnPolicy>(&self, policy: P, body: Body<'_, P::Output>) -> P::Output {
         let start = self.now();
         let guard = PanicRecorder::new(self, start, start);
         let out = body();
@@ -561,7 +594,7 @@ impl Site {
         policy: P,
         own: Option<Own<'_, P::Cached>>,
         start: u64,
-        body: impl FnOnce() -> P::Output,
+        body: Body<'_, P::Output>,
     ) -> P::Output
     where
         P::Cached: CacheValue,

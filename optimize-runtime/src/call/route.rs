@@ -63,6 +63,7 @@ impl Site {
     /// A sync io body run once: admitted by the io limits, under `block_in_place` on a
     /// multi-thread tokio worker.
     #[doc(hidden)]
+    #[inline]
     pub fn io_sync_once<R>(
         &self,
         on_rejected: Option<fn(Rejected) -> R>,
@@ -72,18 +73,14 @@ impl Site {
             return body();
         }
         let mut body = Some(body);
-        io::run_sync(
-            self.io_gates(),
-            Attempts::default(),
-            self.rejecting(on_rejected),
-            None,
-            self,
-            || (body.take().expect("retries are off, so the body runs once"))(),
-        )
+        self.io_sync_attempts(on_rejected, Attempts::default(), None, &mut || {
+            (body.take().expect("retries are off, so the body runs once"))()
+        })
     }
 
     /// A sync io body retried while `should_retry` says so.
     #[doc(hidden)]
+    #[inline]
     pub fn io_sync<R>(
         &self,
         on_rejected: Option<fn(Rejected) -> R>,
@@ -93,11 +90,28 @@ impl Site {
         if !self.settings.enabled {
             return attempt();
         }
+        self.io_sync_attempts(
+            on_rejected,
+            self.settings.attempts,
+            Some(should_retry),
+            &mut attempt,
+        )
+    }
+
+    /// The sync io route past the wrapper, compiled once per return type (the body behind a
+    /// `dyn`, as in the call engine's `Body`).
+    fn io_sync_attempts<R>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        attempts: Attempts,
+        should_retry: Option<fn(&R) -> bool>,
+        attempt: &mut dyn FnMut() -> R,
+    ) -> R {
         io::run_sync(
             self.io_gates(),
-            self.settings.attempts,
+            attempts,
             self.rejecting(on_rejected),
-            Some(should_retry),
+            should_retry,
             self,
             attempt,
         )
@@ -160,6 +174,7 @@ impl Site {
     /// A sync cpu body: run on the CPU pool while the caller blocks; in place on a pool
     /// thread.
     #[doc(hidden)]
+    #[inline]
     pub fn cpu_sync<R: Send>(
         &self,
         on_rejected: Option<fn(Rejected) -> R>,
@@ -168,10 +183,22 @@ impl Site {
         if !self.settings.enabled {
             return body();
         }
+        let mut body = Some(crate::spans::carried(body));
+        self.cpu_sync_erased(on_rejected, &mut || {
+            (body.take().expect("a cpu body runs once"))()
+        })
+    }
+
+    /// [`Site::cpu_sync`] past the wrapper, compiled once per return type.
+    fn cpu_sync_erased<R: Send>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        body: &mut (dyn FnMut() -> R + Send),
+    ) -> R {
         self.env.pools.cpu().run_or_reject(
             self.admission_priority(),
             self.rejecting(on_rejected),
-            crate::spans::carried(body),
+            body,
         )
     }
 
@@ -210,6 +237,7 @@ impl Site {
 
     /// A sync memory body: run in place once the memory budget admits it.
     #[doc(hidden)]
+    #[inline]
     pub fn memory_sync<R>(
         &self,
         on_rejected: Option<fn(Rejected) -> R>,
@@ -218,6 +246,18 @@ impl Site {
         if !self.settings.enabled {
             return body();
         }
+        let mut body = Some(body);
+        self.memory_sync_erased(on_rejected, &mut || {
+            (body.take().expect("a memory body runs once"))()
+        })
+    }
+
+    /// [`Site::memory_sync`] past the wrapper, compiled once per return type.
+    fn memory_sync_erased<R>(
+        &self,
+        on_rejected: Option<fn(Rejected) -> R>,
+        body: &mut dyn FnMut() -> R,
+    ) -> R {
         self.env.pools.memory().run_or_reject(
             Some(self.settings.mem),
             self.admission_priority(),
