@@ -36,6 +36,18 @@ pub struct Entry<V> {
 }
 
 impl<V> Entry<V> {
+    /// The same entry holding `f(value)`.
+    #[inline]
+    fn map_value<U>(self, f: impl FnOnce(V) -> U) -> Entry<U> {
+        Entry {
+            value: f(self.value),
+            expires_at: self.expires_at,
+            tag_bits: self.tag_bits,
+            kept: self.kept,
+            size: self.size,
+        }
+    }
+
     /// An entry with no tags, no fail-safe window and no measured size.
     pub fn new(value: V, expires_at: u64) -> Self {
         Self {
@@ -662,9 +674,18 @@ impl std::hash::Hash for PackedKey {
     }
 }
 
+/// A value as the moka engine holds it: one moka cache type for every function, compiled
+/// once in this crate rather than once per return type in each user crate (moka is about a
+/// third of what a return type costs to compile; docs/architecture.md, "Compile time").
+type AnyValue = Arc<dyn std::any::Any + Send + Sync>;
+
 /// The moka engine (TinyLFU admission, LRU eviction).
+///
+/// Values are held type-erased ([`AnyValue`]): a hit clones the `Arc` (as moka clones any
+/// value it returns), checks the type and clones the value out.
 pub struct MokaEngine<V> {
-    cache: moka::sync::Cache<PackedKey, Entry<V>, PrehashedBuild>,
+    cache: ErasedMoka,
+    _values: std::marker::PhantomData<fn(V) -> V>,
 }
 
 impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
@@ -680,9 +701,87 @@ impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
 
     /// An engine whose capacity counts entries' sizes (`by_size`) or entries.
     fn build(capacity: u64, on_evict: Option<EvictionHandler<V>>, by_size: bool) -> Self {
+        let on_evict = on_evict.map(|on_evict| -> EvictionHandler<AnyValue> {
+            Arc::new(move |key, entry: Entry<AnyValue>| {
+                if let Some(entry) = typed(entry) {
+                    on_evict(key, entry);
+                }
+            })
+        });
+        Self {
+            cache: ErasedMoka::build(capacity, on_evict, by_size),
+            _values: std::marker::PhantomData,
+        }
+    }
+
+    /// Applies pending evictions now (moka does it lazily); used by tests and `len`.
+    pub fn sync(&self) {
+        self.cache.sync();
+    }
+}
+
+/// The entry holding a `V` again (`None` never happens: one engine holds one type).
+#[inline]
+fn typed<V: Clone + 'static>(entry: Entry<AnyValue>) -> Option<Entry<V>> {
+    let value = entry.value.downcast_ref::<V>()?.clone();
+    Some(entry.map_value(|_| value))
+}
+
+impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
+    #[inline]
+    fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
+        typed(self.cache.get(key)?)
+    }
+
+    fn insert(&self, key: ArgsKey, entry: Entry<V>) {
+        self.cache
+            .insert(key, entry.map_value(|v| Arc::new(v) as AnyValue));
+    }
+
+    fn remove(&self, key: ArgsKey) -> bool {
+        self.cache.take(key).is_some()
+    }
+
+    fn contains(&self, key: ArgsKey) -> bool {
+        self.cache.contains(key)
+    }
+
+    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
+        typed(self.cache.take(key)?)
+    }
+
+    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
+        self.cache
+            .visit(&mut |key, entry| match typed::<V>(entry.clone()) {
+                Some(entry) => visit(key, &entry),
+                None => true,
+            });
+    }
+
+    fn clear(&self) {
+        self.cache.clear();
+    }
+
+    fn len(&self) -> u64 {
+        self.cache.len()
+    }
+
+    fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+        self.cache
+            .purge(&|entry| typed::<V>(entry.clone()).is_some_and(|entry| expired(&entry)))
+    }
+}
+
+/// The moka cache behind every [`MokaEngine`], whatever its value type.
+struct ErasedMoka {
+    cache: moka::sync::Cache<PackedKey, Entry<AnyValue>, PrehashedBuild>,
+}
+
+impl ErasedMoka {
+    fn build(capacity: u64, on_evict: Option<EvictionHandler<AnyValue>>, by_size: bool) -> Self {
         let mut builder = moka::sync::Cache::builder()
             .max_capacity(capacity)
-            .weigher(move |_: &PackedKey, e: &Entry<V>| e.weight(by_size));
+            .weigher(move |_: &PackedKey, e: &Entry<AnyValue>| e.weight(by_size));
         if let Some(on_evict) = on_evict {
             builder =
                 builder.eviction_listener(move |key: std::sync::Arc<PackedKey>, entry, cause| {
@@ -696,35 +795,27 @@ impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
         }
     }
 
-    /// Applies pending evictions now (moka does it lazily); used by tests and `len`.
-    pub fn sync(&self) {
+    fn sync(&self) {
         self.cache.run_pending_tasks();
     }
-}
 
-impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
-    #[inline]
-    fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
+    fn get(&self, key: ArgsKey) -> Option<Entry<AnyValue>> {
         self.cache.get(&PackedKey::from(key))
     }
 
-    fn insert(&self, key: ArgsKey, entry: Entry<V>) {
+    fn insert(&self, key: ArgsKey, entry: Entry<AnyValue>) {
         self.cache.insert(key.into(), entry);
-    }
-
-    fn remove(&self, key: ArgsKey) -> bool {
-        self.cache.remove(&PackedKey::from(key)).is_some()
     }
 
     fn contains(&self, key: ArgsKey) -> bool {
         self.cache.contains_key(&PackedKey::from(key))
     }
 
-    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
+    fn take(&self, key: ArgsKey) -> Option<Entry<AnyValue>> {
         self.cache.remove(&PackedKey::from(key))
     }
 
-    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
+    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<AnyValue>) -> bool) {
         for (key, entry) in self.cache.iter() {
             if !visit((*key).into(), &entry) {
                 return;
@@ -742,7 +833,7 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
         self.cache.entry_count()
     }
 
-    fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+    fn purge(&self, expired: &dyn Fn(&Entry<AnyValue>) -> bool) -> u64 {
         let keys: Vec<PackedKey> = self
             .cache
             .iter()
