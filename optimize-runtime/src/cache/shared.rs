@@ -247,16 +247,15 @@ impl<V: Send + 'static> SharedStore<V> {
     /// now, for L1. Entries that do not check are left alone (a tagged one, whose tags this
     /// process does not know yet, is read normally later).
     pub async fn newest_in_l3(&self, prefix: String, n: usize) -> Vec<(String, Found<V>)> {
-        let Some(l3) = self.tiers.l3().cloned().filter(|_| self.options.l3) else {
+        if !self.options.l3 || self.tiers.l3().is_none() {
             return Vec::new();
-        };
+        }
         // What was invalidated while this instance was away must not come back.
         self.tiers.backplane_caught_up().await;
         let generation = self.known_generation(&[]).await;
-        let read = tokio::task::spawn_blocking(move || l3.newest_with_prefix(&prefix, n)).await;
+        let read = self.tiers.l3_newest(prefix, n).await;
         let now = unix_ms();
-        read.unwrap_or_default()
-            .into_iter()
+        read.into_iter()
             .filter_map(|(key, bytes)| {
                 let found = self.decode(Tier::L3, &key, &bytes, generation).ok()?;
                 (!found.is_stale(now)).then_some((key, found))

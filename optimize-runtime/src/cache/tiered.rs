@@ -23,6 +23,20 @@ use crate::time::{block_on, unix_ms, Clock};
 /// allocation beside a Redis round trip.
 pub type TierFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
+/// Spawns `task` on `handle` as a boxed future, so the tokio task code is compiled once here
+/// and not once per spawning closure in generic code (see [`TierFuture`]).
+#[inline]
+pub(crate) fn spawn_boxed(
+    handle: &tokio::runtime::Handle,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    spawn_dyn(handle, Box::pin(task));
+}
+
+fn spawn_dyn(handle: &tokio::runtime::Handle, task: TierFuture<'static, ()>) {
+    handle.spawn(task);
+}
+
 /// An L2 value's bytes (if any) and the generations read beside it (if they could be).
 pub type Stamped = (Option<Vec<u8>>, Option<Vec<u64>>);
 
@@ -340,6 +354,24 @@ impl Tiers {
         self.l3.as_ref()
     }
 
+    /// The `n` newest L3 entries under `prefix` (raw), read on a blocking thread; none
+    /// without L3.
+    pub fn l3_newest(
+        &self,
+        prefix: String,
+        n: usize,
+    ) -> TierFuture<'static, Vec<(String, sled::IVec)>> {
+        let l3 = self.l3.clone();
+        Box::pin(async move {
+            let Some(l3) = l3 else {
+                return Vec::new();
+            };
+            tokio::task::spawn_blocking(move || l3.newest_with_prefix(&prefix, n))
+                .await
+                .unwrap_or_default()
+        })
+    }
+
     /// Current state, for health checks and metrics.
     pub fn status(&self) -> TiersStatus {
         use std::sync::atomic::Ordering::Relaxed;
@@ -540,7 +572,7 @@ impl Tiers {
     /// Runs `fut` on the tiers' own runtime (nothing when they have none: no shared tier).
     pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         if let Some(bg) = &self.background {
-            bg.handle.spawn(fut);
+            spawn_boxed(&bg.handle, fut);
         }
     }
 

@@ -302,7 +302,7 @@ impl Site {
                 if due {
                     if let Background::Started(run) = store.start_background(key) {
                         let tags = tags.to_vec();
-                        runtime.spawn(async move {
+                        crate::cache::tiered::spawn_boxed(&runtime, async move {
                             let _run = run;
                             let Some(miss) = store.refresh_miss(key, &tags).await else {
                                 return;
@@ -345,7 +345,7 @@ impl Site {
         };
         let (tx, mut rx) = tokio::sync::oneshot::channel::<Result<P::Output, Panic>>();
         let tags = tags.to_vec();
-        runtime.spawn(async move {
+        crate::cache::tiered::spawn_boxed(&runtime, async move {
             let _run = run;
             let miss = store
                 .refresh_miss(key, &tags)
