@@ -1,10 +1,13 @@
 //! L1 hits through the attribute against the peers users compare it with, measured in one run
 //! with the same keys (1,024 warm u64 keys, cycled) and the same values (u64):
 //! a bare `HashMap` get (the floor), raw quick_cache and moka gets, and the `cached` crate's
-//! `#[cached]` hit. On one thread, and on two threads at once (time per operation per thread).
+//! `#[cached]` hit, and the `clock` engine's raw get. On one thread, and on two threads at once (time per operation per thread).
 //! Also counts executions for 1,000 concurrent cold calls (single-flight).
 //! `attribute_monitor_on` is the same hit while a monitor evaluates every 100 ms and writes
 //! its history to disk (what persisting history costs a hit, if anything).
+//!
+//! The attribute uses the process's L1 engine: quick_cache unless `OPTIMIZE_L1_ENGINE` says
+//! otherwise (`scripts/bench.sh` runs this a second time with `clock`).
 //!
 //! `cargo bench --bench compare` (prints ratios at the end; `scripts/bench.sh` runs everything).
 
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use hit::{attribute, cached_crate, KEYS};
+use optimize::cache::l1::{ClockEngine, Entry, L1Engine};
+use optimize::key::ArgsKey;
 use optimize::stats::{set_recording, Recording};
 use summary::median_ns;
 
@@ -47,9 +52,17 @@ fn contenders() -> Vec<(&'static str, Lookup)> {
         cached_crate(k);
     }
     moka.run_pending_tasks();
+    let clock = ClockEngine::<u64>::new(10_000);
+    for k in 0..KEYS {
+        clock.insert(ArgsKey(u128::from(k)), Entry::new(k, 0));
+    }
     vec![
         ("hashmap_get", Arc::new(move |k| *map.get(&k).unwrap())),
         ("quick_cache_get", Arc::new(move |k| quick.get(&k).unwrap())),
+        (
+            "clock_get",
+            Arc::new(move |k| clock.get(ArgsKey(u128::from(k))).unwrap().value),
+        ),
         ("moka_get", Arc::new(move |k| moka.get(&k).unwrap())),
         ("cached_hit", Arc::new(cached_crate)),
         ("attribute_hit", Arc::new(attribute)),
@@ -162,7 +175,9 @@ fn main() {
     });
 
     println!(
-        "\nsummary (median ns per call per thread; ratio to the `cached` crate's #[cached] hit)"
+        "\nsummary (median ns per call per thread; ratio to the `cached` crate's #[cached] hit; \
+         attribute on the {} L1 engine)",
+        std::env::var("OPTIMIZE_L1_ENGINE").unwrap_or_else(|_| "default (quick)".into())
     );
     for group in ["l1_hit_1_thread", "l1_hit_2_threads"] {
         let cached = median_ns(group, "cached_hit");

@@ -12,7 +12,7 @@
 
 use std::num::NonZeroUsize;
 
-use optimize::cache::l1::{Entry, L1Engine, MokaEngine, QuickEngine};
+use optimize::cache::l1::{ClockEngine, Entry, L1Engine, MokaEngine, QuickEngine};
 use optimize::key::ArgsKey;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::Zipf;
@@ -90,8 +90,16 @@ fn main() {
     // Criterion's arguments (--bench) are not for this program.
     println!("hit ratio by engine ({ACCESSES} accesses per trace)");
     println!(
-        "summary\n  {:<12} {:>8}  {:>9} {:>9} {:>9}  {:>12} {:>12}",
-        "trace", "capacity", "lru", "quick", "moka", "quick - lru", "moka - lru"
+        "summary\n  {:<12} {:>8}  {:>9} {:>9} {:>9} {:>9}  {:>12} {:>12} {:>12}",
+        "trace",
+        "capacity",
+        "lru",
+        "quick",
+        "moka",
+        "clock",
+        "quick - lru",
+        "moka - lru",
+        "clock - lru"
     );
     for capacity in [1_000usize, 10_000] {
         for (name, trace) in traces(capacity) {
@@ -100,10 +108,13 @@ fn main() {
             let quick = run_engine(&quick, &trace, &|| {});
             let moka_engine = MokaEngine::<u64>::new(capacity as u64);
             let moka = run_engine(&moka_engine, &trace, &|| moka_engine.sync());
+            let clock = ClockEngine::<u64>::new(capacity as u64);
+            let clock = run_engine(&clock, &trace, &|| {});
             println!(
-                "  {name:<12} {capacity:>8}  {lru:>9.3} {quick:>9.3} {moka:>9.3}  {:>+12.3} {:>+12.3}",
+                "  {name:<12} {capacity:>8}  {lru:>9.3} {quick:>9.3} {moka:>9.3} {clock:>9.3}  {:>+12.3} {:>+12.3} {:>+12.3}",
                 quick - lru,
-                moka - lru
+                moka - lru,
+                clock - lru
             );
         }
     }

@@ -4,6 +4,11 @@
 //! past the machine's cores are printed too (they then share cores); the figure that matters
 //! is up to the core count.
 //!
+//! `shared_map_read` is the machine's ceiling: a `HashMap` that every thread only reads (no
+//! lock, no write to any shared line). `clock_get` is the `clock` L1 engine alone, whose
+//! reads write no shared line either. The attribute uses the process's L1 engine: quick_cache
+//! unless `OPTIMIZE_L1_ENGINE` says otherwise (`scripts/bench.sh` also runs `clock`).
+//!
 //! `cargo bench --bench scaling`
 
 #[path = "support/hit.rs"]
@@ -14,6 +19,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use hit::{attribute, cached_crate, KEYS};
+use optimize::cache::l1::{ClockEngine, Entry, L1Engine};
+use optimize::key::ArgsKey;
 
 const OPS_PER_THREAD: u64 = 2_000_000;
 const REPEATS: usize = 5;
@@ -59,7 +66,17 @@ fn main() {
         moka.insert(k, k);
     }
     moka.run_pending_tasks();
+    let map: std::collections::HashMap<u64, u64> = (0..KEYS).map(|k| (k, k)).collect();
+    let clock = ClockEngine::<u64>::new(10_000);
+    for k in 0..KEYS {
+        clock.insert(ArgsKey(u128::from(k)), Entry::new(k, 0));
+    }
     let contenders: Vec<(&str, Lookup)> = vec![
+        ("shared_map_read", Arc::new(move |k| map[&k])),
+        (
+            "clock_get",
+            Arc::new(move |k| clock.get(ArgsKey(u128::from(k))).unwrap().value),
+        ),
         ("quick_cache_get", Arc::new(move |k| quick.get(&k).unwrap())),
         ("moka_get", Arc::new(move |k| moka.get(&k).unwrap())),
         ("cached_hit", Arc::new(cached_crate)),
@@ -67,7 +84,8 @@ fn main() {
     ];
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let counts = [1usize, 2, 4, 8, 16];
-    println!("summary (aggregate L1 hits per second, millions; x = against its own 1 thread; {cores} cores)");
+    let engine = std::env::var("OPTIMIZE_L1_ENGINE").unwrap_or_else(|_| "default (quick)".into());
+    println!("summary (aggregate L1 hits per second, millions; x = against its own 1 thread; {cores} cores; attribute on the {engine} L1 engine)");
     print!("  {:<16}", "threads");
     for n in counts {
         print!(" {n:>13}");

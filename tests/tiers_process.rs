@@ -144,4 +144,7 @@ fn the_l1_engine_is_chosen_by_the_environment() {
     let moka = run_child(&[("OPTIMIZE_L1_ENGINE", "moka")]);
     assert_eq!(moka.engine, "Moka");
     assert_eq!(moka.executions, KEYS, "and it caches as usual");
+    let clock = run_child(&[("OPTIMIZE_L1_ENGINE", "clock")]);
+    assert_eq!(clock.engine, "Clock");
+    assert_eq!(clock.executions, KEYS, "and it caches as usual");
 }

@@ -12,6 +12,10 @@ use crate::cache::budget::{BudgetMember, L1Budget};
 use crate::key::ArgsKey;
 use crate::time::Clock;
 
+mod clock;
+
+pub use clock::ClockEngine;
+
 /// A value stored in L1 together with its deadline (see [`Clock::deadline`]).
 ///
 /// Kept to 24 bytes besides the value (memory per entry is measured against the raw engines
@@ -162,14 +166,18 @@ pub enum EngineKind {
     Quick,
     /// moka: TinyLFU admission with LRU eviction.
     Moka,
+    /// CLOCK (second chance) on a lock-free map: reads write no shared memory, so hits
+    /// scale with the cores ([`ClockEngine`]).
+    Clock,
 }
 
 impl EngineKind {
-    /// Parses `quick` or `moka`.
+    /// Parses `quick`, `moka` or `clock`.
     pub fn parse(name: &str) -> Option<Self> {
         match name.trim() {
             "quick" | "quick_cache" => Some(EngineKind::Quick),
             "moka" => Some(EngineKind::Moka),
+            "clock" => Some(EngineKind::Clock),
             _ => None,
         }
     }
@@ -210,6 +218,7 @@ impl Default for L1Options {
 enum Engine<V> {
     Quick(QuickEngine<V>),
     Moka(MokaEngine<V>),
+    Clock(ClockEngine<V>),
     Custom(Box<dyn L1Engine<V>>),
 }
 
@@ -218,6 +227,7 @@ macro_rules! dispatch {
         match $engine {
             Engine::Quick($e) => $call,
             Engine::Moka($e) => $call,
+            Engine::Clock($e) => $call,
             Engine::Custom($e) => $call,
         }
     };
@@ -373,6 +383,11 @@ impl<V: Clone + Send + Sync + 'static> L1Store<V> {
         };
         let engine = match options.engine {
             EngineKind::Moka => Engine::Moka(MokaEngine::build(
+                options.capacity,
+                on_evict.clone(),
+                weigher.is_some(),
+            )),
+            EngineKind::Clock => Engine::Clock(ClockEngine::build(
                 options.capacity,
                 on_evict.clone(),
                 weigher.is_some(),
@@ -1117,6 +1132,10 @@ mod tests {
                 Box::new(MokaEngine::with_eviction(capacity, on_evict.clone())),
             ),
             (
+                "clock",
+                Box::new(ClockEngine::with_eviction(capacity, on_evict.clone())),
+            ),
+            (
                 "quick",
                 Box::new(QuickEngine::with_eviction(capacity, on_evict)),
             ),
@@ -1124,8 +1143,8 @@ mod tests {
     }
 
     #[test]
-    fn both_engines_bound_capacity_and_report_evictions() {
-        for kind in ["moka", "quick"] {
+    fn every_engine_bounds_capacity_and_reports_evictions() {
+        for kind in ["moka", "clock", "quick"] {
             let evicted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let count = evicted.clone();
             let handler: EvictionHandler<u64> = std::sync::Arc::new(move |_, _| {
@@ -1158,6 +1177,27 @@ mod tests {
             fail_safe: None,
         };
         (L1Store::new(options, clock), mock)
+    }
+
+    #[test]
+    fn every_built_in_engine_expires_and_purges_through_the_store() {
+        for engine in [EngineKind::Quick, EngineKind::Moka, EngineKind::Clock] {
+            let (clock, mock) = Clock::mock();
+            let options = L1Options {
+                capacity: 10,
+                ttl: Some(Duration::from_secs(30)),
+                engine,
+                fail_safe: None,
+            };
+            let s = L1Store::<String>::new(options, clock);
+            let now = s.clock().now_nanos();
+            s.insert(ArgsKey(1), "one".into(), now);
+            s.insert(ArgsKey(2), "two".into(), now);
+            assert_eq!(s.get(ArgsKey(1), now).as_deref(), Some("one"), "{engine:?}");
+            mock.increment(Duration::from_secs(31));
+            assert_eq!(s.purge_expired(), 2, "{engine:?}");
+            assert!(s.is_empty(), "{engine:?}");
+        }
     }
 
     #[test]

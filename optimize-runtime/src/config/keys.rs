@@ -57,7 +57,7 @@ impl Type {
             Type::Path => "a path string",
             Type::Addr => "an address such as \"127.0.0.1:9464\"",
             Type::Level => "one of \"basic\", \"advanced\", \"ultra\", \"extreme\"",
-            Type::Engine => "\"quick\" or \"moka\"",
+            Type::Engine => "\"quick\", \"moka\" or \"clock\"",
             Type::Order => "\"l2,l3\" or \"l3,l2\"",
             Type::Tiers => "a list of tiers such as \"l1,l3\" (l1, l2, l3)",
             Type::Priority => "one of \"critical\", \"high\", \"normal\", \"low\", \"batch\"",
