@@ -262,7 +262,9 @@ impl Site {
         let mut sampled = None;
         if self.settings.enabled {
             // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
-            sampled = crate::stats::sample_this_call().then(|| self.now());
+            if crate::stats::sample_this_call() {
+                sampled = Some(self.now());
+            }
             if let Some(key) = key {
                 if let Some(v) = self.store::<P::Cached>(codec).l1_hit(key) {
                     self.record_l1_hit(sampled);
