@@ -312,3 +312,46 @@ fn functions_without_arguments_cache_one_value() {
     assert_eq!(no_arguments(), vec![1, 2, 3]);
     assert_eq!(UNIT.load(SeqCst), 1);
 }
+
+counter!(MANY_ARGUMENTS);
+/// Past the twelve types the runtime's schema tuples cover (twelve arguments and the return
+/// type), the signature's schema is built by a closure instead.
+#[optimize::io]
+#[allow(clippy::too_many_arguments)]
+fn many_arguments(
+    a: u8,
+    b: u16,
+    c: u32,
+    d: u64,
+    e: i8,
+    f: i16,
+    g: i32,
+    h: i64,
+    i: bool,
+    j: char,
+    k: String,
+    l: Vec<u8>,
+) -> u64 {
+    MANY_ARGUMENTS.fetch_add(1, SeqCst);
+    u64::from(a)
+        + u64::from(b)
+        + u64::from(c)
+        + d
+        + e as u64
+        + f as u64
+        + g as u64
+        + h as u64
+        + u64::from(i)
+        + j as u64
+        + k.len() as u64
+        + l.len() as u64
+}
+
+#[test]
+fn a_function_with_many_arguments_is_cached() {
+    let call = || many_arguments(1, 2, 3, 4, 5, 6, 7, 8, true, 'a', "x".into(), vec![1]);
+    assert_eq!(call(), 36 + 1 + 97 + 2);
+    assert_eq!(call(), 136);
+    assert_eq!(MANY_ARGUMENTS.load(SeqCst), 1);
+    assert_ne!(many_arguments_cache().stats().hits(), 0);
+}

@@ -694,11 +694,21 @@ fn site_tokens(plan: &Plan, fn_name: &syn::Ident, register: Register) -> TokenSt
     // Named with `'static` for every lifetime (type names and sizes do not depend on them),
     // so the companions, whose signatures lack the function's lifetimes, can name them too.
     let types: Vec<syn::Type> = plan.types.iter().cloned().map(static_lifetimes).collect();
-    let types_fn = quote! {
-        ::core::option::Option::Some((|| #krate::__private::type_schema(
-            &[#(::core::any::type_name::<#types>()),*],
-            &[#(::core::mem::size_of::<#types>()),*],
-        )) as fn() -> u64)
+    // One generic function per signature, shared by the function and its companions (a
+    // closure is compiled once per use); a closure past the tuples the runtime implements.
+    let types_fn = if types.len() <= 12 {
+        quote! {
+            ::core::option::Option::Some(
+                #krate::__private::type_schema_of::<(#(#types,)*)> as fn() -> u64
+            )
+        }
+    } else {
+        quote! {
+            ::core::option::Option::Some((|| #krate::__private::type_schema(
+                &[#(::core::any::type_name::<#types>()),*],
+                &[#(::core::mem::size_of::<#types>()),*],
+            )) as fn() -> u64)
+        }
     };
     let json_key = json_key_tokens(plan);
     let schema = plan.schema;

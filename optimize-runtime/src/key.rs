@@ -256,6 +256,61 @@ pub fn type_schema(names: &[&str], sizes: &[usize]) -> u64 {
     h.digest()
 }
 
+/// The types of a function's signature as one tuple, so their [`type_schema`] is one generic
+/// function ([`type_schema_of`]) that every function with the same signature shares, and the
+/// function and its two companions name the same instantiation (a closure per use would be
+/// compiled three times per function).
+#[doc(hidden)]
+pub trait SchemaTypes {
+    /// [`type_schema`] of the tuple's element types, in order.
+    fn schema() -> u64;
+}
+
+macro_rules! schema_types {
+    ($($t:ident)*) => {
+        impl<$($t),*> SchemaTypes for ($($t,)*) {
+            fn schema() -> u64 {
+                type_schema(
+                    &[$(std::any::type_name::<$t>()),*],
+                    &[$(std::mem::size_of::<$t>()),*],
+                )
+            }
+        }
+    };
+}
+
+schema_types!();
+schema_types!(A);
+schema_types!(A B);
+schema_types!(A B C);
+schema_types!(A B C D);
+schema_types!(A B C D E);
+schema_types!(A B C D E F);
+schema_types!(A B C D E F G);
+schema_types!(A B C D E F G H);
+schema_types!(A B C D E F G H I);
+schema_types!(A B C D E F G H I J);
+schema_types!(A B C D E F G H I J K);
+schema_types!(A B C D E F G H I J K L);
+
+/// [`type_schema`] of the types in the tuple `T` (generated code names it with the
+/// signature's types; up to 12).
+///
+/// ```
+/// use optimize_runtime::key::{type_schema, type_schema_of};
+///
+/// assert_eq!(
+///     type_schema_of::<(u32, String)>(),
+///     type_schema(
+///         &[std::any::type_name::<u32>(), std::any::type_name::<String>()],
+///         &[4, std::mem::size_of::<String>()],
+///     )
+/// );
+/// ```
+pub fn type_schema_of<T: SchemaTypes>() -> u64 {
+    T::schema()
+}
+
 /// One function's shared-tier keys: the fixed part (everything but the arguments' hash) is
 /// built once, so a key costs one allocation and 32 hex digits per call. The only place that
 /// knows the layout besides [`FullKey`], which it mirrors.

@@ -80,8 +80,8 @@ pub mod __private {
     pub use crate::cache::shared::{codec_probe, require_shared, NoCodecProbe, SerdeCodecProbe};
     pub use crate::call::SiteSlot;
     pub use crate::key::{
-        type_schema, ArgsKey, JsonArgs, JsonArgsDecode, JsonArgsRefuse, JsonKeyFn, KeyHasher,
-        KeyPart,
+        type_schema, type_schema_of, ArgsKey, JsonArgs, JsonArgsDecode, JsonArgsRefuse, JsonKeyFn,
+        KeyHasher, KeyPart,
     };
     pub use crate::meta::{Kind, Level, PredictModel, Priority, SiteMeta};
     pub use crate::policy::{OptionProbe, Probe, ResultProbe, ValueProbe};
