@@ -316,6 +316,9 @@ fn functions_without_arguments_cache_one_value() {
 counter!(MANY_ARGUMENTS);
 /// Past the twelve types the runtime's schema tuples cover (twelve arguments and the return
 /// type), the signature's schema is built by a closure instead.
+/// The generated `many_arguments_invalidate` takes the same twelve arguments and allows
+/// `clippy::too_many_arguments` itself (nobody can annotate it); `clippy --all-targets`
+/// checks that.
 #[optimize::io]
 #[allow(clippy::too_many_arguments)]
 fn many_arguments(

@@ -216,7 +216,12 @@ pub(crate) fn expand(plan: &Plan, func: ItemFn) -> TokenStream {
         }
 
         #[doc = #invalidate_doc]
-        #[allow(dead_code, unused_variables, clippy::needless_pass_by_value)]
+        #[allow(
+            dead_code,
+            unused_variables,
+            clippy::needless_pass_by_value,
+            clippy::too_many_arguments
+        )]
         #vis #invalidate_sig {
             #site_statics
             #key_before
