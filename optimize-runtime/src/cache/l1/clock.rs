@@ -14,16 +14,27 @@
 //! number and dropped, and the ring is compacted when stale records outnumber live entries,
 //! so it stays within twice the entries (plus a constant).
 
+use std::any::Any;
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Entry, EvictionHandler, L1Engine, PackedKey};
 use crate::key::{ArgsKey, PrehashedBuild};
 
+/// A value as the engine holds it. Boxed (not shared behind an `Arc`, whose count a read
+/// would write) and type-erased, so the map and the eviction are compiled once in this crate
+/// rather than once per return type in every user crate (docs/architecture.md, "Compile
+/// time"); a read checks the type and clones the value out.
+type AnyValue = Box<dyn Any + Send + Sync>;
+
+/// What the erased engine hands a capacity eviction to.
+type ErasedEviction = Arc<dyn Fn(ArgsKey, &Entry<AnyValue>) + Send + Sync>;
+
 /// One stored entry and the engine's bookkeeping for it.
-struct Slot<V> {
-    entry: Entry<V>,
+struct Slot {
+    entry: Entry<AnyValue>,
     /// Read since the hand last passed (set by reads only when clear).
     referenced: AtomicBool,
     /// Which insertion stored it (records of older insertions of the key are stale).
@@ -32,17 +43,35 @@ struct Slot<V> {
     weight: u64,
 }
 
+impl Slot {
+    /// Marks the entry read; writes only when the hand cleared the mark, so a hot entry's
+    /// line stays shared between the cores reading it.
+    #[inline]
+    fn touch(&self) {
+        if !self.referenced.load(Relaxed) {
+            self.referenced.store(true, Relaxed);
+        }
+    }
+}
+
+/// The entry with its value cloned out as a `V` (`None` never happens: one engine holds one
+/// type).
+#[inline]
+fn typed<V: Clone + 'static>(entry: &Entry<AnyValue>) -> Option<Entry<V>> {
+    let value = entry.value.downcast_ref::<V>()?.clone();
+    Some(Entry {
+        value,
+        expires_at: entry.expires_at,
+        tag_bits: entry.tag_bits,
+        kept: entry.kept,
+        size: entry.size,
+    })
+}
+
 /// The CLOCK engine (see the module documentation).
 pub struct ClockEngine<V> {
-    map: papaya::HashMap<PackedKey, Slot<V>, PrehashedBuild>,
-    /// Insertions in order: (key, insertion number). The hand works from the front.
-    ring: Mutex<VecDeque<(PackedKey, u64)>>,
-    /// Total weight of the entries in `map` (entries, or bytes with `by_size`).
-    weight: AtomicU64,
-    capacity: u64,
-    by_size: bool,
-    next_insertion: AtomicU64,
-    on_evict: Option<EvictionHandler<V>>,
+    clock: ErasedClock,
+    _values: PhantomData<fn(V) -> V>,
 }
 
 impl<V: Clone + Send + Sync + 'static> ClockEngine<V> {
@@ -73,6 +102,86 @@ impl<V: Clone + Send + Sync + 'static> ClockEngine<V> {
         on_evict: Option<EvictionHandler<V>>,
         by_size: bool,
     ) -> Self {
+        let on_evict = on_evict.map(|on_evict| -> ErasedEviction {
+            Arc::new(move |key, entry: &Entry<AnyValue>| {
+                if let Some(entry) = typed::<V>(entry) {
+                    on_evict(key, entry);
+                }
+            })
+        });
+        Self {
+            clock: ErasedClock::build(capacity, on_evict, by_size),
+            _values: PhantomData,
+        }
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> L1Engine<V> for ClockEngine<V> {
+    #[inline]
+    fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
+        let map = &self.clock.map;
+        let guard = map.guard();
+        let slot = map.get(&PackedKey::from(key), &guard)?;
+        slot.touch();
+        typed(&slot.entry)
+    }
+
+    fn insert(&self, key: ArgsKey, entry: Entry<V>) {
+        self.clock
+            .insert(key.into(), entry.map_value(|v| Box::new(v) as AnyValue));
+    }
+
+    fn remove(&self, key: ArgsKey) -> bool {
+        self.clock.remove(key.into())
+    }
+
+    fn contains(&self, key: ArgsKey) -> bool {
+        self.clock.map.pin().contains_key(&PackedKey::from(key))
+    }
+
+    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
+        let map = self.clock.map.pin();
+        let slot = map.remove(&PackedKey::from(key))?;
+        self.clock.release(slot.weight);
+        typed(&slot.entry)
+    }
+
+    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
+        self.clock.visit(&mut |key, entry| match typed::<V>(entry) {
+            Some(entry) => visit(key, &entry),
+            None => true,
+        });
+    }
+
+    fn clear(&self) {
+        self.clock.clear();
+    }
+
+    fn len(&self) -> u64 {
+        self.clock.map.len() as u64
+    }
+
+    fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+        self.clock
+            .purge(&|entry| typed::<V>(entry).is_some_and(|entry| expired(&entry)))
+    }
+}
+
+/// The map, the ring and the hand behind every [`ClockEngine`], whatever its value type.
+struct ErasedClock {
+    map: papaya::HashMap<PackedKey, Slot, PrehashedBuild>,
+    /// Insertions in order: (key, insertion number). The hand works from the front.
+    ring: Mutex<VecDeque<(PackedKey, u64)>>,
+    /// Total weight of the entries in `map` (entries, or bytes with `by_size`).
+    weight: AtomicU64,
+    capacity: u64,
+    by_size: bool,
+    next_insertion: AtomicU64,
+    on_evict: Option<ErasedEviction>,
+}
+
+impl ErasedClock {
+    fn build(capacity: u64, on_evict: Option<ErasedEviction>, by_size: bool) -> Self {
         let expected = usize::try_from(capacity).unwrap_or(usize::MAX);
         // A weighed store's capacity is in bytes: it says little about the entry count.
         let expected = if by_size { 64 } else { expected.min(1 << 16) };
@@ -100,6 +209,36 @@ impl<V: Clone + Send + Sync + 'static> ClockEngine<V> {
             .fetch_update(Relaxed, Relaxed, |w| Some(w.saturating_sub(weight)));
     }
 
+    fn insert(&self, key: PackedKey, entry: Entry<AnyValue>) {
+        let weight = u64::from(entry.weight(self.by_size));
+        let insertion = self.next_insertion.fetch_add(1, Relaxed);
+        let mut ring = self.ring();
+        let slot = Slot {
+            entry,
+            referenced: AtomicBool::new(false),
+            insertion,
+            weight,
+        };
+        // Counted before it can be seen, so a removal racing in cannot release it first.
+        self.weight.fetch_add(weight, Relaxed);
+        if let Some(old) = self.map.pin().insert(key, slot) {
+            self.release(old.weight);
+        }
+        ring.push_back((key, insertion));
+        self.evict_to_capacity(&mut ring);
+        self.compact(&mut ring);
+    }
+
+    fn remove(&self, key: PackedKey) -> bool {
+        match self.map.pin().remove(&key) {
+            Some(slot) => {
+                self.release(slot.weight);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Moves the hand until the entries fit the capacity again (or none is left).
     fn evict_to_capacity(&self, ring: &mut VecDeque<(PackedKey, u64)>) {
         let map = self.map.pin();
@@ -120,7 +259,7 @@ impl<V: Clone + Send + Sync + 'static> ClockEngine<V> {
             if let Ok(Some((_, slot))) = map.remove_if(&key, |_, s| s.insertion == insertion) {
                 self.release(slot.weight);
                 if let Some(on_evict) = &self.on_evict {
-                    on_evict(key.into(), slot.entry.clone());
+                    on_evict(key.into(), &slot.entry);
                 }
             }
         }
@@ -134,57 +273,8 @@ impl<V: Clone + Send + Sync + 'static> ClockEngine<V> {
         let map = self.map.pin();
         ring.retain(|(key, insertion)| map.get(key).is_some_and(|s| s.insertion == *insertion));
     }
-}
 
-impl<V: Clone + Send + Sync + 'static> L1Engine<V> for ClockEngine<V> {
-    #[inline]
-    fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
-        let map = self.map.pin();
-        let slot = map.get(&PackedKey::from(key))?;
-        // Written only when the hand cleared it: a hot entry's line stays shared.
-        if !slot.referenced.load(Relaxed) {
-            slot.referenced.store(true, Relaxed);
-        }
-        Some(slot.entry.clone())
-    }
-
-    fn insert(&self, key: ArgsKey, entry: Entry<V>) {
-        let key = PackedKey::from(key);
-        let weight = u64::from(entry.weight(self.by_size));
-        let insertion = self.next_insertion.fetch_add(1, Relaxed);
-        let mut ring = self.ring();
-        let slot = Slot {
-            entry,
-            referenced: AtomicBool::new(false),
-            insertion,
-            weight,
-        };
-        // Counted before it can be seen, so a removal racing in cannot release it first.
-        self.weight.fetch_add(weight, Relaxed);
-        if let Some(old) = self.map.pin().insert(key, slot) {
-            self.release(old.weight);
-        }
-        ring.push_back((key, insertion));
-        self.evict_to_capacity(&mut ring);
-        self.compact(&mut ring);
-    }
-
-    fn remove(&self, key: ArgsKey) -> bool {
-        self.take(key).is_some()
-    }
-
-    fn contains(&self, key: ArgsKey) -> bool {
-        self.map.pin().contains_key(&PackedKey::from(key))
-    }
-
-    fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
-        let map = self.map.pin();
-        let slot = map.remove(&PackedKey::from(key))?;
-        self.release(slot.weight);
-        Some(slot.entry.clone())
-    }
-
-    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
+    fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<AnyValue>) -> bool) {
         for (key, slot) in self.map.pin().iter() {
             if !visit((*key).into(), &slot.entry) {
                 return;
@@ -199,11 +289,7 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for ClockEngine<V> {
         self.weight.store(0, Relaxed);
     }
 
-    fn len(&self) -> u64 {
-        self.map.len() as u64
-    }
-
-    fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
+    fn purge(&self, expired: &dyn Fn(&Entry<AnyValue>) -> bool) -> u64 {
         let map = self.map.pin();
         let doomed: Vec<(PackedKey, u64)> = map
             .iter()
@@ -248,7 +334,7 @@ mod tests {
         assert_eq!(engine.len(), 100);
         assert_eq!(evicted.load(Relaxed), 900);
         assert!(
-            engine.ring().len() <= 2 * 100 + 64,
+            engine.clock.ring().len() <= 2 * 100 + 64,
             "the ring stays bounded"
         );
     }
@@ -277,15 +363,18 @@ mod tests {
             assert!(engine.remove(key(2)));
         }
         assert_eq!(engine.len(), 1);
-        assert_eq!(engine.weight.load(Relaxed), 1);
-        assert!(engine.ring().len() <= 2 + 64, "stale records are compacted");
+        assert_eq!(engine.clock.weight.load(Relaxed), 1);
+        assert!(
+            engine.clock.ring().len() <= 2 + 64,
+            "stale records are compacted"
+        );
         assert_eq!(engine.get(key(1)).map(|e| e.value), Some(999));
         engine.insert(key(3), Entry::new(3, 0));
         assert_eq!(engine.purge(&|e| e.value == 3), 1);
         assert_eq!(engine.len(), 1);
         engine.clear();
         assert!(engine.is_empty());
-        assert_eq!(engine.weight.load(Relaxed), 0);
+        assert_eq!(engine.clock.weight.load(Relaxed), 0);
     }
 
     #[test]
@@ -319,6 +408,6 @@ mod tests {
             t.join().expect("no panic");
         }
         assert!(engine.len() <= 64);
-        assert_eq!(engine.weight.load(Relaxed), engine.len());
+        assert_eq!(engine.clock.weight.load(Relaxed), engine.len());
     }
 }
