@@ -454,20 +454,8 @@ impl Tiers {
         key: &'a str,
         generations: Vec<String>,
     ) -> TierFuture<'a, L2Result<Stamped>> {
-        Box::pin(async move {
-            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-                return L2Result::Skipped;
-            };
-            let key = key.to_owned();
-            match bg
-                .handle
-                .spawn(async move { l2.get_stamped(&key, &generations).await })
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => L2Result::Failed,
-            }
-        })
+        let key = key.to_owned();
+        self.on_l2(move |l2| async move { l2.get_stamped(&key, &generations).await })
     }
 
     /// Whether misses take leases in Redis.
@@ -497,20 +485,8 @@ impl Tiers {
         generations: Vec<String>,
         token: u64,
     ) -> TierFuture<'a, L2Result<StampedLeased>> {
-        Box::pin(async move {
-            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-                return L2Result::Skipped;
-            };
-            let key = key.to_owned();
-            match bg
-                .handle
-                .spawn(async move { l2.get_leased(&key, &generations, token).await })
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => L2Result::Failed,
-            }
-        })
+        let key = key.to_owned();
+        self.on_l2(move |l2| async move { l2.get_leased(&key, &generations, token).await })
     }
 
     /// Takes the key's lease.
@@ -519,20 +495,8 @@ impl Tiers {
         key: &'a str,
         token: u64,
     ) -> TierFuture<'a, L2Result<LeaseState>> {
-        Box::pin(async move {
-            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-                return L2Result::Skipped;
-            };
-            let key = key.to_owned();
-            match bg
-                .handle
-                .spawn(async move { l2.acquire(&key, token).await })
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => L2Result::Failed,
-            }
-        })
+        let key = key.to_owned();
+        self.on_l2(move |l2| async move { l2.acquire(&key, token).await })
     }
 
     /// Waits (at most `bound`) until another instance announces the key's lease released.
@@ -551,22 +515,11 @@ impl Tiers {
 
     /// The generations at `keys`, read from Redis.
     pub fn l2_generations<'a>(&'a self, keys: Vec<String>) -> TierFuture<'a, L2Result<Vec<u64>>> {
-        Box::pin(async move {
-            let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
-                return L2Result::Skipped;
-            };
-            if keys.first().is_some_and(|k| l2.circuit_open_for(k)) {
-                return L2Result::Skipped;
-            }
-            match bg
-                .handle
-                .spawn(async move { l2.generations(&keys).await })
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => L2Result::Failed,
-            }
-        })
+        let open = |l2: &Arc<RedisTier>| keys.first().is_some_and(|k| l2.circuit_open_for(k));
+        if self.l2.as_ref().is_some_and(open) {
+            return Box::pin(std::future::ready(L2Result::Skipped));
+        }
+        self.on_l2(move |l2| async move { l2.generations(&keys).await })
     }
 
     /// Runs `fut` on the tiers' own runtime (nothing when they have none: no shared tier).
@@ -583,15 +536,25 @@ impl Tiers {
 
     /// `GET` from L2 on the tiers' runtime, awaited from any executor.
     pub fn l2_get<'a>(&'a self, key: &'a str) -> TierFuture<'a, L2Result<Option<Vec<u8>>>> {
+        let key = key.to_owned();
+        self.on_l2(move |l2| async move { l2.get(&key).await })
+    }
+
+    /// Runs `op` with the Redis tier on the tiers' runtime and awaits it from any executor;
+    /// `Skipped` without L2, `Failed` if the runtime dropped it.
+    fn on_l2<'a, T, F>(
+        &'a self,
+        op: impl FnOnce(Arc<RedisTier>) -> F + Send + 'a,
+    ) -> TierFuture<'a, L2Result<T>>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = L2Result<T>> + Send + 'static,
+    {
         Box::pin(async move {
             let (Some(l2), Some(bg)) = (self.l2.clone(), &self.background) else {
                 return L2Result::Skipped;
             };
-            let key = key.to_owned();
-            match bg.handle.spawn(async move { l2.get(&key).await }).await {
-                Ok(r) => r,
-                Err(_) => L2Result::Failed,
-            }
+            bg.handle.spawn(op(l2)).await.unwrap_or(L2Result::Failed)
         })
     }
 
