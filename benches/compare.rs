@@ -185,9 +185,9 @@ fn main() {
         for (name, _) in &contenders {
             match (median_ns(group, name), cached) {
                 (Some(ns), Some(base)) => {
-                    println!("    {name:<16} {ns:>8.1} ns   {:>5.2}x", ns / base)
+                    println!("    {name:<20} {ns:>8.1} ns   {:>5.2}x", ns / base)
                 }
-                _ => println!("    {name:<16} (no estimate: run without a filter)"),
+                _ => println!("    {name:<20} (no estimate: run without a filter)"),
             }
         }
     }
