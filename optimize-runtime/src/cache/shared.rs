@@ -10,7 +10,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::cache::generations::{digest, digest_of, Generations, EVERYTHING};
 use crate::cache::l2_redis::L2Result;
 use crate::cache::lease::{HeldLease, Lease, LeaseState};
-use crate::cache::tiered::Tiers;
+use crate::cache::tiered::{TierFuture, Tiers};
 use crate::cache::writeback::{Bytes, WriteOp};
 use crate::cache::Tier;
 use crate::codec::{self, EncodeError, EnvelopeOptions, Expiry, Header, Reject};
@@ -140,10 +140,18 @@ pub struct Lookup<V> {
     pub stale: Option<Found<V>>,
 }
 
-/// One function's shared tiers.
+/// One function's shared tiers: what does not depend on the value's type ([`SharedCore`],
+/// reached through `Deref`) and the codec of its values.
 pub struct SharedStore<V> {
-    tiers: Arc<Tiers>,
+    core: SharedCore,
     codec: ValueCodec<V>,
+}
+
+/// The half of a [`SharedStore`] that does not depend on the value's type: the generations,
+/// the queueing of writes, the read choice. Compiled once in the runtime instead of once per
+/// return type in every user crate (docs/architecture.md, "Compile time").
+pub struct SharedCore {
+    tiers: Arc<Tiers>,
     options: SharedOptions,
     schema: u64,
     /// The function's generation's Redis key.
@@ -155,6 +163,14 @@ pub struct SharedStore<V> {
     /// How the function's L2 reads went lately, to choose how to read next (see
     /// [`ReadPredictor`]).
     l2_reads: ReadPredictor,
+}
+
+impl<V> std::ops::Deref for SharedStore<V> {
+    type Target = SharedCore;
+
+    fn deref(&self) -> &SharedCore {
+        &self.core
+    }
 }
 
 /// Chooses, per function, between two ways of reading L2 when leases are on, each best for
@@ -186,6 +202,190 @@ impl ReadPredictor {
     }
 }
 
+impl SharedCore {
+    /// The tiers this store writes to.
+    pub fn tiers(&self) -> &Arc<Tiers> {
+        &self.tiers
+    }
+
+    fn order(&self) -> [Tier; 2] {
+        self.tiers.config().order
+    }
+
+    /// Whether L3 is the function's only shared tier.
+    #[inline]
+    pub fn reads_l3_alone(&self) -> bool {
+        self.options.l3 && !self.options.l2
+    }
+
+    /// The Redis keys of the function's generation and of each tag's.
+    fn generation_keys(&self, tags: &[u64]) -> Vec<String> {
+        [
+            self.generation_key.clone(),
+            self.tiers.everything_generation_key(),
+        ]
+        .into_iter()
+        .chain(tags.iter().map(|t| self.tiers.tag_generation_key(*t)))
+        .collect()
+    }
+
+    /// Records generations read from Redis (the function's, the namespace's, then one per
+    /// tag, as [`SharedCore::generation_keys`] lists them); their digest.
+    fn learn(&self, tags: &[u64], gens: &[u64]) -> u64 {
+        let generations = self.tiers.generations();
+        let at = |i: usize| gens.get(i).copied().unwrap_or_default();
+        let (function, everything) = (at(0), at(1));
+        Generations::learn_in(&self.generation_cell, function);
+        generations.learn_everything(everything);
+        let stamped: Vec<(u64, u64)> = std::iter::once((EVERYTHING, everything))
+            .chain(tags.iter().enumerate().map(|(i, t)| {
+                let g = at(i + 2);
+                generations.learn_tag(*t, g);
+                (*t, g)
+            }))
+            .collect();
+        digest(function, &stamped)
+    }
+
+    /// Before a background refresh: the key's lease, so that one instance refreshes a key at a
+    /// time. `Err(())` when another instance holds it (it is refreshing); `Ok(None)` when
+    /// there are no leases (off, or Redis away): refresh without one.
+    pub fn refresh_lease<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> TierFuture<'a, Result<Option<HeldLease>, ()>> {
+        Box::pin(async move {
+            if !(self.options.l2 && self.options.lease && self.tiers.leases_on()) {
+                return Ok(None);
+            }
+            let lease = Lease::new(key);
+            match self.tiers.l2_acquire(key, lease.token).await {
+                L2Result::Done(LeaseState::Acquired) => {
+                    Ok(Some(HeldLease::new(lease, self.tiers.clone())))
+                }
+                L2Result::Done(LeaseState::Held(_)) => Err(()),
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// The digest of the generations this process knows, asking Redis for those it does not
+    /// (when L2 is used and answers; else they count as 0).
+    pub fn known_generation<'a>(&'a self, tags: &'a [u64]) -> TierFuture<'a, u64> {
+        Box::pin(async move {
+            if let Some(g) = self.locally_known_generation(tags) {
+                return g;
+            }
+            if self.options.l2 {
+                if let L2Result::Done(gens) =
+                    self.tiers.l2_generations(self.generation_keys(tags)).await
+                {
+                    return self.learn(tags, &gens);
+                }
+            }
+            self.generation_or_zero(tags)
+        })
+    }
+
+    /// The digest of the generations this process knows, those it does not counting as 0
+    /// (what a function that does not read L2 stamps and checks with).
+    fn generation_or_zero(&self, tags: &[u64]) -> u64 {
+        let generations = self.tiers.generations();
+        let function = Generations::function_in(&self.generation_cell).unwrap_or(0);
+        digest_of(
+            function,
+            std::iter::once((EVERYTHING, generations.everything().unwrap_or(0)))
+                .chain(tags.iter().map(|t| (*t, generations.tag(*t).unwrap_or(0)))),
+        )
+    }
+
+    /// The digest, when this process knows every generation it needs (without L2 there are
+    /// none: generations live in Redis).
+    pub(crate) fn locally_known_generation(&self, tags: &[u64]) -> Option<u64> {
+        if !self.tiers.has_l2() {
+            // Without Redis, functions are invalidated by removing their L3 entries, and tags
+            // keep their generations in L3 itself.
+            return Some(digest_of(
+                0,
+                tags.iter().map(|t| (*t, self.tiers.l3_tag_generation(*t))),
+            ));
+        }
+        let generations = self.tiers.generations();
+        let function = Generations::function_in(&self.generation_cell)?;
+        let everything = generations.everything()?;
+        if tags.is_empty() {
+            return Some(digest_of(
+                function,
+                std::iter::once((EVERYTHING, everything)),
+            ));
+        }
+        let stamped = std::iter::once(Some((EVERYTHING, everything)))
+            .chain(tags.iter().map(|t| generations.tag(*t).map(|g| (*t, g))))
+            .collect::<Option<Vec<_>>>()?;
+        Some(digest(function, &stamped))
+    }
+
+    /// A value that cannot be written: an oversized one is counted as rejected
+    /// (`oversized`) in each tier it was meant for; the first refusal of each kind is a
+    /// warning, later ones are debug events (one per miss would flood the log).
+    fn refused(&self, e: &crate::codec::EncodeError, key: &str) {
+        if e.is_oversized() {
+            for (tier, wanted) in [(Tier::L2, self.options.l2), (Tier::L3, self.options.l3)] {
+                if wanted {
+                    self.tiers.counters(tier).reject(Reject::Oversized);
+                }
+            }
+        }
+        if self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(error = %e, key, "value not written to the shared tiers");
+        } else {
+            tracing::warn!(error = %e, key, "value not written to the shared tiers (reported once per function; counted as rejected, reason oversized, when too large)");
+        }
+    }
+
+    /// The expiry of an entry written at `now` (unix ms) to a tier with `ttl`: fresh for the
+    /// ttl, then kept stale for the fail-safe window.
+    fn expiry(&self, now: u64, ttl: Option<Duration>) -> Expiry {
+        let after =
+            |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        match (ttl, self.options.fail_safe) {
+            (None, _) => Expiry::default(),
+            (Some(ttl), None) => Expiry {
+                fresh_until_ms: 0,
+                expires_at_ms: after(ttl),
+            },
+            (Some(ttl), Some(window)) => Expiry {
+                fresh_until_ms: after(ttl),
+                expires_at_ms: after(ttl + window),
+            },
+        }
+    }
+
+    /// Queues one put; with a lease, the L2 write is fenced by it and releases it (a put the
+    /// full queue drops leaves the lease with its guard, which releases it).
+    fn put(
+        &self,
+        key: String,
+        bytes: Bytes,
+        l2_ttl: Option<Duration>,
+        (l2, l3): (bool, bool),
+        lease: Option<&mut HeldLease>,
+    ) {
+        let token = lease.as_ref().and_then(|l| l.token());
+        let queued = self.tiers.enqueue(WriteOp::Put {
+            key,
+            bytes,
+            l2_ttl,
+            l2,
+            l3,
+            lease: token,
+        });
+        if let (true, Some(lease)) = (queued, lease) {
+            lease.handed_over();
+        }
+    }
+}
+
 impl<V: Send + 'static> SharedStore<V> {
     /// A store for one function; `None` when neither tier is both wanted and available.
     pub fn new(
@@ -198,20 +398,17 @@ impl<V: Send + 'static> SharedStore<V> {
         options.l2 &= tiers.has_l2();
         options.l3 &= tiers.l3().is_some();
         (options.l2 || options.l3).then(|| Self {
-            generation_key: tiers.function_generation_key(path),
-            generation_cell: tiers.generations().function_cell(path),
-            tiers,
+            core: SharedCore {
+                generation_key: tiers.function_generation_key(path),
+                generation_cell: tiers.generations().function_cell(path),
+                tiers,
+                options,
+                schema,
+                warned: std::sync::atomic::AtomicBool::new(false),
+                l2_reads: ReadPredictor::default(),
+            },
             codec,
-            options,
-            schema,
-            warned: std::sync::atomic::AtomicBool::new(false),
-            l2_reads: ReadPredictor::default(),
         })
-    }
-
-    /// The tiers this store writes to.
-    pub fn tiers(&self) -> &Arc<Tiers> {
-        &self.tiers
     }
 
     /// Decodes an entry read from `tier`, checked against `generation`; why not, if not.
@@ -278,10 +475,6 @@ impl<V: Send + 'static> SharedStore<V> {
                 None
             }
         }
-    }
-
-    fn order(&self) -> [Tier; 2] {
-        self.tiers.config().order
     }
 
     /// Looks the key up in the shared tiers, in the configured order, checking each entry's
@@ -462,12 +655,6 @@ impl<V: Send + 'static> SharedStore<V> {
         }
     }
 
-    /// Whether L3 is the function's only shared tier.
-    #[inline]
-    pub fn reads_l3_alone(&self) -> bool {
-        self.options.l3 && !self.options.l2
-    }
-
     /// L3 read before the key's flight is joined, for a function whose only shared tier is
     /// L3: a local read with nothing to coordinate (no lease, no promotion), so concurrent
     /// callers may all make it, and a hit skips the flight and the async lookup (most of an
@@ -495,106 +682,6 @@ impl<V: Send + 'static> SharedStore<V> {
     /// [`SharedStore::lookup`] of an untagged entry, blocking this thread.
     pub fn lookup_blocking(&self, key: &str) -> Option<Found<V>> {
         crate::time::block_on(self.lookup(key, &[])).found
-    }
-
-    /// The Redis keys of the function's generation and of each tag's.
-    fn generation_keys(&self, tags: &[u64]) -> Vec<String> {
-        [
-            self.generation_key.clone(),
-            self.tiers.everything_generation_key(),
-        ]
-        .into_iter()
-        .chain(tags.iter().map(|t| self.tiers.tag_generation_key(*t)))
-        .collect()
-    }
-
-    /// Records generations read from Redis (the function's, the namespace's, then one per
-    /// tag, as [`SharedStore::generation_keys`] lists them); their digest.
-    fn learn(&self, tags: &[u64], gens: &[u64]) -> u64 {
-        let generations = self.tiers.generations();
-        let at = |i: usize| gens.get(i).copied().unwrap_or_default();
-        let (function, everything) = (at(0), at(1));
-        Generations::learn_in(&self.generation_cell, function);
-        generations.learn_everything(everything);
-        let stamped: Vec<(u64, u64)> = std::iter::once((EVERYTHING, everything))
-            .chain(tags.iter().enumerate().map(|(i, t)| {
-                let g = at(i + 2);
-                generations.learn_tag(*t, g);
-                (*t, g)
-            }))
-            .collect();
-        digest(function, &stamped)
-    }
-
-    /// Before a background refresh: the key's lease, so that one instance refreshes a key at a
-    /// time. `Err(())` when another instance holds it (it is refreshing); `Ok(None)` when
-    /// there are no leases (off, or Redis away): refresh without one.
-    pub async fn refresh_lease(&self, key: &str) -> Result<Option<HeldLease>, ()> {
-        if !(self.options.l2 && self.options.lease && self.tiers.leases_on()) {
-            return Ok(None);
-        }
-        let lease = Lease::new(key);
-        match self.tiers.l2_acquire(key, lease.token).await {
-            L2Result::Done(LeaseState::Acquired) => {
-                Ok(Some(HeldLease::new(lease, self.tiers.clone())))
-            }
-            L2Result::Done(LeaseState::Held(_)) => Err(()),
-            _ => Ok(None),
-        }
-    }
-
-    /// The digest of the generations this process knows, asking Redis for those it does not
-    /// (when L2 is used and answers; else they count as 0).
-    pub async fn known_generation(&self, tags: &[u64]) -> u64 {
-        if let Some(g) = self.locally_known_generation(tags) {
-            return g;
-        }
-        if self.options.l2 {
-            if let L2Result::Done(gens) =
-                self.tiers.l2_generations(self.generation_keys(tags)).await
-            {
-                return self.learn(tags, &gens);
-            }
-        }
-        self.generation_or_zero(tags)
-    }
-
-    /// The digest of the generations this process knows, those it does not counting as 0
-    /// (what a function that does not read L2 stamps and checks with).
-    fn generation_or_zero(&self, tags: &[u64]) -> u64 {
-        let generations = self.tiers.generations();
-        let function = Generations::function_in(&self.generation_cell).unwrap_or(0);
-        digest_of(
-            function,
-            std::iter::once((EVERYTHING, generations.everything().unwrap_or(0)))
-                .chain(tags.iter().map(|t| (*t, generations.tag(*t).unwrap_or(0)))),
-        )
-    }
-
-    /// The digest, when this process knows every generation it needs (without L2 there are
-    /// none: generations live in Redis).
-    pub(crate) fn locally_known_generation(&self, tags: &[u64]) -> Option<u64> {
-        if !self.tiers.has_l2() {
-            // Without Redis, functions are invalidated by removing their L3 entries, and tags
-            // keep their generations in L3 itself.
-            return Some(digest_of(
-                0,
-                tags.iter().map(|t| (*t, self.tiers.l3_tag_generation(*t))),
-            ));
-        }
-        let generations = self.tiers.generations();
-        let function = Generations::function_in(&self.generation_cell)?;
-        let everything = generations.everything()?;
-        if tags.is_empty() {
-            return Some(digest_of(
-                function,
-                std::iter::once((EVERYTHING, everything)),
-            ));
-        }
-        let stamped = std::iter::once(Some((EVERYTHING, everything)))
-            .chain(tags.iter().map(|t| generations.tag(*t).map(|g| (*t, g))))
-            .collect::<Option<Vec<_>>>()?;
-        Some(digest(function, &stamped))
     }
 
     /// Copies a value found in one shared tier to the other, keeping its expiry and stamp.
@@ -636,24 +723,6 @@ impl<V: Send + 'static> SharedStore<V> {
             (to_l2, to_l3),
             lease,
         );
-    }
-
-    /// A value that cannot be written: an oversized one is counted as rejected
-    /// (`oversized`) in each tier it was meant for; the first refusal of each kind is a
-    /// warning, later ones are debug events (one per miss would flood the log).
-    fn refused(&self, e: &crate::codec::EncodeError, key: &str) {
-        if e.is_oversized() {
-            for (tier, wanted) in [(Tier::L2, self.options.l2), (Tier::L3, self.options.l3)] {
-                if wanted {
-                    self.tiers.counters(tier).reject(Reject::Oversized);
-                }
-            }
-        }
-        if self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            tracing::debug!(error = %e, key, "value not written to the shared tiers");
-        } else {
-            tracing::warn!(error = %e, key, "value not written to the shared tiers (reported once per function; counted as rejected, reason oversized, when too large)");
-        }
     }
 
     /// Queues the writes of a freshly computed value to every shared tier of the function,
@@ -713,48 +782,6 @@ impl<V: Send + 'static> SharedStore<V> {
             if let Some(bytes) = encode(l3_ttl) {
                 self.put(key, bytes, None, (false, true), None);
             }
-        }
-    }
-
-    /// The expiry of an entry written at `now` (unix ms) to a tier with `ttl`: fresh for the
-    /// ttl, then kept stale for the fail-safe window.
-    fn expiry(&self, now: u64, ttl: Option<Duration>) -> Expiry {
-        let after =
-            |d: Duration| now.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        match (ttl, self.options.fail_safe) {
-            (None, _) => Expiry::default(),
-            (Some(ttl), None) => Expiry {
-                fresh_until_ms: 0,
-                expires_at_ms: after(ttl),
-            },
-            (Some(ttl), Some(window)) => Expiry {
-                fresh_until_ms: after(ttl),
-                expires_at_ms: after(ttl + window),
-            },
-        }
-    }
-
-    /// Queues one put; with a lease, the L2 write is fenced by it and releases it (a put the
-    /// full queue drops leaves the lease with its guard, which releases it).
-    fn put(
-        &self,
-        key: String,
-        bytes: Bytes,
-        l2_ttl: Option<Duration>,
-        (l2, l3): (bool, bool),
-        lease: Option<&mut HeldLease>,
-    ) {
-        let token = lease.as_ref().and_then(|l| l.token());
-        let queued = self.tiers.enqueue(WriteOp::Put {
-            key,
-            bytes,
-            l2_ttl,
-            l2,
-            l3,
-            lease: token,
-        });
-        if let (true, Some(lease)) = (queued, lease) {
-            lease.handed_over();
         }
     }
 
