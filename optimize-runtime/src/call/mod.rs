@@ -35,6 +35,14 @@ type Own<'a, V> = (&'a FnStore<V>, ArgsKey, &'a [u64]);
 /// only the caller's future knows.
 pub(crate) type Body<'a, O> = &'a mut dyn FnMut() -> O;
 
+/// `body` as an `FnMut` that can be lent as a [`Body`] (or a `dyn FnMut` of a route), for
+/// code that calls it once. `Send` when `body` is.
+#[inline]
+pub(crate) fn once<O>(body: impl FnOnce() -> O) -> impl FnMut() -> O {
+    let mut body = Some(body);
+    move || (body.take().expect("a managed call runs its body once"))()
+}
+
 /// A static slot the generated code holds; resolves to the function's one [`Site`].
 ///
 /// A function and its generated companions (`name_cache()`, `name_invalidate(..)`) each hold
@@ -260,30 +268,30 @@ impl Site {
         let span = crate::spans::call(&self.path, self.meta.kind.as_str());
         let _in_span = span.enter();
         let mut sampled = None;
+        let mut keyed = None;
         if self.settings.enabled {
             // Hits are timed one in `HIT_SAMPLE`; a miss reads the clock when it becomes one.
             if crate::stats::sample_this_call() {
                 sampled = Some(self.now());
             }
             if let Some(key) = key {
-                if let Some(v) = self.store::<P::Cached>(codec).l1_hit(key) {
+                let store = self.store::<P::Cached>(codec);
+                if let Some(v) = store.l1_hit(key) {
                     self.record_l1_hit(sampled);
                     return policy.rebuild(v);
                 }
+                keyed = Some((store, key));
             }
         }
-        let mut body = Some(body);
-        self.missed_sync(policy, codec, key, tags, sampled, &mut || {
-            (body.take().expect("a call runs its body once"))()
-        })
+        self.missed_sync(policy, keyed, tags, sampled, &mut once(body))
     }
 
-    /// A sync call that L1 did not answer: the shared tiers, the key's flight, the body.
+    /// A sync call that L1 did not answer (`keyed`: its store and key, when it is cached):
+    /// the shared tiers, the key's flight, the body.
     fn missed_sync<P: ReturnPolicy>(
         &'static self,
         policy: P,
-        codec: Option<ValueCodec<P::Cached>>,
-        key: Option<ArgsKey>,
+        keyed: Option<(&'static FnStore<P::Cached>, ArgsKey)>,
         tags: &[u64],
         sampled: Option<u64>,
         body: Body<'_, P::Output>,
@@ -295,10 +303,9 @@ impl Site {
             return self.measured_sync(policy, body);
         }
         let start = sampled.unwrap_or_else(|| self.now());
-        let Some(key) = key else {
+        let Some((store, key)) = keyed else {
             return self.run_own_sync(policy, None, start, body);
         };
-        let store = self.store::<P::Cached>(codec);
         // A local read, made in place like an async lookup's (docs/tiers.md, "The read path").
         let l3_missed = match store.probe_l3(key, tags) {
             L3Probe::Hit((v, outcome)) => return self.serve_probed(policy, v, outcome, start),
@@ -469,10 +476,7 @@ impl Site {
     ) -> P::Output {
         let span = crate::spans::call(&self.path, self.meta.kind.as_str());
         let _in_span = span.enter();
-        let mut body = Some(body);
-        self.measured_sync(policy, &mut || {
-            (body.take().expect("a call runs its body once"))()
-        })
+        self.measured_sync(policy, &mut once(body))
     }
 
     fn measured_sync<P: ReturnPolicy>(&self, policy: P, body: Body<'_, P::Output>) -> P::Output {

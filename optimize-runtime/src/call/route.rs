@@ -72,10 +72,13 @@ impl Site {
         if !self.settings.enabled {
             return body();
         }
-        let mut body = Some(body);
-        self.io_sync_attempts(on_rejected, Attempts::default(), None, &mut || {
-            (body.take().expect("retries are off, so the body runs once"))()
-        })
+        // Retries are off, so the body runs once.
+        self.io_sync_attempts(
+            on_rejected,
+            Attempts::default(),
+            None,
+            &mut super::once(body),
+        )
     }
 
     /// A sync io body retried while `should_retry` says so.
@@ -183,10 +186,7 @@ impl Site {
         if !self.settings.enabled {
             return body();
         }
-        let mut body = Some(crate::spans::carried(body));
-        self.cpu_sync_erased(on_rejected, &mut || {
-            (body.take().expect("a cpu body runs once"))()
-        })
+        self.cpu_sync_erased(on_rejected, &mut super::once(crate::spans::carried(body)))
     }
 
     /// [`Site::cpu_sync`] past the wrapper, compiled once per return type.
@@ -246,10 +246,7 @@ impl Site {
         if !self.settings.enabled {
             return body();
         }
-        let mut body = Some(body);
-        self.memory_sync_erased(on_rejected, &mut || {
-            (body.take().expect("a memory body runs once"))()
-        })
+        self.memory_sync_erased(on_rejected, &mut super::once(body))
     }
 
     /// [`Site::memory_sync`] past the wrapper, compiled once per return type.
