@@ -39,6 +39,24 @@ pub struct Entry<V> {
     size: u32,
 }
 
+impl<A: std::ops::Deref<Target = dyn std::any::Any + Send + Sync>> Entry<A> {
+    /// The entry of a type-erased engine (moka's, clock's) with its value cloned out as a
+    /// `V`; `None` never happens, as one engine holds one type.
+    #[inline]
+    fn typed<V: Clone + 'static>(&self) -> Option<Entry<V>> {
+        let value = std::ops::Deref::deref(&self.value)
+            .downcast_ref::<V>()?
+            .clone();
+        Some(Entry {
+            value,
+            expires_at: self.expires_at,
+            tag_bits: self.tag_bits,
+            kept: self.kept,
+            size: self.size,
+        })
+    }
+}
+
 impl<V> Entry<V> {
     /// The same entry holding `f(value)`.
     #[inline]
@@ -690,8 +708,8 @@ impl std::hash::Hash for PackedKey {
 }
 
 /// A value as the moka engine holds it: one moka cache type for every function, compiled
-/// once in this crate rather than once per return type in each user crate (moka is about a
-/// third of what a return type costs to compile; docs/architecture.md, "Compile time").
+/// once in this crate rather than once per return type in each user crate (moka was most of
+/// what a return type instantiated; docs/architecture.md, "L1 engines").
 type AnyValue = Arc<dyn std::any::Any + Send + Sync>;
 
 /// The moka engine (TinyLFU admission, LRU eviction).
@@ -718,7 +736,7 @@ impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
     fn build(capacity: u64, on_evict: Option<EvictionHandler<V>>, by_size: bool) -> Self {
         let on_evict = on_evict.map(|on_evict| -> EvictionHandler<AnyValue> {
             Arc::new(move |key, entry: Entry<AnyValue>| {
-                if let Some(entry) = typed(entry) {
+                if let Some(entry) = entry.typed() {
                     on_evict(key, entry);
                 }
             })
@@ -735,17 +753,10 @@ impl<V: Clone + Send + Sync + 'static> MokaEngine<V> {
     }
 }
 
-/// The entry holding a `V` again (`None` never happens: one engine holds one type).
-#[inline]
-fn typed<V: Clone + 'static>(entry: Entry<AnyValue>) -> Option<Entry<V>> {
-    let value = entry.value.downcast_ref::<V>()?.clone();
-    Some(entry.map_value(|_| value))
-}
-
 impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
     #[inline]
     fn get(&self, key: ArgsKey) -> Option<Entry<V>> {
-        typed(self.cache.get(key)?)
+        self.cache.get(key)?.typed()
     }
 
     fn insert(&self, key: ArgsKey, entry: Entry<V>) {
@@ -762,12 +773,12 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
     }
 
     fn take(&self, key: ArgsKey) -> Option<Entry<V>> {
-        typed(self.cache.take(key)?)
+        self.cache.take(key)?.typed()
     }
 
     fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
         self.cache
-            .visit(&mut |key, entry| match typed::<V>(entry.clone()) {
+            .visit(&mut |key, entry| match entry.typed::<V>() {
                 Some(entry) => visit(key, &entry),
                 None => true,
             });
@@ -783,7 +794,7 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for MokaEngine<V> {
 
     fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
         self.cache
-            .purge(&|entry| typed::<V>(entry.clone()).is_some_and(|entry| expired(&entry)))
+            .purge(&|entry| entry.typed::<V>().is_some_and(|entry| expired(&entry)))
     }
 }
 

@@ -54,20 +54,6 @@ impl Slot {
     }
 }
 
-/// The entry with its value cloned out as a `V` (`None` never happens: one engine holds one
-/// type).
-#[inline]
-fn typed<V: Clone + 'static>(entry: &Entry<AnyValue>) -> Option<Entry<V>> {
-    let value = entry.value.downcast_ref::<V>()?.clone();
-    Some(Entry {
-        value,
-        expires_at: entry.expires_at,
-        tag_bits: entry.tag_bits,
-        kept: entry.kept,
-        size: entry.size,
-    })
-}
-
 /// The CLOCK engine (see the module documentation).
 pub struct ClockEngine<V> {
     clock: ErasedClock,
@@ -104,7 +90,7 @@ impl<V: Clone + Send + Sync + 'static> ClockEngine<V> {
     ) -> Self {
         let on_evict = on_evict.map(|on_evict| -> ErasedEviction {
             Arc::new(move |key, entry: &Entry<AnyValue>| {
-                if let Some(entry) = typed::<V>(entry) {
+                if let Some(entry) = entry.typed::<V>() {
                     on_evict(key, entry);
                 }
             })
@@ -123,7 +109,7 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for ClockEngine<V> {
         let guard = map.guard();
         let slot = map.get(&PackedKey::from(key), &guard)?;
         slot.touch();
-        typed(&slot.entry)
+        slot.entry.typed()
     }
 
     fn insert(&self, key: ArgsKey, entry: Entry<V>) {
@@ -143,14 +129,15 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for ClockEngine<V> {
         let map = self.clock.map.pin();
         let slot = map.remove(&PackedKey::from(key))?;
         self.clock.release(slot.weight);
-        typed(&slot.entry)
+        slot.entry.typed()
     }
 
     fn visit(&self, visit: &mut dyn FnMut(ArgsKey, &Entry<V>) -> bool) {
-        self.clock.visit(&mut |key, entry| match typed::<V>(entry) {
-            Some(entry) => visit(key, &entry),
-            None => true,
-        });
+        self.clock
+            .visit(&mut |key, entry| match entry.typed::<V>() {
+                Some(entry) => visit(key, &entry),
+                None => true,
+            });
     }
 
     fn clear(&self) {
@@ -163,7 +150,7 @@ impl<V: Clone + Send + Sync + 'static> L1Engine<V> for ClockEngine<V> {
 
     fn purge(&self, expired: &dyn Fn(&Entry<V>) -> bool) -> u64 {
         self.clock
-            .purge(&|entry| typed::<V>(entry).is_some_and(|entry| expired(&entry)))
+            .purge(&|entry| entry.typed::<V>().is_some_and(|entry| expired(&entry)))
     }
 }
 
