@@ -271,11 +271,24 @@ impl SharedCore {
 
     /// The digest of the generations this process knows, asking Redis for those it does not
     /// (when L2 is used and answers; else they count as 0).
-    pub fn known_generation<'a>(&'a self, tags: &'a [u64]) -> TierFuture<'a, u64> {
-        Box::pin(async move {
-            if let Some(g) = self.locally_known_generation(tags) {
-                return g;
+    pub fn known_generation<'a>(
+        &'a self,
+        tags: &'a [u64],
+    ) -> impl std::future::Future<Output = u64> + Send + 'a {
+        // Known locally after the first read: no allocation, no await. Only asking Redis is
+        // boxed (see `TierFuture`).
+        let known = self.locally_known_generation(tags);
+        async move {
+            match known {
+                Some(g) => g,
+                None => self.ask_generation(tags).await,
             }
+        }
+    }
+
+    /// [`SharedCore::known_generation`] when this process does not know them all.
+    fn ask_generation<'a>(&'a self, tags: &'a [u64]) -> TierFuture<'a, u64> {
+        Box::pin(async move {
             if self.options.l2 {
                 if let L2Result::Done(gens) =
                     self.tiers.l2_generations(self.generation_keys(tags)).await
