@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use optimize::cache::Tier;
 
+#[path = "support/install.rs"]
+mod install;
+
 static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
 
 #[optimize::io(tiers = "l3", ttl = "1h")]
@@ -18,13 +21,7 @@ fn from_disk(id: u64) -> String {
 #[test]
 fn l3_hits_skip_the_flight_and_a_miss_reads_l3_once() {
     let dir = tempfile::tempdir().unwrap();
-    let guard = optimize::install(
-        optimize::config::Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            .set("l3.dir", &dir.path().display().to_string()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let guard = optimize::install(install::with_l3(dir.path())).unwrap_or_else(|e| panic!("{e}"));
     let l3 = guard.runtime().tiers().counters(Tier::L3);
 
     // A miss: one L3 read (the probe's; the leader's lookup does not read again).

@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use optimize::cache::Tier;
 use optimize::codec::Reject;
 
+#[path = "support/install.rs"]
+mod install;
+
 static EXECUTIONS: AtomicU64 = AtomicU64::new(0);
 
 #[optimize::io(tags = ["doc:{id}"])]
@@ -17,13 +20,7 @@ fn render(id: u64) -> String {
 #[test]
 fn an_l3_entry_of_an_invalidated_tag_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let guard = optimize::install(
-        optimize::config::Config::builder()
-            .without_file()
-            .environment(Vec::<(String, String)>::new())
-            .set("l3.dir", &dir.path().display().to_string()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let guard = optimize::install(install::with_l3(dir.path())).unwrap_or_else(|e| panic!("{e}"));
     render(1);
     render(2);
     optimize::flush();

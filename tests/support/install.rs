@@ -7,12 +7,21 @@ use std::sync::OnceLock;
 
 use optimize::config::{Config, ConfigBuilder};
 
-/// A builder that reads no file and no process environment, with L3 off.
-pub fn quiet() -> ConfigBuilder {
+/// A builder that reads no file and no process environment.
+fn keys_only() -> ConfigBuilder {
     Config::builder()
         .without_file()
         .environment(Vec::<(String, String)>::new())
-        .set("l3.enabled", "false")
+}
+
+/// A builder that reads no file and no process environment, with L3 off.
+pub fn quiet() -> ConfigBuilder {
+    keys_only().set("l3.enabled", "false")
+}
+
+/// A builder that reads no file and no process environment, with L3 in `dir`.
+pub fn with_l3(dir: &std::path::Path) -> ConfigBuilder {
+    keys_only().set("l3.dir", &dir.display().to_string())
 }
 
 /// The binary's runtime, installed at the first call with `keys` over [`quiet`]; the guard
